@@ -1,0 +1,1 @@
+"""Complexity classifier: training, ONNX export, evaluation and serving-time scoring."""

@@ -1,0 +1,1 @@
+"""The slm_worker service."""
