@@ -87,7 +87,7 @@ class _Call:
         metrics.observe_rpc(self.service, self.method, self.code, time.perf_counter() - self.started)
 
 
-class PlatformInterceptor(grpc.aio.ServerInterceptor):
+class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Binds context, maps domain errors and records metrics for every RPC."""
 
     def __init__(self, service: str) -> None:
@@ -95,9 +95,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from rationer.errors import InvalidArgument
@@ -22,9 +23,7 @@ from rationer.platform.interceptor import PlatformInterceptor
 
 log = structlog.get_logger(__name__)
 
-_HEALTH: weakref.WeakKeyDictionary[grpc.aio.Server, health.aio.HealthServicer] = (
-    weakref.WeakKeyDictionary()
-)
+_HEALTH: weakref.WeakKeyDictionary[grpc.aio.Server, HealthServicer] = weakref.WeakKeyDictionary()
 _SERVICES: weakref.WeakKeyDictionary[grpc.aio.Server, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 DEFAULT_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -41,7 +40,7 @@ def build_server(
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
     serving: bool = True,
-    extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a ``grpc.aio`` server bound to ``address``.
 
@@ -53,7 +52,7 @@ def build_server(
         interceptors=[PlatformInterceptor(service), *extra_interceptors], options=DEFAULT_OPTIONS
     )
     register(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
