@@ -78,7 +78,8 @@ class Embedder:
         self._lock = threading.Lock()
         self.path = onnx_path
         self.quantized = quantized
-        self.identity = f"{MODEL_NAME} onnx{'-int8' if quantized else ''} sha256:{_file_digest(onnx_path)[:16]}"
+        variant = "onnx-int8" if quantized else "onnx"
+        self.identity = f"{MODEL_NAME} {variant} sha256:{_file_digest(onnx_path)[:16]}"
 
     @property
     def dim(self) -> int:
