@@ -1,12 +1,122 @@
-"""CLI commands of this service (filled in by its issue)."""
+"""Router commands: ``serve router``, ``up``, ``chat``, ``complete``, ``bench router``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 if TYPE_CHECKING:
     from rationer.cli.main import CliGroups
 
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file ([router] section).")]
+AddressOpt = Annotated[str, typer.Option("--address", envvar="RATIONER_ADDRESS", help="Router gRPC address.")]
+KeyOpt = Annotated[str, typer.Option("--api-key", envvar="RATIONER_API_KEY", help="Your Rationer API key.")]
+
+
+def serve(config: ConfigOpt = None) -> None:
+    """Run the router (the gateway's front door)."""
+    from services.router.main import main
+
+    main(config)
+
+
+def up(
+    data_dir: Annotated[Path, typer.Option(help="State, logs and credentials.")] = Path(".rationer"),
+    base_port: Annotated[int, typer.Option(help="Router port; ledger, cache, workers follow.")] = 7400,
+    http_port: Annotated[int, typer.Option(help="OpenAI-compatible HTTP port.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="SLM worker processes.")] = 1,
+    worker_threads: Annotated[int, typer.Option(min=1, help="llama.cpp threads per model.")] = 2,
+    frontier_url: Annotated[
+        str, typer.Option(envvar="RATIONER_FRONTIER_BASE_URL", help="OpenAI-compatible base URL (adds a tier).")
+    ] = "",
+    frontier_key: Annotated[str, typer.Option(envvar="RATIONER_FRONTIER_API_KEY", help="Its API key.")] = "",
+    frontier_model: Annotated[str, typer.Option(envvar="RATIONER_FRONTIER_MODEL")] = "gpt-4o",
+    log_format: Annotated[str, typer.Option(help="console or json")] = "console",
+) -> None:
+    """Run all four services with embedded defaults (SQLite, on-disk cache, SmolLM2)."""
+    import asyncio
+
+    from rationer.up import UpOptions, run_up
+
+    opts = UpOptions(
+        data_dir=data_dir, base_port=base_port, http_port=http_port, workers=workers,
+        worker_threads=worker_threads, frontier_url=frontier_url, frontier_key=frontier_key,
+        frontier_model=frontier_model, log_format=log_format, base_env=dict(os.environ),
+    )  # fmt: skip
+    asyncio.run(run_up(opts))
+
+
+def _print_answer(answer: Any, as_json: bool) -> None:
+    r = answer.route
+    if as_json:
+        print(json.dumps({"text": answer.text, "route": r.__dict__}, default=list))
+        return
+    print(answer.text)
+    print(
+        f"\n[tier={r.tier} model={r.model} complexity={r.complexity:.2f} cache_hit={r.cache_hit} "
+        f"tokens={r.prompt_tokens}+{r.completion_tokens} cost=${r.cost_usd:.6f} "
+        f"saved=${r.savings_usd:.6f} overhead={r.gateway_overhead_ms:.1f}ms request={r.request_id}]",
+        file=sys.stderr,
+    )
+
+
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    address: AddressOpt = "127.0.0.1:7400",
+    api_key: KeyOpt = "",
+    model: Annotated[str, typer.Option(help="auto, a tier or a model name.")] = "auto",
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    stream: Annotated[bool, typer.Option(help="Print tokens as they arrive.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask the gateway; prints the answer and the routing metadata."""
+    from rationer.client import Answer, Client
+
+    with Client(address, api_key) as client:
+        if not stream:
+            _print_answer(client.complete(prompt, model=model, max_tokens=max_tokens), as_json)
+            return
+        text: list[str] = []
+        for chunk in client.stream(prompt, model=model, max_tokens=max_tokens):
+            if chunk.restart:
+                text.clear()
+                print("\n[restarted on another tier]", file=sys.stderr)
+            if chunk.route is not None:
+                _print_answer(Answer("".join(text), chunk.route), as_json) if as_json else _print_answer(
+                    Answer("", chunk.route), False
+                )
+                continue
+            text.append(chunk.delta)
+            if not as_json:
+                print(chunk.delta, end="", flush=True)
+
+
+def complete(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Prompt file; '-' for stdin. JSON messages allowed.")],
+    address: AddressOpt = "127.0.0.1:7400",
+    api_key: KeyOpt = "",
+    model: Annotated[str, typer.Option()] = "auto",
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Complete a prompt read from a file (plain text, or a JSON list of {role, content})."""
+    from rationer.client import Client
+
+    raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+    messages: Any = raw
+    if raw.lstrip().startswith("["):
+        messages = json.loads(raw)
+    with Client(address, api_key) as client:
+        _print_answer(client.complete(messages, model=model, max_tokens=max_tokens), as_json)
+
 
 def register(groups: CliGroups) -> None:
-    """Attach this service's commands to the ``rationer`` CLI groups."""
+    groups.serve.command("router")(serve)
+    groups.root.command("up")(up)
+    groups.root.command("chat")(chat)
+    groups.root.command("complete")(complete)

@@ -1,0 +1,225 @@
+"""Python client SDK for internal backends: ``rationer.Client`` and ``rationer.AsyncClient``.
+
+    from rationer import Client
+    with Client("127.0.0.1:50050", api_key="rk_...") as c:
+        answer = c.complete("Draft a two-line thank-you email")
+        print(answer.text, answer.route.tier, answer.route.cost_usd)
+
+Errors arrive as ``rationer.errors`` classes (``ResourceExhausted`` carries
+``limit_id`` and ``retry_after_s``). The protos are the contract for other
+languages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from rationer.api.common.v1 import common_pb2
+from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from rationer.platform.client import domain_error
+
+NANO = 1_000_000_000
+MessagesLike = str | Sequence[dict[str, str]] | Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Route:
+    request_id: str
+    tier: str
+    model: str
+    complexity: float
+    cache_hit: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cost_nano_usd: int
+    savings_nano_usd: int
+    fallbacks: tuple[str, ...] = ()
+    downgraded: bool = False
+    budget_remaining_fraction: float = 1.0
+    gateway_overhead_ms: float = 0.0
+    model_ms: float = 0.0
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_nano_usd / NANO
+
+    @property
+    def savings_usd(self) -> float:
+        return self.savings_nano_usd / NANO
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    route: Route
+
+
+@dataclass(frozen=True)
+class Chunk:
+    delta: str = ""
+    restart: bool = False
+    route: Route | None = None
+
+
+@dataclass
+class _Opts:
+    model: str = "auto"
+    max_tokens: int = 0
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    no_cache: bool = False
+    allow_cache_when_sampling: bool = False
+    timeout: float | None = 120.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _messages(messages: MessagesLike) -> list[common_pb2.ChatMessage]:
+    if isinstance(messages, str):
+        return [common_pb2.ChatMessage(role="user", content=messages)]
+    out = []
+    for m in messages:
+        role, content = (m["role"], m["content"]) if isinstance(m, dict) else (m[0], m[1])
+        out.append(common_pb2.ChatMessage(role=role, content=content))
+    return out
+
+
+def _request(messages: MessagesLike, o: _Opts) -> router_pb2.CompleteRequest:
+    params = common_pb2.GenerationParams(max_tokens=o.max_tokens, stop=list(o.stop))
+    if o.temperature is not None:
+        params.temperature = o.temperature
+    if o.top_p is not None:
+        params.top_p = o.top_p
+    if o.seed is not None:
+        params.seed = o.seed
+    return router_pb2.CompleteRequest(
+        messages=_messages(messages),
+        params=params,
+        model=o.model,
+        no_cache=o.no_cache,
+        allow_cache_when_sampling=o.allow_cache_when_sampling,
+    )
+
+
+def route_from_proto(r: router_pb2.RouteInfo) -> Route:
+    return Route(
+        request_id=r.request_id,
+        tier=r.tier,
+        model=r.model,
+        complexity=r.complexity,
+        cache_hit=r.cache_hit,
+        prompt_tokens=r.usage.prompt_tokens,
+        completion_tokens=r.usage.completion_tokens,
+        cost_nano_usd=r.cost.nano_usd,
+        savings_nano_usd=r.savings.nano_usd,
+        fallbacks=tuple(r.fallbacks),
+        downgraded=r.downgraded,
+        budget_remaining_fraction=r.budget_remaining_fraction,
+        gateway_overhead_ms=r.gateway_overhead_ms,
+        model_ms=r.model_ms,
+    )
+
+
+def _chunk(c: router_pb2.CompleteChunk) -> Chunk:
+    return Chunk(delta=c.delta, restart=c.restart, route=route_from_proto(c.route) if c.final else None)
+
+
+class _Base:
+    def __init__(self, address: str, api_key: str, project: str = "") -> None:
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),)
+        if project:
+            self._metadata += (("x-rationer-project", project),)
+        self.address = address
+
+
+class Client(_Base):
+    """Blocking client."""
+
+    def __init__(self, address: str, api_key: str, project: str = "") -> None:
+        super().__init__(address, api_key, project)
+        self._channel = grpc.insecure_channel(address)
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def complete(self, messages: MessagesLike, **opts: Any) -> Answer:
+        o = _Opts(**opts)
+        try:
+            resp = self._stub.Complete(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+        except grpc.RpcError as exc:
+            raise domain_error(exc, service="router") from exc  # type: ignore[arg-type]
+        return Answer(text=resp.text, route=route_from_proto(resp.route))
+
+    def stream(self, messages: MessagesLike, **opts: Any) -> Iterator[Chunk]:
+        o = _Opts(**opts)
+        call = self._stub.CompleteStream(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+        try:
+            for c in call:
+                yield _chunk(c)
+        except grpc.RpcError as exc:
+            raise domain_error(exc, service="router") from exc  # type: ignore[arg-type]
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]
+
+    def tiers(self) -> list[str]:
+        try:
+            resp = self._stub.ListTiers(router_pb2.ListTiersRequest(), metadata=self._metadata, timeout=10)
+        except grpc.RpcError as exc:
+            raise domain_error(exc, service="router") from exc  # type: ignore[arg-type]
+        return [t.name for t in resp.tiers]
+
+
+class AsyncClient(_Base):
+    """asyncio client (grpc.aio)."""
+
+    def __init__(self, address: str, api_key: str, project: str = "") -> None:
+        super().__init__(address, api_key, project)
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def complete(self, messages: MessagesLike, **opts: Any) -> Answer:
+        o = _Opts(**opts)
+        try:
+            resp = await self._stub.Complete(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, service="router") from exc
+        return Answer(text=resp.text, route=route_from_proto(resp.route))
+
+    async def stream(self, messages: MessagesLike, **opts: Any) -> AsyncIterator[Chunk]:
+        o = _Opts(**opts)
+        call = self._stub.CompleteStream(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+        try:
+            async for c in call:
+                yield _chunk(c)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, service="router") from exc
+        finally:
+            call.cancel()
+
+    async def tiers(self) -> list[str]:
+        try:
+            resp = await self._stub.ListTiers(router_pb2.ListTiersRequest(), metadata=self._metadata, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, service="router") from exc
+        return [t.name for t in resp.tiers]

@@ -1,0 +1,54 @@
+"""Client-side helpers: map gRPC failures back into the domain-error tree.
+
+The inverse of the server interceptor, so a service calling another one can
+handle ``ResourceExhausted`` or ``Unavailable`` without touching gRPC types.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from rationer import errors
+from rationer.platform.interceptor import LIMIT_ID_KEY, RESETS_AT_KEY, RETRY_AFTER_KEY
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.RationerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: errors.Cancelled,
+    grpc.StatusCode.INTERNAL: errors.Internal,
+    grpc.StatusCode.UNKNOWN: errors.Internal,
+}
+
+
+def domain_error(exc: grpc.aio.AioRpcError, *, service: str = "") -> errors.RationerError:
+    """Translate a failed call into the matching domain error."""
+    code = exc.code()
+    details = exc.details() or code.name
+    prefix = f"{service}: " if service else ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailers: dict[str, str] = {}
+        raw: Any = exc.trailing_metadata() or ()
+        for key, value in raw:
+            if isinstance(value, str):
+                trailers[str(key)] = value
+        resets = trailers.get(RESETS_AT_KEY)
+        retry = trailers.get(RETRY_AFTER_KEY)
+        return errors.ResourceExhausted(
+            details,
+            limit_id=trailers.get(LIMIT_ID_KEY, ""),
+            resets_at=datetime.fromisoformat(resets) if resets else None,
+            retry_after_s=float(retry) if retry else None,
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return errors.Unavailable(f"{prefix}{details}")
+    cls = _BY_CODE.get(code, errors.Internal)
+    return cls(details)

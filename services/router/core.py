@@ -1,0 +1,391 @@
+"""The router core: one plain class behind both the gRPC servicer and HTTP.
+
+Request path: authenticate -> embed once -> cache -> score -> choose tier ->
+reserve -> call model -> settle -> respond. Every failure after a hold is
+placed either commits true usage or releases the hold, so no reservation
+leaks and no call is billed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from rationer.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    RationerError,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.router.auth import AuthCache
+from services.router.model_types import Completion, Message
+from services.router.policy import Decision, TierPolicy, TierSpec
+from services.router.ports import (
+    CachedAnswer,
+    CachePort,
+    EmbedderPort,
+    LedgerPort,
+    Principal,
+    Reservation,
+    ScorerPort,
+)
+from services.router.pricing import PriceBook
+from services.router.requests import (
+    CompletionRequest,
+    RequestLimits,
+    RouteResult,
+    estimate_prompt_tokens,
+    validate,
+)
+
+log = structlog.get_logger(__name__)
+
+# Errors after which the next tier may succeed. Anything else (bad input,
+# deadline, cancel) is the caller's and is returned as is.
+FALLBACK_ERRORS: tuple[type[RationerError], ...] = (Unavailable, ResourceExhausted, Internal)
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    downgrade_on_exhaustion: bool = True
+    # Below this much time left there is no point starting: answer at once.
+    min_deadline_s: float = 0.05
+    cache_enabled: bool = True
+
+
+@dataclass
+class Prepared:
+    principal: Principal
+    request: CompletionRequest
+    request_id: str
+    started: float
+    deadline: float | None
+    text: str
+    vector: npt.NDArray[np.float32]
+    cache_context: dict[str, object]
+    cacheable: bool
+    result: RouteResult
+    decision: Decision | None = None
+    cached: CachedAnswer | None = None
+
+
+Canonicalize = Callable[[Sequence[Message]], str]
+ContextOf = Callable[[CompletionRequest], dict[str, object]]
+CacheablePolicy = Callable[[CompletionRequest], bool]
+
+
+class RouterCore:
+    def __init__(
+        self,
+        *,
+        ledger: LedgerPort,
+        cache: CachePort | None,
+        embedder: EmbedderPort,
+        scorer: ScorerPort,
+        policy: TierPolicy,
+        backends: Mapping[str, Any],
+        prices: PriceBook,
+        canonicalize: Canonicalize,
+        cache_context: ContextOf,
+        cacheable: CacheablePolicy,
+        limits: RequestLimits | None = None,
+        config: CoreConfig | None = None,
+        auth_ttl_s: float = 5.0,
+    ) -> None:
+        self.ledger = ledger
+        self.cache = cache
+        self.embedder = embedder
+        self.scorer = scorer
+        self.policy = policy
+        self.backends = backends
+        self.prices = prices
+        self.canonicalize = canonicalize
+        self.cache_context = cache_context
+        self.cacheable = cacheable
+        self.limits = limits or RequestLimits()
+        self.config = config or CoreConfig()
+        self.auth = AuthCache(ledger, ttl_s=auth_ttl_s)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ---- shared preparation -------------------------------------------------
+
+    async def prepare(
+        self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None
+    ) -> Prepared:
+        started = time.perf_counter()
+        if deadline is not None and deadline - time.monotonic() < self.config.min_deadline_s:
+            raise DeadlineExceeded(
+                f"deadline leaves under {self.config.min_deadline_s * 1000:.0f} ms; "
+                "nothing useful can run in that time. Raise the client timeout"
+            )
+        principal = await self.auth.principal(api_key)
+        req = validate(raw, self.limits)
+        rid = request_id or uuid.uuid4().hex
+        text = self.canonicalize(req.messages)
+        vector = await asyncio.to_thread(self.embedder.embed_one, text)
+        prep = Prepared(
+            principal=principal,
+            request=req,
+            request_id=rid,
+            started=started,
+            deadline=deadline,
+            text=text,
+            vector=vector,
+            cache_context=self.cache_context(req),
+            cacheable=self.cache is not None and self.config.cache_enabled and self.cacheable(req),
+            result=RouteResult(request_id=rid),
+        )
+        cached, remaining = await asyncio.gather(self._lookup(prep), self._headroom(prep))
+        prep.result.budget_remaining_fraction = remaining
+        if cached is not None:
+            prep.cached = cached
+            return prep
+        score = float(self.scorer.score(vector, text))
+        prep.result.complexity = score
+        prep.decision = self.policy.decide(
+            score,
+            allowed_tiers=principal.allowed_tiers,
+            requested=req.model,
+            healthy=self._healthy_tiers(),
+            remaining_fraction=remaining,
+        )
+        prep.result.downgraded = prep.decision.downgraded
+        return prep
+
+    async def _lookup(self, prep: Prepared) -> CachedAnswer | None:
+        if not prep.cacheable or self.cache is None:
+            return None
+        try:
+            return await self.cache.lookup(
+                tenant=prep.principal.tenant, text=prep.text, vector=prep.vector, context=prep.cache_context
+            )
+        except RationerError as exc:
+            # A cache outage must not take the gateway down: degrade to a miss.
+            log.warning("cache lookup failed; treating as miss", error=str(exc))
+            return None
+
+    async def _headroom(self, prep: Prepared) -> float:
+        return await self.ledger.headroom(prep.principal.key_id, prep.request.project)
+
+    def _healthy_tiers(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.policy.tiers if self._backend(t).healthy(t.model))
+
+    def _backend(self, tier: TierSpec) -> Any:
+        return self.backends[tier.name]
+
+    # ---- cache hits -------------------------------------------------------
+
+    def answer_from_cache(self, prep: Prepared) -> tuple[str, RouteResult]:
+        hit = prep.cached
+        assert hit is not None
+        res = prep.result
+        res.cache_hit = True
+        res.tier, res.model = hit.tier, hit.model
+        res.prompt_tokens, res.completion_tokens = hit.prompt_tokens, hit.completion_tokens
+        res.cost_nano_usd = 0
+        res.savings_nano_usd = self.prices.counterfactual(hit.prompt_tokens, hit.completion_tokens)
+        res.gateway_overhead_ms = (time.perf_counter() - prep.started) * 1000
+        # Recording the zero-cost event is off the response path but retried
+        # until the ledger has it (RecordCacheHit is idempotent on request id).
+        self.spawn(self._record_hit(prep, hit, int(res.gateway_overhead_ms)))
+        return hit.answer, res
+
+    async def _record_hit(self, prep: Prepared, hit: CachedAnswer, latency_ms: int) -> None:
+        await retry_settlement(
+            lambda: self.ledger.record_cache_hit(
+                key_id=prep.principal.key_id,
+                request_id=prep.request_id,
+                project=prep.request.project,
+                tier=hit.tier,
+                model=hit.model,
+                prompt_tokens=hit.prompt_tokens,
+                completion_tokens=hit.completion_tokens,
+                latency_ms=latency_ms,
+            ),
+            what="record cache hit",
+        )
+
+    # ---- reservations -----------------------------------------------------
+
+    def candidates(self, prep: Prepared) -> list[TierSpec]:
+        assert prep.decision is not None
+        return [prep.decision.tier, *prep.decision.fallbacks]
+
+    async def reserve(self, prep: Prepared, tier: TierSpec) -> Reservation:
+        return await self.ledger.authorize(
+            key_id=prep.principal.key_id,
+            tier=tier.name,
+            model=tier.model,
+            prompt_tokens=estimate_prompt_tokens(prep.request.messages),
+            max_tokens=prep.request.params.max_tokens,
+            project=prep.request.project,
+            # One idempotency key per attempt: a retried Authorize for the same
+            # attempt returns the same hold, a new tier gets a new one.
+            request_id=f"{prep.request_id}:{tier.name}",
+        )
+
+    def on_exhausted(self, prep: Prepared, tier: TierSpec, exc: ResourceExhausted) -> list[TierSpec]:
+        """After a budget denial, the cheaper tiers worth trying (maybe none)."""
+        if not self.config.downgrade_on_exhaustion or not exc.limit_id.startswith("budget"):
+            return []
+        cheaper = list(self.policy.cheaper_than(tier, prep.principal.allowed_tiers))
+        healthy = self._healthy_tiers()
+        return [t for t in cheaper if t.name in healthy]
+
+    async def release(self, prep: Prepared, res: Reservation, reason: str) -> None:
+        await retry_settlement(
+            lambda: self.ledger.release(
+                reservation_id=res.reservation_id, key_id=prep.principal.key_id, reason=reason[:200]
+            ),
+            what="release",
+        )
+
+    async def commit(
+        self, prep: Prepared, res: Reservation, tier: TierSpec, out: Completion, *, exact: bool = True
+    ) -> None:
+        result = prep.result
+        prompt, completion = out.prompt_tokens, out.completion_tokens
+        if not exact:
+            # The upstream did not report usage: bill the hold's token maximum.
+            prompt = estimate_prompt_tokens(prep.request.messages)
+            completion = prep.request.params.max_tokens
+            result.usage_exact = False
+        latency = int((time.perf_counter() - prep.started) * 1000)
+        charge = await retry_settlement(
+            lambda: self.ledger.commit(
+                reservation_id=res.reservation_id,
+                key_id=prep.principal.key_id,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                model=out.model or tier.model,
+                tier=tier.name,
+                latency_ms=latency,
+                fallbacks=len(result.fallbacks),
+            ),
+            what="commit",
+        )
+        result.tier, result.model = tier.name, out.model or tier.model
+        result.prompt_tokens, result.completion_tokens = prompt, completion
+        result.finish_reason = out.finish_reason
+        result.model_ms = out.model_ms
+        if charge is not None:
+            result.cost_nano_usd = charge.cost_nano_usd
+            result.savings_nano_usd = charge.counterfactual_nano_usd - charge.cost_nano_usd
+        result.gateway_overhead_ms = max((time.perf_counter() - prep.started) * 1000 - out.model_ms, 0.0)
+
+    def store_answer(self, prep: Prepared, tier: TierSpec, text: str) -> None:
+        if not prep.cacheable or self.cache is None or not text:
+            return
+        cache, res = self.cache, prep.result
+        self.spawn(
+            _best_effort(
+                cache.store(
+                    tenant=prep.principal.tenant,
+                    text=prep.text,
+                    vector=prep.vector,
+                    context=prep.cache_context,
+                    answer=text,
+                    tier=tier.name,
+                    model=res.model,
+                    cost_nano_usd=res.cost_nano_usd,
+                    prompt_tokens=res.prompt_tokens,
+                    completion_tokens=res.completion_tokens,
+                ),
+                "cache store",
+            )
+        )
+
+    # ---- unary --------------------------------------------------------------
+
+    async def complete(
+        self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None
+    ) -> tuple[str, RouteResult]:
+        prep = await self.prepare(api_key, raw, request_id=request_id, deadline=deadline)
+        if prep.cached is not None:
+            return self.answer_from_cache(prep)
+        queue = self.candidates(prep)
+        last: RationerError | None = None
+        while queue:
+            tier = queue.pop(0)
+            try:
+                res = await self.reserve(prep, tier)
+            except ResourceExhausted as exc:
+                last = exc
+                queue = self.on_exhausted(prep, tier, exc)
+                prep.result.downgraded = prep.result.downgraded or bool(queue)
+                continue
+            try:
+                out = await self._backend(tier).complete(
+                    tier.model, prep.request.messages, prep.request.params, prep.deadline
+                )
+            except FALLBACK_ERRORS as exc:
+                await self.release(prep, res, f"{tier.name} failed: {exc.message}")
+                log.warning("tier failed; falling back", tier=tier.name, error=exc.message)
+                prep.result.fallbacks.append(tier.name)
+                last = exc
+                continue
+            except BaseException:
+                await asyncio.shield(self.release(prep, res, "caller error, cancel or deadline"))
+                raise
+            await self.commit(prep, res, tier, out)
+            self.store_answer(prep, tier, out.text)
+            return out.text, prep.result
+        raise _exhausted(last)
+
+    # ---- background work ----------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for pending settlements (called on shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout_s)
+
+
+def _exhausted(last: RationerError | None) -> RationerError:
+    if last is None:
+        return Unavailable("no tier could serve the request")
+    if isinstance(last, ResourceExhausted):
+        return last
+    return Unavailable(f"every allowed tier failed; last error: {last.message}")
+
+
+async def retry_settlement(
+    op: Callable[[], Coroutine[Any, Any, Any]], *, what: str, attempts: int = 6
+) -> Any:
+    """Settlement must not be lost: retry transient ledger failures with backoff.
+
+    Commit/Release/RecordCacheHit are idempotent on their ids, so a retry after
+    an ambiguous failure can never double-charge.
+    """
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return await op()
+        except (Unavailable, DeadlineExceeded, Cancelled) as exc:
+            if attempt == attempts - 1:
+                log.error("settlement failed; the hold will expire", what=what, error=exc.message)
+                raise
+            await asyncio.sleep(delay)
+            delay *= 2
+    return None
+
+
+async def _best_effort(coro: Coroutine[Any, Any, Any], what: str) -> None:
+    try:
+        await coro
+    except RationerError as exc:
+        log.warning("best-effort step failed", what=what, error=exc.message)

@@ -1,0 +1,222 @@
+"""Client for any OpenAI-compatible chat-completions endpoint (httpx).
+
+Streaming asks for ``stream_options.include_usage`` so that streamed calls
+are billed with the provider's exact token counts, never as $0. Retries use
+exponential backoff with jitter, only for errors that a retry can fix
+(connect errors, 408/409/429/5xx), and never past the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from rationer.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PermissionDenied,
+    RationerError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from services.router.model_types import Completion, Delta, GenParams, Message
+
+log = structlog.get_logger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class FrontierConfig:
+    base_url: str  # e.g. "https://api.openai.com/v1"
+    model: str
+    api_key: str = ""
+    max_retries: int = 2
+    backoff_base_s: float = 0.2
+    connect_timeout_s: float = 5.0
+
+
+def _payload(model: str, messages: Sequence[Message], params: GenParams, stream: bool) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "max_tokens": params.max_tokens,
+        "stream": stream,
+    }
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _error_for(status: int, text: str, retry_after: str | None) -> RationerError:
+    detail = text[:300]
+    if status == 400:
+        return InvalidArgument(f"frontier rejected the request: {detail}")
+    if status in (401,):
+        return Unauthenticated(f"frontier rejected the gateway's credentials: {detail}")
+    if status == 403:
+        return PermissionDenied(f"frontier refused: {detail}")
+    if status == 429:
+        secs = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+        return ResourceExhausted(f"frontier rate limit: {detail}", limit_id="frontier", retry_after_s=secs)
+    return Unavailable(f"frontier returned HTTP {status}: {detail}")
+
+
+class FrontierClient:
+    """One OpenAI-compatible endpoint. Thread-unsafe; share within one loop."""
+
+    def __init__(self, config: FrontierConfig, http: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._http = http or httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _remaining(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("deadline passed before the frontier model answered")
+        return left
+
+    async def _backoff(self, attempt: int, deadline: float | None) -> None:
+        delay = self.config.backoff_base_s * (2**attempt) * (0.5 + random.random())
+        left = self._remaining(deadline)
+        if left is not None and delay >= left:
+            raise DeadlineExceeded("deadline would pass while waiting to retry the frontier call")
+        await asyncio.sleep(delay)
+
+    async def complete(
+        self, messages: Sequence[Message], params: GenParams, deadline: float | None = None
+    ) -> Completion:
+        body = _payload(self.config.model, messages, params, stream=False)
+        started = time.perf_counter()
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                resp = await self._http.post(
+                    "/chat/completions", json=body, timeout=self._remaining(deadline)
+                )
+            except httpx.TimeoutException as exc:
+                raise DeadlineExceeded("frontier call timed out at the caller's deadline") from exc
+            except httpx.TransportError as exc:
+                if attempt == self.config.max_retries:
+                    raise Unavailable(f"frontier unreachable: {exc!r}") from exc
+                await self._backoff(attempt, deadline)
+                continue
+            if resp.status_code == 200:
+                return _parse_completion(resp.json(), self.config.model, started)
+            err = _error_for(resp.status_code, resp.text, resp.headers.get("retry-after"))
+            if resp.status_code not in RETRYABLE_STATUS or attempt == self.config.max_retries:
+                raise err
+            log.warning("frontier retry", status=resp.status_code, attempt=attempt)
+            await self._backoff(attempt, deadline)
+        raise Unavailable("frontier retries exhausted")  # pragma: no cover - loop always returns/raises
+
+    async def stream(
+        self, messages: Sequence[Message], params: GenParams, deadline: float | None = None
+    ) -> AsyncIterator[Delta]:
+        """Yield text deltas, then one final Delta carrying usage.
+
+        Retries happen only before the first byte of the answer: once text has
+        reached the caller, a retry would duplicate it.
+        """
+        body = _payload(self.config.model, messages, params, stream=True)
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                async with self._http.stream(
+                    "POST", "/chat/completions", json=body, timeout=self._remaining(deadline)
+                ) as resp:
+                    if resp.status_code != 200:
+                        text = (await resp.aread()).decode("utf-8", "replace")
+                        err = _error_for(resp.status_code, text, resp.headers.get("retry-after"))
+                        if resp.status_code in RETRYABLE_STATUS and attempt < self.config.max_retries:
+                            await self._backoff(attempt, deadline)
+                            continue
+                        raise err
+                    async for delta in _sse_deltas(resp, self.config.model):
+                        yield delta
+                    return
+            except httpx.TimeoutException as exc:
+                raise DeadlineExceeded("frontier stream timed out at the caller's deadline") from exc
+            except httpx.TransportError as exc:
+                if attempt == self.config.max_retries:
+                    raise Unavailable(f"frontier unreachable: {exc!r}") from exc
+                await self._backoff(attempt, deadline)
+
+
+def _parse_completion(data: dict[str, object], default_model: str, started: float) -> Completion:
+    choices = data.get("choices") or []
+    if not isinstance(choices, list) or not choices:
+        raise Unavailable("frontier answered without choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    usage = data.get("usage") or {}
+    if not isinstance(usage, dict) or "completion_tokens" not in usage:
+        raise Unavailable("frontier answered without usage; cannot bill the call exactly")
+    return Completion(
+        text=str(message.get("content") or ""),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        model=str(data.get("model") or default_model),
+        model_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+async def _sse_deltas(resp: httpx.Response, default_model: str) -> AsyncIterator[Delta]:
+    finish = "stop"
+    usage: dict[str, int] | None = None
+    model = default_model
+    async for line in resp.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            break
+        chunk = json.loads(payload)
+        model = chunk.get("model") or model
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                yield Delta(text=text)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+    if usage is None:
+        # Some servers (llama_cpp.server 0.3.x among them) ignore include_usage.
+        # The core then bills the reserved maximum rather than $0.
+        log.warning("frontier stream carried no usage; billing the reserved maximum", model=model)
+        yield Delta(text="", final=True, finish_reason=finish, model=model, usage_exact=False)
+        return
+    yield Delta(
+        text="",
+        final=True,
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        finish_reason=finish,
+        model=model,
+    )

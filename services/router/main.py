@@ -1,0 +1,144 @@
+"""Router entry point: settings, logging, collaborators, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+
+from rationer.platform.logging import configure_logging
+from rationer.platform.metrics import start_metrics_endpoint
+from rationer.platform.server import serve_until_signal, start
+from rationer.platform.settings import load_settings
+from services.router.adapters import GrpcCache, GrpcLedger
+from services.router.backends import FrontierBackend
+from services.router.core import CoreConfig, RouterCore
+from services.router.frontier import FrontierClient, FrontierConfig
+from services.router.policy import PressureConfig, TierPolicy, TierSpec
+from services.router.pricing import PriceBook
+from services.router.requests import RequestLimits
+from services.router.server import RouterDeps, create_server
+from services.router.settings import RouterSettings, TierSettings
+from services.router.workers import WorkerPool
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Assembled:
+    core: RouterCore
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.core.drain()
+        for close in reversed(self.closers):
+            await close()
+
+
+def tier_specs(tiers: list[TierSettings], strong_threshold: float | None, default_strong: float) -> list[TierSpec]:
+    """Fill unset thresholds: the top tier takes the classifier's operating
+    point (or the calibrated one); tiers in between split the range evenly."""
+    ordered = sorted(tiers, key=lambda t: t.rank)
+    top = strong_threshold if strong_threshold is not None else default_strong
+    n = len(ordered)
+    specs = []
+    for i, t in enumerate(ordered):
+        if i == 0:
+            threshold = 0.0
+        elif t.threshold is not None and not (i == n - 1 and strong_threshold is not None):
+            threshold = t.threshold
+        else:
+            threshold = top * i / (n - 1)
+        specs.append(TierSpec(name=t.name, kind=t.kind, rank=t.rank, model=t.model, threshold=threshold))
+    return specs
+
+
+async def assemble(settings: RouterSettings) -> Assembled:
+    """Build the core and its collaborators from settings."""
+    from rationer.classifier.scorer import ComplexityScorer
+    from rationer.embedding import Embedder
+    from services.router import cachepolicy
+
+    embedder = Embedder(settings.embedder_model_dir, threads=settings.embedder_threads)
+    scorer = ComplexityScorer(settings.classifier_artifact)
+    ledger_channel = grpc.aio.insecure_channel(settings.ledger_address)
+    ledger = GrpcLedger(ledger_channel)
+    closers: list[Callable[[], Awaitable[None]]] = [lambda: ledger_channel.close(None)]
+    cache = None
+    if settings.cache_address:
+        cache_channel = grpc.aio.insecure_channel(settings.cache_address)
+        cache = GrpcCache(cache_channel, settings.cache_min_similarity)
+        closers.append(lambda: cache_channel.close(None))
+    pool = WorkerPool(settings.worker_addresses, refresh_s=settings.worker_refresh_s)
+    await pool.start()
+    closers.append(pool.close)
+    backends: dict[str, object] = {}
+    for t in settings.tiers:
+        if t.kind == "local":
+            backends[t.name] = pool
+        else:
+            client = FrontierClient(
+                FrontierConfig(base_url=t.base_url, model=t.model, api_key=t.api_key, max_retries=t.max_retries)
+            )
+            backends[t.name] = FrontierBackend(client)
+            closers.append(client.aclose)
+    prices = PriceBook()
+    try:
+        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price()
+    except Exception as exc:  # the ledger may start later; savings then read 0 until restart
+        log.warning("could not read reference price from the ledger", error=str(exc))
+    p = settings.pressure
+    core = RouterCore(
+        ledger=ledger,
+        cache=cache,
+        embedder=embedder,
+        scorer=scorer,
+        policy=TierPolicy(
+            tier_specs(settings.tiers, settings.strong_threshold, scorer.threshold),
+            PressureConfig(p.enabled, p.start_fraction, p.strength, p.floor_fraction),
+        ),
+        backends=backends,
+        prices=prices,
+        canonicalize=cachepolicy.canonicalize,
+        cache_context=cachepolicy.context_of,
+        cacheable=cachepolicy.cacheable,
+        limits=RequestLimits(
+            default_max_tokens=settings.default_max_tokens,
+            max_tokens_cap=settings.max_tokens_cap,
+            max_prompt_chars=settings.max_prompt_chars,
+        ),
+        config=CoreConfig(downgrade_on_exhaustion=settings.downgrade_on_exhaustion),
+        auth_ttl_s=settings.auth_cache_ttl_s,
+    )
+    return Assembled(core, closers)
+
+
+async def serve(settings: RouterSettings) -> None:
+    assembled = await assemble(settings)
+    server, port = create_server(settings.listen, RouterDeps(core=assembled.core))
+    await start(server)
+    http_runner = None
+    if settings.http.enabled:
+        from services.router.http import start_http
+
+        http_runner = await start_http(assembled.core, settings.http)
+    if settings.metrics_port is not None:
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+    log.info("router serving", port=port, http=settings.http.listen if http_runner else None)
+    try:
+        await serve_until_signal(server, settings.grace_period_s, on_drain=assembled.core.drain)
+    finally:
+        if http_runner is not None:
+            await http_runner.stop()
+        await assembled.close()
+
+
+def main(config: Path | None = None) -> None:
+    settings = load_settings(RouterSettings, "router", toml_path=config, environ=os.environ)
+    configure_logging(settings.logging.format, settings.logging.level)
+    asyncio.run(serve(settings))

@@ -1,0 +1,46 @@
+"""Plain data types the router core passes between its parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    model: str
+    model_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A streamed piece of text; the last one has ``final`` and usage."""
+
+    text: str
+    final: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    model: str = ""
+    # False when the upstream did not report usage (the core then bills the
+    # reserved maximum, never $0).
+    usage_exact: bool = True
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,140 @@
+"""What the router needs from its collaborators, as plain protocols.
+
+The gRPC clients of the ledger, cache and worker pool satisfy these through
+small adapters (``adapters.py``), so the core can be read and tested without
+any transport in mind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from services.router.model_types import Completion, Delta, GenParams, Message
+
+
+@dataclass(frozen=True)
+class Principal:
+    org_id: str
+    team_id: str
+    user_id: str
+    key_id: str
+    tenant: str
+    allowed_tiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reservation_id: str
+    held_nano_usd: int
+    min_remaining_fraction: float = 1.0
+
+
+@dataclass(frozen=True)
+class Charge:
+    cost_nano_usd: int
+    counterfactual_nano_usd: int
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    answer: str
+    tier: str
+    model: str
+    similarity: float
+    exact: bool
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LedgerPort(Protocol):
+    async def authenticate(self, api_key: str) -> Principal: ...
+
+    async def headroom(self, key_id: str, project: str) -> float: ...
+
+    async def authorize(
+        self,
+        *,
+        key_id: str,
+        tier: str,
+        model: str,
+        prompt_tokens: int,
+        max_tokens: int,
+        project: str,
+        request_id: str,
+    ) -> Reservation: ...
+
+    async def commit(
+        self,
+        *,
+        reservation_id: str,
+        key_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        model: str,
+        tier: str,
+        latency_ms: int,
+        fallbacks: int,
+    ) -> Charge: ...
+
+    async def release(self, *, reservation_id: str, key_id: str, reason: str) -> None: ...
+
+    async def record_cache_hit(
+        self,
+        *,
+        key_id: str,
+        request_id: str,
+        project: str,
+        tier: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        latency_ms: int,
+    ) -> Charge: ...
+
+
+class CachePort(Protocol):
+    async def lookup(
+        self, *, tenant: str, text: str, vector: npt.NDArray[np.float32], context: dict[str, object]
+    ) -> CachedAnswer | None: ...
+
+    async def store(
+        self,
+        *,
+        tenant: str,
+        text: str,
+        vector: npt.NDArray[np.float32],
+        context: dict[str, object],
+        answer: str,
+        tier: str,
+        model: str,
+        cost_nano_usd: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None: ...
+
+
+class ModelBackend(Protocol):
+    """One tier's way of running a model: the worker pool or a frontier endpoint."""
+
+    async def complete(
+        self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
+    ) -> Completion: ...
+
+    def stream(
+        self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
+    ) -> AsyncIterator[Delta]: ...
+
+    def healthy(self, model: str) -> bool: ...
+
+
+class EmbedderPort(Protocol):
+    def embed_one(self, text: str) -> npt.NDArray[np.float32]: ...
+
+
+class ScorerPort(Protocol):
+    def score(self, vector: npt.NDArray[np.float32], text: str) -> float: ...

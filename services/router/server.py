@@ -1,0 +1,26 @@
+"""``create_server(address, deps)`` for the router."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from rationer.platform.server import build_server
+from services.router.core import RouterCore
+from services.router.servicer import RouterServicer
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+
+
+@dataclass
+class RouterDeps:
+    core: RouterCore
+
+
+def create_server(address: str, deps: RouterDeps) -> tuple[grpc.aio.Server, int]:
+    def register(server: grpc.aio.Server) -> None:
+        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(deps.core), server)
+
+    return build_server(address, service="router", service_names=[SERVICE_NAME], register=register)

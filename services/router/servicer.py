@@ -1,0 +1,134 @@
+"""Thin gRPC adapter over :class:`RouterCore`: convert, delegate, convert back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from rationer.api.common.v1 import common_pb2
+from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from rationer.errors import Unauthenticated
+from services.router.core import RouterCore
+from services.router.model_types import GenParams, Message
+from services.router.requests import CompletionRequest, RouteResult
+from services.router.streaming import stream_completion
+
+FINISH = {
+    "stop": common_pb2.FINISH_REASON_STOP,
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "cancelled": common_pb2.FINISH_REASON_CANCELLED,
+    "error": common_pb2.FINISH_REASON_ERROR,
+}
+KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER}
+
+
+def bearer_token(metadata: dict[str, str]) -> str:
+    raw = metadata.get("authorization")
+    if raw is None:
+        raise Unauthenticated("missing 'authorization' metadata; send 'authorization: Bearer <rationer key>'")
+    scheme, _, token = raw.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("malformed 'authorization' metadata; expected 'Bearer <rationer key>'")
+    return token.strip()
+
+
+def _metadata(context: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _deadline(context: Any) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def to_request(msg: router_pb2.CompleteRequest, project: str) -> CompletionRequest:
+    p = msg.params
+    return CompletionRequest(
+        messages=tuple(Message(m.role, m.content) for m in msg.messages),
+        params=GenParams(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature if p.HasField("temperature") else None,
+            top_p=p.top_p if p.HasField("top_p") else None,
+            stop=tuple(p.stop),
+            seed=p.seed if p.HasField("seed") else None,
+        ),
+        model=msg.model,
+        allow_cache_when_sampling=msg.allow_cache_when_sampling,
+        no_cache=msg.no_cache,
+        project=project,
+        user=msg.user,
+    )
+
+
+def route_info(res: RouteResult) -> router_pb2.RouteInfo:
+    return router_pb2.RouteInfo(
+        request_id=res.request_id,
+        tier=res.tier,
+        model=res.model,
+        complexity=res.complexity,
+        cache_hit=res.cache_hit,
+        usage=common_pb2.Usage(
+            prompt_tokens=res.prompt_tokens,
+            completion_tokens=res.completion_tokens,
+            total_tokens=res.prompt_tokens + res.completion_tokens,
+        ),
+        cost=common_pb2.Money(nano_usd=res.cost_nano_usd),
+        savings=common_pb2.Money(nano_usd=res.savings_nano_usd),
+        fallbacks=res.fallbacks,
+        downgraded=res.downgraded,
+        budget_remaining_fraction=res.budget_remaining_fraction,
+        finish_reason=FINISH.get(res.finish_reason, common_pb2.FINISH_REASON_STOP),
+        gateway_overhead_ms=res.gateway_overhead_ms,
+        model_ms=res.model_ms,
+        usage_exact=res.usage_exact,
+    )
+
+
+def _request_id() -> str:
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self, core: RouterCore) -> None:
+        self._core = core
+
+    async def Complete(self, request: router_pb2.CompleteRequest, context: Any) -> router_pb2.CompleteResponse:
+        md = _metadata(context)
+        text, res = await self._core.complete(
+            bearer_token(md),
+            to_request(request, md.get("x-rationer-project", "")),
+            request_id=_request_id(),
+            deadline=_deadline(context),
+        )
+        return router_pb2.CompleteResponse(text=text, route=route_info(res))
+
+    async def CompleteStream(
+        self, request: router_pb2.CompleteRequest, context: Any
+    ) -> AsyncIterator[router_pb2.CompleteChunk]:
+        md = _metadata(context)
+        events = stream_completion(
+            self._core,
+            bearer_token(md),
+            to_request(request, md.get("x-rationer-project", "")),
+            request_id=_request_id(),
+            deadline=_deadline(context),
+        )
+        async for ev in events:
+            if ev.final is not None:
+                yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))
+            else:
+                yield router_pb2.CompleteChunk(delta=ev.delta, restart=ev.restart)
+
+    async def ListTiers(self, request: router_pb2.ListTiersRequest, context: Any) -> router_pb2.ListTiersResponse:
+        principal = await self._core.auth.principal(bearer_token(_metadata(context)))
+        tiers = self._core.policy.allowed(principal.allowed_tiers)
+        unspecified = common_pb2.TIER_KIND_UNSPECIFIED
+        return router_pb2.ListTiersResponse(
+            tiers=[
+                common_pb2.Tier(name=t.name, kind=KIND.get(t.kind, unspecified), rank=t.rank, model=t.model)
+                for t in tiers
+            ]
+        )

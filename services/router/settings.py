@@ -1,0 +1,73 @@
+"""Router settings (TOML section ``[router]``, env ``RATIONER_ROUTER__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rationer.platform.settings import ServiceSettings
+
+
+class TierSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["local", "frontier"]
+    rank: int
+    model: str
+    # None: derived from the classifier's operating point (see main.tier_specs).
+    threshold: float | None = None
+    # Frontier only: any OpenAI-compatible endpoint.
+    base_url: str = ""
+    api_key: str = ""
+    max_retries: int = 2
+
+
+class PressureSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    start_fraction: float = 0.5
+    strength: float = 1.0
+    floor_fraction: float = 0.05
+
+
+class HttpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = 1024 * 1024
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+def default_tiers() -> list[TierSettings]:
+    return [
+        TierSettings(name="local-small", kind="local", rank=0, model="smollm2-135m-instruct"),
+        TierSettings(name="local-large", kind="local", rank=1, model="gemma3-270m"),
+    ]
+
+
+class RouterSettings(ServiceSettings):
+    listen: str = "127.0.0.1:7400"
+    ledger_address: str = "127.0.0.1:7401"
+    cache_address: str = ""  # empty disables the cache
+    worker_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:7403"])
+    tiers: list[TierSettings] = Field(default_factory=default_tiers)
+    # P(needs strong) at or above which prompts go to the strongest tier; set
+    # by `rationer calibrate router`. None keeps the per-tier thresholds.
+    strong_threshold: float | None = None
+    pressure: PressureSettings = PressureSettings()
+    downgrade_on_exhaustion: bool = True
+    auth_cache_ttl_s: float = 5.0
+    cache_min_similarity: float = 0.0  # 0 = the cache service default
+    default_max_tokens: int = 256
+    max_tokens_cap: int = 4096
+    max_prompt_chars: int = 64 * 1024
+    worker_refresh_s: float = 1.0
+    embedder_model_dir: Path | None = None
+    embedder_threads: int = 1
+    classifier_artifact: Path | None = None
+    http: HttpSettings = HttpSettings()

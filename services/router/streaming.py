@@ -1,0 +1,113 @@
+"""Server-streaming completion on top of :class:`RouterCore`.
+
+Fallback is possible mid-stream: if a tier dies after sending text, the next
+tier starts over and the client first receives a ``restart`` event telling
+it to discard the partial answer. The failed attempt's hold is released
+(a user does not pay for the gateway's own failure); the successful one is
+committed with exact usage from the final upstream message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from rationer.errors import RationerError, ResourceExhausted, Unavailable
+from services.router.core import FALLBACK_ERRORS, Prepared, RouterCore, _exhausted
+from services.router.model_types import Completion, Delta
+from services.router.policy import TierSpec
+from services.router.ports import Reservation
+from services.router.requests import CompletionRequest, RouteResult
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    delta: str = ""
+    restart: bool = False
+    final: RouteResult | None = None
+
+
+async def stream_completion(
+    core: RouterCore,
+    api_key: str,
+    raw: CompletionRequest,
+    *,
+    request_id: str = "",
+    deadline: float | None = None,
+) -> AsyncIterator[StreamEvent]:
+    prep = await core.prepare(api_key, raw, request_id=request_id, deadline=deadline)
+    if prep.cached is not None:
+        text, result = core.answer_from_cache(prep)
+        yield StreamEvent(delta=text)
+        yield StreamEvent(final=result)
+        return
+    queue = core.candidates(prep)
+    last: RationerError | None = None
+    sent_any = False
+    while queue:
+        tier = queue.pop(0)
+        try:
+            res = await core.reserve(prep, tier)
+        except ResourceExhausted as exc:
+            last = exc
+            queue = core.on_exhausted(prep, tier, exc)
+            prep.result.downgraded = prep.result.downgraded or bool(queue)
+            continue
+        attempt = _Attempt(core, prep, tier, res, restart_first=sent_any)
+        try:
+            async for event in attempt.run():
+                sent_any = sent_any or bool(event.delta)
+                yield event
+            return
+        except FALLBACK_ERRORS as exc:
+            if not attempt.settled:
+                await core.release(prep, res, f"{tier.name} failed mid-stream: {exc.message}")
+            prep.result.fallbacks.append(tier.name)
+            last = exc
+        except BaseException:
+            if not attempt.settled:
+                await asyncio.shield(core.release(prep, res, "client cancelled, disconnected or timed out"))
+            raise
+    raise _exhausted(last)
+
+
+class _Attempt:
+    def __init__(
+        self, core: RouterCore, prep: Prepared, tier: TierSpec, res: Reservation, *, restart_first: bool
+    ) -> None:
+        self.core, self.prep, self.tier, self.res = core, prep, tier, res
+        self.restart_first = restart_first
+        self.settled = False
+
+    async def run(self) -> AsyncIterator[StreamEvent]:
+        prep, tier = self.prep, self.tier
+        pieces: list[str] = []
+        started = time.perf_counter()
+        backend = self.core.backends[tier.name]
+        stream: AsyncIterator[Delta] = backend.stream(
+            tier.model, prep.request.messages, prep.request.params, prep.deadline
+        )
+        async for d in stream:
+            if d.final:
+                out = Completion(
+                    text="".join(pieces),
+                    prompt_tokens=d.prompt_tokens,
+                    completion_tokens=d.completion_tokens,
+                    finish_reason=d.finish_reason or "stop",
+                    model=d.model or tier.model,
+                    model_ms=(time.perf_counter() - started) * 1000,
+                )
+                await self.core.commit(prep, self.res, tier, out, exact=d.usage_exact)
+                self.settled = True
+                self.core.store_answer(prep, tier, out.text)
+                yield StreamEvent(final=prep.result)
+                return
+            if not d.text:
+                continue
+            if not pieces and self.restart_first:
+                yield StreamEvent(restart=True)
+            pieces.append(d.text)
+            yield StreamEvent(delta=d.text)
+        raise Unavailable(f"tier {tier.name} ended its stream without a final message")

@@ -1,0 +1,205 @@
+"""Client-side load balancing over the slm_worker pool.
+
+Every ``refresh_s`` the pool asks each worker for ``ListModels`` (models and
+live load). A call goes to the worker with the most spare capacity for the
+model (free slots minus queue depth minus the calls this router already has
+in flight there, so bursts between refreshes spread out). A worker that
+answers RESOURCE_EXHAUSTED or UNAVAILABLE is skipped for that call and the
+next one is tried; UNAVAILABLE also marks it down until the next refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from rationer.api.common.v1 import common_pb2
+from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
+from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
+from rationer.platform.client import domain_error
+from services.router.model_types import Completion, Delta, GenParams, Message
+
+log = structlog.get_logger(__name__)
+
+FINISH = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_CANCELLED: "cancelled",
+    common_pb2.FINISH_REASON_ERROR: "error",
+}
+
+
+@dataclass
+class _Worker:
+    address: str
+    stub: worker_pb2_grpc.WorkerServiceAsyncStub
+    channel: grpc.aio.Channel
+    up: bool = False
+    models: dict[str, worker_pb2.ModelInfo] = field(default_factory=dict)
+    inflight: int = 0
+
+    def serves(self, model: str) -> worker_pb2.ModelInfo | None:
+        info = self.models.get(model)
+        if info is None:
+            info = next((m for m in self.models.values() if m.tier == model), None)
+        return info
+
+    def spare(self, model: str) -> float:
+        info = self.serves(model)
+        if info is None:
+            return float("-inf")
+        return info.free_slots - info.queue_depth - self.inflight
+
+
+def _request(model: str, messages: Sequence[Message], params: GenParams) -> worker_pb2.GenerateRequest:
+    p = common_pb2.GenerationParams(max_tokens=params.max_tokens, stop=list(params.stop))
+    if params.temperature is not None:
+        p.temperature = params.temperature
+    if params.top_p is not None:
+        p.top_p = params.top_p
+    if params.seed is not None:
+        p.seed = params.seed
+    return worker_pb2.GenerateRequest(
+        model=model,
+        messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+        params=p,
+    )
+
+
+def _timeout(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("deadline passed before a local worker could start")
+    return left
+
+
+class WorkerPool:
+    def __init__(self, addresses: Sequence[str], refresh_s: float = 1.0) -> None:
+        self._workers = [
+            _Worker(a, worker_pb2_grpc.WorkerServiceStub(ch), ch)
+            for a, ch in ((a, grpc.aio.insecure_channel(a)) for a in addresses)
+        ]
+        self._refresh_s = refresh_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for w in self._workers:
+            await w.channel.close(None)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        await asyncio.gather(*(self._refresh_one(w) for w in self._workers))
+
+    async def _refresh_one(self, w: _Worker) -> None:
+        try:
+            resp = await w.stub.ListModels(worker_pb2.ListModelsRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError as exc:
+            if w.up:
+                log.warning("worker down", worker=w.address, code=exc.code().name)
+            w.up = False
+            return
+        w.models = {m.name: m for m in resp.models}
+        w.up = True
+
+    def healthy(self, model: str) -> bool:
+        return any(w.up and w.serves(model) is not None for w in self._workers)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [
+            {"address": w.address, "up": w.up, "inflight": w.inflight, "models": sorted(w.models)}
+            for w in self._workers
+        ]
+
+    def _ranked(self, model: str) -> list[_Worker]:
+        live = [w for w in self._workers if w.up and w.serves(model) is not None]
+        if not live:
+            raise Unavailable(f"no local worker serves {model!r} right now")
+        return sorted(live, key=lambda w: w.spare(model), reverse=True)
+
+    def _skip(self, w: _Worker, err: RationerError) -> None:
+        if isinstance(err, Unavailable):
+            w.up = False
+        log.info("worker refused; trying the next", worker=w.address, error=err.message)
+
+    async def complete(
+        self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
+    ) -> Completion:
+        last: RationerError = Unavailable(f"no local worker serves {model!r}")
+        for w in self._ranked(model):
+            w.inflight += 1
+            try:
+                resp = await w.stub.Generate(_request(model, messages, params), timeout=_timeout(deadline))
+            except grpc.aio.AioRpcError as exc:
+                err = domain_error(exc, service=f"worker {w.address}")
+                if not isinstance(err, ResourceExhausted | Unavailable):
+                    raise err from exc
+                self._skip(w, err)
+                last = err
+                continue
+            finally:
+                w.inflight -= 1
+            return Completion(
+                text=resp.text,
+                prompt_tokens=resp.usage.prompt_tokens,
+                completion_tokens=resp.usage.completion_tokens,
+                finish_reason=FINISH.get(resp.finish_reason, "stop"),
+                model=resp.model or model,
+                model_ms=resp.time_to_first_token_ms + resp.generation_ms,
+            )
+        raise last
+
+    async def stream(
+        self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
+    ) -> AsyncIterator[Delta]:
+        last: RationerError = Unavailable(f"no local worker serves {model!r}")
+        for w in self._ranked(model):
+            started = False
+            w.inflight += 1
+            call = w.stub.GenerateStream(_request(model, messages, params), timeout=_timeout(deadline))
+            try:
+                async for chunk in call:
+                    started = True
+                    if chunk.final:
+                        yield Delta(
+                            text=chunk.delta,
+                            final=True,
+                            prompt_tokens=chunk.usage.prompt_tokens,
+                            completion_tokens=chunk.usage.completion_tokens,
+                            finish_reason=FINISH.get(chunk.finish_reason, "stop"),
+                            model=chunk.model or model,
+                        )
+                        return
+                    yield Delta(text=chunk.delta)
+                raise Unavailable(f"worker {w.address} closed the stream without a final message")
+            except grpc.aio.AioRpcError as exc:
+                err = domain_error(exc, service=f"worker {w.address}")
+                # Once text has flowed, another worker cannot continue it; the
+                # router core decides (it may restart on another tier).
+                if started or not isinstance(err, ResourceExhausted | Unavailable):
+                    raise err from exc
+                self._skip(w, err)
+                last = err
+            finally:
+                w.inflight -= 1
+                call.cancel()
+        raise last
