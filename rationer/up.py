@@ -42,6 +42,8 @@ class UpOptions:
     log_format: str = "console"
     # The environment children inherit; the CLI entry point passes os.environ.
     base_env: dict[str, str] = field(default_factory=dict)
+    # Deep-merged over the generated config (e.g. from `rationer up --config`).
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def ports(opts: UpOptions) -> dict[str, int]:
@@ -90,6 +92,13 @@ def build_config(opts: UpOptions) -> dict[str, Any]:
                    "tiers": tiers, "logging": log,
                    "http": {"enabled": True, "listen": f"{opts.host}:{opts.http_port}"}},
     }  # fmt: skip
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 @dataclass
@@ -150,7 +159,8 @@ class Supervisor:
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         (opts.data_dir / "logs").mkdir(exist_ok=True)
         self.config_path = opts.data_dir / "gateway.toml"
-        self.config_path.write_text(tomli_w.dumps(build_config(opts)))
+        config = _merge(build_config(opts), opts.overrides)
+        self.config_path.write_text(tomli_w.dumps(config))
         addr = {n: f"{opts.host}:{p}" for n, p in ports(opts).items()}
         order = [("ledger", "ledger"), ("cache", "cache")]
         order += [(f"worker{i}", "slm-worker") for i in range(opts.workers)]

@@ -37,16 +37,21 @@ def up(
     frontier_key: Annotated[str, typer.Option(envvar="RATIONER_FRONTIER_API_KEY", help="Its API key.")] = "",
     frontier_model: Annotated[str, typer.Option(envvar="RATIONER_FRONTIER_MODEL")] = "gpt-4o",
     log_format: Annotated[str, typer.Option(help="console or json")] = "console",
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML merged over the generated defaults.")
+    ] = None,
 ) -> None:
     """Run all four services with embedded defaults (SQLite, on-disk cache, SmolLM2)."""
     import asyncio
 
+    from rationer.platform.settings import read_toml
     from rationer.up import UpOptions, run_up
 
     opts = UpOptions(
         data_dir=data_dir, base_port=base_port, http_port=http_port, workers=workers,
         worker_threads=worker_threads, frontier_url=frontier_url, frontier_key=frontier_key,
         frontier_model=frontier_model, log_format=log_format, base_env=dict(os.environ),
+        overrides=read_toml(config),
     )  # fmt: skip
     asyncio.run(run_up(opts))
 

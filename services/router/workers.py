@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -81,14 +82,42 @@ def _timeout(deadline: float | None) -> float | None:
     return left
 
 
+async def _expand(address: str) -> list[str]:
+    """``dns:host:port`` -> one ``ip:port`` per A/AAAA record (compose --scale)."""
+    if not address.startswith("dns:"):
+        return [address]
+    host, _, port = address[4:].rpartition(":")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        log.warning("worker discovery failed", address=address, error=str(exc))
+        return []
+    ips = sorted({str(info[4][0]) for info in infos})
+    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
+
+
 class WorkerPool:
     def __init__(self, addresses: Sequence[str], refresh_s: float = 1.0) -> None:
-        self._workers = [
-            _Worker(a, worker_pb2_grpc.WorkerServiceStub(ch), ch)
-            for a, ch in ((a, grpc.aio.insecure_channel(a)) for a in addresses)
-        ]
+        self._configured = list(addresses)
+        self._workers: list[_Worker] = []
         self._refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
+
+    async def _discover(self) -> None:
+        wanted: list[str] = []
+        for address in self._configured:
+            wanted += await _expand(address)
+        known = {w.address: w for w in self._workers}
+        workers = []
+        for address in wanted:
+            w = known.pop(address, None)
+            if w is None:
+                channel = grpc.aio.insecure_channel(address)
+                w = _Worker(address, worker_pb2_grpc.WorkerServiceStub(channel), channel)
+            workers.append(w)
+        self._workers = workers
+        for gone in known.values():
+            await gone.channel.close(None)
 
     async def start(self) -> None:
         await self.refresh()
@@ -108,6 +137,7 @@ class WorkerPool:
             await self.refresh()
 
     async def refresh(self) -> None:
+        await self._discover()
         await asyncio.gather(*(self._refresh_one(w) for w in self._workers))
 
     async def _refresh_one(self, w: _Worker) -> None:

@@ -1,0 +1,96 @@
+"""Docker cannot run here, so check compose.yaml against the real CLI and settings.
+
+Every container command must be a real ``rationer`` command; every service's
+config (deploy/gateway.toml plus the compose environment) must load into its
+typed settings; every listen port must be exposed or published; and the
+router must point at the services and ports that actually listen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from rationer.cli.main import app
+from rationer.platform.settings import load_settings
+from services.cache.settings import CacheSettings
+from services.ledger.settings import LedgerSettings
+from services.router.settings import RouterSettings
+from services.slm_worker.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS: dict[str, tuple[type[BaseModel], str]] = {
+    "ledger": (LedgerSettings, "ledger"),
+    "cache": (CacheSettings, "cache"),
+    "slm-worker": (WorkerSettings, "worker"),
+    "router": (RouterSettings, "router"),
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return loaded
+
+
+def _rationer_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if svc.get("image") == "rationer:latest"}
+
+
+def _settings(svc: dict[str, Any]) -> Any:
+    command = svc["command"]
+    cls, section = SETTINGS[command[1]]
+    config = ROOT / "deploy" / Path(command[command.index("--config") + 1]).name
+    env = {k: str(v) for k, v in (svc.get("environment") or {}).items() if not str(v).startswith("${")}
+    return load_settings(cls, section, toml_path=config, environ=env)
+
+
+def _port(address: str) -> str:
+    return address.rsplit(":", 1)[1]
+
+
+def _open_ports(svc: dict[str, Any]) -> set[str]:
+    published = {str(p).split(":")[-1] for p in svc.get("ports", [])}
+    return published | {str(p) for p in svc.get("expose", [])}
+
+
+def test_every_command_is_a_real_cli_command(compose: dict[str, Any]) -> None:
+    services = _rationer_services(compose)
+    assert set(services) == {"ledger", "cache", "slm_worker", "router"}
+    runner = CliRunner()
+    for name, svc in services.items():
+        result = runner.invoke(app, [*svc["command"][:2], "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "--config" in result.output, name
+
+
+def test_configs_load_and_ports_line_up(compose: dict[str, Any]) -> None:
+    services = _rationer_services(compose)
+    loaded = {name: _settings(svc) for name, svc in services.items()}
+    for name, settings in loaded.items():
+        assert _port(settings.listen) in _open_ports(services[name]), name
+        if settings.metrics_port is not None:
+            assert str(settings.metrics_port) in _open_ports(services[name]), name
+    router = loaded["router"]
+    assert router.ledger_address == f"ledger:{_port(loaded['ledger'].listen)}"
+    assert router.cache_address == f"cache:{_port(loaded['cache'].listen)}"
+    assert router.worker_addresses == [f"dns:slm_worker:{_port(loaded['slm_worker'].listen)}"]
+    assert router.http.enabled and _port(router.http.listen) in _open_ports(services["router"])
+    assert loaded["ledger"].backend == "postgres"
+    assert "postgres:" in loaded["ledger"].postgres_dsn and "redis:" in (loaded["ledger"].redis_url or "")
+    tiers = {t.name for t in router.tiers}
+    served = {m.tier for m in loaded["slm_worker"].models}
+    assert {t.name for t in router.tiers if t.kind == "local"} <= served <= tiers
+
+
+def test_persistent_state_sits_on_volumes(compose: dict[str, Any]) -> None:
+    cache = compose["services"]["cache"]
+    data_dir = _settings(cache).data_dir
+    assert any(str(v).endswith(":/data") for v in cache["volumes"]) and data_dir.startswith("/data")
+    assert "ledger-db" in compose["volumes"] and "cache-data" in compose["volumes"]
+    assert (ROOT / "Dockerfile").exists()
