@@ -1,12 +1,139 @@
-"""CLI commands of this service (filled in by its issue)."""
+"""CLI commands of the ledger: serve, keys, budgets, chargeback report, bench."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
 
 if TYPE_CHECKING:
     from rationer.cli.main import CliGroups
 
+LEDGER_OPT = typer.Option("127.0.0.1:7401", "--ledger", envvar="RATIONER_LEDGER_ADDRESS",
+                          help="Address of the ledger gRPC server.")  # fmt: skip
+TOKEN_OPT = typer.Option("", "--admin-token", envvar="RATIONER_ADMIN_TOKEN",
+                         help="Ledger admin token (or an admin API key).")  # fmt: skip
+
+
+def _run(coro: Any) -> Any:
+    from rationer.errors import RationerError
+
+    try:
+        return asyncio.run(coro)
+    except RationerError as exc:
+        typer.echo(f"error ({exc.code}): {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def serve(config: Path = typer.Option(None, "--config", help="TOML file with a [ledger] section.")) -> None:
+    """Run the ledger in the foreground until SIGTERM."""
+    from services.ledger.main import main
+
+    main(config)
+
+
+def keys_create(
+    org: str = typer.Option(..., help="Org name (created if missing)."),
+    team: str = typer.Option(..., help="Team name (created if missing)."),
+    user: str = typer.Option("", help="User email (created if missing)."),
+    service_account: str = typer.Option("", help="Team service-account name instead of a user."),
+    tier: list[str] = typer.Option([], "--tier", help="Allowed tier; repeat. None = every tier."),
+    ttl_days: float = typer.Option(0.0, help="Expire after this many days (0 = never)."),
+    name: str = typer.Option("", help="A label for the key."),
+    admin: bool = typer.Option(False, "--admin", help="The key may call admin RPCs."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Create an API key; the secret is printed once."""
+    from services.ledger.cli_ops import create_key
+
+    out = _run(create_key(ledger, admin_token, org, team, user, service_account, tier, ttl_days, name, admin))
+    typer.echo(f"key_id: {out.key.key_id}\nteam:   {out.key.team_id}\nuser:   {out.key.user_id or '-'}")
+    typer.echo(f"secret: {out.secret}\n(store it now: it is shown only once)")
+
+
+def keys_list(
+    org: str = typer.Option("", help="Only this org."), team: str = typer.Option("", help="Only this team id."),
+    all_keys: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """List API keys (never their secrets)."""
+    from services.ledger.cli_ops import list_keys
+
+    typer.echo(_run(list_keys(ledger, admin_token, org, team, all_keys)))
+
+
+def keys_revoke(key_id: str, ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT) -> None:
+    """Revoke an API key at once."""
+    from services.ledger.cli_ops import revoke_key
+
+    typer.echo(_run(revoke_key(ledger, admin_token, key_id)))
+
+
+def budgets_set(
+    scope: str = typer.Argument(..., help="org:acme | team:acme/eng | user:acme/eng/a@x.com | key:k_.. | "
+                                          "project:acme/web"),
+    usd: float = typer.Option(None, help="Hard limit in USD."),
+    tokens: int = typer.Option(None, help="Hard limit in tokens."),
+    period: str = typer.Option("monthly", help="daily | monthly | lifetime (UTC calendar)."),
+    soft: float = typer.Option(0.0, help="Soft-alert fraction, e.g. 0.8 (0 = default)."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Create or replace the budget of a scope."""
+    from services.ledger.cli_ops import set_budget
+
+    if (usd is None) == (tokens is None):
+        raise typer.BadParameter("give exactly one of --usd or --tokens")
+    typer.echo(_run(set_budget(ledger, admin_token, scope, usd, tokens, period, soft)))
+
+
+def budgets_show(
+    scope: str = typer.Argument("", help="kind:id, or nothing for every budget."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Show budgets with spend, holds and remaining."""
+    from services.ledger.cli_ops import show_budgets
+
+    typer.echo(_run(show_budgets(ledger, admin_token, scope)))
+
+
+def chargeback(
+    period: str = typer.Option(..., help="UTC month 2026-11 or day 2026-11-28."),
+    by: str = typer.Option("team", help="team | user | project | model | day | tier"),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Spend, tokens, requests, cache hits and savings per group."""
+    from services.ledger.cli_ops import chargeback as run_report
+
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    typer.echo(_run(run_report(ledger, admin_token, period, by, fmt)))
+
+
+def bench(
+    json_out: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    backend: str = typer.Option("both", help="sqlite | postgres | both"),
+    duration: float = typer.Option(3.0, help="Seconds per measurement point."),
+    clients: str = typer.Option("1,16,64", help="Concurrent client counts."),
+    postgres_dsn: str = typer.Option(os.environ.get("RATIONER_LEDGER__POSTGRES_DSN",
+                                                    "postgresql://postgres@127.0.0.1:5432/test")),
+) -> None:  # fmt: skip
+    """Authorize+Commit pairs/s and latency vs a no-op gRPC ceiling."""
+    from services.ledger.bench import main as bench_main
+
+    bench_main(json_out, backend, duration, [int(c) for c in clients.split(",")], postgres_dsn)
+
 
 def register(groups: CliGroups) -> None:
     """Attach this service's commands to the ``rationer`` CLI groups."""
+    groups.serve.command("ledger")(serve)
+    groups.keys.command("create")(keys_create)
+    groups.keys.command("list")(keys_list)
+    groups.keys.command("revoke")(keys_revoke)
+    groups.budgets.command("set")(budgets_set)
+    groups.budgets.command("show")(budgets_show)
+    groups.report.command("chargeback")(chargeback)
+    groups.bench.command("ledger")(bench)

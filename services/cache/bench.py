@@ -1,0 +1,155 @@
+"""``rationer bench cache``: embedding latency, micro-batching gain, index
+search latency (flat vs HNSW at 10k/100k) and end-to-end Lookup over gRPC.
+Every ratio compares runs made in this same process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rationer.embedding import DIM, Embedder
+from services.cache.batcher import MicroBatcher
+from services.cache.index import IndexConfig, NamespaceIndex
+
+PROMPTS = [
+    "How do I reset my password?", "What are your opening hours on Sunday?",
+    "Can I change the delivery address of order 48213?", "How much notice do I need to give my landlord?",
+    "What's the interest rate on a 2-year fixed mortgage?", "How do I turn off two-factor authentication?",
+    "Is the clinic open on bank holidays?", "How do I export my data from HubSpot?",
+]  # fmt: skip
+
+
+def _pct(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples) * 1000.0, q))
+
+
+def embed_latency(embedder: Embedder, n: int) -> dict[str, float]:
+    embedder.embed(PROMPTS[:1])  # warm up
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        embedder.embed([f"{PROMPTS[i % len(PROMPTS)]} ({i})"])
+        samples.append(time.perf_counter() - t)
+    return {"p50_ms": _pct(samples, 50), "p99_ms": _pct(samples, 99)}
+
+
+async def _throughput(batcher: MicroBatcher, clients: int, per_client: int) -> float:
+    async def client(c: int) -> None:
+        for i in range(per_client):
+            await batcher.embed(f"{PROMPTS[(c + i) % len(PROMPTS)]} [{c}-{i}]")
+
+    t = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return clients * per_client / (time.perf_counter() - t)
+
+
+async def batching_gain(embedder: Embedder, clients: int, per_client: int) -> dict[str, float]:
+    unbatched = MicroBatcher(embedder.embed, window_s=0.0, max_batch=1)
+    batched = MicroBatcher(embedder.embed, window_s=0.0015, max_batch=32)
+    try:
+        without = await _throughput(unbatched, clients, per_client)
+        with_ = await _throughput(batched, clients, per_client)
+    finally:
+        unbatched.close()
+        batched.close()
+    return {
+        "clients": clients,
+        "without_batching_per_s": without,
+        "with_batching_per_s": with_,
+        "ratio": with_ / without,
+        "mean_batch": batched.items / max(batched.batches, 1),
+    }
+
+
+def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
+    v = rng.standard_normal((n, DIM), dtype=np.float32)
+    out: npt.NDArray[np.float32] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def search_latency(sizes: tuple[int, ...], queries: int, hnsw_m: int) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    out: dict[str, Any] = {}
+    for size in sizes:
+        data = _unit(rng, size)
+        # Queries near stored points, like a paraphrase near its cached question.
+        q = data[:queries] + 0.02 * rng.standard_normal((queries, DIM), dtype=np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        for kind in ("flat", "hnsw"):
+            index = NamespaceIndex(IndexConfig(kind=kind, hnsw_m=hnsw_m))
+            t = time.perf_counter()
+            index.add(np.arange(size, dtype=np.int64), data)
+            build_s = time.perf_counter() - t
+            samples, found = [], 0
+            for i in range(queries):
+                t = time.perf_counter()
+                res = index.search(q[i : i + 1], 4)
+                samples.append(time.perf_counter() - t)
+                found += bool(res[0]) and res[0][0][0] == i
+            out[f"{kind}_{size}"] = {"p50_ms": _pct(samples, 50), "p99_ms": _pct(samples, 99),
+                                     "recall_at_1": found / queries, "build_s": build_s}  # fmt: skip
+    return out
+
+
+async def grpc_lookup(entries: int, lookups: int) -> dict[str, float]:
+    from services.cache.client import CacheClient
+    from services.cache.testing import running_cache, shared_embedder
+
+    embedder = shared_embedder()
+    texts = [f"{PROMPTS[i % len(PROMPTS)]} variant {i}" for i in range(entries)]
+    vectors = embedder.embed(texts)
+    async with running_cache() as running, CacheClient(running.address) as client:
+        for text, vec in zip(texts, vectors, strict=True):
+            await client.store("bench", text, f"answer {text}", vec)
+        with_vec, text_only = [], []
+        for i in range(lookups):
+            t = time.perf_counter()
+            await client.lookup("bench", texts[i % entries] + " please", vectors[i % entries])
+            with_vec.append(time.perf_counter() - t)
+        for i in range(min(lookups, 100)):
+            t = time.perf_counter()
+            await client.lookup("bench", f"{texts[i % entries]} thanks {i}")
+            text_only.append(time.perf_counter() - t)
+    return {"with_vector_p50_ms": _pct(with_vec, 50), "with_vector_p99_ms": _pct(with_vec, 99),
+            "text_only_p50_ms": _pct(text_only, 50), "entries": entries}  # fmt: skip
+
+
+def run(*, quick: bool = False, hnsw_m: int = 32) -> dict[str, Any]:
+    fp32 = Embedder()
+    int8 = Embedder(quantized=True)
+    n = 50 if quick else 200
+    report: dict[str, Any] = {
+        "embedding_batch1": {"fp32": embed_latency(fp32, n), "int8": embed_latency(int8, n)},
+    }
+    report["embedding_batch1"]["int8_speedup"] = (
+        report["embedding_batch1"]["fp32"]["p50_ms"] / report["embedding_batch1"]["int8"]["p50_ms"]
+    )
+    report["micro_batching"] = asyncio.run(batching_gain(fp32, 32, 4 if quick else 12))
+    sizes = (10_000,) if quick else (10_000, 100_000)
+    report["search"] = search_latency(sizes, 100 if quick else 300, hnsw_m)
+    report["grpc_lookup"] = asyncio.run(grpc_lookup(200 if quick else 1000, 100 if quick else 500))
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    e, b = r["embedding_batch1"], r["micro_batching"]
+    lines = [
+        f"embedding batch 1: fp32 p50 {e['fp32']['p50_ms']:.2f} ms p99 {e['fp32']['p99_ms']:.2f} ms; "
+        f"int8 p50 {e['int8']['p50_ms']:.2f} ms p99 {e['int8']['p99_ms']:.2f} ms "
+        f"(int8 {e['int8_speedup']:.1f}x faster)",
+        f"embedding throughput, {b['clients']} concurrent clients: {b['without_batching_per_s']:.0f}/s "
+        f"unbatched vs {b['with_batching_per_s']:.0f}/s micro-batched = {b['ratio']:.2f}x "
+        f"(mean batch {b['mean_batch']:.1f})",
+    ]
+    for name, s in r["search"].items():
+        lines.append(f"search {name}: p50 {s['p50_ms']:.3f} ms p99 {s['p99_ms']:.3f} ms "
+                     f"recall@1 {s['recall_at_1']:.2f} (build {s['build_s']:.1f} s)")  # fmt: skip
+    g = r["grpc_lookup"]
+    lines.append(f"gRPC Lookup ({g['entries']} entries): p50 {g['with_vector_p50_ms']:.2f} ms with vector, "
+                 f"p99 {g['with_vector_p99_ms']:.2f} ms; p50 {g['text_only_p50_ms']:.2f} ms text only "
+                 "(cache embeds)")  # fmt: skip
+    return "\n".join(lines)

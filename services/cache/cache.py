@@ -1,0 +1,317 @@
+"""The semantic cache: exact fast path, FAISS search per (tenant, context)
+namespace, false-hit guard, TTL, per-tenant LRU capacity and persistence.
+
+No gRPC here; the servicer converts messages and delegates. Every method runs
+on the event loop thread; ONNX inference runs on the batcher's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from rationer.errors import InvalidArgument, NotFound, Unavailable
+from services.cache import guard, keys, snapshot, validation
+from services.cache.batcher import MicroBatcher
+from services.cache.index import IndexConfig, NamespaceIndex
+from services.cache.store import Entry, EntryStore, NewEntry
+from services.cache.types import (
+    CacheStats,
+    EntryMetadata,
+    LookupQuery,
+    LookupResult,
+    StoreCommand,
+    StoreResult,
+)
+
+log = structlog.get_logger(__name__)
+
+Namespace = tuple[str, str]  # (tenant, context key)
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    min_similarity: float = 0.5
+    reworded_similarity: float = 0.6
+    guard: bool = True
+    candidates: int = 4
+    default_ttl_s: float = 24 * 3600.0
+    max_ttl_s: float = 30 * 24 * 3600.0
+    capacity_per_tenant: int = 100_000
+    max_text_bytes: int = 64 * 1024
+    max_answer_bytes: int = 256 * 1024
+
+
+@dataclass
+class _Counters:
+    hits: int = 0
+    misses: int = 0
+    guard_rejections: int = 0
+    evictions: int = 0
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        batcher: MicroBatcher,
+        *,
+        data_dir: Path | None = None,
+        policy: CachePolicy | None = None,
+        index_config: IndexConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._batcher = batcher
+        self._policy = policy or CachePolicy()
+        self._index_config = index_config or IndexConfig()
+        self._clock = clock
+        self._data_dir = data_dir
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
+        self._indexes: dict[Namespace, NamespaceIndex] = {}
+        self._counters: defaultdict[str, _Counters] = defaultdict(_Counters)
+        self.ready = False
+        self.loaded_from = ""  # "snapshot" | "rebuild" | "empty", for logs and tests
+
+    @property
+    def policy(self) -> CachePolicy:
+        return self._policy
+
+    # ---- start / stop -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the indexes (snapshot or rebuild) off the event loop."""
+        await asyncio.get_running_loop().run_in_executor(None, self._load)
+        self.ready = True
+
+    def _snapshot_path(self) -> Path | None:
+        return self._data_dir / "index.snapshot" if self._data_dir is not None else None
+
+    def _load(self) -> None:
+        vectors: dict[Namespace, dict[int, npt.NDArray[np.float32]]] = defaultdict(dict)
+        for row_id, tenant, ctx, vec in self._store.vectors():
+            vectors[(tenant, ctx)][row_id] = vec
+        path = self._snapshot_path()
+        if path is not None and path.exists() and self._load_snapshot(path, vectors):
+            self.loaded_from = "snapshot"
+            return
+        for ns, rows in vectors.items():
+            index = NamespaceIndex(self._index_config)
+            index.add(np.fromiter(rows.keys(), dtype=np.int64), np.stack(list(rows.values())))
+            self._indexes[ns] = index
+        self.loaded_from = "rebuild" if vectors else "empty"
+        log.info("cache index built from the database", namespaces=len(vectors))
+
+    def _load_snapshot(self, path: Path, vectors: dict[Namespace, dict[int, npt.NDArray[np.float32]]]) -> bool:
+        try:
+            generation, blobs = snapshot.read(path)
+        except snapshot.SnapshotCorrupt as exc:
+            aside = path.with_suffix(".corrupt")
+            path.replace(aside)
+            log.warning("corrupt index snapshot moved aside; rebuilding from the database",
+                        error=str(exc), moved_to=str(aside))  # fmt: skip
+            return False
+        if generation != self._store.generation() or len(blobs) != len(vectors):
+            log.info("index snapshot is stale; rebuilding from the database")
+            return False
+        indexes: dict[Namespace, NamespaceIndex] = {}
+        try:
+            for blob in blobs:
+                ns = (blob.tenant, blob.ctx)
+                indexes[ns] = NamespaceIndex.restore(self._index_config, blob.index, vectors.get(ns, {}))
+        except (ValueError, RuntimeError) as exc:
+            log.warning("index snapshot does not match the database; rebuilding", error=str(exc))
+            return False
+        self._indexes = indexes
+        log.info("cache index loaded from snapshot", namespaces=len(indexes))
+        return True
+
+    def save_snapshot(self) -> None:
+        path = self._snapshot_path()
+        if path is None:
+            return
+        blobs = []
+        for (tenant, ctx), index in self._indexes.items():
+            if len(index):
+                data, _ids = index.serialize()
+                blobs.append(snapshot.NamespaceBlob(tenant, ctx, data))
+        snapshot.write(path, self._store.generation(), blobs)
+        log.info("index snapshot written", namespaces=len(blobs), path=str(path))
+
+    def close(self, *, save: bool = True) -> None:
+        if save and self.ready:
+            self.save_snapshot()
+        self._store.close()
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise Unavailable("the cache index is still loading; retry shortly")
+
+    # ---- lookup -------------------------------------------------------------
+
+    async def lookup(self, q: LookupQuery) -> LookupResult:
+        self._require_ready()
+        tenant = validation.tenant(q.tenant)
+        text = validation.text(q.text, self._policy.max_text_bytes)
+        vector = validation.vector(q.vector)
+        threshold = validation.similarity(q.min_similarity) or self._policy.min_similarity
+        ctx = q.context.key
+        now = self._clock()
+        counters = self._counters[tenant]
+        entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
+        if entry is not None:
+            return self._hit(entry, 1.0, "exact", now)
+        index = self._indexes.get((tenant, ctx))
+        if index is None or not len(index):
+            counters.misses += 1  # unknown tenant or context: a miss, not an error
+            return LookupResult(hit=False)
+        if vector is None:
+            vector = await self._batcher.embed(text)
+        result = self._semantic(index, text, vector, threshold, q.disable_guard, now)
+        if result.hit:
+            return result
+        counters.misses += 1
+        if result.guard_rejection:
+            counters.guard_rejections += 1
+        return result
+
+    def _semantic(
+        self,
+        index: NamespaceIndex,
+        text: str,
+        vector: npt.NDArray[np.float32],
+        threshold: float,
+        disable_guard: bool,
+        now: float,
+    ) -> LookupResult:
+        reworded_threshold = max(threshold, self._policy.reworded_similarity)
+        use_guard = self._policy.guard and not disable_guard
+        rejection, best = "", 0.0
+        for row_id, sim in index.search(vector.reshape(1, -1), self._policy.candidates)[0]:
+            best = max(best, sim)
+            if sim < threshold:
+                break  # results are sorted best first
+            entry = self._store.get(row_id)
+            if entry is None or entry.expires_at <= now:
+                continue
+            if not use_guard:
+                return self._hit(entry, sim, "semantic", now)
+            verdict = guard.check(entry.text, text)
+            if verdict.ok and (not verdict.reworded or sim >= reworded_threshold):
+                return self._hit(entry, sim, "semantic", now)
+            rejection = rejection or (verdict.reason or "reworded")
+        return LookupResult(hit=False, similarity=best, guard_rejection=rejection)
+
+    def _hit(self, entry: Entry, similarity: float, kind: str, now: float) -> LookupResult:
+        self._store.touch(entry.row_id, now)
+        self._counters[entry.tenant].hits += 1
+        meta = EntryMetadata(
+            model=entry.model,
+            tier=entry.tier,
+            created_at=entry.created_at,
+            saved_nano_usd=entry.saved_nano_usd,
+            prompt_tokens=entry.prompt_tokens,
+            completion_tokens=entry.completion_tokens,
+        )
+        return LookupResult(
+            hit=True,
+            entry_id=entry.entry_id,
+            answer=entry.answer,
+            metadata=meta,
+            similarity=min(similarity, 1.0),
+            match_kind="exact" if kind == "exact" else "semantic",
+        )
+
+    # ---- store / invalidate -------------------------------------------------
+
+    async def store(self, cmd: StoreCommand) -> StoreResult:
+        self._require_ready()
+        policy = self._policy
+        tenant = validation.tenant(cmd.tenant)
+        text = validation.text(cmd.text, policy.max_text_bytes)
+        answer = validation.answer(cmd.answer, policy.max_answer_bytes)
+        ttl_s = validation.ttl(cmd.ttl_s, policy.default_ttl_s, policy.max_ttl_s)
+        vector = validation.vector(cmd.vector)
+        if vector is None:
+            vector = await self._batcher.embed(text)
+        ctx = cmd.context.key
+        now = self._clock()
+        meta = cmd.metadata
+        new = NewEntry(
+            entry_id=uuid.uuid4().hex, tenant=tenant, ctx=ctx, exact=keys.exact_key(ctx, text), text=text,
+            vector=vector, answer=answer, model=meta.model, tier=meta.tier, created_at=now,
+            saved_nano_usd=max(meta.saved_nano_usd, 0), prompt_tokens=max(meta.prompt_tokens, 0),
+            completion_tokens=max(meta.completion_tokens, 0), expires_at=now + ttl_s,
+        )  # fmt: skip
+        row_id, replaced = self._store.insert(new)
+        if replaced is not None:
+            self._unindex(replaced)
+        index = self._indexes.get((tenant, ctx))
+        if index is None:
+            index = self._indexes[(tenant, ctx)] = NamespaceIndex(self._index_config)
+        index.add(np.array([row_id], dtype=np.int64), vector.reshape(1, -1))
+        self._remove_rows(self._store.expired(now, tenant))
+        evicted = self._remove_rows(self._store.lru_victims(tenant, policy.capacity_per_tenant))
+        self._counters[tenant].evictions += evicted
+        return StoreResult(entry_id=new.entry_id, evicted=evicted)
+
+    def _unindex(self, entry: Entry) -> None:
+        ns = (entry.tenant, entry.ctx)
+        index = self._indexes.get(ns)
+        if index is not None:
+            index.remove(entry.row_id)
+            if not len(index):
+                del self._indexes[ns]
+
+    def _remove_rows(self, row_ids: list[int]) -> int:
+        removed = self._store.delete(row_ids)
+        for entry in removed:
+            self._unindex(entry)
+        return len(removed)
+
+    def invalidate(self, *, tenant: str = "", entry_id: str = "", everything: bool = False) -> int:
+        """Remove one entry (needs its tenant), a whole tenant, or everything."""
+        self._require_ready()
+        if everything:
+            return self._remove_rows(self._store.tenant_rows(None))
+        if entry_id:
+            validation.tenant(tenant)
+            entry = self._store.by_entry_id(entry_id)
+            if entry is None or entry.tenant != tenant:
+                # Same answer for "absent" and "another tenant's": no probing across tenants.
+                raise NotFound(f"no cache entry {entry_id!r} for tenant {tenant!r}")
+            return self._remove_rows([entry.row_id])
+        if tenant:
+            return self._remove_rows(self._store.tenant_rows(tenant))
+        raise InvalidArgument("say what to invalidate: entry_id with tenant, tenant alone, or all=true")
+
+    def sweep_expired(self) -> int:
+        """Delete expired entries of every tenant (lookups already skip them)."""
+        return self._remove_rows(self._store.expired(self._clock()))
+
+    def stats(self, tenant: str = "") -> CacheStats:
+        if tenant:
+            c = self._counters.get(tenant, _Counters())
+            return CacheStats(
+                entries=self._store.count(tenant), tenants=1 if self._store.count(tenant) else 0,
+                hits=c.hits, misses=c.misses, guard_rejections=c.guard_rejections, evictions=c.evictions,
+            )  # fmt: skip
+        total = _Counters()
+        for c in self._counters.values():
+            total.hits += c.hits
+            total.misses += c.misses
+            total.guard_rejections += c.guard_rejections
+            total.evictions += c.evictions
+        return CacheStats(
+            entries=self._store.count(), tenants=self._store.tenant_count(), hits=total.hits,
+            misses=total.misses, guard_rejections=total.guard_rejections, evictions=total.evictions,
+        )  # fmt: skip

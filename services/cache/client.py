@@ -1,0 +1,153 @@
+"""Typed async client for the router: plain dataclasses in and out, gRPC
+errors mapped back to ``rationer.errors``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from rationer import errors
+from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
+from rationer.platform.interceptor import PRINCIPAL_KEY, REQUEST_ID_KEY
+from services.cache.types import CacheContext, CacheStats, EntryMetadata, LookupResult, StoreResult
+
+VectorLike = npt.NDArray[np.float32] | Sequence[float] | None
+
+_ERRORS: dict[grpc.StatusCode, type[errors.RationerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: errors.Cancelled,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+}
+_KIND = {cache_pb2.MATCH_KIND_EXACT: "exact", cache_pb2.MATCH_KIND_SEMANTIC: "semantic"}
+
+
+def _domain_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
+    cls = _ERRORS.get(exc.code(), errors.Internal)
+    return cls(f"cache: {exc.details() or exc.code().name}")
+
+
+def _vec(vector: VectorLike) -> list[float]:
+    if vector is None:
+        return []
+    out: list[float] = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+    return out
+
+
+def _ctx(context: CacheContext | None) -> cache_pb2.CacheContext:
+    c = context or CacheContext()
+    return cache_pb2.CacheContext(
+        tier_class=c.tier_class, system_prompt=c.system_prompt, max_tokens=c.max_tokens,
+        params_digest=c.params_digest,
+    )  # fmt: skip
+
+
+class CacheClient:
+    """``async with CacheClient("127.0.0.1:50052") as cache: await cache.lookup(...)``."""
+
+    def __init__(self, address: str, *, timeout_s: float = 2.0, channel: grpc.aio.Channel | None = None):
+        self._channel = channel or grpc.aio.insecure_channel(address)
+        self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> CacheClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def _call(self, method: Any, request: Any, request_id: str, principal: str) -> Any:
+        md = tuple((k, v) for k, v in ((REQUEST_ID_KEY, request_id), (PRINCIPAL_KEY, principal)) if v)
+        try:
+            return await method(request, timeout=self._timeout_s, metadata=md)
+        except grpc.aio.AioRpcError as exc:
+            raise _domain_error(exc) from exc
+
+    async def lookup(
+        self,
+        tenant: str,
+        text: str,
+        vector: VectorLike = None,
+        *,
+        context: CacheContext | None = None,
+        min_similarity: float = 0.0,
+        disable_guard: bool = False,
+        request_id: str = "",
+        principal: str = "",
+    ) -> LookupResult:
+        req = cache_pb2.LookupRequest(
+            tenant=tenant, text=text, vector=_vec(vector), context=_ctx(context),
+            min_similarity=min_similarity, disable_guard=disable_guard,
+        )  # fmt: skip
+        resp = await self._call(self._stub.Lookup, req, request_id, principal)
+        meta = None
+        if resp.HasField("metadata"):
+            m = resp.metadata
+            meta = EntryMetadata(
+                model=m.model, tier=m.tier, created_at=m.created_at.ToNanoseconds() / 1e9,
+                saved_nano_usd=m.saved_nano_usd, prompt_tokens=m.prompt_tokens,
+                completion_tokens=m.completion_tokens,
+            )  # fmt: skip
+        return LookupResult(
+            hit=resp.hit, entry_id=resp.entry_id, answer=resp.answer, metadata=meta,
+            similarity=resp.similarity, match_kind=_KIND.get(resp.match_kind, ""),  # type: ignore[arg-type]
+            guard_rejection=resp.guard_rejection,
+        )  # fmt: skip
+
+    async def store(
+        self,
+        tenant: str,
+        text: str,
+        answer: str,
+        vector: VectorLike = None,
+        *,
+        context: CacheContext | None = None,
+        metadata: EntryMetadata | None = None,
+        ttl_s: float = 0.0,
+        request_id: str = "",
+        principal: str = "",
+    ) -> StoreResult:
+        m = metadata or EntryMetadata()
+        req = cache_pb2.StoreRequest(
+            tenant=tenant, text=text, answer=answer, vector=_vec(vector), context=_ctx(context),
+            metadata=cache_pb2.EntryMetadata(
+                model=m.model, tier=m.tier, saved_nano_usd=m.saved_nano_usd,
+                prompt_tokens=m.prompt_tokens, completion_tokens=m.completion_tokens,
+            ),
+        )  # fmt: skip
+        # Duration seconds and nanos must share a sign; a negative TTL is sent
+        # as such so the service can reject it.
+        whole = int(ttl_s)
+        req.ttl.seconds, req.ttl.nanos = whole, round((ttl_s - whole) * 1e9)
+        resp = await self._call(self._stub.Store, req, request_id, principal)
+        return StoreResult(entry_id=resp.entry_id, evicted=resp.evicted)
+
+    async def invalidate(
+        self, *, tenant: str = "", entry_id: str = "", everything: bool = False, request_id: str = ""
+    ) -> int:
+        req = cache_pb2.InvalidateRequest(tenant=tenant)
+        if entry_id:
+            req.entry_id = entry_id
+        elif everything:
+            req.all = True
+        resp = await self._call(self._stub.Invalidate, req, request_id, "")
+        return int(resp.removed)
+
+    async def stats(self, tenant: str = "") -> CacheStats:
+        resp = await self._call(self._stub.Stats, cache_pb2.StatsRequest(tenant=tenant), "", "")
+        return CacheStats(
+            entries=resp.entries, tenants=resp.tenants, hits=resp.hits, misses=resp.misses,
+            guard_rejections=resp.guard_rejections, evictions=resp.evictions,
+        )  # fmt: skip

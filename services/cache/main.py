@@ -1,0 +1,53 @@
+"""Entry point: ``rationer serve cache --config FILE``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import structlog
+
+from rationer.platform.logging import configure_logging
+from rationer.platform.metrics import start_metrics_endpoint
+from rationer.platform.server import serve_until_signal, set_serving
+from rationer.platform.settings import load_settings
+from services.cache.server import CacheDeps, build_cache, create_server
+from services.cache.settings import CacheSettings
+
+log = structlog.get_logger(__name__)
+
+SWEEP_INTERVAL_S = 60.0
+
+
+async def _sweeper(deps: CacheDeps) -> None:
+    # Expired entries are already invisible to lookups; this frees their space.
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        removed = deps.cache.sweep_expired()
+        if removed:
+            log.info("expired cache entries removed", removed=removed)
+
+
+async def run(settings: CacheSettings) -> None:
+    deps = CacheDeps(cache=build_cache(settings))
+    server, port = create_server(settings.listen, deps)
+    await server.start()  # health says NOT_SERVING (and RPCs say UNAVAILABLE) until loaded
+    log.info("cache listening", port=port, data_dir=settings.data_dir or "(memory)")
+    if settings.metrics_port is not None:
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+    await deps.cache.start()
+    await set_serving(server, True)
+    log.info("cache serving", loaded_from=deps.cache.loaded_from)
+    sweeper = asyncio.create_task(_sweeper(deps))
+    try:
+        await serve_until_signal(server, settings.grace_period_s)
+    finally:
+        sweeper.cancel()
+        deps.cache.close(save=True)
+
+
+def main(config: Path | None = None) -> None:
+    settings = load_settings(CacheSettings, "cache", toml_path=config, environ=os.environ)
+    configure_logging(settings.logging.format, settings.logging.level)
+    asyncio.run(run(settings))

@@ -1,0 +1,49 @@
+"""Typed settings of the cache service (TOML section ``[cache]``).
+
+Environment overrides follow the platform rule, e.g.
+``RATIONER_CACHE__DATA_DIR=/var/lib/rationer/cache`` or
+``RATIONER_CACHE__MIN_SIMILARITY=0.55``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rationer.platform.settings import ServiceSettings
+
+
+class CacheSettings(ServiceSettings):
+    # SQLite database (entries + vectors, WAL) and the FAISS snapshot live here.
+    # Empty: an in-memory cache that does not survive a restart.
+    data_dir: str = ""
+    # Embedder: None = ~/.cache/rationer/models. fp32 is the default: int8 is
+    # ~3x faster but moves vectors (cos 0.92-0.97 vs fp32) and serves more
+    # wrong hits at the same threshold (see docs/cache.md).
+    model_dir: str | None = None
+    quantized: bool = False
+    embed_threads: int = Field(default=1, ge=1)
+    # Micro-batching of embeddings: concurrent requests within this window are
+    # embedded in one ONNX call.
+    batch_window_ms: float = Field(default=1.5, ge=0.0)
+    max_batch: int = Field(default=32, ge=1)
+    # Thresholds chosen from the fow-cache sweep (docs/cache.md): a candidate
+    # the guard verified word by word needs min_similarity; a rewording (the
+    # guard could not match every content word) needs reworded_similarity.
+    min_similarity: float = Field(default=0.5, gt=0.0, le=1.0)
+    reworded_similarity: float = Field(default=0.6, gt=0.0, le=1.0)
+    guard: bool = True
+    candidates: int = Field(default=4, ge=1, le=64)
+    default_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    max_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    capacity_per_tenant: int = Field(default=100_000, ge=1)
+    # "hnsw" keeps p50 search well under 1 ms at 100k entries; "flat" is exact
+    # but ~linear in size (docs/bench/cache.md). "auto" uses flat below
+    # hnsw_min_entries in a namespace and HNSW above.
+    index: Literal["flat", "hnsw", "auto"] = "auto"
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_search: int = Field(default=64, ge=8)
+    hnsw_min_entries: int = Field(default=20_000, ge=0)
+    max_text_bytes: int = Field(default=64 * 1024, ge=1)
+    max_answer_bytes: int = Field(default=256 * 1024, ge=1)

@@ -1,0 +1,63 @@
+"""Start a real cache server in-process, for tests (this service's and the router's).
+
+    async with running_cache(data_dir=tmp_path) as running:
+        async with CacheClient(running.address) as client:
+            ...
+
+The ONNX embedder is loaded once per process and shared, because loading it
+costs about a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from rationer.embedding import Embedder
+from rationer.platform.server import set_serving
+from services.cache.cache import SemanticCache
+from services.cache.server import CacheDeps, build_cache, create_server
+from services.cache.settings import CacheSettings
+
+
+@lru_cache(maxsize=2)
+def shared_embedder(quantized: bool = False) -> Embedder:
+    return Embedder(quantized=quantized)
+
+
+@dataclass
+class RunningCache:
+    server: grpc.aio.Server
+    port: int
+    cache: SemanticCache
+    settings: CacheSettings
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def running_cache(
+    data_dir: Path | None = None, *, save_snapshot: bool = True, **overrides: Any
+) -> AsyncIterator[RunningCache]:
+    """A started cache server on 127.0.0.1:<free port>; stopped (and its
+    snapshot saved, unless ``save_snapshot`` is False, which models a crash)
+    on exit."""
+    settings = CacheSettings(data_dir=str(data_dir) if data_dir else "", **overrides)
+    cache = build_cache(settings, shared_embedder(settings.quantized))
+    server, port = create_server("127.0.0.1:0", CacheDeps(cache=cache))
+    await server.start()
+    try:
+        await cache.start()
+        await set_serving(server, True)
+        yield RunningCache(server=server, port=port, cache=cache, settings=settings)
+    finally:
+        await server.stop(0)
+        cache.close(save=save_snapshot)

@@ -1,0 +1,155 @@
+"""SemanticCache with the real embedder, real FAISS and real SQLite files.
+
+Vectors are passed explicitly where the test is about storage semantics, so
+those tests need no inference; the embedder is still the real one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rationer.embedding import DIM
+from rationer.errors import InvalidArgument, NotFound, Unavailable
+from services.cache.batcher import MicroBatcher
+from services.cache.cache import CachePolicy, SemanticCache
+from services.cache.testing import shared_embedder
+from services.cache.types import CacheContext, LookupQuery, StoreCommand
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def make(tmp: Path | None, clock: Clock | None = None, **policy: object) -> SemanticCache:
+    cache = SemanticCache(
+        MicroBatcher(shared_embedder().embed),
+        data_dir=tmp,
+        policy=CachePolicy(**policy),  # type: ignore[arg-type]
+        clock=clock or Clock(),
+    )
+    await cache.start()
+    return cache
+
+
+async def test_not_started_is_unavailable() -> None:
+    cache = SemanticCache(MicroBatcher(shared_embedder().embed))
+    with pytest.raises(Unavailable):
+        await cache.lookup(LookupQuery(tenant="t", text="hello"))
+
+
+async def test_ttl_expiry_with_an_injected_clock() -> None:
+    clock = Clock()
+    cache = await make(None, clock)
+    await cache.store(StoreCommand("t", "What is the VAT rate?", "20%", unit(1), ttl_s=60))
+    assert (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
+    clock.now += 61
+    assert not (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
+    assert cache.sweep_expired() == 1
+
+
+async def test_lru_eviction_keeps_recently_used_entries() -> None:
+    clock = Clock()
+    cache = await make(None, clock, capacity_per_tenant=2)
+    for i, text in enumerate(["alpha question one", "beta question two"]):
+        clock.now += 1
+        await cache.store(StoreCommand("t", text, f"a{i}", unit(i)))
+    clock.now += 1
+    assert (await cache.lookup(LookupQuery("t", "alpha question one", unit(0)))).hit  # alpha now recent
+    clock.now += 1
+    result = await cache.store(StoreCommand("t", "gamma question three", "a2", unit(2)))
+    assert result.evicted == 1
+    assert (await cache.lookup(LookupQuery("t", "alpha question one", unit(0)))).hit
+    assert not (await cache.lookup(LookupQuery("t", "beta question two", unit(1)))).hit
+    other = await cache.store(StoreCommand("u", "beta question two", "x", unit(1)))
+    assert other.evicted == 0  # capacity is per tenant
+
+
+async def test_context_must_match() -> None:
+    cache = await make(None)
+    local = CacheContext(tier_class="local")
+    await cache.store(StoreCommand("t", "Summarise the refund policy", "...", unit(5), context=local))
+    frontier = CacheContext(tier_class="frontier")
+    assert not (await cache.lookup(LookupQuery("t", "Summarise the refund policy", unit(5), frontier))).hit
+    assert (await cache.lookup(LookupQuery("t", "Summarise the refund policy", unit(5), local))).hit
+
+
+async def test_invalidate_semantics() -> None:
+    cache = await make(None)
+    a = await cache.store(StoreCommand("t", "first question here", "1", unit(1)))
+    await cache.store(StoreCommand("t", "second question here", "2", unit(2)))
+    await cache.store(StoreCommand("u", "third question here", "3", unit(3)))
+    with pytest.raises(NotFound):
+        cache.invalidate(tenant="u", entry_id=a.entry_id)  # another tenant's id is not found
+    assert cache.invalidate(tenant="t", entry_id=a.entry_id) == 1
+    assert cache.invalidate(tenant="nobody") == 0
+    assert cache.invalidate(tenant="t") == 1
+    assert cache.invalidate(everything=True) == 1
+    with pytest.raises(InvalidArgument):
+        cache.invalidate()
+
+
+async def test_persistence_snapshot_crash_and_corruption(tmp_path: Path) -> None:
+    cache = await make(tmp_path)
+    await cache.store(StoreCommand("t", "How do I reset my password?", "reset link", unit(9)))
+    cache.close(save=True)
+    reopened = await make(tmp_path)
+    assert reopened.loaded_from == "snapshot"
+    assert (await reopened.lookup(LookupQuery("t", "x y z", unit(9)))).answer == "reset link"
+    # A write after the snapshot, then a crash (no save): the snapshot is stale.
+    await reopened.store(StoreCommand("t", "How do I close my account?", "settings", unit(10)))
+    reopened.close(save=False)
+    crashed = await make(tmp_path)
+    assert crashed.loaded_from == "rebuild"
+    assert (await crashed.lookup(LookupQuery("t", "p q r", unit(10)))).answer == "settings"
+    crashed.close(save=True)
+    snap = tmp_path / "index.snapshot"
+    data = bytearray(snap.read_bytes())
+    data[-10] ^= 0xFF  # flip a byte in the body
+    snap.write_bytes(bytes(data))
+    recovered = await make(tmp_path)
+    assert recovered.loaded_from == "rebuild"
+    assert (tmp_path / "index.corrupt").exists()
+    assert (await recovered.lookup(LookupQuery("t", "p q r", unit(10)))).hit
+    recovered.close(save=False)
+
+
+TENANTS = st.sampled_from(["acme", "globex", "initech"])
+TEXTS = st.sampled_from(["How do I reset my password?", "What are your opening hours?", "Cancel my order"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(st.tuples(st.booleans(), TENANTS, TEXTS, st.integers(0, 3)), min_size=1, max_size=25),
+    disable_guard=st.booleans(),
+)
+async def test_no_lookup_ever_returns_another_tenants_entry(
+    ops: list[tuple[bool, str, str, int]], disable_guard: bool
+) -> None:
+    # Identical texts and vectors across tenants: the strongest temptation.
+    cache = await make(None)
+    owner: dict[str, str] = {}
+    for is_store, tenant, text, seed in ops:
+        if is_store:
+            res = await cache.store(StoreCommand(tenant, text, f"{tenant}:{text}", unit(seed)))
+            owner[res.entry_id] = tenant
+        else:
+            q = LookupQuery(tenant, text, unit(seed), min_similarity=0.01, disable_guard=disable_guard)
+            hit = await cache.lookup(q)
+            if hit.hit:
+                assert owner[hit.entry_id] == tenant
+                assert hit.answer.startswith(f"{tenant}:")
+    cache.close(save=False)

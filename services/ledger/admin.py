@@ -1,0 +1,195 @@
+"""The ledger's control plane: principals, keys, budgets, prices, rate limits.
+
+Plain Python: no gRPC. Secrets are generated here, returned once and stored
+only as SHA-256 (see docs/ledger.md for why a fast hash is right for them).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from rationer.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.ledger import ops_admin, validate
+from services.ledger.ledger import Ledger, hash_secret
+from services.ledger.models import (
+    PERIODS,
+    SCOPE_KINDS,
+    UNITS,
+    Budget,
+    CreatedKey,
+    KeyRecord,
+    Org,
+    Price,
+    Principal,
+    RateLimit,
+    Team,
+    UsageEvent,
+    UsageRow,
+    User,
+)
+from services.ledger.settings import LedgerSettings
+
+SECRET_PREFIX = "rk-"
+MAX_LIMIT = 10**18
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    user_id: str = ""
+    team_id: str = ""
+    service_account: str = ""
+    allowed_tiers: tuple[str, ...] = ()
+    ttl_s: float = 0.0
+    name: str = ""
+    admin: bool = False
+
+
+class LedgerAdmin:
+    def __init__(self, ledger: Ledger, settings: LedgerSettings) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
+        self._s = settings
+
+    async def caller(self, bearer: str) -> Principal | None:
+        """Resolve a bearer credential: None for the admin token, else the key's principal."""
+        if not bearer:
+            raise Unauthenticated("missing credential: send `authorization: Bearer <admin token or key>`")
+        token = self._s.admin_token
+        if token and hmac.compare_digest(bearer.encode(), token.encode()):
+            return None
+        return await self._ledger.authenticate(bearer)
+
+    async def require_admin(self, bearer: str) -> None:
+        principal = await self.caller(bearer)
+        if principal is not None and not principal.is_admin:
+            raise PermissionDenied(
+                f"API key {principal.key_id} is not an admin key; use the ledger admin token "
+                "or a key created with admin=true"
+            )
+
+    async def create_org(self, name: str, isolate_teams: bool = False) -> Org:
+        validate.name("org name", name)
+        now = self._ledger.now()
+        return await self._store.write(lambda: ops_admin.ensure_org(name, isolate_teams, now))
+
+    async def create_team(self, org_id: str, name: str) -> Team:
+        validate.text("org_id", org_id, 64, required=True)
+        validate.name("team name", name)
+        now = self._ledger.now()
+        return await self._store.write(lambda: ops_admin.ensure_team(org_id, name, now))
+
+    async def create_user(self, team_id: str, email: str) -> User:
+        validate.text("team_id", team_id, 130, required=True)
+        validate.email(email)
+        now = self._ledger.now()
+        return await self._store.write(lambda: ops_admin.ensure_user(team_id, email, now))
+
+    async def create_key(self, spec: KeySpec) -> CreatedKey:
+        if bool(spec.user_id) == bool(spec.service_account):
+            raise InvalidArgument(
+                "give exactly one of user_id, or team_id with service_account (a team service key)"
+            )
+        if spec.service_account:
+            validate.name("service_account", spec.service_account)
+            validate.text("team_id", spec.team_id, 130, required=True)
+        validate.text("user_id", spec.user_id, 400)
+        validate.text("name", spec.name, 128)
+        if len(spec.allowed_tiers) > 16:
+            raise InvalidArgument("at most 16 allowed tiers")
+        for tier in spec.allowed_tiers:
+            validate.name("allowed tier", tier)
+        if spec.ttl_s < 0:
+            raise InvalidArgument(f"key ttl must be positive (or 0 = never expires), got {spec.ttl_s:g}s")
+        now = self._ledger.now()
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        new = ops_admin.NewKey(
+            key_id=f"k_{uuid.uuid4().hex[:16]}", secret=secret, secret_sha256=hash_secret(secret),
+            user_id=spec.user_id, team_id=spec.team_id, service_account=spec.service_account,
+            allowed_tiers=spec.allowed_tiers, name=spec.name, is_admin=spec.admin,
+            expires_at_us=now + int(spec.ttl_s * 1e6) if spec.ttl_s else None,
+        )  # fmt: skip
+        return await self._store.write(lambda: ops_admin.create_key(new, now))
+
+    async def list_keys(self, org_id: str, team_id: str, include_revoked: bool) -> list[KeyRecord]:
+        return await self._store.read(lambda: ops_admin.list_keys(org_id, team_id, include_revoked))
+
+    async def revoke_key(self, key_id: str) -> KeyRecord:
+        validate.text("key_id", key_id, 64, required=True)
+        now = self._ledger.now()
+        key = await self._store.write(lambda: ops_admin.revoke_key(key_id, now))
+        self._ledger.invalidate()
+        return key
+
+    @staticmethod
+    def _scope(kind: str, scope_id: str) -> None:
+        if kind not in SCOPE_KINDS:
+            raise InvalidArgument(f"scope kind must be one of {', '.join(SCOPE_KINDS)}")
+        validate.text("scope id", scope_id, 400, required=True)
+
+    async def set_budget(self, spec: ops_admin.BudgetSpec) -> Budget:
+        self._scope(spec.scope_kind, spec.scope_id)
+        if spec.unit not in UNITS:
+            raise InvalidArgument(f"budget unit must be one of {', '.join(UNITS)}")
+        if spec.period not in PERIODS:
+            raise InvalidArgument(f"budget period must be one of {', '.join(PERIODS)}")
+        validate.int_range("hard_limit", spec.hard_limit, 0, MAX_LIMIT)
+        soft = spec.soft_fraction or self._s.default_soft_fraction
+        if not 0 < soft <= 1:
+            raise InvalidArgument(f"soft_fraction must be in (0, 1], got {soft}")
+        spec = ops_admin.BudgetSpec(spec.scope_kind, spec.scope_id, spec.unit, spec.period,
+                                    spec.hard_limit, soft)  # fmt: skip
+        now = self._ledger.now()
+        return await self._store.write(lambda: ops_admin.set_budget(spec, now))
+
+    async def list_budgets(self, kind: str, scope_id: str) -> list[Budget]:
+        if kind:
+            self._scope(kind, scope_id)
+        key = f"{kind}:{scope_id}" if kind else ""
+        now = self._ledger.now()
+        return await self._store.read(lambda: ops_admin.list_budgets(key, now))
+
+    async def set_price(self, tier: str, model: str, inp: int, out: int, is_reference: bool) -> Price:
+        validate.name("tier", tier)
+        validate.text("model", model, 256, required=True)
+        validate.int_range("input_per_million nano-USD", inp, 0, MAX_LIMIT // 10**7)
+        validate.int_range("output_per_million nano-USD", out, 0, MAX_LIMIT // 10**7)
+        now = self._ledger.now()
+        return await self._store.write(lambda: ops_admin.set_price(tier, model, inp, out, is_reference, now))
+
+    async def list_prices(self) -> list[Price]:
+        return await self._store.read(ops_admin.list_prices)
+
+    async def seed_prices(self) -> int:
+        prices = [
+            Price(p.tier, p.model, p.input_per_million_nano_usd, p.output_per_million_nano_usd, 1, 0, False)
+            for p in self._s.prices
+        ]
+        now = self._ledger.now()
+        return await self._store.write(lambda: ops_admin.seed_prices(prices, self._s.reference_tier, now))
+
+    async def set_rate_limit(self, limit: RateLimit) -> RateLimit:
+        if limit.scope_kind not in ("key", "team"):
+            raise InvalidArgument("rate limits apply to a key or a team scope")
+        validate.text("scope id", limit.scope_id, 400, required=True)
+        validate.int_range("requests_per_minute", limit.requests_per_minute, 0, 10**9)
+        validate.int_range("tokens_per_minute", limit.tokens_per_minute, 0, 10**12)
+        out = await self._store.write(lambda: ops_admin.set_rate_limit(limit))
+        self._ledger.invalidate()
+        return out
+
+    async def list_events(self, start: int | None, end: int | None, kind: str, limit: int) -> list[UsageEvent]:
+        validate.text("kind", kind, 32)
+        validate.int_range("limit", limit or 1000, 1, 10_000)
+        return await self._store.read(lambda: ops_admin.list_events(start, end, kind, limit or 1000))
+
+    async def usage(self, caller: Principal | None, q: ops_admin.UsageQuery) -> list[UsageRow]:
+        if q.scope_kind:
+            self._scope(q.scope_kind, q.scope_id)
+        kind, scope_id = await self._ledger.visible_scope(caller, q.scope_kind, q.scope_id)
+        q = ops_admin.UsageQuery(kind, scope_id, q.start_us, q.end_us, q.group_by)
+        if len(set(q.group_by)) != len(q.group_by):
+            raise InvalidArgument("group_by lists a dimension twice")
+        return await self._store.read(lambda: ops_admin.usage(q))

@@ -1,0 +1,88 @@
+"""Async bodies of the ledger's CLI commands (imported lazily by cli.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rationer.api.ledger.v1 import ledger_pb2 as pb
+from rationer.errors import InvalidArgument
+from services.ledger import convert as cv
+from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.client import LedgerClient
+from services.ledger.report import period_range, render, usd
+
+
+def _need_token(token: str) -> str:
+    if not token:
+        raise InvalidArgument("admin credential missing: pass --admin-token or set RATIONER_ADMIN_TOKEN")
+    return token
+
+
+async def create_key(ledger: str, token: str, org: str, team: str, user: str, service_account: str,
+                     tiers: Sequence[str], ttl_days: float, name: str, admin: bool) -> pb.CreateKeyResponse:
+    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+        o = await c.create_org(org)
+        t = await c.create_team(o.id, team)
+        user_id = (await c.create_user(t.id, user)).id if user else ""
+        return await c.create_key(user_id=user_id, team_id=t.id, service_account=service_account,
+                                  allowed_tiers=tiers, ttl_s=ttl_days * 86400, name=name, admin=admin)  # fmt: skip
+
+
+def _key_line(k: pb.ApiKey) -> str:
+    state = "revoked" if k.HasField("revoked_at") else "active"
+    owner = k.user_id or f"{k.team_id} (service account {k.service_account})"
+    tiers = ",".join(k.allowed_tiers) or "*"
+    return f"{k.key_id}  {k.prefix}…  {state:7}  tiers={tiers}  {owner}  {k.name}"
+
+
+async def list_keys(ledger: str, token: str, org: str, team: str, include_revoked: bool) -> str:
+    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+        keys = await c.list_keys(org, team, include_revoked)
+    return "\n".join(_key_line(k) for k in keys) or "(no keys)"
+
+
+async def revoke_key(ledger: str, token: str, key_id: str) -> str:
+    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+        return "revoked: " + _key_line(await c.revoke_key(key_id))
+
+
+def _parse_scope(scope: str) -> tuple[str, str]:
+    kind, sep, scope_id = scope.partition(":")
+    if not sep or kind not in cv.SCOPE_KIND_PB or not scope_id:
+        raise InvalidArgument(f"scope must look like org:acme or team:acme/eng, got {scope!r}")
+    return kind, scope_id
+
+
+def _budget_line(b: pb.Budget) -> str:
+    unit = cv.UNIT[b.unit]
+    fmt = usd if unit == "usd" else str
+    remaining = max(0, b.hard_limit - b.spent - b.held)
+    return (f"{b.id}  limit={fmt(b.hard_limit)}  spent={fmt(b.spent)}  held={fmt(b.held)}  "
+            f"remaining={fmt(remaining)}  soft={b.soft_fraction:g}")  # fmt: skip
+
+
+async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | None, tokens: int | None,
+                     period: str, soft: float) -> str:  # fmt: skip
+    kind, scope_id = _parse_scope(scope)
+    unit, limit = ("usd", round(usd_limit * 1_000_000_000)) if usd_limit is not None else ("tokens", tokens or 0)
+    if period not in cv.PERIOD_PB:
+        raise InvalidArgument("--period must be daily, monthly or lifetime")
+    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+        b = await c.set_budget(kind, scope_id, unit=unit, period=period, hard_limit=limit, soft_fraction=soft)
+    return _budget_line(b)
+
+
+async def show_budgets(ledger: str, token: str, scope: str) -> str:
+    kind, scope_id = _parse_scope(scope) if scope else ("", "")
+    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+        budgets = await c.list_budgets(kind, scope_id)
+    return "\n".join(_budget_line(b) for b in budgets) or "(no budgets)"
+
+
+async def chargeback(ledger: str, token: str, period: str, by: str, fmt: str) -> str:
+    if by not in cv.GROUP_PB:
+        raise InvalidArgument(f"--by must be one of {', '.join(cv.GROUP_PB)}")
+    start, end = period_range(period)
+    async with LedgerClient(ledger, bearer=_need_token(token)) as c:
+        rows = await c.usage(start_us=start, end_us=end, group_by=[by])
+    return render(rows, by, fmt, period)

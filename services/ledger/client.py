@@ -1,0 +1,152 @@
+"""Typed async client of the ledger's data plane, for the router and tools.
+
+Returns the ledger's plain dataclasses and raises ``rationer.errors`` classes
+(mapped back from gRPC status codes; RESOURCE_EXHAUSTED keeps its limit id,
+reset time and retry-after from the trailers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from rationer import errors
+from rationer.api.common.v1 import common_pb2
+from rationer.api.ledger.v1 import ledger_pb2 as pb
+from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from rationer.platform.interceptor import LIMIT_ID_KEY, RESETS_AT_KEY, RETRY_AFTER_KEY
+from services.ledger import convert as cv
+from services.ledger import models as m
+
+R = TypeVar("R")
+
+_ERRORS: dict[str, type[errors.RationerError]] = {
+    cls.code: cls
+    for cls in (
+        errors.InvalidArgument, errors.Unauthenticated, errors.PermissionDenied, errors.NotFound,
+        errors.AlreadyExists, errors.FailedPrecondition, errors.Unavailable, errors.DeadlineExceeded,
+        errors.Cancelled, errors.Internal,
+    )
+}  # fmt: skip
+
+
+def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
+    """The domain error a gRPC failure stands for."""
+    name = exc.code().name
+    message = exc.details() or name
+    if name == "RESOURCE_EXHAUSTED":
+        md: dict[str, str] = {}
+        trailers: Any = exc.trailing_metadata() or ()
+        for key, value in trailers:
+            if isinstance(value, str):
+                md[str(key)] = value
+        resets = md.get(RESETS_AT_KEY)
+        retry = md.get(RETRY_AFTER_KEY)
+        return errors.ResourceExhausted(
+            message, limit_id=md.get(LIMIT_ID_KEY, ""),
+            resets_at=datetime.fromisoformat(resets) if resets else None,
+            retry_after_s=float(retry) if retry else None,
+        )  # fmt: skip
+    if name == "UNAVAILABLE" or name not in _ERRORS:
+        return errors.Unavailable(f"ledger: {message}") if name == "UNAVAILABLE" else errors.Internal(message)
+    return _ERRORS[name](message)
+
+
+async def call(fn: Callable[..., Awaitable[R]], request: Any, timeout: float,
+               metadata: Sequence[tuple[str, str]] = ()) -> R:  # fmt: skip
+    try:
+        return await fn(request, timeout=timeout, metadata=tuple(metadata))
+    except grpc.aio.AioRpcError as exc:
+        raise map_rpc_error(exc) from None
+
+
+@dataclass(frozen=True)
+class HeadroomResult:
+    budgets: list[m.Headroom]
+    min_remaining_fraction: float
+
+
+class LedgerClient:
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 5.0, bearer: str = "") -> None:
+        self._own = isinstance(target, str)
+        self._channel = grpc.aio.insecure_channel(target) if isinstance(target, str) else target
+        self._stub = pb_grpc.LedgerServiceStub(self._channel)
+        self._timeout = timeout_s
+        self._md = (("authorization", f"Bearer {bearer}"),) if bearer else ()
+
+    async def close(self) -> None:
+        if self._own:
+            await self._channel.close(None)
+
+    async def __aenter__(self) -> LedgerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def authenticate(self, api_key: str) -> m.Principal:
+        r = await call(self._stub.Authenticate, pb.AuthenticateRequest(api_key=api_key), self._timeout)
+        p = cv.principal_in(r.principal)
+        exp = cv.us_of(r.key_expires_at, r.HasField("key_expires_at"))
+        return m.Principal(**{**p.__dict__, "expires_at_us": exp})
+
+    async def headroom(self, key_id: str, project: str = "") -> HeadroomResult:
+        r = await call(self._stub.GetHeadroom, pb.GetHeadroomRequest(key_id=key_id, project=project),
+                       self._timeout)  # fmt: skip
+        rows = [m.Headroom(h.budget_id, cv.SCOPE_KIND[h.scope.kind], h.scope.id, cv.UNIT[h.unit],
+                           h.remaining_fraction, h.remaining) for h in r.budgets]  # fmt: skip
+        return HeadroomResult(rows, r.min_remaining_fraction)
+
+    async def authorize(self, key_id: str, tier: str, *, prompt_tokens: int, max_completion_tokens: int,
+                        model: str = "", project: str = "", request_id: str = "",
+                        ttl_s: float = 0.0) -> m.Reservation:  # fmt: skip
+        req = pb.AuthorizeRequest(
+            key_id=key_id, tier=tier, model=model, estimated_prompt_tokens=prompt_tokens,
+            max_completion_tokens=max_completion_tokens, project=project, request_id=request_id,
+            ttl=cv.duration(ttl_s) if ttl_s else None,
+        )  # fmt: skip
+        r = await call(self._stub.Authorize, req, self._timeout)
+        return m.Reservation(r.reservation_id, r.held.nano_usd, cv.us_of(r.expires_at) or 0,
+                             tuple(r.soft_alerts), r.min_remaining_fraction)  # fmt: skip
+
+    async def commit(self, reservation_id: str, key_id: str, prompt_tokens: int, completion_tokens: int, *,
+                     model: str = "", tier: str = "", latency_ms: int = 0,
+                     fallbacks: int = 0) -> m.CommitResult:  # fmt: skip
+        usage = common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                 total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
+        req = pb.CommitRequest(reservation_id=reservation_id, key_id=key_id, usage=usage, model=model,
+                               tier=tier, latency_ms=latency_ms, fallbacks=fallbacks)  # fmt: skip
+        r = await call(self._stub.Commit, req, self._timeout)
+        return m.CommitResult(cv.event_in(r.event), r.replayed)
+
+    async def release(self, reservation_id: str, key_id: str, reason: str = "") -> bool:
+        req = pb.ReleaseRequest(reservation_id=reservation_id, key_id=key_id, reason=reason)
+        return (await call(self._stub.Release, req, self._timeout)).released
+
+    async def record_cache_hit(self, key_id: str, request_id: str, *, tier: str = "", model: str = "",
+                               prompt_tokens: int = 0, completion_tokens: int = 0, project: str = "",
+                               latency_ms: int = 0) -> m.UsageEvent:  # fmt: skip
+        usage = common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                 total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
+        req = pb.RecordCacheHitRequest(key_id=key_id, request_id=request_id, project=project, tier=tier,
+                                       model=model, usage=usage, latency_ms=latency_ms)  # fmt: skip
+        return cv.event_in((await call(self._stub.RecordCacheHit, req, self._timeout)).event)
+
+    async def usage(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,
+                    end_us: int | None = None, group_by: Sequence[str] = ()) -> list[m.UsageRow]:  # fmt: skip
+        req = pb.UsageRequest(
+            scope=cv.scope(*scope) if scope else None,
+            period=common_pb2.TimeRange(start=cv.ts(start_us), end=cv.ts(end_us)),
+            group_by=[cv.GROUP_PB[g] for g in group_by],
+        )
+        r = await call(self._stub.Usage, req, self._timeout, self._md)
+        return [cv.usage_row_in(row) for row in r.rows]
+
+    async def list_prices(self) -> list[m.Price]:
+        r = await call(self._stub.ListPrices, pb.ListPricesRequest(), self._timeout)
+        return [m.Price(p.tier, p.model, p.input_per_million.nano_usd, p.output_per_million.nano_usd,
+                        p.version, cv.us_of(p.effective_from) or 0, p.is_reference) for p in r.prices]  # fmt: skip

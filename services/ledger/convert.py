@@ -1,0 +1,130 @@
+"""Proto <-> domain conversions, shared by the servicers and the client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rationer.api.common.v1 import common_pb2
+from rationer.api.ledger.v1 import ledger_pb2 as pb
+from rationer.errors import InvalidArgument
+from services.ledger import models as m
+
+SCOPE_KIND = {pb.SCOPE_KIND_ORG: "org", pb.SCOPE_KIND_TEAM: "team", pb.SCOPE_KIND_USER: "user",
+              pb.SCOPE_KIND_KEY: "key", pb.SCOPE_KIND_PROJECT: "project"}  # fmt: skip
+UNIT = {pb.BUDGET_UNIT_USD: "usd", pb.BUDGET_UNIT_TOKENS: "tokens"}
+PERIOD = {pb.BUDGET_PERIOD_DAILY: "daily", pb.BUDGET_PERIOD_MONTHLY: "monthly",
+          pb.BUDGET_PERIOD_LIFETIME: "lifetime"}  # fmt: skip
+GROUP = {pb.GROUP_BY_TEAM: "team", pb.GROUP_BY_USER: "user", pb.GROUP_BY_PROJECT: "project",
+         pb.GROUP_BY_MODEL: "model", pb.GROUP_BY_DAY: "day", pb.GROUP_BY_TIER: "tier"}  # fmt: skip
+SCOPE_KIND_PB = {v: k for k, v in SCOPE_KIND.items()}
+UNIT_PB = {v: k for k, v in UNIT.items()}
+PERIOD_PB = {v: k for k, v in PERIOD.items()}
+GROUP_PB = {v: k for k, v in GROUP.items()}
+
+
+def enum_in(table: Mapping[Any, str], value: int, field: str) -> str:
+    if value not in table:
+        raise InvalidArgument(f"{field} must be one of {', '.join(table.values())} (got enum value {value})")
+    return table[value]
+
+
+def ts(us: int | None) -> Timestamp | None:
+    if us is None:
+        return None
+    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def us_of(t: Timestamp, present: bool = True) -> int | None:
+    if not present or (t.seconds == 0 and t.nanos == 0):
+        return None
+    return t.seconds * 1_000_000 + t.nanos // 1000
+
+
+def seconds_of(d: Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def duration(seconds: float) -> Duration:
+    whole = int(seconds)
+    return Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def money(nano: int) -> common_pb2.Money:
+    return common_pb2.Money(nano_usd=nano)
+
+
+def principal(p: m.Principal) -> common_pb2.Principal:
+    return common_pb2.Principal(
+        org_id=p.org_id, team_id=p.team_id, user_id=p.user_id, key_id=p.key_id,
+        service_account=p.service_account, allowed_tiers=list(p.allowed_tiers), tenant=p.tenant,
+        is_admin=p.is_admin,
+    )  # fmt: skip
+
+
+def principal_in(p: common_pb2.Principal) -> m.Principal:
+    return m.Principal(p.org_id, p.team_id, p.user_id, p.key_id, p.service_account,
+                       tuple(p.allowed_tiers), p.tenant, p.is_admin)  # fmt: skip
+
+
+def api_key(k: m.KeyRecord) -> pb.ApiKey:
+    return pb.ApiKey(
+        key_id=k.key_id, prefix=k.prefix, user_id=k.user_id, team_id=k.team_id,
+        service_account=k.service_account, allowed_tiers=list(k.allowed_tiers),
+        created_at=ts(k.created_at_us), expires_at=ts(k.expires_at_us), revoked_at=ts(k.revoked_at_us),
+        name=k.name,
+    )  # fmt: skip
+
+
+def scope(kind: str, scope_id: str) -> pb.Scope:
+    return pb.Scope(kind=SCOPE_KIND_PB[kind], id=scope_id)
+
+
+def budget(b: m.Budget) -> pb.Budget:
+    return pb.Budget(
+        id=b.id, scope=scope(b.scope_kind, b.scope_id), unit=UNIT_PB[b.unit], period=PERIOD_PB[b.period],
+        hard_limit=b.hard_limit, soft_fraction=b.soft_fraction, spent=b.spent, held=b.held,
+        period_end=ts(b.period_end_us),
+    )  # fmt: skip
+
+
+def price(p: m.Price) -> pb.Price:
+    return pb.Price(
+        tier=p.tier, model=p.model, input_per_million=money(p.input_per_million),
+        output_per_million=money(p.output_per_million), version=p.version,
+        effective_from=ts(p.effective_from_us), is_reference=p.is_reference,
+    )  # fmt: skip
+
+
+def event(e: m.UsageEvent) -> pb.UsageEvent:
+    return pb.UsageEvent(
+        event_id=e.event_id, time=ts(e.time_us), request_id=e.request_id, org_id=e.org_id,
+        team_id=e.team_id, user_id=e.user_id, key_id=e.key_id, project=e.project, tier=e.tier,
+        model=e.model, prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
+        cost=money(e.cost), counterfactual_cost=money(e.counterfactual_cost), cache_hit=e.cache_hit,
+        latency_ms=e.latency_ms, price_version=e.price_version, kind=e.kind,
+    )  # fmt: skip
+
+
+def event_in(e: pb.UsageEvent) -> m.UsageEvent:
+    return m.UsageEvent(
+        e.event_id, us_of(e.time) or 0, e.kind, e.request_id, e.org_id, e.team_id, e.user_id, e.key_id,
+        e.project, e.tier, e.model, e.prompt_tokens, e.completion_tokens, e.cost.nano_usd,
+        e.counterfactual_cost.nano_usd, e.cache_hit, e.latency_ms, e.price_version,
+    )  # fmt: skip
+
+
+def usage_row(r: m.UsageRow) -> pb.UsageRow:
+    return pb.UsageRow(
+        group=r.group, requests=r.requests, prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens, cost=money(r.cost),
+        counterfactual_cost=money(r.counterfactual_cost), cache_hits=r.cache_hits, savings=money(r.savings),
+    )  # fmt: skip
+
+
+def usage_row_in(r: pb.UsageRow) -> m.UsageRow:
+    return m.UsageRow(dict(r.group), r.requests, r.prompt_tokens, r.completion_tokens, r.cost.nano_usd,
+                      r.counterfactual_cost.nano_usd, r.cache_hits)  # fmt: skip

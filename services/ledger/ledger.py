@@ -1,0 +1,271 @@
+"""The ledger's data plane: authenticate, authorize/commit/release, cache hits, reads.
+
+Plain Python: no gRPC. Every money decision happens inside one database
+operation (see ops_data); this class validates input, applies rate limits,
+caches key lookups and turns denials into ``ResourceExhausted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+
+from rationer.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from services.ledger import ops_admin, ops_data, validate
+from services.ledger.models import (
+    CommitResult,
+    Denial,
+    Headroom,
+    KeyRecord,
+    Principal,
+    RateLimit,
+    Reservation,
+    UsageEvent,
+)
+from services.ledger.money import to_datetime
+from services.ledger.ops_common import load_key_by_id, require_active
+from services.ledger.ratelimit import RateCheck, RateLimiter
+from services.ledger.settings import LedgerSettings
+from services.ledger.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuthorizeInput:
+    key_id: str
+    tier: str
+    model: str = ""
+    prompt_tokens: int = 0
+    max_completion_tokens: int = 0
+    project: str = ""
+    request_id: str = ""
+    ttl_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CommitInput:
+    reservation_id: str
+    key_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int = 0
+    model: str = ""
+    tier: str = ""
+    latency_ms: int = 0
+    fallbacks: int = 0
+
+
+class Ledger:
+    def __init__(self, store: Store, limiter: RateLimiter, settings: LedgerSettings,
+                 clock: Callable[[], int] = now_us) -> None:  # fmt: skip
+        self._store = store
+        self._limiter = limiter
+        self._s = settings
+        self._clock = clock
+        self._by_hash: dict[str, tuple[KeyRecord, float]] = {}
+        self._by_id: dict[str, tuple[KeyRecord, float]] = {}
+        self._limits: dict[str, RateLimit] = {}
+        self._limits_at = -1e18
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._limiter
+
+    def now(self) -> int:
+        return self._clock()
+
+    def start_sweeper(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._s.sweep_interval_s)
+            try:
+                n = await self._store.write(partial(ops_data.sweep_expired, self._clock()))
+                if n:
+                    log.info("expired holds swept", count=n)
+            except Exception as exc:  # the sweeper is hygiene; never let it die
+                log.warning("sweep failed", error=str(exc))
+
+    def invalidate(self) -> None:
+        """Forget cached keys and limits (after a revoke or a limit change here)."""
+        self._by_hash.clear()
+        self._by_id.clear()
+        self._limits_at = -1e18
+
+    async def authenticate(self, secret: str) -> Principal:
+        validate.text("api_key", secret, 256)
+        if not secret:
+            raise Unauthenticated("no API key given; send it as `authorization: Bearer <key>`")
+        digest = hash_secret(secret)
+        hit = self._by_hash.get(digest)
+        if hit is not None and time.monotonic() - hit[1] < self._s.auth_cache_ttl_s:
+            key: KeyRecord | None = hit[0]
+        else:
+            key = await self._store.read(lambda: ops_admin.key_by_hash(digest))
+            if key is not None:
+                self._by_hash[digest] = (key, time.monotonic())
+        prefix = secret[:10]
+        return require_active(key, self._clock(), f"(prefix {prefix!r})").principal()
+
+    async def key(self, key_id: str) -> KeyRecord:
+        validate.text("key_id", key_id, 64, required=True)
+        hit = self._by_id.get(key_id)
+        if hit is not None and time.monotonic() - hit[1] < self._s.auth_cache_ttl_s:
+            key: KeyRecord | None = hit[0]
+        else:
+            key = await self._store.read(lambda: load_key_by_id(key_id))
+            if key is not None:
+                self._by_id[key_id] = (key, time.monotonic())
+        return require_active(key, self._clock(), repr(key_id))
+
+    async def headroom(self, key_id: str, project: str) -> tuple[list[Headroom], float]:
+        validate.text("key_id", key_id, 64, required=True)
+        validate.text("project", project, 128)
+        now = self._clock()
+        rows = await self._store.read(lambda: ops_data.headroom(key_id, project, now))
+        return rows, min((h.remaining_fraction for h in rows), default=1.0)
+
+    def _ttl_us(self, ttl_s: float) -> int:
+        if ttl_s < 0 or ttl_s > self._s.max_reservation_ttl_s:
+            raise InvalidArgument(
+                f"ttl must be between 0 and {self._s.max_reservation_ttl_s:g}s (0 = the default "
+                f"{self._s.reservation_ttl_s:g}s), got {ttl_s:g}s"
+            )
+        return int((ttl_s or self._s.reservation_ttl_s) * 1_000_000)
+
+    async def _rate_checks(self, key: KeyRecord, tokens: int) -> list[RateCheck]:
+        if time.monotonic() - self._limits_at > self._s.rate_limit_cache_ttl_s:
+            rows = await self._store.read(ops_admin.all_rate_limits)
+            self._limits = {f"{r.scope_kind}:{r.scope_id}": r for r in rows}
+            self._limits_at = time.monotonic()
+        checks = []
+        for scope in (f"key:{key.key_id}", f"team:{key.team_id}"):
+            lim = self._limits.get(scope)
+            if lim is None:
+                continue
+            if lim.requests_per_minute > 0:
+                checks.append(RateCheck(f"rpm:{scope}", lim.requests_per_minute, 1))
+            if lim.tokens_per_minute > 0:
+                checks.append(RateCheck(f"tpm:{scope}", lim.tokens_per_minute, tokens))
+        return checks
+
+    async def _apply_rate_limits(self, key: KeyRecord, tokens: int) -> None:
+        checks = await self._rate_checks(key, tokens)
+        if not checks:
+            return
+        denial = await self._limiter.acquire(checks)
+        if denial is None:
+            return
+        if denial.retry_after_s == float("inf"):
+            raise ResourceExhausted(
+                f"{denial.limit_id}: this request's {tokens:,} tokens exceed the whole per-minute "
+                "allowance; lower max_completion_tokens or raise the limit",
+                limit_id=denial.limit_id,
+            )
+        resets = to_datetime(self._clock() + int(denial.retry_after_s * 1e6))
+        raise ResourceExhausted(
+            f"{denial.limit_id}: rate limit reached; retry after {denial.retry_after_s:.3f}s",
+            limit_id=denial.limit_id, resets_at=resets, retry_after_s=denial.retry_after_s,
+        )  # fmt: skip
+
+    async def authorize(self, a: AuthorizeInput) -> Reservation:
+        validate.text("tier", a.tier, 64, required=True)
+        validate.text("model", a.model, 256)
+        validate.text("project", a.project, 128)
+        validate.text("request_id", a.request_id, 128)
+        validate.tokens("estimated_prompt_tokens", a.prompt_tokens)
+        validate.tokens("max_completion_tokens", a.max_completion_tokens)
+        ttl_us = self._ttl_us(a.ttl_s)
+        key = await self.key(a.key_id)
+        await self._apply_rate_limits(key, a.prompt_tokens + a.max_completion_tokens)
+        args = ops_data.AuthorizeArgs(a.key_id, a.tier, a.model, a.prompt_tokens, a.max_completion_tokens,
+                                      a.project, a.request_id, ttl_us)  # fmt: skip
+        now, d = self._clock(), self._store.dialect
+        result = await self._store.write(lambda: ops_data.authorize(args, now, d))
+        if isinstance(result, Denial):
+            resets = to_datetime(result.resets_at_us) if result.resets_at_us is not None else None
+            retry = max(0.0, (result.resets_at_us - now) / 1e6) if result.resets_at_us is not None else None
+            raise ResourceExhausted(result.description, limit_id=result.limit_id, resets_at=resets,
+                                    retry_after_s=retry)  # fmt: skip
+        return result
+
+    async def commit(self, c: CommitInput) -> CommitResult:
+        validate.text("reservation_id", c.reservation_id, 64, required=True)
+        validate.text("key_id", c.key_id, 64, required=True)
+        validate.text("model", c.model, 256)
+        validate.text("tier", c.tier, 64)
+        validate.tokens("usage.prompt_tokens", c.prompt_tokens)
+        validate.tokens("usage.completion_tokens", c.completion_tokens)
+        if c.total_tokens and c.total_tokens != c.prompt_tokens + c.completion_tokens:
+            raise InvalidArgument(
+                f"usage.total_tokens ({c.total_tokens}) must equal prompt_tokens + completion_tokens "
+                f"({c.prompt_tokens + c.completion_tokens}) or be 0"
+            )
+        validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
+        validate.int_range("fallbacks", c.fallbacks, 0, 16)
+        args = ops_data.CommitArgs(c.reservation_id, c.key_id, c.prompt_tokens, c.completion_tokens,
+                                   c.model, c.tier, c.latency_ms, c.fallbacks)  # fmt: skip
+        now, d = self._clock(), self._store.dialect
+        return await self._store.write(lambda: ops_data.commit(args, now, d))
+
+    async def release(self, reservation_id: str, key_id: str, reason: str = "") -> bool:
+        validate.text("reservation_id", reservation_id, 64, required=True)
+        validate.text("key_id", key_id, 64, required=True)
+        validate.text("reason", reason, 256)
+        now, d = self._clock(), self._store.dialect
+        return await self._store.write(lambda: ops_data.release(reservation_id, key_id, now, d))
+
+    async def record_cache_hit(self, a: ops_data.CacheHitArgs) -> UsageEvent:
+        validate.text("key_id", a.key_id, 64, required=True)
+        validate.text("request_id", a.request_id, 128, required=True)
+        validate.text("project", a.project, 128)
+        validate.text("tier", a.tier, 64)
+        validate.text("model", a.model, 256)
+        validate.tokens("usage.prompt_tokens", a.prompt_tokens)
+        validate.tokens("usage.completion_tokens", a.completion_tokens)
+        validate.int_range("latency_ms", a.latency_ms, 0, 86_400_000)
+        now = self._clock()
+        return await self._store.write(lambda: ops_data.record_cache_hit(a, now))
+
+    async def visible_scope(self, caller: Principal | None, kind: str, scope_id: str) -> tuple[str, str]:
+        """The scope a Usage caller may read: admins anything, keys their own org."""
+        if caller is None or caller.is_admin:
+            return kind, scope_id
+        if not kind:
+            return "org", caller.org_id
+        org = scope_id
+        if kind == "key":
+            org = (await self._store.read(lambda: load_key_by_id(scope_id)) or caller).org_id
+        elif kind != "org":
+            org = scope_id.split("/", 1)[0]
+        if org != caller.org_id:
+            raise PermissionDenied(f"key {caller.key_id} may only read usage of org {caller.org_id!r}")
+        return kind, scope_id

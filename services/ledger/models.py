@@ -1,0 +1,187 @@
+"""Plain domain records of the ledger (no gRPC, no SQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCOPE_KINDS = ("org", "team", "user", "key", "project")
+UNITS = ("usd", "tokens")
+PERIODS = ("daily", "monthly", "lifetime")
+GROUP_BY = ("team", "user", "project", "model", "day", "tier")
+USAGE_KINDS = ("charge", "cache_hit")
+
+
+@dataclass(frozen=True)
+class Principal:
+    org_id: str
+    team_id: str
+    user_id: str
+    key_id: str
+    service_account: str
+    allowed_tiers: tuple[str, ...]
+    tenant: str
+    is_admin: bool
+    expires_at_us: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    prefix: str
+    org_id: str
+    team_id: str
+    user_id: str
+    service_account: str
+    allowed_tiers: tuple[str, ...]
+    is_admin: bool
+    name: str
+    created_at_us: int
+    expires_at_us: int | None
+    revoked_at_us: int | None
+    isolate_teams: bool = False
+
+    def principal(self) -> Principal:
+        tenant = f"{self.org_id}/{self.team_id}" if self.isolate_teams else self.org_id
+        return Principal(
+            org_id=self.org_id,
+            team_id=self.team_id,
+            user_id=self.user_id,
+            key_id=self.key_id,
+            service_account=self.service_account,
+            allowed_tiers=self.allowed_tiers,
+            tenant=tenant,
+            is_admin=self.is_admin,
+            expires_at_us=self.expires_at_us,
+        )
+
+
+@dataclass(frozen=True)
+class Org:
+    id: str
+    name: str
+    isolate_teams: bool
+
+
+@dataclass(frozen=True)
+class Team:
+    id: str
+    org_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    team_id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    id: str
+    scope_kind: str
+    scope_id: str
+    unit: str
+    period: str
+    hard_limit: int
+    soft_fraction: float
+    spent: int
+    held: int
+    period_end_us: int | None
+
+
+@dataclass(frozen=True)
+class Price:
+    tier: str
+    model: str
+    input_per_million: int
+    output_per_million: int
+    version: int
+    effective_from_us: int
+    is_reference: bool
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    scope_kind: str  # key | team
+    scope_id: str
+    requests_per_minute: int
+    tokens_per_minute: int
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    event_id: str
+    time_us: int
+    kind: str
+    request_id: str
+    org_id: str
+    team_id: str
+    user_id: str
+    key_id: str
+    project: str
+    tier: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+    counterfactual_cost: int
+    cache_hit: bool
+    latency_ms: int
+    price_version: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reservation_id: str
+    held_nano_usd: int
+    expires_at_us: int
+    soft_alerts: tuple[str, ...] = ()
+    min_remaining_fraction: float = 1.0
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Denial:
+    """A budget said no; returned (not raised) so the denial event commits."""
+
+    limit_id: str
+    description: str
+    resets_at_us: int | None
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    event: UsageEvent
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Headroom:
+    budget_id: str
+    scope_kind: str
+    scope_id: str
+    unit: str
+    remaining_fraction: float
+    remaining: int
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    group: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: int = 0
+    counterfactual_cost: int = 0
+    cache_hits: int = 0
+
+    @property
+    def savings(self) -> int:
+        return self.counterfactual_cost - self.cost
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: KeyRecord
+    secret: str

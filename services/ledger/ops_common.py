@@ -1,0 +1,201 @@
+"""Shared pieces of the ledger's SQL operations.
+
+Every operation is written once, sans-IO, as a generator that yields
+``(sql, params)`` and receives the result rows. The SQLite driver runs it on
+its writer thread inside a group-commit batch; the PostgreSQL driver runs it on
+an async connection in its own transaction. SQL uses ``?`` placeholders (the
+PostgreSQL driver rewrites them) and only syntax both databases accept; the one
+difference, row locks, comes in through :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from rationer.errors import NotFound, Unauthenticated
+from services.ledger.models import Budget, KeyRecord, Price, UsageEvent
+from services.ledger.money import period_bounds, to_datetime, utc_day
+
+T = TypeVar("T")
+Query = tuple[str, tuple[Any, ...]]
+Rows = list[tuple[Any, ...]]
+Op = Generator[Query, Rows, T]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    for_update: str  # " FOR UPDATE" on PostgreSQL; SQLite serializes writers itself
+
+
+SQLITE = Dialect("sqlite", "")
+POSTGRES = Dialect("postgres", " FOR UPDATE")
+
+KEY_COLS = (
+    "k.id, k.prefix, k.org_id, k.team_id, k.user_id, k.service_account, k.allowed_tiers, k.is_admin,"
+    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams"
+)
+KEY_FROM = "api_keys k JOIN orgs o ON o.id = k.org_id"
+EVENT_COLS = (
+    "id, time, kind, request_id, org_id, team_id, user_id, key_id, project, tier, model,"
+    " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version"
+)
+PRICE_COLS = "tier, model, input_per_million, output_per_million, version, effective_from, is_reference"
+BUDGET_COLS = "id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent, soft_alerted_start"
+
+
+def key_from_row(row: tuple[Any, ...]) -> KeyRecord:
+    tiers = tuple(t for t in str(row[6]).split(",") if t)
+    return KeyRecord(
+        key_id=row[0], prefix=row[1], org_id=row[2], team_id=row[3], user_id=row[4],
+        service_account=row[5], allowed_tiers=tiers, is_admin=bool(row[7]), name=row[8],
+        created_at_us=int(row[9]),
+        expires_at_us=None if row[10] is None else int(row[10]),
+        revoked_at_us=None if row[11] is None else int(row[11]),
+        isolate_teams=bool(row[12]),
+    )  # fmt: skip
+
+
+def event_from_row(row: tuple[Any, ...]) -> UsageEvent:
+    return UsageEvent(
+        event_id=row[0], time_us=int(row[1]), kind=row[2], request_id=row[3], org_id=row[4],
+        team_id=row[5], user_id=row[6], key_id=row[7], project=row[8], tier=row[9], model=row[10],
+        prompt_tokens=int(row[11]), completion_tokens=int(row[12]), cost=int(row[13]),
+        counterfactual_cost=int(row[14]), cache_hit=bool(row[15]), latency_ms=int(row[16]),
+        price_version=int(row[17]),
+    )  # fmt: skip
+
+
+def price_from_row(row: tuple[Any, ...]) -> Price:
+    return Price(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]), bool(row[6]))
+
+
+def insert_event(ev: UsageEvent, reservation_id: str | None, detail: str = "") -> Query:
+    return (
+        "INSERT INTO events (id, time, day, kind, request_id, reservation_id, org_id, team_id, user_id,"
+        " key_id, project, tier, model, prompt_tokens, completion_tokens, cost, counterfactual_cost,"
+        " cache_hit, latency_ms, price_version, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            ev.event_id, ev.time_us, utc_day(ev.time_us), ev.kind, ev.request_id, reservation_id,
+            ev.org_id, ev.team_id, ev.user_id, ev.key_id, ev.project, ev.tier, ev.model,
+            ev.prompt_tokens, ev.completion_tokens, ev.cost, ev.counterfactual_cost,
+            int(ev.cache_hit), ev.latency_ms, ev.price_version, detail,
+        ),
+    )  # fmt: skip
+
+
+def load_key_by_id(key_id: str) -> Op[KeyRecord | None]:
+    rows = yield (f"SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.id = ?", (key_id,))
+    return key_from_row(rows[0]) if rows else None
+
+
+def require_active(key: KeyRecord | None, now_us: int, what: str) -> KeyRecord:
+    """The key, or UNAUTHENTICATED saying exactly why it cannot be used."""
+    if key is None:
+        raise Unauthenticated(f"unknown API key {what}; create one with `rationer keys create`")
+    if key.revoked_at_us is not None:
+        raise Unauthenticated(
+            f"API key {key.key_id} was revoked at {to_datetime(key.revoked_at_us).isoformat()}"
+        )
+    if key.expires_at_us is not None and key.expires_at_us <= now_us:
+        raise Unauthenticated(
+            f"API key {key.key_id} expired at {to_datetime(key.expires_at_us).isoformat()}"
+        )
+    return key
+
+
+def current_price(tier: str) -> Op[Price]:
+    rows = yield (f"SELECT {PRICE_COLS} FROM prices WHERE tier = ? ORDER BY version DESC LIMIT 1", (tier,))
+    if not rows:
+        raise NotFound(f"unknown tier {tier!r}; ListPrices shows the priced tiers")
+    return price_from_row(rows[0])
+
+
+def price_at_version(tier: str, version: int) -> Op[Price]:
+    rows = yield (f"SELECT {PRICE_COLS} FROM prices WHERE tier = ? AND version = ?", (tier, version))
+    if not rows:
+        return (yield from current_price(tier))
+    return price_from_row(rows[0])
+
+
+def reference_price() -> Op[Price | None]:
+    """Current price of the tier most recently flagged as the reference."""
+    rows = yield (
+        "SELECT tier FROM prices WHERE is_reference = 1 ORDER BY effective_from DESC, version DESC LIMIT 1",
+        (),
+    )
+    if not rows:
+        return None
+    return (yield from current_price(rows[0][0]))
+
+
+def path_scope_keys(org_id: str, team_id: str, user_id: str, key_id: str, project: str) -> list[str]:
+    """Every scope whose budgets a request must pass: key, user, team, org, project."""
+    out = [f"key:{key_id}", f"team:{team_id}", f"org:{org_id}"]
+    if user_id:
+        out.append(f"user:{user_id}")
+    if project:
+        out.append(f"project:{org_id}/{project}")
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    id: str
+    scope_key: str
+    unit: str
+    period: str
+    hard_limit: int
+    soft_fraction: float
+    period_start: int
+    spent_raw: int
+    soft_alerted_start: int | None
+
+    def spent(self, now_us: int) -> int:
+        # A row still stamped with an earlier period has spent nothing in this one.
+        start, _ = period_bounds(self.period, now_us)
+        return self.spent_raw if self.period_start == start else 0
+
+    def to_budget(self, now_us: int, held: int) -> Budget:
+        kind, _, scope_id = self.scope_key.partition(":")
+        _, end = period_bounds(self.period, now_us)
+        return Budget(
+            self.id, kind, scope_id, self.unit, self.period, self.hard_limit,
+            self.soft_fraction, self.spent(now_us), held, end,
+        )  # fmt: skip
+
+
+def budget_from_row(row: tuple[Any, ...]) -> BudgetState:
+    return BudgetState(
+        row[0], row[1], row[2], row[3], int(row[4]), float(row[5]), int(row[6]), int(row[7]),
+        None if row[8] is None else int(row[8]),
+    )  # fmt: skip
+
+
+def load_budgets(scope_keys: list[str], d: Dialect | None) -> Op[list[BudgetState]]:
+    """Budgets of these scopes in id order; locked (PostgreSQL) when ``d`` is given."""
+    if not scope_keys:
+        return []
+    marks = ", ".join("?" for _ in scope_keys)
+    lock = d.for_update if d is not None else ""
+    rows = yield (
+        f"SELECT {BUDGET_COLS} FROM budgets WHERE scope_key IN ({marks}) ORDER BY id{lock}",
+        tuple(scope_keys),
+    )
+    return [budget_from_row(r) for r in rows]
+
+
+def active_holds(budget_ids: list[str], now_us: int) -> Op[dict[str, int]]:
+    """Sum of unexpired holds per budget: expired holds never count."""
+    if not budget_ids:
+        return {}
+    marks = ", ".join("?" for _ in budget_ids)
+    rows = yield (
+        f"SELECT budget_id, SUM(amount) FROM holds WHERE budget_id IN ({marks}) AND expires_at > ?"
+        " GROUP BY budget_id",
+        (*budget_ids, now_us),
+    )
+    return {r[0]: int(r[1]) for r in rows}

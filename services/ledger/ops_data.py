@@ -1,0 +1,301 @@
+"""Data-plane SQL operations: authorize, commit, release, cache hits, reads.
+
+See ops_common for the sans-IO convention. Domain errors raised here roll the
+operation back; a budget denial is *returned* so its audit event commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from rationer.errors import FailedPrecondition, NotFound, PermissionDenied
+from services.ledger.models import (
+    CommitResult,
+    Denial,
+    Headroom,
+    KeyRecord,
+    Reservation,
+    UsageEvent,
+)
+from services.ledger.money import cost_nano_usd, format_usd, period_bounds, to_datetime
+from services.ledger.ops_common import (
+    EVENT_COLS,
+    BudgetState,
+    Dialect,
+    Op,
+    Query,
+    active_holds,
+    current_price,
+    event_from_row,
+    insert_event,
+    load_budgets,
+    load_key_by_id,
+    path_scope_keys,
+    price_at_version,
+    reference_price,
+    require_active,
+)
+
+
+@dataclass(frozen=True)
+class AuthorizeArgs:
+    key_id: str
+    tier: str
+    model: str
+    prompt_tokens: int
+    max_completion_tokens: int
+    project: str
+    request_id: str
+    ttl_us: int
+
+
+@dataclass(frozen=True)
+class CommitArgs:
+    reservation_id: str
+    key_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    tier: str
+    latency_ms: int
+    fallbacks: int
+
+
+@dataclass(frozen=True)
+class CacheHitArgs:
+    key_id: str
+    request_id: str
+    project: str
+    tier: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _event(key: KeyRecord, now: int, kind: str, request_id: str, project: str, tier: str, model: str,
+           tokens: tuple[int, int] = (0, 0), cost: int = 0, cf: int = 0, cache_hit: bool = False,
+           latency_ms: int = 0, price_version: int = 0) -> UsageEvent:  # fmt: skip
+    return UsageEvent(
+        _new_id("e"), now, kind, request_id, key.org_id, key.team_id, key.user_id, key.key_id,
+        project, tier, model, tokens[0], tokens[1], cost, cf, cache_hit, latency_ms, price_version,
+    )  # fmt: skip
+
+
+def _denial(b: BudgetState, spent: int, held: int, amount: int, now: int) -> Denial:
+    _, end = period_bounds(b.period, now)
+    fmt = format_usd if b.unit == "usd" else (lambda n: f"{n} tokens")
+    when = f"resets at {to_datetime(end).isoformat()}" if end is not None else "lifetime budget, never resets"
+    desc = (
+        f"{b.id}: spent {fmt(spent)} + held {fmt(held)} + this request {fmt(amount)} would exceed "
+        f"the hard limit {fmt(b.hard_limit)} ({when})"
+    )
+    return Denial(b.id, desc, end)
+
+
+def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial]:
+    if a.request_id:
+        rows = yield (
+            "SELECT id, key_id, held_usd, expires_at FROM reservations WHERE request_id = ?",
+            (a.request_id,),
+        )
+        if rows:
+            if rows[0][1] != a.key_id:
+                raise PermissionDenied(f"request id {a.request_id!r} is already used by another key")
+            return Reservation(rows[0][0], int(rows[0][2]), int(rows[0][3]), replayed=True)
+    key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
+    if key.allowed_tiers and a.tier not in key.allowed_tiers:
+        raise PermissionDenied(
+            f"API key {key.key_id} may not use tier {a.tier!r}; allowed: {', '.join(key.allowed_tiers)}"
+        )
+    price = yield from current_price(a.tier)
+    hold_usd = cost_nano_usd(a.prompt_tokens, a.max_completion_tokens, price)
+    hold_tokens = a.prompt_tokens + a.max_completion_tokens
+    res_id = _new_id("r")
+    expires = now + a.ttl_us
+    # The reservation row alone counts against nothing (holds do), so it is
+    # written before the budget locks are taken: less time holding them.
+    yield (
+        "INSERT INTO reservations (id, request_id, key_id, org_id, team_id, user_id, project, tier, model,"
+        " price_version, held_usd, held_tokens, state, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'held', ?, ?)",
+        (res_id, a.request_id or None, key.key_id, key.org_id, key.team_id, key.user_id, a.project,
+         a.tier, a.model or price.model, price.version, hold_usd, hold_tokens, now, expires),
+    )  # fmt: skip
+    budgets = yield from load_budgets(
+        path_scope_keys(key.org_id, key.team_id, key.user_id, key.key_id, a.project), d
+    )
+    # A separate statement after the lock: its snapshot sees every hold
+    # committed by whoever held the lock before us.
+    held = yield from active_holds([b.id for b in budgets], now)
+    fractions: list[float] = []
+    alerts: list[BudgetState] = []
+    for b in budgets:
+        amount = hold_usd if b.unit == "usd" else hold_tokens
+        spent, h = b.spent(now), held.get(b.id, 0)
+        if spent + h + amount > b.hard_limit:
+            denial = _denial(b, spent, h, amount, now)
+            yield ("DELETE FROM reservations WHERE id = ?", (res_id,))
+            ev = _event(key, now, "denied", a.request_id, a.project, a.tier, a.model or price.model,
+                        (a.prompt_tokens, a.max_completion_tokens), price_version=price.version)  # fmt: skip
+            yield insert_event(ev, None, denial.limit_id)
+            return denial
+        used = spent + h + amount
+        fractions.append(max(0.0, 1.0 - used / b.hard_limit) if b.hard_limit > 0 else 0.0)
+        start, _ = period_bounds(b.period, now)
+        if used >= b.soft_fraction * b.hard_limit and b.soft_alerted_start != start:
+            alerts.append(b)
+    if budgets:
+        values = ", ".join("(?, ?, ?, ?)" for _ in budgets)
+        params: list[object] = []
+        for b in budgets:
+            params += [res_id, b.id, hold_usd if b.unit == "usd" else hold_tokens, expires]
+        yield (f"INSERT INTO holds (reservation_id, budget_id, amount, expires_at) VALUES {values}",
+               tuple(params))  # fmt: skip
+    for b in alerts:
+        start, _ = period_bounds(b.period, now)
+        yield ("UPDATE budgets SET soft_alerted_start = ? WHERE id = ?", (start, b.id))
+        ev = _event(key, now, "soft_alert", a.request_id, a.project, a.tier, a.model or price.model)
+        yield insert_event(ev, res_id, b.id)
+    return Reservation(res_id, hold_usd, expires, tuple(b.id for b in alerts), min(fractions, default=1.0))
+
+
+RES_COLS = (
+    "id, key_id, org_id, team_id, user_id, project, tier, model, price_version, state, expires_at,"
+    " event_id, request_id"
+)
+
+
+def _load_reservation(res_id: str, key_id: str, d: Dialect) -> Op[tuple[str, ...]]:
+    rows = yield (f"SELECT {RES_COLS} FROM reservations WHERE id = ?{d.for_update}", (res_id,))
+    if not rows:
+        raise NotFound(f"reservation {res_id!r} does not exist")
+    if rows[0][1] != key_id:
+        raise PermissionDenied(f"reservation {res_id!r} belongs to another API key")
+    return tuple(rows[0])
+
+
+def load_event(event_id: str) -> Op[UsageEvent]:
+    rows = yield (f"SELECT {EVENT_COLS} FROM events WHERE id = ?", (event_id,))
+    return event_from_row(rows[0])
+
+
+def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
+    r = yield from _load_reservation(a.reservation_id, a.key_id, d)
+    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq = r
+    if state == "committed":
+        return CommitResult((yield from load_event(str(event_id))), replayed=True)
+    if state == "released":
+        raise FailedPrecondition(f"reservation {a.reservation_id} was released; authorize a new one")
+    if state == "expired" or int(expires) <= now:
+        raise FailedPrecondition(
+            f"reservation {a.reservation_id} expired at {to_datetime(int(expires)).isoformat()} and its "
+            "hold was freed; authorize a new one (or pass a longer ttl to Authorize)"
+        )
+    tier, model = a.tier or r_tier, a.model or r_model
+    if tier == r_tier:
+        price = yield from price_at_version(tier, int(r_version))
+    else:
+        price = yield from current_price(tier)
+    ref = yield from reference_price()
+    cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price)
+    cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else cost
+    yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
+    ev = UsageEvent(
+        _new_id("e"), now, "charge", rq or "", org_id, team_id, user_id, key_id, project, tier, model,
+        a.prompt_tokens, a.completion_tokens, cost, cf, False, a.latency_ms, price.version,
+    )  # fmt: skip
+    yield insert_event(ev, a.reservation_id, f"fallbacks={a.fallbacks}" if a.fallbacks else "")
+    yield (
+        "UPDATE reservations SET state = 'committed', settled_at = ?, event_id = ? WHERE id = ?",
+        (now, ev.event_id, a.reservation_id),
+    )
+    yield _charge_budgets(path_scope_keys(org_id, team_id, user_id, key_id, project), cost,
+                          a.prompt_tokens + a.completion_tokens, now, d)  # fmt: skip
+    return CommitResult(ev, replayed=False)
+
+
+def _charge_budgets(scope_keys: list[str], cost: int, tokens: int, now: int, d: Dialect) -> Query:
+    """One statement adding the charge to every budget on the path, rolling periods.
+
+    Last in the transaction so budget rows stay locked only until COMMIT; the
+    subquery takes the row locks in id order like Authorize does (no deadlock).
+    """
+    day, _ = period_bounds("daily", now)
+    month, _ = period_bounds("monthly", now)
+    marks = ", ".join("?" for _ in scope_keys)
+    start = "(CASE period WHEN 'daily' THEN ? WHEN 'monthly' THEN ? ELSE 0 END)"
+    return (
+        f"UPDATE budgets SET spent = (CASE WHEN period_start = {start} THEN spent ELSE 0 END)"
+        f" + (CASE unit WHEN 'usd' THEN ? ELSE ? END), period_start = {start}, updated_at = ?"
+        f" WHERE id IN (SELECT id FROM budgets WHERE scope_key IN ({marks}) ORDER BY id{d.for_update})",
+        (day, month, cost, tokens, day, month, now, *scope_keys),
+    )
+
+
+def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[bool]:
+    r = yield from _load_reservation(res_id, key_id, d)
+    state, expires = r[9], int(r[10])
+    if state == "committed":
+        raise FailedPrecondition(f"reservation {res_id} is already committed; it cannot be released")
+    if state in ("released", "expired"):
+        return False
+    new_state = "expired" if expires <= now else "released"
+    yield ("UPDATE reservations SET state = ?, settled_at = ? WHERE id = ?", (new_state, now, res_id))
+    yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
+    return new_state == "released"
+
+
+def record_cache_hit(a: CacheHitArgs, now: int) -> Op[UsageEvent]:
+    rows = yield (f"SELECT {EVENT_COLS} FROM events WHERE request_id = ? AND kind = 'cache_hit'",
+                  (a.request_id,))  # fmt: skip
+    if rows:
+        ev = event_from_row(rows[0])
+        if ev.key_id != a.key_id:
+            raise PermissionDenied(f"request id {a.request_id!r} is already used by another key")
+        return ev
+    key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
+    version = (yield from current_price(a.tier)).version if a.tier else 0
+    ref = yield from reference_price()
+    cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else 0
+    ev = _event(key, now, "cache_hit", a.request_id, a.project, a.tier, a.model,
+                (a.prompt_tokens, a.completion_tokens), 0, cf, True, a.latency_ms, version)  # fmt: skip
+    yield insert_event(ev, None)
+    return ev
+
+
+def headroom(key_id: str, project: str, now: int) -> Op[list[Headroom]]:
+    key = require_active((yield from load_key_by_id(key_id)), now, key_id)
+    budgets = yield from load_budgets(
+        path_scope_keys(key.org_id, key.team_id, key.user_id, key.key_id, project), None
+    )
+    held = yield from active_holds([b.id for b in budgets], now)
+    out: list[Headroom] = []
+    for b in budgets:
+        remaining = max(0, b.hard_limit - b.spent(now) - held.get(b.id, 0))
+        frac = min(1.0, remaining / b.hard_limit) if b.hard_limit > 0 else 0.0
+        kind, _, scope_id = b.scope_key.partition(":")
+        out.append(Headroom(b.id, kind, scope_id, b.unit, frac, remaining))
+    return out
+
+
+def sweep_expired(now: int, limit: int = 5000) -> Op[int]:
+    """Hygiene only: expired holds already stopped counting when they expired."""
+    rows = yield (
+        "SELECT id FROM reservations WHERE state = 'held' AND expires_at <= ? LIMIT ?", (now, limit)
+    )
+    if not rows:
+        return 0
+    ids = [r[0] for r in rows]
+    marks = ", ".join("?" for _ in ids)
+    yield (
+        f"UPDATE reservations SET state = 'expired', settled_at = ? WHERE state = 'held' AND id IN ({marks})",
+        (now, *ids),
+    )
+    yield (f"DELETE FROM holds WHERE reservation_id IN ({marks})", tuple(ids))
+    return len(ids)

@@ -1,0 +1,130 @@
+"""Requests- and tokens-per-minute limits (GCRA), in-process or shared in Redis.
+
+GCRA (the generic cell rate algorithm) keeps one number per limit, the
+theoretical arrival time (TAT). A cost of ``n`` units advances it by
+``n * 60s / limit``; a request is allowed when the advanced TAT is at most one
+minute ahead of now. It allows a full minute's worth as a burst, then smooths
+to the configured rate, never admits more than ``limit`` per rolling minute
+after the burst, and needs O(1) state and one round trip: no sorted sets of
+timestamps as a sliding-window log would. Several limits (key rpm/tpm, team
+rpm/tpm) are checked and consumed together atomically: all or nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from rationer.errors import Unavailable
+
+PERIOD_US = 60_000_000
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    limit_id: str  # e.g. "rpm:key:k_123", "tpm:team:acme/eng"
+    per_minute: int
+    cost: int
+
+
+@dataclass(frozen=True)
+class RateDenial:
+    limit_id: str
+    retry_after_s: float  # inf when the cost exceeds the whole per-minute allowance
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, checks: list[RateCheck]) -> RateDenial | None: ...
+    async def close(self) -> None: ...
+
+
+def _interval_us(per_minute: int) -> float:
+    return PERIOD_US / per_minute
+
+
+class InProcessRateLimiter:
+    """Single-process GCRA. Atomic because it never awaits between check and set."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+
+    async def acquire(self, checks: list[RateCheck]) -> RateDenial | None:
+        now = time.time() * 1e6
+        new: list[tuple[str, float]] = []
+        for c in checks:
+            if c.cost > c.per_minute:
+                return RateDenial(c.limit_id, float("inf"))
+            tat = max(self._tat.get(c.limit_id, 0.0), now) + c.cost * _interval_us(c.per_minute)
+            if tat - PERIOD_US > now:
+                return RateDenial(c.limit_id, (tat - PERIOD_US - now) / 1e6)
+            new.append((c.limit_id, tat))
+        self._tat.update(new)
+        if len(self._tat) > 100_000:
+            self._tat = {k: v for k, v in self._tat.items() if v > now}
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS: one per limit. ARGV: pairs (interval_us, cost). Uses the Redis clock so
+# every replica agrees on "now". Returns {0, 0} or {index, wait_us}.
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local period = 60000000
+local news = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local cost = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval * cost
+  if new_tat - period > now then
+    return {i, math.ceil(new_tat - period - now)}
+  end
+  news[i] = new_tat
+end
+for i = 1, #KEYS do
+  local ttl_ms = math.ceil((news[i] - now) / 1000) + 1000
+  redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', ttl_ms)
+end
+return {0, 0}
+"""
+
+
+class RedisRateLimiter:
+    """GCRA in one Lua script, so replicas share one global limit atomically."""
+
+    def __init__(self, url: str, prefix: str = "rationer:rl:", timeout_s: float = 1.0) -> None:
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._prefix = prefix
+        self._url = url
+        self._script: Any = self._redis.register_script(GCRA_LUA)
+
+    async def acquire(self, checks: list[RateCheck]) -> RateDenial | None:
+        for c in checks:
+            if c.cost > c.per_minute:
+                return RateDenial(c.limit_id, float("inf"))
+        if not checks:
+            return None
+        keys = [self._prefix + c.limit_id for c in checks]
+        args: list[float | int] = []
+        for c in checks:
+            args += [_interval_us(c.per_minute), c.cost]
+        try:
+            idx, wait_us = await self._script(keys=keys, args=args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise Unavailable(f"rate-limit store (Redis at {self._url}) is unavailable: {exc}") from exc
+        if int(idx) == 0:
+            return None
+        return RateDenial(checks[int(idx) - 1].limit_id, int(wait_us) / 1e6)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

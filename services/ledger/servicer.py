@@ -1,0 +1,183 @@
+"""Thin gRPC adapters: proto <-> domain, delegate, no logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc.aio import ServicerContext
+
+from rationer.api.ledger.v1 import ledger_pb2 as pb
+from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from services.ledger import convert as cv
+from services.ledger import ops_admin
+from services.ledger.admin import KeySpec, LedgerAdmin
+from services.ledger.ledger import AuthorizeInput, CommitInput, Ledger
+from services.ledger.models import RateLimit
+from services.ledger.ops_data import CacheHitArgs
+
+Ctx = ServicerContext[Any, Any]
+
+
+def bearer(context: Ctx) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+class LedgerServicer(pb_grpc.LedgerServiceServicer):
+    def __init__(self, ledger: Ledger, admin: LedgerAdmin) -> None:
+        self._ledger = ledger
+        self._admin = admin
+
+    async def Authenticate(self, request: pb.AuthenticateRequest, context: Ctx) -> pb.AuthenticateResponse:
+        p = await self._ledger.authenticate(request.api_key)
+        return pb.AuthenticateResponse(principal=cv.principal(p), key_expires_at=cv.ts(p.expires_at_us))
+
+    async def GetHeadroom(self, request: pb.GetHeadroomRequest, context: Ctx) -> pb.GetHeadroomResponse:
+        rows, low = await self._ledger.headroom(request.key_id, request.project)
+        return pb.GetHeadroomResponse(
+            budgets=[
+                pb.Headroom(budget_id=h.budget_id, scope=cv.scope(h.scope_kind, h.scope_id),
+                            unit=cv.UNIT_PB[h.unit], remaining_fraction=h.remaining_fraction,
+                            remaining=h.remaining)
+                for h in rows
+            ],
+            min_remaining_fraction=low,
+        )
+
+    async def Authorize(self, request: pb.AuthorizeRequest, context: Ctx) -> pb.AuthorizeResponse:
+        r = await self._ledger.authorize(
+            AuthorizeInput(
+                key_id=request.key_id, tier=request.tier, model=request.model,
+                prompt_tokens=request.estimated_prompt_tokens,
+                max_completion_tokens=request.max_completion_tokens, project=request.project,
+                request_id=request.request_id, ttl_s=cv.seconds_of(request.ttl),
+            )
+        )
+        return pb.AuthorizeResponse(
+            reservation_id=r.reservation_id, held=cv.money(r.held_nano_usd), expires_at=cv.ts(r.expires_at_us),
+            soft_alerts=list(r.soft_alerts), min_remaining_fraction=r.min_remaining_fraction,
+        )  # fmt: skip
+
+    async def Commit(self, request: pb.CommitRequest, context: Ctx) -> pb.CommitResponse:
+        u = request.usage
+        res = await self._ledger.commit(
+            CommitInput(
+                reservation_id=request.reservation_id, key_id=request.key_id, prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens, total_tokens=u.total_tokens, model=request.model,
+                tier=request.tier, latency_ms=request.latency_ms, fallbacks=request.fallbacks,
+            )
+        )
+        return pb.CommitResponse(event=cv.event(res.event), replayed=res.replayed)
+
+    async def Release(self, request: pb.ReleaseRequest, context: Ctx) -> pb.ReleaseResponse:
+        ok = await self._ledger.release(request.reservation_id, request.key_id, request.reason)
+        return pb.ReleaseResponse(released=ok)
+
+    async def RecordCacheHit(
+        self, request: pb.RecordCacheHitRequest, context: Ctx
+    ) -> pb.RecordCacheHitResponse:
+        ev = await self._ledger.record_cache_hit(
+            CacheHitArgs(request.key_id, request.request_id, request.project, request.tier, request.model,
+                         request.usage.prompt_tokens, request.usage.completion_tokens, request.latency_ms)
+        )  # fmt: skip
+        return pb.RecordCacheHitResponse(event=cv.event(ev))
+
+    async def Usage(self, request: pb.UsageRequest, context: Ctx) -> pb.UsageResponse:
+        caller = await self._admin.caller(bearer(context))
+        has_scope = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
+        kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has_scope else ""
+        q = ops_admin.UsageQuery(
+            kind, request.scope.id if has_scope else "",
+            cv.us_of(request.period.start, request.period.HasField("start")),
+            cv.us_of(request.period.end, request.period.HasField("end")),
+            tuple(cv.enum_in(cv.GROUP, g, "group_by") for g in request.group_by),
+        )  # fmt: skip
+        rows = await self._admin.usage(caller, q)
+        return pb.UsageResponse(rows=[cv.usage_row(r) for r in rows])
+
+    async def ListPrices(self, request: pb.ListPricesRequest, context: Ctx) -> pb.ListPricesResponse:
+        return pb.ListPricesResponse(prices=[cv.price(p) for p in await self._admin.list_prices()])
+
+
+class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
+    """Every call first checks the admin credential."""
+
+    def __init__(self, admin: LedgerAdmin) -> None:
+        self._admin = admin
+
+    async def CreateOrg(self, request: pb.CreateOrgRequest, context: Ctx) -> pb.Org:
+        await self._admin.require_admin(bearer(context))
+        o = await self._admin.create_org(request.name, request.isolate_teams)
+        return pb.Org(id=o.id, name=o.name, isolate_teams=o.isolate_teams)
+
+    async def CreateTeam(self, request: pb.CreateTeamRequest, context: Ctx) -> pb.Team:
+        await self._admin.require_admin(bearer(context))
+        t = await self._admin.create_team(request.org_id, request.name)
+        return pb.Team(id=t.id, org_id=t.org_id, name=t.name)
+
+    async def CreateUser(self, request: pb.CreateUserRequest, context: Ctx) -> pb.User:
+        await self._admin.require_admin(bearer(context))
+        u = await self._admin.create_user(request.team_id, request.email)
+        return pb.User(id=u.id, team_id=u.team_id, email=u.email)
+
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: Ctx) -> pb.CreateKeyResponse:
+        await self._admin.require_admin(bearer(context))
+        created = await self._admin.create_key(
+            KeySpec(request.user_id, request.team_id, request.service_account, tuple(request.allowed_tiers),
+                    cv.seconds_of(request.ttl), request.name, request.admin)
+        )  # fmt: skip
+        return pb.CreateKeyResponse(key=cv.api_key(created.key), secret=created.secret)
+
+    async def ListKeys(self, request: pb.ListKeysRequest, context: Ctx) -> pb.ListKeysResponse:
+        await self._admin.require_admin(bearer(context))
+        keys = await self._admin.list_keys(request.org_id, request.team_id, request.include_revoked)
+        return pb.ListKeysResponse(keys=[cv.api_key(k) for k in keys])
+
+    async def RevokeKey(self, request: pb.RevokeKeyRequest, context: Ctx) -> pb.ApiKey:
+        await self._admin.require_admin(bearer(context))
+        return cv.api_key(await self._admin.revoke_key(request.key_id))
+
+    async def SetBudget(self, request: pb.SetBudgetRequest, context: Ctx) -> pb.Budget:
+        await self._admin.require_admin(bearer(context))
+        spec = ops_admin.BudgetSpec(
+            cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind"), request.scope.id,
+            cv.enum_in(cv.UNIT, request.unit, "unit"), cv.enum_in(cv.PERIOD, request.period, "period"),
+            request.hard_limit, request.soft_fraction,
+        )  # fmt: skip
+        return cv.budget(await self._admin.set_budget(spec))
+
+    async def ListBudgets(self, request: pb.ListBudgetsRequest, context: Ctx) -> pb.ListBudgetsResponse:
+        await self._admin.require_admin(bearer(context))
+        has = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
+        kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has else ""
+        budgets = await self._admin.list_budgets(kind, request.scope.id if has else "")
+        return pb.ListBudgetsResponse(budgets=[cv.budget(b) for b in budgets])
+
+    async def SetPrice(self, request: pb.SetPriceRequest, context: Ctx) -> pb.Price:
+        await self._admin.require_admin(bearer(context))
+        p = await self._admin.set_price(request.tier, request.model, request.input_per_million.nano_usd,
+                                        request.output_per_million.nano_usd, request.is_reference)  # fmt: skip
+        return cv.price(p)
+
+    async def SetRateLimit(self, request: pb.SetRateLimitRequest, context: Ctx) -> pb.RateLimit:
+        await self._admin.require_admin(bearer(context))
+        lim = request.limit
+        kind = cv.enum_in(cv.SCOPE_KIND, lim.scope.kind, "limit.scope.kind")
+        out = await self._admin.set_rate_limit(
+            RateLimit(kind, lim.scope.id, lim.requests_per_minute, lim.tokens_per_minute)
+        )
+        return pb.RateLimit(scope=cv.scope(out.scope_kind, out.scope_id),
+                            requests_per_minute=out.requests_per_minute,
+                            tokens_per_minute=out.tokens_per_minute)  # fmt: skip
+
+    async def ListEvents(self, request: pb.ListEventsRequest, context: Ctx) -> pb.ListEventsResponse:
+        await self._admin.require_admin(bearer(context))
+        events = await self._admin.list_events(
+            cv.us_of(request.period.start, request.period.HasField("start")),
+            cv.us_of(request.period.end, request.period.HasField("end")),
+            request.kind, request.limit,
+        )  # fmt: skip
+        return pb.ListEventsResponse(events=[cv.event(e) for e in events])

@@ -1,0 +1,64 @@
+"""Typed settings of the ledger (TOML section ``[ledger]``, env ``RATIONER_LEDGER__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rationer.platform.settings import ServiceSettings
+
+
+class PriceSetting(BaseModel):
+    """A seed price: nano-USD per million input/output tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str
+    model: str
+    input_per_million_nano_usd: int = Field(ge=0)
+    output_per_million_nano_usd: int = Field(ge=0)
+
+
+# Local tiers are priced at an amortized compute cost (a CPU core-hour at about
+# $0.05 serving a few hundred tokens/s works out to a few cents per million);
+# the frontier reference is gpt-4o list price ($2.50/M in, $10/M out).
+DEFAULT_PRICES = [
+    PriceSetting(tier="local-small", model="SmolLM2-135M-Instruct",
+                 input_per_million_nano_usd=10_000_000, output_per_million_nano_usd=20_000_000),
+    PriceSetting(tier="local-large", model="gemma-3-270m-it",
+                 input_per_million_nano_usd=30_000_000, output_per_million_nano_usd=60_000_000),
+    PriceSetting(tier="frontier", model="gpt-4o",
+                 input_per_million_nano_usd=2_500_000_000, output_per_million_nano_usd=10_000_000_000),
+]  # fmt: skip
+
+
+class LedgerSettings(ServiceSettings):
+    listen: str = "127.0.0.1:7401"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    sqlite_path: Path = Path(".rationer/ledger.sqlite3")
+    # FULL fsyncs the WAL on every (group) commit: an acknowledged Commit
+    # survives power loss, not just kill -9. NORMAL survives kill -9 only.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    group_commit_max_batch: int = Field(256, ge=1)
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    postgres_pool_min: int = Field(2, ge=1)
+    postgres_pool_max: int = Field(16, ge=1)
+    db_timeout_s: float = Field(3.0, gt=0)
+    # None: rate limits live in this process; a URL: shared by every replica.
+    redis_url: str | None = None
+    redis_prefix: str = "rationer:rl:"
+    # Bearer token for LedgerAdminService; admin API keys also count. None and
+    # no admin key: admin RPCs are refused.
+    admin_token: str | None = None
+    reservation_ttl_s: float = Field(300.0, gt=0)
+    max_reservation_ttl_s: float = Field(3600.0, gt=0)
+    sweep_interval_s: float = Field(30.0, gt=0)
+    # How long a resolved key stays cached in this process; bounds how late a
+    # revocation made on another replica is noticed.
+    auth_cache_ttl_s: float = Field(2.0, ge=0)
+    rate_limit_cache_ttl_s: float = Field(5.0, ge=0)
+    default_soft_fraction: float = Field(0.8, gt=0, le=1)
+    reference_tier: str = "frontier"
+    prices: list[PriceSetting] = Field(default_factory=lambda: list(DEFAULT_PRICES))

@@ -1,0 +1,156 @@
+"""Reservations, charges, budgets, prices and usage, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from rationer.api.ledger.v1 import ledger_pb2 as pb
+from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from rationer.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
+from services.ledger.client import LedgerClient
+from services.ledger.settings import LedgerSettings
+from services.ledger.testing import make_key, running_ledger, settings_for
+
+# frontier default price: $2.50/M input, $10/M output (nano-USD per million)
+IN_PRICE, OUT_PRICE = 2_500_000_000, 10_000_000_000
+
+
+def cost(p: int, c: int, inp: int = IN_PRICE, out: int = OUT_PRICE) -> int:
+    return -(-(p * inp + c * out) // 1_000_000)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSettings:
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else ""
+    return settings_for(request.param, tmp_path, dsn)
+
+
+async def test_authorize_commit_charges_true_cost_once(settings: LedgerSettings) -> None:
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin)
+        await led.admin.set_budget("team", k.team_id, unit="usd", period="monthly", hard_limit=10**9)
+        res = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=500,
+                                         request_id="req-1")
+        assert res.held_nano_usd == cost(1000, 500)
+        room = await led.client.headroom(k.key_id)
+        assert room.budgets[0].remaining == 10**9 - cost(1000, 500)
+        first = await led.client.commit(res.reservation_id, k.key_id, 900, 123, latency_ms=42)
+        assert not first.replayed
+        assert first.event.cost == cost(900, 123)
+        assert first.event.counterfactual_cost == cost(900, 123)  # frontier is the reference
+        again = await led.client.commit(res.reservation_id, k.key_id, 900, 123)
+        assert again.replayed and again.event.event_id == first.event.event_id
+        budgets = await led.admin.list_budgets("team", k.team_id)
+        assert budgets[0].spent == cost(900, 123) and budgets[0].held == 0
+        # a retried Authorize with the same request id returns the same reservation
+        replay = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000,
+                                            max_completion_tokens=500, request_id="req-1")
+        assert replay.reservation_id == res.reservation_id
+        charges = await led.admin.list_events(kind="charge")
+        assert len(charges) == 1
+
+
+async def test_release_frees_hold_and_blocks_commit(settings: LedgerSettings) -> None:
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin)
+        limit = cost(1000, 1000)
+        await led.admin.set_budget("key", k.key_id, unit="usd", period="lifetime", hard_limit=limit)
+        res = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
+        with pytest.raises(ResourceExhausted) as exc:
+            await led.client.authorize(k.key_id, "frontier", prompt_tokens=1, max_completion_tokens=1)
+        assert exc.value.limit_id == f"budget:key:{k.key_id}:usd:lifetime"
+        assert await led.client.release(res.reservation_id, k.key_id, "client went away")
+        assert not await led.client.release(res.reservation_id, k.key_id)
+        with pytest.raises(FailedPrecondition, match="released"):
+            await led.client.commit(res.reservation_id, k.key_id, 10, 10)
+        # the freed hold is available again
+        res2 = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
+        await led.client.commit(res2.reservation_id, k.key_id, 1000, 1000)
+        with pytest.raises(FailedPrecondition, match="already committed"):
+            await led.client.release(res2.reservation_id, k.key_id)
+
+
+async def test_expired_hold_never_counts_even_before_sweep(settings: LedgerSettings) -> None:
+    async with running_ledger(settings, sweeper=False) as led:
+        k = await make_key(led.admin)
+        limit = cost(1000, 1000)
+        await led.admin.set_budget("org", k.org_id, unit="usd", period="daily", hard_limit=limit)
+        leaked = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000,
+                                            max_completion_tokens=1000, ttl_s=0.3)
+        with pytest.raises(ResourceExhausted):
+            await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
+        await asyncio.sleep(0.5)
+        # no sweeper runs here: the expired hold stops counting by itself
+        fresh = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
+        with pytest.raises(FailedPrecondition, match="expired"):
+            await led.client.commit(leaked.reservation_id, k.key_id, 1000, 1000)
+        assert not await led.client.release(leaked.reservation_id, k.key_id)
+        await led.client.commit(fresh.reservation_id, k.key_id, 1000, 1000)
+        (b,) = await led.admin.list_budgets("org", k.org_id)
+        assert b.spent == limit and b.held == 0
+
+
+async def test_hierarchy_denial_names_limit_and_reset(settings: LedgerSettings) -> None:
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin)
+        await led.admin.set_budget("key", k.key_id, unit="usd", period="monthly", hard_limit=10**12)
+        await led.admin.set_budget("org", k.org_id, unit="tokens", period="daily", hard_limit=5000,
+                                   soft_fraction=0.5)
+        ok = await led.client.authorize(k.key_id, "local-small", prompt_tokens=2000, max_completion_tokens=1000)
+        assert ok.soft_alerts == (f"budget:org:{k.org_id}:tokens:daily",)
+        assert await led.admin.list_events(kind="soft_alert")
+        stub = pb_grpc.LedgerServiceStub(grpc.aio.insecure_channel(led.target))
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.Authorize(pb.AuthorizeRequest(key_id=k.key_id, tier="local-small",
+                                                     estimated_prompt_tokens=1500, max_completion_tokens=600))
+        err = exc.value
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"budget:org:{k.org_id}:tokens:daily" in (err.details() or "")
+        trailers = dict(err.trailing_metadata() or ())
+        assert trailers["x-rationer-limit"] == f"budget:org:{k.org_id}:tokens:daily"
+        assert trailers["x-rationer-resets-at"].endswith("00:00:00+00:00")
+        assert float(trailers["retry-after"]) > 0
+        assert len(await led.admin.list_events(kind="denied")) == 1
+
+
+async def test_tiers_prices_versions_and_cache_hits(settings: LedgerSettings) -> None:
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin, allowed_tiers=["local-small", "local-large"])
+        with pytest.raises(PermissionDenied, match="frontier"):
+            await led.client.authorize(k.key_id, "frontier", prompt_tokens=1, max_completion_tokens=1)
+        open_key = await make_key(led.admin, email="bob@acme.com")
+        with pytest.raises(NotFound, match="unknown tier"):
+            await led.client.authorize(open_key.key_id, "gpt-9", prompt_tokens=1, max_completion_tokens=1)
+        prices = {p.tier: p for p in await led.client.list_prices()}
+        assert prices["frontier"].is_reference and prices["local-small"].version == 1
+        small = prices["local-small"]
+        r1 = await led.client.authorize(k.key_id, "local-small", prompt_tokens=10, max_completion_tokens=10)
+        await led.admin.set_price("local-small", small.model, small.input_per_million * 3,
+                                  small.output_per_million * 3)
+        r2 = await led.client.authorize(k.key_id, "local-small", prompt_tokens=10, max_completion_tokens=10)
+        e1 = (await led.client.commit(r1.reservation_id, k.key_id, 1000, 1000)).event
+        e2 = (await led.client.commit(r2.reservation_id, k.key_id, 1000, 1000)).event
+        assert (e1.price_version, e2.price_version) == (1, 2)
+        assert e1.cost == cost(1000, 1000, small.input_per_million, small.output_per_million)
+        assert e2.cost == cost(1000, 1000, small.input_per_million * 3, small.output_per_million * 3)
+        assert e1.counterfactual_cost == cost(1000, 1000)
+        hit = await led.client.record_cache_hit(k.key_id, "rq-cache-1", tier="frontier", model="gpt-4o",
+                                                prompt_tokens=400, completion_tokens=200, project="web")
+        assert hit.cost == 0 and hit.cache_hit and hit.counterfactual_cost == cost(400, 200)
+        same = await led.client.record_cache_hit(k.key_id, "rq-cache-1", tier="frontier",
+                                                 prompt_tokens=400, completion_tokens=200)
+        assert same.event_id == hit.event_id
+        async with LedgerClient(led.target, bearer=k.secret) as as_key:
+            rows = await as_key.usage(group_by=["tier"])  # a key sees its own org
+            with pytest.raises(PermissionDenied):
+                await as_key.usage(scope=("org", "other-org"))
+        by_tier = {r.group["tier"]: r for r in rows}
+        assert by_tier["local-small"].requests == 2 and by_tier["local-small"].cost == e1.cost + e2.cost
+        assert by_tier["frontier"].cache_hits == 1 and by_tier["frontier"].savings == cost(400, 200)
+        events = await led.admin.list_events()
+        total = sum(e.cost.nano_usd for e in events if e.kind in ("charge", "cache_hit"))
+        assert total == sum(r.cost for r in rows)

@@ -1,0 +1,57 @@
+"""Rate limits (GCRA): in-process, and shared in Redis by several ledger replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis
+
+from rationer.errors import ResourceExhausted
+from services.ledger.testing import make_key, running_ledger, settings_for
+
+
+async def test_in_process_rpm_and_tpm(tmp_path: Path) -> None:
+    async with running_ledger(settings_for("sqlite", tmp_path)) as led:
+        k = await make_key(led.admin)
+        await led.admin.set_rate_limit("key", k.key_id, rpm=3)
+        for _ in range(3):
+            await led.client.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+        with pytest.raises(ResourceExhausted) as exc:
+            await led.client.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+        assert exc.value.limit_id == f"rpm:key:{k.key_id}"
+        assert exc.value.retry_after_s is not None and 0 < exc.value.retry_after_s <= 60
+        assert exc.value.resets_at is not None
+        t = await make_key(led.admin, team="ml", email="carol@acme.com")
+        await led.admin.set_rate_limit("team", t.team_id, tpm=1000)
+        await led.client.authorize(t.key_id, "local-small", prompt_tokens=600, max_completion_tokens=200)
+        with pytest.raises(ResourceExhausted) as exc:
+            await led.client.authorize(t.key_id, "local-small", prompt_tokens=300, max_completion_tokens=0)
+        assert exc.value.limit_id == f"tpm:team:{t.team_id}"
+        with pytest.raises(ResourceExhausted, match="exceed the whole per-minute allowance"):
+            await led.client.authorize(t.key_id, "local-small", prompt_tokens=5000, max_completion_tokens=0)
+
+
+async def test_two_replicas_share_one_limit_in_redis(
+    tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str
+) -> None:
+    s = settings_for("postgres", tmp_path, pg_dsn, redis_url=redis_url, redis_prefix=redis_prefix,
+                     rate_limit_cache_ttl_s=0)
+    async with running_ledger(s) as a, running_ledger(s) as b:
+        k = await make_key(a.admin)
+        await a.admin.set_rate_limit("key", k.key_id, rpm=20)
+
+        async def one(i: int) -> bool:
+            client = (a if i % 2 else b).client
+            try:
+                await client.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+            except ResourceExhausted as exc:
+                assert exc.limit_id == f"rpm:key:{k.key_id}"
+                return False
+            return True
+
+        results = await asyncio.gather(*(one(i) for i in range(60)))
+        assert sum(results) == 20  # one global limit across both replicas, not 20 each
+        with redis.Redis.from_url(redis_url) as r:
+            assert r.exists(f"{redis_prefix}rpm:key:{k.key_id}"), "the limit state lives in Redis"
