@@ -125,3 +125,4 @@ def register(groups: CliGroups) -> None:
     groups.root.command("up")(up)
     groups.root.command("chat")(chat)
     groups.root.command("complete")(complete)
+    groups.bench.command("http")(__import__("services.router.http_cli", fromlist=["bench_http"]).bench_http)

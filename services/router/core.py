@@ -132,7 +132,15 @@ class RouterCore:
         req = validate(raw, self.limits)
         rid = request_id or uuid.uuid4().hex
         text = self.canonicalize(req.messages)
-        vector = await asyncio.to_thread(self.embedder.embed_one, text)
+        cacheable = self.cache is not None and self.config.cache_enabled and self.cacheable(req)
+        # The vector feeds the cache and the complexity score. A caller that
+        # names its tier with the cache off needs neither, and embedding is
+        # the costliest step on the gateway's own path (~5-9 ms of CPU), so
+        # it is skipped (complexity then reads 0).
+        if cacheable or self.policy.resolve(req.model) is None:
+            vector = await asyncio.to_thread(self.embedder.embed_one, text)
+        else:
+            vector = np.zeros(0, dtype=np.float32)
         prep = Prepared(
             principal=principal,
             request=req,
@@ -142,7 +150,7 @@ class RouterCore:
             text=text,
             vector=vector,
             cache_context=self.cache_context(req),
-            cacheable=self.cache is not None and self.config.cache_enabled and self.cacheable(req),
+            cacheable=cacheable,
             result=RouteResult(request_id=rid),
         )
         cached, remaining = await asyncio.gather(self._lookup(prep), self._headroom(prep))
@@ -150,7 +158,7 @@ class RouterCore:
         if cached is not None:
             prep.cached = cached
             return prep
-        score = float(self.scorer.score(vector, text))
+        score = float(self.scorer.score(vector, text)) if vector.size else 0.0
         prep.result.complexity = score
         prep.decision = self.policy.decide(
             score,

@@ -39,8 +39,15 @@ class HttpSettings(BaseModel):
 
     enabled: bool = False
     listen: str = "127.0.0.1:8080"
-    max_body_bytes: int = 1024 * 1024
+    # Larger bodies get 413 before any parsing.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Empty: CORS off. ["*"] or explicit origins ("https://app.example.com").
     cors_origins: list[str] = Field(default_factory=list)
+    # Per-request deadline; a client may ask for less with `x-rationer-timeout`.
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    max_embedding_inputs: int = Field(default=256, gt=0)
+    # How long in-flight requests get to finish on shutdown.
+    shutdown_timeout_s: float = Field(default=10.0, ge=0)
 
 
 def default_tiers() -> list[TierSettings]:

@@ -1,0 +1,324 @@
+"""The OpenAI-compatible HTTP front door (aiohttp), inside the router process.
+
+A second thin adapter over :class:`RouterCore`, next to the gRPC servicer:
+handlers convert JSON to core requests and back, with no extra hop. aiohttp
+was chosen over starlette/uvicorn by measured overhead (docs/http.md).
+
+Streaming waits for the core's first event before sending headers, so every
+failure that happens before the first token (auth, validation, allow-list,
+budget, no tier) is a proper HTTP status, not an in-stream error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+
+from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError, Unauthenticated
+from services.router.core import RouterCore
+from services.router.http_embeddings import BatchEmbedder, embeddings
+from services.router.http_errors import (
+    HttpError,
+    domain_response,
+    error_body,
+    http_error_response,
+    json_error,
+    sse_error,
+)
+from services.router.http_schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.settings import HttpSettings
+from services.router.streaming import StreamEvent, stream_completion
+
+log = structlog.get_logger(__name__)
+
+HTTP_REQUESTS = Counter("rationer_http_requests_total", "HTTP requests handled", ["route", "method", "status"])
+HTTP_SECONDS = Histogram(
+    "rationer_http_request_seconds",
+    "HTTP request latency (to the last byte for streams)",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
+          "x-rationer-savings-usd, x-rationer-limit, x-rationer-resets-at, retry-after"  # fmt: skip
+
+RID = web.RequestKey("rid", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def api_key(request: web.Request) -> str:
+    raw = request.headers.get("Authorization")
+    if raw is None:
+        raise Unauthenticated("missing Authorization header; send 'Authorization: Bearer <rationer key>'")
+    scheme, _, token = raw.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("malformed Authorization header; expected 'Bearer <rationer key>'")
+    return token.strip()
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = info.route if info is not None else None
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+class FrontDoor:
+    """Handlers and middleware; one instance per router process."""
+
+    def __init__(self, core: RouterCore, settings: HttpSettings, *, embedder: BatchEmbedder | None = None) -> None:
+        self.core = core
+        self.settings = settings
+        self.embedder: BatchEmbedder = embedder if embedder is not None else core.embedder  # type: ignore[assignment]
+        self.draining = False
+        self._cors = set(settings.cors_origins)
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        for path in ("/health", "/healthz"):
+            app.router.add_get(path, self.health)
+        for path in ("/ready", "/readyz"):
+            app.router.add_get(path, self.ready)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    # ---- middleware: request id, errors, metrics, CORS ---------------------
+
+    @web.middleware
+    async def _envelope(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request[RID] = rid
+        origin = request.headers.get("Origin", "")
+        if request.method == "OPTIONS" and self._cors and origin:
+            resp: web.StreamResponse = self._preflight(request, origin)
+        else:
+            with structlog.contextvars.bound_contextvars(request_id=rid, path=request.path):
+                resp = await self._guarded(request, handler, rid)
+        if self._cors and origin and self._origin_ok(origin) and not resp.prepared:
+            resp.headers["Access-Control-Allow-Origin"] = origin if "*" not in self._cors else "*"
+            resp.headers["Access-Control-Expose-Headers"] = EXPOSED
+            resp.headers["Vary"] = "Origin"
+        route = _route_name(request)
+        HTTP_REQUESTS.labels(route, request.method, str(resp.status)).inc()
+        HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return resp
+
+    async def _guarded(self, request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RationerError as exc:
+            if exc.http_status >= 500:
+                log.warning("request failed", status=exc.http_status, error=exc.message)
+            return domain_response(exc, rid)
+        except HttpError as exc:
+            return http_error_response(exc, rid)
+        except web.HTTPException as exc:
+            # aiohttp's own refusals (no route, wrong method, body too large).
+            message = exc.text or exc.reason
+            if exc.status == 413:
+                message = f"request body is larger than {self.settings.max_body_bytes} bytes"
+            body = error_body(message, "invalid_request_error", "not_found" if exc.status == 404 else None)
+            headers = {"x-request-id": rid}
+            if "Allow" in exc.headers:
+                headers["Allow"] = exc.headers["Allow"]
+            return json_error(exc.status, body, headers)
+        except Exception:
+            log.exception("unhandled error in HTTP handler")
+            return json_error(500, error_body("internal error in the gateway", "server_error"), {"x-request-id": rid})
+
+    def _origin_ok(self, origin: str) -> bool:
+        return "*" in self._cors or origin in self._cors
+
+    def _preflight(self, request: web.Request, origin: str) -> web.Response:
+        if not self._origin_ok(origin):
+            return json_error(403, error_body(f"origin {origin!r} is not allowed", "permission_error"), {})
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Origin": origin if "*" not in self._cors else "*",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", "authorization, content-type"),
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        })  # fmt: skip
+
+    # ---- helpers ------------------------------------------------------------
+
+    async def _json(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HttpError(400, f"the request body is not valid JSON: {exc}") from exc
+
+    def _deadline(self, request: web.Request) -> float:
+        timeout = self.settings.request_timeout_s
+        raw = request.headers.get("x-rationer-timeout")
+        if raw is not None:
+            try:
+                timeout = float(raw)
+            except ValueError:
+                raise InvalidArgument(f"x-rationer-timeout is {raw!r}; send seconds as a number") from None
+            if not timeout > 0:
+                raise InvalidArgument("x-rationer-timeout must be a positive number of seconds")
+            timeout = min(timeout, self.settings.request_timeout_s)
+        return time.monotonic() + timeout
+
+    @staticmethod
+    def _no_cache(request: web.Request) -> bool:
+        directives = request.headers.get("Cache-Control", "").lower()
+        return "no-cache" in directives or "no-store" in directives
+
+    # ---- chat -----------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._json(request)
+        call = parse_chat(body, project=request.headers.get("x-rationer-project", ""), no_cache=self._no_cache(request))
+        key, rid, deadline = api_key(request), request[RID], self._deadline(request)
+        if call.stream:
+            events = stream_completion(self.core, key, call.request, request_id=rid, deadline=deadline)
+            writer = ChunkWriter(rid, int(time.time()), call.requested_model, call.include_usage)
+            return await self._stream(request, events, writer)
+        text, res = await self.core.complete(key, call.request, request_id=rid, deadline=deadline)
+        payload = json.dumps(completion_body(text, res, int(time.time()))).encode()
+        return web.Response(body=payload, content_type="application/json", headers=route_headers(res))
+
+    async def _stream(
+        self, request: web.Request, events: AsyncIterator[StreamEvent], writer: ChunkWriter
+    ) -> web.StreamResponse:
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            # Errors up to the first event propagate: the middleware answers
+            # them with a real status code, as the non-streaming path does.
+            first = await anext(events)
+            resp = web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no", "x-request-id": writer.request_id,
+            })  # fmt: skip
+            if self._cors and request.headers.get("Origin") and self._origin_ok(request.headers["Origin"]):
+                resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in self._cors else request.headers["Origin"]
+            await resp.prepare(request)
+            try:
+                await resp.write(writer.delta("", first=True))
+                await self._pump(resp, first, events, writer)
+            except asyncio.CancelledError:
+                # The client went away (aiohttp cancels the handler): leaving
+                # the block closes the generator, which stops generation and
+                # releases the hold.
+                log.info("client disconnected mid-stream")
+                raise
+            except ConnectionResetError:
+                log.info("client disconnected mid-stream")
+                return resp
+            except Exception as exc:
+                if not isinstance(exc, RationerError):
+                    log.exception("stream failed")
+                await resp.write(sse_error(exc))
+            await resp.write_eof()
+            return resp
+
+    async def _pump(
+        self, resp: web.StreamResponse, ev: StreamEvent, events: AsyncIterator[StreamEvent], writer: ChunkWriter
+    ) -> None:
+        while True:
+            if ev.final is not None:
+                await resp.write(writer.final(ev.final))
+                return
+            await resp.write(writer.restart() if ev.restart else writer.delta(ev.delta))
+            try:
+                ev = await anext(events)
+            except StopAsyncIteration:
+                raise DeadlineExceeded("the stream ended without a final message") from None
+
+    # ---- models, embeddings -------------------------------------------------
+
+    def _model_list(self, allowed_tiers: tuple[str, ...]) -> list[dict[str, Any]]:
+        ids = ["auto"]
+        for tier in self.core.policy.allowed(allowed_tiers):
+            ids += [i for i in (tier.name, tier.model) if i not in ids]
+        return [{"id": i, "object": "model", "created": 0, "owned_by": "rationer"} for i in ids]
+
+    async def models(self, request: web.Request) -> web.Response:
+        principal = await self.core.auth.principal(api_key(request))
+        return web.json_response({"object": "list", "data": self._model_list(principal.allowed_tiers)})
+
+    async def model(self, request: web.Request) -> web.Response:
+        principal = await self.core.auth.principal(api_key(request))
+        wanted = request.match_info["model"]
+        for entry in self._model_list(principal.allowed_tiers):
+            if entry["id"] == wanted:
+                return web.json_response(entry)
+        raise HttpError(404, f"model {wanted!r} does not exist or this key may not use it; see GET /v1/models",
+                        code="model_not_found", param="model")  # fmt: skip
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        await self.core.auth.principal(api_key(request))
+        out = await embeddings(self.embedder, body, max_inputs=self.settings.max_embedding_inputs)
+        return web.json_response(out, headers={"x-request-id": request[RID]})
+
+    # ---- operations ---------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        healthy = [t.name for t in self.core.policy.tiers if self.core.backends[t.name].healthy(t.model)]
+        ok = bool(healthy) and not self.draining
+        status = "ready" if ok else ("draining" if self.draining else "no healthy tier")
+        return web.json_response({"status": status, "healthy_tiers": healthy}, status=200 if ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class HttpRunner:
+    """What ``start_http`` returns: the bound port and a ``stop``."""
+
+    def __init__(self, runner: web.AppRunner, door: FrontDoor, host: str, port: int) -> None:
+        self._runner, self.door, self.host, self.port = runner, door, host, port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        self.door.draining = True
+        await self._runner.cleanup()
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"http listen address {listen!r} must be host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: BatchEmbedder | None = None) -> HttpRunner:
+    """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
+    door = FrontDoor(core, settings, embedder=embedder)
+    # handler_cancellation: a client that disconnects cancels its handler, so
+    # generation stops and the budget hold is released at once.
+    runner = web.AppRunner(door.application(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    host, port = split_listen(settings.listen)
+    site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=settings.shutdown_timeout_s)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    log.info("http front door serving", host=host, port=bound)
+    return HttpRunner(runner, door, host, int(bound))

@@ -1,0 +1,80 @@
+"""``POST /v1/embeddings`` on the router's shared MiniLM embedder.
+
+The official SDKs ask for ``encoding_format="base64"`` by default (raw
+little-endian float32, base64-encoded) and decode it themselves; ``float``
+returns plain lists. Vectors are 384-d and unit length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rationer.embedding import DIM
+from rationer.errors import InvalidArgument
+
+MODEL_ID = "all-MiniLM-L6-v2"
+MAX_INPUT_CHARS = 32_768
+
+
+class BatchEmbedder(Protocol):
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def parse_inputs(body: Any, max_inputs: int) -> tuple[list[str], str]:
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    raw = body.get("input")
+    if isinstance(raw, str):
+        texts = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
+        texts = list(raw)
+    else:
+        raise InvalidArgument(
+            "'input' must be a non-empty string or a non-empty list of strings (token arrays are not supported)"
+        )
+    if len(texts) > max_inputs:
+        raise InvalidArgument(f"{len(texts)} inputs; at most {max_inputs} per request")
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise InvalidArgument(f"input[{i}] is empty; every input needs text to embed")
+        if len(t) > MAX_INPUT_CHARS:
+            raise InvalidArgument(f"input[{i}] has {len(t)} characters; at most {MAX_INPUT_CHARS}")
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise InvalidArgument(f"encoding_format is {fmt!r}; use 'float' or 'base64'")
+    dims = body.get("dimensions")
+    if dims is not None and dims != DIM:
+        raise InvalidArgument(f"dimensions is {dims!r}; {MODEL_ID} produces {DIM}-dimensional vectors only")
+    return texts, fmt
+
+
+def _run(embedder: BatchEmbedder, texts: list[str]) -> tuple[npt.NDArray[np.float32], int]:
+    vectors = embedder.embed(texts)
+    return vectors, sum(embedder.count_tokens(t) for t in texts)
+
+
+async def embeddings(embedder: BatchEmbedder, body: Any, *, max_inputs: int) -> dict[str, Any]:
+    texts, fmt = parse_inputs(body, max_inputs)
+    # ONNX Runtime releases the GIL: run it off the event loop.
+    vectors, tokens = await asyncio.to_thread(_run, embedder, texts)
+    data = []
+    for i, vec in enumerate(vectors):
+        value: Any
+        if fmt == "base64":
+            value = base64.b64encode(np.ascontiguousarray(vec, dtype="<f4").tobytes()).decode()
+        else:
+            value = [float(x) for x in vec]
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {
+        "object": "list",
+        "data": data,
+        "model": MODEL_ID,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

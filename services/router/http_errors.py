@@ -1,0 +1,138 @@
+"""OpenAI-shaped error responses for the HTTP front door.
+
+Every failure leaves as ``{"error": {"message", "type", "param", "code"}}``
+with the status the domain error carries (``RationerError.http_status``), so
+the official SDKs raise their usual exception classes (``AuthenticationError``,
+``RateLimitError``...). 429s carry ``Retry-After`` and name the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from rationer.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RationerError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+
+# OpenAI's error ``type`` strings, by domain error.
+ERROR_TYPES: dict[type[RationerError], str] = {
+    InvalidArgument: "invalid_request_error",
+    Unauthenticated: "authentication_error",
+    PermissionDenied: "permission_error",
+    NotFound: "invalid_request_error",
+    ResourceExhausted: "rate_limit_error",
+    Unavailable: "service_unavailable_error",
+    DeadlineExceeded: "timeout_error",
+    Cancelled: "request_cancelled",
+    Internal: "server_error",
+}
+
+# Past this, retrying soon cannot help (a monthly budget): tell the SDKs not to.
+NO_RETRY_AFTER_S = 60.0
+
+
+class HttpError(Exception):
+    """A failure found in the HTTP layer itself (malformed JSON, body too big)."""
+
+    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, object]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _type_of(exc: RationerError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TYPES:
+            return ERROR_TYPES[cls]
+    return "server_error"
+
+
+def _code_of(exc: RationerError) -> str | None:
+    if isinstance(exc, Unauthenticated):
+        return "invalid_api_key"
+    if isinstance(exc, NotFound):
+        return "model_not_found"
+    if isinstance(exc, PermissionDenied):
+        return "model_not_allowed"
+    if isinstance(exc, ResourceExhausted):
+        return "insufficient_quota" if exc.limit_id.startswith("budget") else "rate_limit_exceeded"
+    if isinstance(exc, DeadlineExceeded):
+        return "timeout"
+    return None
+
+
+def retry_after_s(exc: ResourceExhausted, now: datetime | None = None) -> int:
+    """Whole seconds until the limit frees up (at least 1), for ``Retry-After``."""
+    if exc.retry_after_s is not None and exc.retry_after_s > 0:
+        return max(1, math.ceil(exc.retry_after_s))
+    if exc.resets_at is not None:
+        at = exc.resets_at if exc.resets_at.tzinfo else exc.resets_at.replace(tzinfo=UTC)
+        left = (at - (now or datetime.now(UTC))).total_seconds()
+        return max(1, math.ceil(left))
+    return 1
+
+
+def limit_message(exc: ResourceExhausted) -> str:
+    """The domain message, completed with the limit's name and reset time."""
+    parts = [exc.message.rstrip(".")]
+    if exc.limit_id and exc.limit_id not in exc.message:
+        parts.append(f"limit: {exc.limit_id}")
+    if exc.resets_at is not None:
+        parts.append(f"resets at {exc.resets_at.isoformat()}")
+    else:
+        parts.append(f"retry in {retry_after_s(exc)} s")
+    return "; ".join(parts)
+
+
+def domain_response(exc: RationerError, request_id: str = "") -> web.Response:
+    headers: dict[str, str] = {}
+    message = exc.message
+    if request_id:
+        headers["x-request-id"] = request_id
+    if isinstance(exc, ResourceExhausted):
+        wait = retry_after_s(exc)
+        message = limit_message(exc)
+        headers["Retry-After"] = str(wait)
+        headers["x-should-retry"] = "false" if wait > NO_RETRY_AFTER_S else "true"
+        if exc.limit_id:
+            headers["x-rationer-limit"] = exc.limit_id
+        if exc.resets_at is not None:
+            headers["x-rationer-resets-at"] = exc.resets_at.isoformat()
+    status = exc.http_status if 400 <= exc.http_status < 600 else 500
+    return json_error(status, error_body(message, _type_of(exc), _code_of(exc)), headers)
+
+
+def http_error_response(exc: HttpError, request_id: str = "") -> web.Response:
+    headers = {"x-request-id": request_id} if request_id else {}
+    return json_error(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
+
+
+def json_error(status: int, body: dict[str, object], headers: dict[str, str]) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json", headers=headers)
+
+
+def sse_error(exc: BaseException) -> bytes:
+    """An error after the stream started: OpenAI sends an ``error`` event, then closes."""
+    if isinstance(exc, RationerError):
+        msg = limit_message(exc) if isinstance(exc, ResourceExhausted) else exc.message
+        body = error_body(msg, _type_of(exc), _code_of(exc))
+    else:
+        body = error_body("internal error in the gateway; see its logs", "server_error")
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -1,0 +1,265 @@
+"""OpenAI wire format <-> the router core's plain request and result types.
+
+Parsing is hand-written rather than a schema library so every rejection says
+exactly which field is wrong and how to fix it (and it is the cheaper path:
+the front door's overhead budget is a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rationer.errors import InvalidArgument
+from services.router.model_types import GenParams, Message
+from services.router.requests import CompletionRequest, RouteResult
+
+# OpenAI's newer "developer" role is its name for the system prompt.
+ROLE_ALIASES = {"developer": "system"}
+FINISH = {"stop": "stop", "length": "length"}
+# Rejected when set: silently dropping them would return something other than
+# what the caller asked for. Sampling knobs the backends lack (presence and
+# frequency penalties, logit_bias) are ignored instead; see docs/http.md.
+_UNSUPPORTED_TRUTHY = ("tools", "functions", "logprobs", "top_logprobs", "audio", "prediction")
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    request: CompletionRequest
+    stream: bool
+    include_usage: bool
+    requested_model: str
+
+
+def _opt(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> Any:
+    value = body.get(name)
+    # bool is an int subclass; JSON true must not pass as a token count.
+    if value is None or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+        return value
+    raise InvalidArgument(f"'{name}' must be {what}, got {json.dumps(value)[:60]}")
+
+
+def _content(raw: Any, i: int) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list):
+        parts: list[str] = []
+        for j, part in enumerate(raw):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidArgument(
+                    f"messages[{i}].content[{j}] is not a text part; only {{'type': 'text', 'text': ...}} "
+                    "parts are supported (no images or audio)"
+                )
+            parts.append(part["text"])
+        return "".join(parts)
+    raise InvalidArgument(f"messages[{i}].content must be a string or a list of text parts")
+
+
+def parse_messages(raw: Any) -> tuple[Message, ...]:
+    if not isinstance(raw, list):
+        raise InvalidArgument("'messages' is required and must be a list of {role, content} objects")
+    out = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise InvalidArgument(f"messages[{i}] must be an object with a string 'role'")
+        role: str = m["role"]
+        role = ROLE_ALIASES.get(role, role)
+        out.append(Message(role, _content(m.get("content"), i)))
+    return tuple(out)
+
+
+def _stop(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return tuple(raw)
+    raise InvalidArgument("'stop' must be a string or a list of strings")
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    newer = _opt(body, "max_completion_tokens", (int,), "a positive integer")
+    older = _opt(body, "max_tokens", (int,), "a positive integer")
+    value = newer if newer is not None else older
+    if value is None:
+        return 0  # the core fills its default
+    if value < 1:
+        raise InvalidArgument(f"max_tokens is {value}; it must be at least 1")
+    return int(value)
+
+
+def _check_unsupported(body: dict[str, Any]) -> None:
+    for name in _UNSUPPORTED_TRUTHY:
+        if body.get(name):
+            raise InvalidArgument(f"'{name}' is not supported by this gateway; remove it from the request")
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidArgument(f"'n' is {n}; the gateway returns exactly one choice (n=1)")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type", "text") != "text"):
+        raise InvalidArgument("'response_format' other than {'type': 'text'} is not supported")
+
+
+def parse_chat(body: Any, *, project: str = "", no_cache: bool = False) -> ChatCall:
+    """Validate an OpenAI chat-completions body into a core request."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    _check_unsupported(body)
+    model = _opt(body, "model", (str,), "a string ('auto', a tier or a model name)") or "auto"
+    temperature = _opt(body, "temperature", (int, float), "a number")
+    top_p = _opt(body, "top_p", (int, float), "a number")
+    seed = _opt(body, "seed", (int,), "an integer")
+    stream = bool(_opt(body, "stream", (bool,), "true or false"))
+    options = _opt(body, "stream_options", (dict,), "an object") or {}
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise InvalidArgument("'stream_options.include_usage' must be true or false")
+    user = _opt(body, "user", (str,), "a string") or ""
+    request = CompletionRequest(
+        messages=parse_messages(body.get("messages")),
+        params=GenParams(
+            max_tokens=_max_tokens(body),
+            temperature=None if temperature is None else float(temperature),
+            top_p=None if top_p is None else float(top_p),
+            stop=_stop(body.get("stop")),
+            seed=seed,
+        ),
+        model=model,
+        allow_cache_when_sampling=bool(_opt(body, "allow_cache_when_sampling", (bool,), "true or false")),
+        no_cache=no_cache or bool(_opt(body, "no_cache", (bool,), "true or false")),
+        project=project,
+        user=user,
+    )
+    return ChatCall(request, stream, include_usage and stream, model)
+
+
+# ---- responses --------------------------------------------------------------
+
+
+def usd(nano: int) -> str:
+    """Exact decimal dollars from integer nano-USD (no float rounding)."""
+    sign = "-" if nano < 0 else ""
+    whole, frac = divmod(abs(nano), 1_000_000_000)
+    return f"{sign}{whole}.{frac:09d}"
+
+
+def usage(res: RouteResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": res.prompt_tokens,
+        "completion_tokens": res.completion_tokens,
+        "total_tokens": res.prompt_tokens + res.completion_tokens,
+    }
+
+
+def route_meta(res: RouteResult) -> dict[str, Any]:
+    """Routing metadata; the ``rationer`` field of responses and final chunks."""
+    return {
+        "request_id": res.request_id,
+        "tier": res.tier,
+        "model": res.model,
+        "cache": "hit" if res.cache_hit else "miss",
+        "complexity": round(res.complexity, 4),
+        "cost_usd": usd(res.cost_nano_usd),
+        "cost_nano_usd": res.cost_nano_usd,
+        "savings_usd": usd(res.savings_nano_usd),
+        "savings_nano_usd": res.savings_nano_usd,
+        "fallbacks": list(res.fallbacks),
+        "downgraded": res.downgraded,
+        "budget_remaining_fraction": round(res.budget_remaining_fraction, 6),
+        "usage_exact": res.usage_exact,
+        "gateway_overhead_ms": round(res.gateway_overhead_ms, 3),
+    }
+
+
+def route_headers(res: RouteResult) -> dict[str, str]:
+    return {
+        "x-request-id": res.request_id,
+        "x-rationer-tier": res.tier,
+        "x-rationer-model": res.model,
+        "x-rationer-cache": "hit" if res.cache_hit else "miss",
+        "x-rationer-cost-usd": usd(res.cost_nano_usd),
+        "x-rationer-savings-usd": usd(res.savings_nano_usd),
+    }
+
+
+def completion_id(request_id: str) -> str:
+    return f"chatcmpl-{request_id}"
+
+
+def completion_body(text: str, res: RouteResult, created: int) -> dict[str, Any]:
+    return {
+        "id": completion_id(res.request_id),
+        "object": "chat.completion",
+        "created": created,
+        "model": res.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": FINISH.get(res.finish_reason, "stop"),
+            }
+        ],
+        "usage": usage(res),
+        "system_fingerprint": None,
+        "rationer": route_meta(res),
+    }
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class ChunkWriter:
+    """Builds ``chat.completion.chunk`` events for one streamed answer."""
+
+    request_id: str
+    created: int
+    model: str
+    include_usage: bool
+
+    def _chunk(self, choices: list[dict[str, Any]], model: str = "", **extra: Any) -> bytes:
+        body: dict[str, Any] = {
+            "id": completion_id(self.request_id),
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": model or self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            body["usage"] = None
+        body.update(extra)
+        return sse(body)
+
+    def delta(self, text: str, *, first: bool = False) -> bytes:
+        delta: dict[str, Any] = {"content": text}
+        if first:
+            delta = {"role": "assistant", "content": text}
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def restart(self) -> bytes:
+        # No OpenAI equivalent: a tier died mid-answer and another starts over.
+        # Aware clients drop the text so far; see docs/http.md.
+        return self._chunk(
+            [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": None}], rationer={"restart": True}
+        )
+
+    def final(self, res: RouteResult) -> bytes:
+        finish = FINISH.get(res.finish_reason, "stop")
+        out = self._chunk(
+            [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}],
+            model=res.model,
+            rationer=route_meta(res),
+        )
+        if self.include_usage:
+            out += self._chunk([], model=res.model, usage=usage(res))
+        return out + SSE_DONE

@@ -1,0 +1,202 @@
+"""Error statuses, limits, CORS and disconnects of the OpenAI-compatible front door.
+
+Real stack (ledger, cache, router) plus a tier whose upstream is down, so
+"no tier available" is a real failure, not a simulated one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from stack import Stack, frontier_tiers, running_stack
+
+from services.router.http import start_http
+from services.router.settings import HttpSettings, TierSettings
+from services.router.testing import free_port
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello in three words."}]
+
+
+@pytest.fixture(scope="module")
+async def stack(frontier_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    dead = TierSettings(name="frontier-dead", kind="frontier", rank=2, model="nowhere",
+                        base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)  # fmt: skip
+    tiers = [*frontier_tiers(frontier_base_url), dead]
+    async with running_stack(tmp_path_factory.mktemp("http-err"), frontier_base_url=frontier_base_url,
+                             tiers=tiers) as s:  # fmt: skip
+        yield s
+
+
+def client(stack: Stack, key: str = "") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{stack.http_base_url}/v1", api_key=key or stack.api_key, max_retries=0)
+
+
+async def post(stack: Stack, body: Any, *, key: str | None = None, **headers: str) -> httpx.Response:
+    secret = stack.api_key if key is None else key
+    hdrs = {**({"Authorization": f"Bearer {secret}"} if secret else {}), **headers}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient(base_url=stack.http_base_url, timeout=60) as http:
+        return await http.post("/v1/chat/completions", content=content, headers=hdrs)
+
+
+def error_of(resp: httpx.Response) -> dict[str, Any]:
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert resp.headers["x-request-id"]
+    err: dict[str, Any] = body["error"]
+    return err
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        ([1, 2], "JSON object"),
+        ({"model": "auto", "messages": []}, "messages is empty"),
+        ({"model": "auto"}, "'messages' is required"),
+        ({"model": "auto", "messages": HELLO, "max_tokens": 0}, "at least 1"),
+        ({"model": "auto", "messages": HELLO, "max_tokens": 100_000}, "at most 4096"),
+        ({"model": "auto", "messages": HELLO, "temperature": "hot"}, "'temperature' must be a number"),
+        ({"model": "auto", "messages": HELLO, "n": 3}, "exactly one choice"),
+        ({"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "not a text part"),
+        ({"model": "auto", "messages": [{"role": "tool", "content": "x"}]}, "use one of system, user, assistant"),
+    ],
+)
+async def test_invalid_request_is_400_in_openai_shape(stack: Stack, body: Any, needle: str) -> None:
+    resp = await post(stack, body)
+    assert resp.status_code == 400
+    err = error_of(resp)
+    assert err["type"] == "invalid_request_error" and needle in err["message"]
+
+
+async def test_auth_and_model_errors_raise_the_sdk_classes(stack: Stack) -> None:
+    limited = await stack.new_key(org="limited-org", allowed_tiers=["frontier-mini"])
+    with pytest.raises(openai.AuthenticationError) as bad_key:
+        async with client(stack, "rk_not_a_real_key") as c:
+            await c.chat.completions.create(model="auto", messages=HELLO, max_tokens=2)
+    assert bad_key.value.status_code == 401
+    missing = await post(stack, {"model": "auto", "messages": HELLO}, key="")
+    assert missing.status_code == 401 and "Authorization" in error_of(missing)["message"]
+    async with client(stack, limited.secret) as c:
+        with pytest.raises(openai.PermissionDeniedError, match="not allowed"):
+            await c.chat.completions.create(model="frontier", messages=HELLO, max_tokens=2)
+        with pytest.raises(openai.NotFoundError, match="unknown tier or model 'gpt-nope'"):
+            await c.chat.completions.create(model="gpt-nope", messages=HELLO, max_tokens=2)
+
+
+async def test_body_over_the_limit_is_413(stack: Stack) -> None:
+    huge = {"model": "auto", "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 10)}]}
+    resp = await post(stack, huge)
+    assert resp.status_code == 413
+    assert "larger than" in error_of(resp)["message"]
+
+
+async def test_budget_running_out_is_429_with_retry_after(stack: Stack) -> None:
+    key = await stack.new_key(org="budget-org", allowed_tiers=["frontier"])
+    await stack.ledger.admin.set_budget("user", key.user_id, unit="usd", period="daily", hard_limit=200_000)
+    body = {"model": "frontier", "messages": HELLO, "max_tokens": 4, "no_cache": True}
+    first = await post(stack, body, key=key.secret)
+    assert first.status_code == 200
+    denied = await post(stack, body, key=key.secret)
+    assert denied.status_code == 429
+    err = error_of(denied)
+    assert err["code"] == "insufficient_quota" and err["type"] == "rate_limit_error"
+    limit = denied.headers["x-rationer-limit"]
+    assert limit.startswith("budget") and limit in err["message"]
+    assert "resets at" in err["message"] and denied.headers["x-rationer-resets-at"] in err["message"]
+    assert int(denied.headers["Retry-After"]) >= 1
+    # A daily budget will not free up within a client's retry window.
+    assert denied.headers["x-should-retry"] == "false"
+    # Streaming fails the same way, before any event is sent.
+    async with client(stack, key.secret) as c:
+        with pytest.raises(openai.RateLimitError):
+            await c.chat.completions.create(
+                model="frontier", messages=HELLO, max_tokens=4, stream=True, extra_body={"no_cache": True}
+            )
+
+
+async def test_rate_limit_is_429_naming_the_limit(stack: Stack) -> None:
+    key = await stack.new_key(org="rpm-org")
+    await stack.ledger.admin.set_rate_limit("key", key.key_id, rpm=1)
+    body = {"model": "frontier-mini", "messages": HELLO, "max_tokens": 2, "no_cache": True}
+    assert (await post(stack, body, key=key.secret)).status_code == 200
+    limited = await post(stack, body, key=key.secret)
+    assert limited.status_code == 429
+    err = error_of(limited)
+    assert err["code"] == "rate_limit_exceeded"
+    assert limited.headers["x-rationer-limit"] in err["message"]
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["x-should-retry"] == "true"
+
+
+async def test_no_tier_available_is_503(stack: Stack) -> None:
+    key = await stack.new_key(org="dead-org", allowed_tiers=["frontier-dead"])
+    resp = await post(stack, {"model": "auto", "messages": HELLO, "max_tokens": 2, "no_cache": True}, key=key.secret)
+    assert resp.status_code == 503
+    assert error_of(resp)["type"] == "service_unavailable_error"
+
+
+async def test_deadline_is_504(stack: Stack) -> None:
+    resp = await post(stack, {"model": "auto", "messages": HELLO, "max_tokens": 2}, **{"x-rationer-timeout": "0.01"})
+    assert resp.status_code == 504
+    assert error_of(resp)["code"] == "timeout"
+    bad = await post(stack, {"model": "auto", "messages": HELLO}, **{"x-rationer-timeout": "soon"})
+    assert bad.status_code == 400
+
+
+async def _held(stack: Stack, user_id: str) -> tuple[int, int]:
+    (budget,) = await stack.ledger.admin.list_budgets("user", user_id)
+    return budget.held, budget.spent
+
+
+async def test_disconnect_mid_stream_releases_the_hold(stack: Stack) -> None:
+    key = await stack.new_key(org="disconnect-org", allowed_tiers=["frontier"])
+    await stack.ledger.admin.set_budget("user", key.user_id, unit="usd", period="monthly", hard_limit=10**12)
+    body = {"model": "frontier", "messages": [{"role": "user", "content": "Write a long story about a cat."}],
+            "max_tokens": 400, "stream": True, "no_cache": True}  # fmt: skip
+    async with httpx.AsyncClient(base_url=stack.http_base_url, timeout=60) as http:
+        req = http.build_request("POST", "/v1/chat/completions", json=body,
+                                 headers={"Authorization": f"Bearer {key.secret}"})  # fmt: skip
+        resp = await http.send(req, stream=True)
+        assert resp.status_code == 200
+        got_text = False
+        async for line in resp.aiter_lines():
+            if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+                got_text = True
+                break
+        held_mid_stream, _ = await _held(stack, key.user_id)
+        await resp.aclose()  # hang up mid-answer
+    assert got_text and held_mid_stream > 0
+    for _ in range(300):  # the release is awaited by the cancelled handler, not by us
+        held, spent = await _held(stack, key.user_id)
+        if held == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (held, spent) == (0, 0), "the hold must be released (not committed) when the client hangs up"
+
+
+async def test_cors_is_off_by_default_and_configurable(stack: Stack) -> None:
+    origin = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with httpx.AsyncClient(base_url=stack.http_base_url) as http:
+        default = await http.options("/v1/chat/completions", headers=origin)
+    assert "access-control-allow-origin" not in default.headers
+    runner = await start_http(stack.core, HttpSettings(listen="127.0.0.1:0", cors_origins=["https://app.example"]))
+    try:
+        async with httpx.AsyncClient(base_url=runner.base_url) as http:
+            pre = await http.options("/v1/chat/completions", headers=origin)
+            other = await http.options("/v1/chat/completions", headers={**origin, "Origin": "https://evil.example"})
+            get = await http.get("/v1/models", headers={"Origin": "https://app.example",
+                                                         "Authorization": f"Bearer {stack.api_key}"})  # fmt: skip
+    finally:
+        await runner.stop()
+    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "https://app.example"
+    assert other.status_code == 403
+    assert get.status_code == 200 and get.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-rationer-cost-usd" in get.headers["access-control-expose-headers"]
