@@ -10,8 +10,9 @@ committed with exact usage from the final upstream message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from rationer.errors import RationerError, ResourceExhausted, Unavailable
@@ -57,9 +58,12 @@ async def stream_completion(
             continue
         attempt = _Attempt(core, prep, tier, res, restart_first=sent_any)
         try:
-            async for event in attempt.run():
-                sent_any = sent_any or bool(event.delta)
-                yield event
+            # aclosing: a client that goes away closes the upstream call now,
+            # not whenever the event loop collects the generator.
+            async with contextlib.aclosing(attempt.run()) as events:
+                async for event in events:
+                    sent_any = sent_any or bool(event.delta)
+                    yield event
             return
         except FALLBACK_ERRORS as exc:
             if not attempt.settled:
@@ -81,7 +85,7 @@ class _Attempt:
         self.restart_first = restart_first
         self.settled = False
 
-    async def run(self) -> AsyncIterator[StreamEvent]:
+    async def run(self) -> AsyncGenerator[StreamEvent, None]:
         prep, tier = self.prep, self.tier
         pieces: list[str] = []
         started = time.perf_counter()
@@ -89,25 +93,29 @@ class _Attempt:
         stream: AsyncIterator[Delta] = backend.stream(
             tier.model, prep.request.messages, prep.request.params, prep.deadline
         )
-        async for d in stream:
-            if d.final:
-                out = Completion(
-                    text="".join(pieces),
-                    prompt_tokens=d.prompt_tokens,
-                    completion_tokens=d.completion_tokens,
-                    finish_reason=d.finish_reason or "stop",
-                    model=d.model or tier.model,
-                    model_ms=(time.perf_counter() - started) * 1000,
-                )
-                await self.core.commit(prep, self.res, tier, out, exact=d.usage_exact)
-                self.settled = True
-                self.core.store_answer(prep, tier, out.text)
-                yield StreamEvent(final=prep.result)
-                return
-            if not d.text:
-                continue
-            if not pieces and self.restart_first:
-                yield StreamEvent(restart=True)
-            pieces.append(d.text)
-            yield StreamEvent(delta=d.text)
+        async with contextlib.aclosing(stream) as deltas:  # type: ignore[type-var]
+            async for d in deltas:
+                if d.final:
+                    await self._settle(d, pieces, started)
+                    yield StreamEvent(final=prep.result)
+                    return
+                if not d.text:
+                    continue
+                if not pieces and self.restart_first:
+                    yield StreamEvent(restart=True)
+                pieces.append(d.text)
+                yield StreamEvent(delta=d.text)
         raise Unavailable(f"tier {tier.name} ended its stream without a final message")
+
+    async def _settle(self, d: Delta, pieces: list[str], started: float) -> None:
+        out = Completion(
+            text="".join(pieces),
+            prompt_tokens=d.prompt_tokens,
+            completion_tokens=d.completion_tokens,
+            finish_reason=d.finish_reason or "stop",
+            model=d.model or self.tier.model,
+            model_ms=(time.perf_counter() - started) * 1000,
+        )
+        await self.core.commit(self.prep, self.res, self.tier, out, exact=d.usage_exact)
+        self.settled = True
+        self.core.store_answer(self.prep, self.tier, out.text)
