@@ -42,14 +42,20 @@ def canonical_text(messages: Iterable[Mapping[str, Any]], *, include_system: boo
     prompt into :class:`CacheContext` (so it is matched exactly, not by
     similarity); pass ``include_system=True`` to keep them in the text.
     Content given as a list of parts (OpenAI style) contributes its text parts.
+
+    A conversation that is a single user turn is just that turn's text, with
+    no role prefix: the same text the complexity classifier was trained on,
+    so the router's one embedding serves both the cache and the classifier.
     """
-    lines: list[str] = []
+    turns: list[tuple[str, str]] = []
     for message in messages:
         role = str(message.get("role", "user")).strip().lower() or "user"
         if role in ("system", "developer") and not include_system:
             continue
-        lines.append(f"{role}: {_clean(_content_text(message.get('content')))}")
-    return "\n".join(reversed(lines))
+        turns.append((role, _clean(_content_text(message.get("content")))))
+    if len(turns) == 1 and turns[0][0] == "user":
+        return turns[0][1]
+    return "\n".join(f"{role}: {text}" for role, text in reversed(turns))
 
 
 def _content_text(content: Any) -> str:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -19,7 +20,7 @@ from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.backends import FrontierBackend
 from services.router.core import CoreConfig, RouterCore
 from services.router.frontier import FrontierClient, FrontierConfig
-from services.router.policy import PressureConfig, TierPolicy, TierSpec
+from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
 from services.router.pricing import PriceBook
 from services.router.requests import RequestLimits
 from services.router.server import RouterDeps, create_server
@@ -40,9 +41,21 @@ class Assembled:
             await close()
 
 
-def tier_specs(tiers: list[TierSettings], strong_threshold: float | None, default_strong: float) -> list[TierSpec]:
-    """Fill unset thresholds: the top tier takes the classifier's operating
-    point (or the calibrated one); tiers in between split the range evenly."""
+def score_scale(card: dict[str, Any]) -> ScoreScale | None:
+    table = card.get("strong_share_thresholds") or {}
+    return ScoreScale({float(k): float(v) for k, v in table.items()}) if table else None
+
+
+def tier_specs(
+    tiers: list[TierSettings], strong_threshold: float | None, default_strong: float, scale: ScoreScale | None
+) -> list[TierSpec]:
+    """Fill unset thresholds.
+
+    The top tier takes the calibrated threshold, else the classifier's
+    operating point. Tiers in between split the remaining traffic share
+    evenly (via the classifier's score distribution when it ships one, since
+    its scores sit in a narrow band; else evenly in score).
+    """
     ordered = sorted(tiers, key=lambda t: t.rank)
     top = strong_threshold if strong_threshold is not None else default_strong
     n = len(ordered)
@@ -52,6 +65,11 @@ def tier_specs(tiers: list[TierSettings], strong_threshold: float | None, defaul
             threshold = 0.0
         elif t.threshold is not None and not (i == n - 1 and strong_threshold is not None):
             threshold = t.threshold
+        elif i == n - 1:
+            threshold = top
+        elif scale is not None:
+            top_share = scale.share_at(top)
+            threshold = scale.threshold_for(top_share + (1.0 - top_share) * (n - 1 - i) / (n - 1))
         else:
             threshold = top * i / (n - 1)
         specs.append(TierSpec(name=t.name, kind=t.kind, rank=t.rank, model=t.model, threshold=threshold))
@@ -93,14 +111,15 @@ async def assemble(settings: RouterSettings) -> Assembled:
     except Exception as exc:  # the ledger may start later; savings then read 0 until restart
         log.warning("could not read reference price from the ledger", error=str(exc))
     p = settings.pressure
+    scale = score_scale(scorer.card)
     core = RouterCore(
         ledger=ledger,
         cache=cache,
         embedder=embedder,
         scorer=scorer,
         policy=TierPolicy(
-            tier_specs(settings.tiers, settings.strong_threshold, scorer.threshold),
-            PressureConfig(p.enabled, p.start_fraction, p.strength, p.floor_fraction),
+            tier_specs(settings.tiers, settings.strong_threshold, scorer.threshold, scale),
+            PressureConfig(p.enabled, p.start_fraction, p.strength, p.floor_fraction, scale),
         ),
         backends=backends,
         prices=prices,

@@ -15,6 +15,12 @@ so at ``r >= start`` nothing changes, and as ``r -> 0`` thresholds approach
 ``t + (1 - t) * strength``; with strength 1 only near-certain hard prompts
 still reach expensive tiers. Below ``floor_fraction`` the router allows only
 the cheapest tier the key may use.
+
+When the classifier ships its score distribution (a :class:`ScoreScale`,
+share of traffic at or above each score), pressure works on traffic shares
+instead of raw scores, because real scores sit in a narrow band: a tier that
+receives share ``s`` of traffic receives ``s * (1 - strength * p)`` under
+pressure ``p``, whatever the score's spread.
 """
 
 from __future__ import annotations
@@ -36,12 +42,38 @@ class TierSpec:
     threshold: float = 0.0
 
 
+class ScoreScale:
+    """Monotone map between a score threshold and the share of traffic at or above it."""
+
+    def __init__(self, share_to_threshold: dict[float, float]) -> None:
+        points = sorted({0.0: 1.0, 1.0: 0.0, **share_to_threshold}.items())
+        self._shares = [p[0] for p in points]
+        self._thresholds = [p[1] for p in points]
+
+    def threshold_for(self, share: float) -> float:
+        return _interp(min(max(share, 0.0), 1.0), self._shares, self._thresholds)
+
+    def share_at(self, threshold: float) -> float:
+        # Thresholds fall as shares rise; interpolate on the reversed lists.
+        return _interp(min(max(threshold, 0.0), 1.0), self._thresholds[::-1], self._shares[::-1])
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    for i in range(1, len(xs)):
+        if x <= xs[i]:
+            span = xs[i] - xs[i - 1]
+            w = 0.0 if span == 0 else (x - xs[i - 1]) / span
+            return ys[i - 1] + w * (ys[i] - ys[i - 1])
+    return ys[-1]
+
+
 @dataclass(frozen=True)
 class PressureConfig:
     enabled: bool = True
     start_fraction: float = 0.5
     strength: float = 1.0
     floor_fraction: float = 0.05
+    scale: ScoreScale | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +97,14 @@ def pressure_of(remaining_fraction: float, cfg: PressureConfig) -> float:
     return min(max(p, 0.0), 1.0)
 
 
-def shifted_threshold(threshold: float, pressure: float, strength: float) -> float:
+def shifted_threshold(
+    threshold: float, pressure: float, strength: float, scale: ScoreScale | None = None
+) -> float:
     if threshold <= 0.0:
         return 0.0
+    if scale is not None:
+        share = scale.share_at(threshold) * (1.0 - strength * pressure)
+        return scale.threshold_for(share) if share > 0 else 1.0 + 1e-9
     return threshold + (1.0 - threshold) * strength * pressure
 
 
@@ -118,7 +155,7 @@ class TierPolicy:
             raise Unavailable("no allowed tier is healthy right now; retry shortly")
         p = pressure_of(remaining_fraction, self.pressure)
         thresholds = {
-            t.name: shifted_threshold(t.threshold, p, self.pressure.strength) for t in usable
+            t.name: shifted_threshold(t.threshold, p, self.pressure.strength, self.pressure.scale) for t in usable
         }
         unpressured = _pick(usable, score, {t.name: t.threshold for t in usable})
         if explicit is not None and explicit in usable:

@@ -19,6 +19,13 @@ def test_canonical_text_covers_every_turn_newest_first_and_drops_system() -> Non
     assert "system: You are terse." in keys.canonical_text(messages, include_system=True)
 
 
+def test_a_single_user_turn_is_its_plain_text() -> None:
+    # The classifier scores the router's one embedding; it was trained on bare prompts.
+    single = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " What is  2+2? "}]
+    assert keys.canonical_text(single) == "What is 2+2?"
+    assert keys.canonical_text([{"role": "assistant", "content": "Hi"}]) == "assistant: Hi"
+
+
 def test_different_history_gives_a_different_key_even_with_the_same_last_message() -> None:
     a = [{"role": "user", "content": "I'm on the Basic plan"}, {"role": "user", "content": "How do I upgrade?"}]
     b = [{"role": "user", "content": "I'm on the Pro plan"}, {"role": "user", "content": "How do I upgrade?"}]

@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from rationer.errors import NotFound, PermissionDenied, Unavailable
-from services.router.policy import PressureConfig, TierPolicy, TierSpec, pressure_of, shifted_threshold
+from services.router.policy import (
+    PressureConfig,
+    ScoreScale,
+    TierPolicy,
+    TierSpec,
+    pressure_of,
+    shifted_threshold,
+)
 
 SMALL = TierSpec("local-small", "local", 0, "smollm2", 0.0)
 LARGE = TierSpec("local-large", "local", 1, "gemma3", 0.3)
@@ -79,3 +86,15 @@ def test_health_and_fallback_order() -> None:
         p.decide(0.5, healthy=frozenset())
     # An explicitly requested tier that is unhealthy degrades to a cheaper one.
     assert p.decide(0.0, requested="frontier", healthy=frozenset({"local-small"})).tier is SMALL
+
+
+def test_score_scale_pressure_cuts_traffic_shares_not_raw_scores() -> None:
+    # Real classifier scores sit in a narrow band: 50% of traffic scores >= 0.18.
+    scale = ScoreScale({0.1: 0.24, 0.5: 0.18, 0.9: 0.15})
+    assert scale.share_at(0.18) == pytest.approx(0.5)
+    assert scale.threshold_for(0.5) == pytest.approx(0.18)
+    # Half pressure at strength 1 halves the share: 50% -> 25% of traffic.
+    t = shifted_threshold(0.18, 0.5, 1.0, scale)
+    assert scale.share_at(t) == pytest.approx(0.25)
+    assert shifted_threshold(0.18, 1.0, 1.0, scale) > 1.0  # full pressure: nobody
+    assert shifted_threshold(0.18, 0.0, 1.0, scale) == pytest.approx(0.18)

@@ -1,0 +1,158 @@
+"""``rationer calibrate router``: pick the threshold that sends a chosen share
+of an operator's own prompts to the strong tier, and write it to the router's
+TOML config.
+
+The config is edited as text, touching only the ``strong_threshold`` line of
+the ``[router]`` table, so the operator's comments and layout survive; the
+result is re-read with tomllib to prove it is still valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rationer.errors import FailedPrecondition, InvalidArgument
+
+SECTION = "router"
+KEY = "strong_threshold"
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_KEY_LINE = re.compile(rf"^\s*{KEY}\s*=")
+
+
+def text_from_messages(messages: list[Any]) -> str:
+    """The prompt the router classifies for a chat request: the last user turn."""
+    for msg in reversed(messages):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(
+                    str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                )
+    return ""
+
+
+def _prompt_from_json(obj: Any, lineno: int) -> str:
+    if isinstance(obj, dict):
+        if isinstance(obj.get("prompt"), str):
+            return str(obj["prompt"])
+        if isinstance(obj.get("messages"), list):
+            text = text_from_messages(obj["messages"])
+            if text:
+                return text
+    raise InvalidArgument(f"line {lineno}: JSON object has neither a string 'prompt' nor 'messages' with a user turn")
+
+
+def read_prompts(path: Path) -> list[str]:
+    """JSONL with ``prompt`` or OpenAI ``messages`` per line, or plain text (one prompt per line)."""
+    if not path.exists():
+        raise InvalidArgument(f"prompts file {path} does not exist")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise InvalidArgument(f"prompts file {path} holds no prompts")
+    is_jsonl = path.suffix == ".jsonl" or lines[0].lstrip().startswith("{")
+    if not is_jsonl:
+        return lines
+    prompts = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{path} line {i} is not valid JSON: {exc.msg}") from exc
+        prompts.append(_prompt_from_json(obj, i))
+    return prompts
+
+
+def threshold_for_share(scores: npt.ArrayLike, share: float) -> float:
+    """Routing ``score >= threshold`` to strong sends ``share`` of these prompts there
+    (rounded up to whole prompts; ties at the threshold all go strong)."""
+    if not 0.0 < share <= 1.0:
+        raise InvalidArgument(f"--strong-share must be in (0, 1], got {share}")
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if len(s) == 0:
+        raise InvalidArgument("no prompts to calibrate on")
+    k = min(len(s), max(1, int(np.ceil(share * len(s)))))
+    return float(s[k - 1])
+
+
+def _toml_float(x: float) -> str:
+    if not np.isfinite(x):
+        raise InvalidArgument(f"threshold {x} is not a finite number")
+    return repr(float(x))
+
+
+def update_config_text(text: str, threshold: float, note: str = "") -> str:
+    """``text`` with ``[router] strong_threshold`` set, everything else untouched."""
+    try:
+        before = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"router config is not valid TOML: {exc}") from exc
+    line = f"{KEY} = {_toml_float(threshold)}" + (f"  # {note}" if note else "")
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if (m := _HEADER.match(ln)) and m.group(1) == SECTION), None)
+    if start is None:
+        if SECTION in before:
+            raise FailedPrecondition(
+                f"the config defines '{SECTION}' without a [{SECTION}] header (dotted keys or inline "
+                f"table); add `{KEY} = {_toml_float(threshold)}` to it by hand"
+            )
+        sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        out = text + sep + f"[{SECTION}]\n{line}\n"
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])), len(lines))
+        hit = next((i for i in range(start + 1, end) if _KEY_LINE.match(lines[i])), None)
+        if hit is None:
+            lines.insert(start + 1, line)
+        else:
+            lines[hit] = line
+        out = "\n".join(lines) + "\n"
+    after = tomllib.loads(out)
+    if after[SECTION][KEY] != float(threshold):
+        raise FailedPrecondition("writing the threshold did not round-trip; the config was left unchanged")
+    return out
+
+
+def write_threshold(config_path: Path, threshold: float, note: str = "") -> None:
+    text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+    out = update_config_text(text, threshold, note)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=config_path.parent, suffix=".toml.tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(out)
+    os.replace(tmp, config_path)
+
+
+def calibrate(prompts_path: Path, share: float, config_path: Path, artifact_dir: Path | None = None) -> dict[str, Any]:
+    from rationer.classifier.scorer import ComplexityScorer
+
+    prompts = read_prompts(prompts_path)
+    scorer = ComplexityScorer(artifact_dir)
+    scores = np.concatenate([scorer.score_texts(prompts[i : i + 64]) for i in range(0, len(prompts), 64)]).astype(
+        np.float64
+    )
+    threshold = threshold_for_share(scores, share)
+    achieved = float(np.mean(scores >= threshold))
+    stamp = dt.date.today().isoformat()
+    write_threshold(
+        config_path, threshold, f"rationer calibrate router: {share:.0%} strong on {len(prompts)} prompts, {stamp}"
+    )
+    return {
+        "prompts": len(prompts),
+        "requested_strong_share": share,
+        "achieved_strong_share": achieved,
+        "strong_threshold": threshold,
+        "artifact_default_threshold": scorer.threshold,
+        "config": str(config_path),
+        "score_quantiles": {f"p{q}": float(np.percentile(scores, q)) for q in (10, 25, 50, 75, 90)},
+    }

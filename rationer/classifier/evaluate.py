@@ -1,0 +1,157 @@
+"""``rationer eval router``: the classifier against baselines on the held-out split.
+
+Scores come from the exported ONNX model through the serving scorer, so the
+numbers describe what the router actually runs. Baselines on the same rows:
+random routing, prompt length (longer goes strong) and the oracle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rationer.classifier import candidates as cands
+from rationer.classifier import metrics
+from rationer.classifier.artifact import default_artifact_dir, load_card
+from rationer.errors import FailedPrecondition
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from rationer.classifier.train import Prepared
+
+DATASETS = ("mmlu", "gsm8k")
+
+
+def report(scores: npt.ArrayLike, sub: pd.DataFrame) -> dict[str, Any]:
+    curve = metrics.routing_curve(scores, sub["weak"], sub["strong"])
+    return {"n": len(sub), **metrics.summarize(curve)}
+
+
+def baseline_scores(sub: pd.DataFrame) -> dict[str, npt.NDArray[np.float64]]:
+    return {
+        "random": metrics.random_scores(len(sub)),
+        "length": sub["prompt"].str.len().to_numpy(dtype=np.float64),
+        "oracle": metrics.oracle_scores(sub["weak"], sub["strong"]),
+    }
+
+
+def split_metrics(prep: Prepared, model: Any, cand: cands.Candidate) -> dict[str, Any]:
+    """The chosen model on val and test per dataset, plus MMLU-only -> GSM8K."""
+    out: dict[str, Any] = {}
+    for part in ("test", "val"):
+        for ds in DATASETS:
+            m = prep.mask(part, ds)
+            scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
+            out[f"{part}_{ds}"] = report(scores, prep.frame[m])
+    out["cross_dataset_mmlu_to_gsm8k"] = cross_dataset(prep, cand)
+    return out
+
+
+def cross_dataset(prep: Prepared, cand: cands.Candidate) -> dict[str, Any]:
+    """Fit the same configuration on the MMLU train subjects only; test on all of GSM8K."""
+    from rationer.classifier.train import fit
+
+    mmlu_train = prep.mask("train", "mmlu")
+    model = fit(cand, prep, mmlu_train)
+    gsm = (prep.frame["dataset"] == "gsm8k").to_numpy()
+    sub = prep.frame[gsm]
+    scores = cands.route_score(model, prep.inputs(cand.use_text_features, gsm), cand.label)
+    return {
+        "classifier": report(scores, sub),
+        **{name: report(s, sub) for name, s in baseline_scores(sub).items()},
+    }
+
+
+def full_data_reference(frame: pd.DataFrame) -> dict[str, Any]:
+    """Random and oracle on all rows: checks the metric code against published numbers."""
+    out = {}
+    for ds in DATASETS:
+        sub = frame[frame["dataset"] == ds]
+        out[ds] = {name: report(s, sub) for name, s in baseline_scores(sub).items() if name != "length"}
+    return out
+
+
+def candidate_from_card(card: dict[str, Any]) -> cands.Candidate:
+    name = card["classifier"]["name"]
+    for cand in cands.default_candidates(int(card["seed"])):
+        if cand.name == name:
+            return cand
+    raise FailedPrecondition(f"artifact names classifier {name!r}, which this code no longer defines")
+
+
+def run_eval(
+    artifact_dir: Path | None, data_dir: Path, cache_dir: Path | None, plot_path: Path | None
+) -> dict[str, Any]:
+    from rationer.classifier.data import Split
+    from rationer.classifier.scorer import ComplexityScorer
+    from rationer.classifier.train import prepare
+    from rationer.embedding import Embedder
+
+    base = artifact_dir if artifact_dir is not None else default_artifact_dir()
+    card = load_card(base)
+    scorer = ComplexityScorer(base)
+    embedder = Embedder()
+    if embedder.identity != card["embedder"]:
+        raise FailedPrecondition(
+            f"installed embedder {embedder.identity} differs from the artifact's {card['embedder']}; "
+            "retrain with `rationer train router`"
+        )
+    prep = prepare(data_dir, embedder, int(card["seed"]), cache_dir, split=Split.from_dict(card["split"]))
+    held_out: dict[str, Any] = {}
+    curves: dict[str, dict[str, metrics.Curve]] = {}
+    for ds in DATASETS:
+        m = prep.mask("test", ds)
+        sub = prep.frame[m]
+        served = scorer.score_batch(prep.vectors[m], sub["prompt"].tolist())
+        policies = {"classifier": served.astype(np.float64)}
+        policies.update(baseline_scores(sub))
+        held_out[ds] = {name: report(s, sub) for name, s in policies.items()}
+        curves[ds] = {name: metrics.routing_curve(s, sub["weak"], sub["strong"]) for name, s in policies.items()}
+    result = {
+        "artifact": str(base),
+        "classifier": card["classifier"]["name"],
+        "label": card["label"]["name"],
+        "embedder": card["embedder"],
+        "split": {
+            "mmlu_test_subjects": card["split"]["mmlu_test_subjects"],
+            "rows": card["data"]["rows"],
+        },
+        "held_out": held_out,
+        "cross_dataset_mmlu_to_gsm8k": cross_dataset(prep, candidate_from_card(card)),
+        "full_data_reference": full_data_reference(prep.frame),
+        "threshold": card["threshold"],
+    }
+    if plot_path is not None:
+        plot_curves(curves, plot_path)
+        result["plot"] = str(plot_path)
+    return result
+
+
+def plot_curves(curves: dict[str, dict[str, metrics.Curve]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5))
+    titles = {"mmlu": "MMLU, 12 held-out subjects", "gsm8k": "GSM8K, held-out 30%"}
+    styles = {"classifier": "-", "length": "--", "random": ":", "oracle": "-."}
+    for ax, (ds, by_name) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+        for name, curve in by_name.items():
+            ax.plot(curve.share * 100, curve.quality * 100, styles.get(name, "-"), label=name)
+        target = 0.95 * next(iter(by_name.values())).quality_strong * 100
+        ax.axhline(target, color="grey", lw=0.8)
+        ax.text(1, target + 0.3, "95% of strong-only", color="grey", fontsize=8)
+        ax.set_title(titles.get(ds, ds))
+        ax.set_xlabel("strong-model calls (%)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
