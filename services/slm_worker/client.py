@@ -1,0 +1,241 @@
+"""Typed async client of the SLM worker, for the router and tools.
+
+Returns plain dataclasses and raises ``rationer.errors`` classes mapped back
+from gRPC status codes (RESOURCE_EXHAUSTED keeps the queue's limit id and
+retry-after hint, so the router can move on to another worker or tier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from rationer import errors
+from rationer.api.common.v1 import common_pb2
+from rationer.api.worker.v1 import worker_pb2 as pb
+from rationer.api.worker.v1 import worker_pb2_grpc as pb_grpc
+from rationer.platform.interceptor import LIMIT_ID_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY
+
+_ERRORS: dict[str, type[errors.RationerError]] = {
+    cls.code: cls
+    for cls in (
+        errors.InvalidArgument, errors.Unauthenticated, errors.PermissionDenied, errors.NotFound,
+        errors.AlreadyExists, errors.FailedPrecondition, errors.Unavailable, errors.DeadlineExceeded,
+        errors.Cancelled, errors.Internal,
+    )
+}  # fmt: skip
+
+_FINISH = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_CANCELLED: "cancelled",
+    common_pb2.FINISH_REASON_ERROR: "error",
+}
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 0  # 0 = the model's default
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+    finish_reason: str  # "stop" | "length" | "cancelled" | "error"
+    model: str
+    time_to_first_token_ms: float
+    generation_ms: float
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    delta: str
+    final: bool = False
+    usage: Usage | None = None  # only on the final chunk
+    finish_reason: str | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    name: str
+    tier: str
+    context_size: int
+    quantization: str
+    device: str
+    chat_format: str
+    slots: int
+    busy_slots: int
+    free_slots: int
+    queue_depth: int
+    queue_capacity: int
+    recent_tokens_per_second: float
+
+
+@dataclass(frozen=True)
+class WorkerModels:
+    worker_id: str
+    models: list[ModelLoad] = field(default_factory=list)
+
+
+def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
+    """The domain error a gRPC failure stands for."""
+    name = exc.code().name
+    message = f"slm_worker: {exc.details() or name}"
+    if name == "RESOURCE_EXHAUSTED":
+        md: dict[str, str] = {}
+        trailers: Any = exc.trailing_metadata() or ()
+        for key, value in trailers:
+            if isinstance(value, str):
+                md[str(key)] = value
+        retry = md.get(RETRY_AFTER_KEY)
+        return errors.ResourceExhausted(
+            message, limit_id=md.get(LIMIT_ID_KEY, ""), retry_after_s=float(retry) if retry else None
+        )
+    return _ERRORS.get(name, errors.Internal)(message)
+
+
+def _request(model: str, messages: Sequence[ChatMessage], params: GenerationParams | None) -> pb.GenerateRequest:
+    p = params or GenerationParams()
+    gp = common_pb2.GenerationParams(max_tokens=p.max_tokens, stop=list(p.stop))
+    if p.temperature is not None:
+        gp.temperature = p.temperature
+    if p.top_p is not None:
+        gp.top_p = p.top_p
+    if p.seed is not None:
+        gp.seed = p.seed
+    return pb.GenerateRequest(
+        model=model,
+        messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+        params=gp,
+    )
+
+
+def _model_load(m: pb.ModelInfo) -> ModelLoad:
+    return ModelLoad(
+        name=m.name, tier=m.tier, context_size=m.context_size, quantization=m.quantization,
+        device=m.device, chat_format=m.chat_format, slots=m.slots, busy_slots=m.busy_slots,
+        free_slots=m.free_slots, queue_depth=m.queue_depth, queue_capacity=m.queue_capacity,
+        recent_tokens_per_second=m.recent_tokens_per_second,
+    )  # fmt: skip
+
+
+def _usage(u: common_pb2.Usage) -> Usage:
+    return Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens)
+
+
+class WorkerClient:
+    """One worker's client; share one per worker address (channels are pooled)."""
+
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 60.0) -> None:
+        self._own = isinstance(target, str)
+        self._channel = grpc.aio.insecure_channel(target) if isinstance(target, str) else target
+        self._stub = pb_grpc.WorkerServiceStub(self._channel)
+        self._timeout = timeout_s
+
+    async def close(self) -> None:
+        if self._own:
+            await self._channel.close(None)
+
+    async def __aenter__(self) -> WorkerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _md(self, request_id: str) -> tuple[tuple[str, str], ...]:
+        return ((REQUEST_ID_KEY, request_id),) if request_id else ()
+
+    async def generate(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        timeout_s: float | None = None,
+        request_id: str = "",
+    ) -> Completion:
+        try:
+            r = await self._stub.Generate(
+                _request(model, messages, params),
+                timeout=timeout_s or self._timeout,
+                metadata=self._md(request_id),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc) from None
+        return Completion(
+            text=r.text,
+            usage=_usage(r.usage),
+            finish_reason=_FINISH.get(r.finish_reason, "error"),
+            model=r.model,
+            time_to_first_token_ms=r.time_to_first_token_ms,
+            generation_ms=r.generation_ms,
+        )
+
+    async def generate_stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        timeout_s: float | None = None,
+        request_id: str = "",
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Deltas, then one chunk with ``final=True``. Breaking out cancels the call."""
+        call = self._stub.GenerateStream(
+            _request(model, messages, params), timeout=timeout_s or self._timeout, metadata=self._md(request_id)
+        )
+        try:
+            async for c in call:
+                if c.final:
+                    yield StreamChunk(
+                        delta=c.delta,
+                        final=True,
+                        usage=_usage(c.usage),
+                        finish_reason=_FINISH.get(c.finish_reason, "error"),
+                        model=c.model,
+                    )
+                else:
+                    yield StreamChunk(delta=c.delta)
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc) from None
+        finally:
+            call.cancel()  # no-op once finished; frees the worker's slot if we stopped early
+
+    async def list_models(self, *, timeout_s: float | None = None) -> WorkerModels:
+        try:
+            r = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s or self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc) from None
+        return WorkerModels(worker_id=r.worker_id, models=[_model_load(m) for m in r.models])
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage], *, timeout_s: float | None = None) -> int:
+        request = pb.CountTokensRequest(
+            model=model, messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]
+        )
+        try:
+            r = await self._stub.CountTokens(request, timeout=timeout_s or self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc) from None
+        return int(r.tokens)

@@ -1,0 +1,165 @@
+"""One llama.cpp context (a "slot") and the blocking generation loop on it.
+
+Everything here blocks and is meant to run on the slot's own thread, never on
+the event loop. Between tokens the loop checks a cancel flag and the client's
+deadline, so a cancelled call frees its slot after at most one more token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from rationer.errors import FailedPrecondition
+from services.slm_worker.settings import ModelEntry
+from services.slm_worker.textstream import TokenTextDecoder
+
+log = structlog.get_logger(__name__)
+
+# Llama(verbose=False) redirects file descriptors 1 and 2 while it loads; two
+# loads racing on threads can leave stdout pointing at /dev/null for good.
+_LOAD_LOCK = threading.Lock()
+
+# llama.cpp's "pick a random seed" value.
+RANDOM_SEED = 0xFFFFFFFF
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.95
+
+
+@dataclass
+class GenerationRequest:
+    prompt_tokens: list[int]
+    max_tokens: int
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    deadline: float | None = None  # time.monotonic() value
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class GenerationOutcome:
+    # "stop", "length", "cancelled" or "deadline"
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_ms: float
+    generation_ms: float
+
+
+def load_llama(path: Path, entry: ModelEntry, *, vocab_only: bool = False) -> Any:
+    """Load one llama.cpp model+context; a corrupt file becomes FailedPrecondition."""
+    from llama_cpp import Llama
+
+    with _LOAD_LOCK:
+        try:
+            return Llama(
+                model_path=str(path),
+                n_ctx=entry.n_ctx,
+                n_batch=min(entry.n_batch, entry.n_ctx),
+                n_threads=entry.n_threads,
+                n_threads_batch=entry.n_threads,
+                n_gpu_layers=entry.n_gpu_layers,
+                vocab_only=vocab_only,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise FailedPrecondition(
+                f"model {entry.name!r}: llama.cpp could not load {path} ({exc}); "
+                "the file is corrupt, truncated or not a supported GGUF model"
+            ) from exc
+
+
+class Slot:
+    """One context of one model; only ever used by one thread at a time."""
+
+    def __init__(self, llm: Any, index: int) -> None:
+        import llama_cpp
+
+        self.index = index
+        self._llm = llm
+        self._vocab = llm._model.vocab
+        self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
+        self._to_piece: Callable[..., int] = llama_cpp.llama_token_to_piece
+        self._buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+
+    def piece(self, token: int) -> bytes:
+        """The token's bytes (may be part of a UTF-8 character); cached per token."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = self._to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+            cached = self._buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def close(self) -> None:
+        self._llm.close()
+
+    def run(self, req: GenerationRequest, emit: Callable[[str], None], cancel: threading.Event) -> GenerationOutcome:
+        """Generate until a stop, ``max_tokens``, cancel or the deadline."""
+        llm = self._llm
+        llm.set_seed(RANDOM_SEED if req.seed is None else req.seed & 0xFFFFFFFF)
+        decoder = TokenTextDecoder(req.stop)
+        started = time.perf_counter()
+        first: float | None = None
+        produced = 0
+        reason = "length"
+        tokens = llm.generate(
+            req.prompt_tokens,
+            temp=max(req.temperature, 0.0),
+            top_p=req.top_p,
+            top_k=40,
+            min_p=0.05,
+            repeat_penalty=1.0,
+            reset=True,
+        )
+        if cancel.is_set():
+            reason = "cancelled"
+        else:
+            for tok in tokens:
+                if self._is_eog(self._vocab, tok):
+                    reason = "stop"
+                    break
+                produced += 1
+                if first is None:
+                    first = time.perf_counter()
+                text, stopped = decoder.feed(self.piece(tok))
+                if text:
+                    emit(text)
+                if stopped:
+                    reason = "stop"
+                    break
+                reason = self._should_stop(req, produced, cancel)
+                if reason:
+                    break
+        if reason != "stop":
+            tail = decoder.flush()
+            if tail:
+                emit(tail)
+        ended = time.perf_counter()
+        return GenerationOutcome(
+            finish_reason=reason or "length",
+            prompt_tokens=len(req.prompt_tokens),
+            completion_tokens=produced,
+            time_to_first_token_ms=((first or ended) - req.arrived) * 1000.0,
+            generation_ms=(ended - started) * 1000.0,
+        )
+
+    @staticmethod
+    def _should_stop(req: GenerationRequest, produced: int, cancel: threading.Event) -> str:
+        if produced >= req.max_tokens:
+            return "length"
+        if cancel.is_set():
+            return "cancelled"
+        if req.deadline is not None and time.monotonic() >= req.deadline:
+            return "deadline"
+        return ""

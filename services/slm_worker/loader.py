@@ -1,0 +1,79 @@
+"""Building a ready Worker from settings: resolve, load, warm.
+
+Loading happens before the server reports SERVING; any missing or corrupt
+model file aborts the whole start (no half-serving worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import structlog
+
+from services.slm_worker.engine import GenerationRequest, Slot, load_llama
+from services.slm_worker.pool import SlotPool
+from services.slm_worker.prompts import Message, PromptFormat
+from services.slm_worker.registry import quantization_name, resolve_model_path
+from services.slm_worker.settings import ModelEntry, WorkerSettings
+from services.slm_worker.worker import Limits, LoadedModel, Worker
+
+log = structlog.get_logger(__name__)
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def _load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
+    path = resolve_model_path(entry, cache_dir)
+    if entry.n_gpu_layers != 0 and not gpu_offload_supported():
+        # Same code path either way; only the llama.cpp build differs.
+        log.warning(
+            "n_gpu_layers is set but this llama-cpp-python build has no GPU backend; running on CPU "
+            "(rebuild with CMAKE_ARGS=-DGGML_CUDA=on, see docs/slm_worker.md)",
+            model=entry.name,
+        )
+    tokenizer = load_llama(path, entry, vocab_only=True)
+    slots = [Slot(load_llama(path, entry), i) for i in range(entry.slots)]
+    model = tokenizer._model
+    fmt = PromptFormat(
+        entry.chat_format,
+        dict(tokenizer.metadata),
+        eos_token=model.token_get_text(tokenizer.token_eos()) if tokenizer.token_eos() != -1 else "",
+        bos_token=model.token_get_text(tokenizer.token_bos()) if tokenizer.token_bos() != -1 else "",
+    )
+    pool = SlotPool(entry.name, slots, entry.queue_capacity)
+    log.info("model loaded", model=entry.name, tier=entry.tier, path=str(path), slots=entry.slots)
+    on_gpu = entry.n_gpu_layers != 0 and gpu_offload_supported()
+    return LoadedModel(
+        entry, tokenizer, fmt, pool, quantization_name(dict(tokenizer.metadata)), "gpu" if on_gpu else "cpu"
+    )
+
+
+async def _warm(model: LoadedModel) -> None:
+    """Generate one token on every slot so the first real call pays no setup."""
+    tokens, _ = model.tokenize([Message("user", "Hi")])
+
+    def one_token(slot: Slot) -> None:
+        slot.run(GenerationRequest(prompt_tokens=tokens, max_tokens=1, seed=0), lambda _t: None, threading.Event())
+
+    await model.pool.run_once(one_token)
+
+
+async def build_worker(settings: WorkerSettings, *, worker_id: str = "") -> Worker:
+    """Load and warm every configured model (blocking work runs on threads)."""
+    loaded: list[LoadedModel] = []
+    try:
+        for entry in settings.models:
+            loaded.append(await asyncio.to_thread(_load_model, entry, settings.model_cache_dir))
+        for model in loaded:
+            await _warm(model)
+    except BaseException:
+        for model in loaded:
+            model.pool.close()
+        raise
+    limits = Limits(max_stop_sequences=settings.max_stop_sequences, max_stop_bytes=settings.max_stop_bytes)
+    return Worker(loaded, worker_id=worker_id or settings.worker_id, limits=limits)

@@ -1,0 +1,64 @@
+"""Entry point: settings, logging, load and warm models, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from rationer.errors import RationerError
+from rationer.platform.logging import configure_logging
+from rationer.platform.metrics import start_metrics_endpoint
+from rationer.platform.server import serve_until_signal, set_serving, start
+from rationer.platform.settings import load_settings
+from services.slm_worker.loader import build_worker
+from services.slm_worker.server import WorkerDeps, create_server
+from services.slm_worker.servicer import WorkerRef
+from services.slm_worker.settings import WorkerSettings
+
+log = structlog.get_logger(__name__)
+
+
+async def run(settings: WorkerSettings) -> None:
+    ref = WorkerRef()
+    server, port = create_server(settings.listen, WorkerDeps(ref))
+    # Listen first so health checks see NOT_SERVING (not a refused connection)
+    # while the models load.
+    await start(server, serving=False)
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("worker listening; loading models", port=port, models=[m.name for m in settings.models])
+    try:
+        worker = await build_worker(settings, worker_id=settings.worker_id or f"{host}:{port}")
+    except BaseException:
+        await server.stop(0)
+        raise
+    ref.worker = worker
+    if settings.metrics_port is not None:
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+    await set_serving(server, True)
+    log.info("worker serving", port=port, worker_id=worker.worker_id)
+    try:
+        await serve_until_signal(server, settings.grace_period_s, on_drain=worker.drain_async)
+    finally:
+        worker.close()
+
+
+def main(config: Path | None = None) -> int:
+    """Run the worker; returns the process exit status."""
+    try:
+        settings = load_settings(WorkerSettings, "worker", toml_path=config, environ=os.environ)
+    except (RationerError, ValidationError) as exc:
+        print(f"slm-worker: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging.format, settings.logging.level)
+    try:
+        asyncio.run(run(settings))
+    except RationerError as exc:
+        log.error("worker failed to start", error=exc.message)
+        print(f"slm-worker: refusing to start: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
