@@ -77,6 +77,7 @@ class Prepared:
     result: RouteResult
     decision: Decision | None = None
     cached: CachedAnswer | None = None
+    attempts: int = 0
 
 
 Canonicalize = Callable[[Sequence[Message]], str]
@@ -230,6 +231,8 @@ class RouterCore:
         return [prep.decision.tier, *prep.decision.fallbacks]
 
     async def reserve(self, prep: Prepared, tier: TierSpec) -> Reservation:
+        first = prep.attempts == 0
+        prep.attempts += 1
         return await self.ledger.authorize(
             key_id=prep.principal.key_id,
             tier=tier.name,
@@ -238,8 +241,10 @@ class RouterCore:
             max_tokens=prep.request.params.max_tokens,
             project=prep.request.project,
             # One idempotency key per attempt: a retried Authorize for the same
-            # attempt returns the same hold, a new tier gets a new one.
-            request_id=f"{prep.request_id}:{tier.name}",
+            # attempt returns the same hold, a new tier gets a new one. The
+            # first attempt uses the bare request id so ledger events join
+            # logs and responses directly; fallbacks append "#<tier>".
+            request_id=prep.request_id if first else f"{prep.request_id}#{tier.name}",
         )
 
     def on_exhausted(self, prep: Prepared, tier: TierSpec, exc: ResourceExhausted) -> list[TierSpec]:

@@ -86,15 +86,15 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, frontier_base_url: str
         frontier_model="frontier-sim",
         base_env=dict(os.environ),
         overrides={
-            # Local compute priced high enough that a small budget drains in a
-            # few calls; the frontier stays 50x dearer.
+            # Local compute priced high ($0.1-0.2/M) so a small budget drains
+            # in a few calls; the frontier is gpt-4o's list price.
             "ledger": {"prices": [
                 {"tier": "local-small", "model": "smollm2-135m-instruct",
-                 "input_per_million_nano_usd": 50 * NANO, "output_per_million_nano_usd": 50 * NANO},
+                 "input_per_million_nano_usd": NANO // 10, "output_per_million_nano_usd": NANO // 10},
                 {"tier": "local-large", "model": "gemma3-270m",
-                 "input_per_million_nano_usd": 100 * NANO, "output_per_million_nano_usd": 100 * NANO},
+                 "input_per_million_nano_usd": NANO // 5, "output_per_million_nano_usd": NANO // 5},
                 {"tier": "frontier", "model": "frontier-sim",
-                 "input_per_million_nano_usd": 2500 * NANO, "output_per_million_nano_usd": 10000 * NANO},
+                 "input_per_million_nano_usd": 5 * NANO // 2, "output_per_million_nano_usd": 10 * NANO},
             ], "reference_tier": "frontier"},
             "router": {"http": {"enabled": False}, "worker_refresh_s": 0.5,
                        "pressure": {"start_fraction": 0.6, "floor_fraction": 0.0}},
@@ -147,7 +147,7 @@ async def test_stream_is_billed_with_exact_tokens(stack: Stack) -> None:
     stack.routes.append(final)
     async with stack.admin() as admin:
         events = await admin.list_events(kind="charge")
-    ev = next(e for e in events if e.request_id == final.request_id)
+    ev = next(e for e in events if e.request_id == final.request_id)  # first attempt: bare request id
     assert (ev.prompt_tokens, ev.completion_tokens) == (final.prompt_tokens, final.completion_tokens)
     assert ev.cost.nano_usd == final.cost_nano_usd
 
@@ -178,7 +178,9 @@ async def test_budget_pressure_downgrades_then_denies(stack: Stack) -> None:
 async def test_ledger_report_shows_every_call(stack: Stack) -> None:
     await asyncio.sleep(0.5)  # cache-hit events are recorded off the response path
     async with stack.admin() as admin:
-        events = {e.request_id: e for e in await admin.list_events()}
+        listed = await admin.list_events()
+    # A fallback attempt's event carries "<request id>#<tier>".
+    events = {e.request_id.split("#")[0]: e for e in listed if e.kind in ("charge", "cache_hit")}
     for route in stack.routes:
         ev = events[route.request_id]
         assert ev.cost.nano_usd == route.cost_nano_usd, route
