@@ -42,6 +42,7 @@ class Route:
     budget_remaining_fraction: float = 1.0
     gateway_overhead_ms: float = 0.0
     model_ms: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def cost_usd(self) -> float:
@@ -122,6 +123,7 @@ def route_from_proto(r: router_pb2.RouteInfo) -> Route:
         budget_remaining_fraction=r.budget_remaining_fraction,
         gateway_overhead_ms=r.gateway_overhead_ms,
         model_ms=r.model_ms,
+        stage_ms=dict(r.stage_ms),
     )
 
 

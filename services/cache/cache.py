@@ -170,6 +170,8 @@ class SemanticCache:
         entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
         if entry is not None:
             return self._hit(entry, 1.0, "exact", now)
+        if q.exact_only:
+            return LookupResult(hit=False)  # the caller follows up with a full lookup
         index = self._indexes.get((tenant, ctx))
         if index is None or not len(index):
             counters.misses += 1  # unknown tenant or context: a miss, not an error

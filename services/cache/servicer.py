@@ -62,6 +62,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                 context=_context(request.context),
                 min_similarity=request.min_similarity,
                 disable_guard=request.disable_guard,
+                exact_only=request.exact_only,
             )
         )
         return cache_pb2.LookupResponse(

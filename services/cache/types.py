@@ -46,6 +46,7 @@ class LookupQuery:
     context: CacheContext = field(default_factory=CacheContext)
     min_similarity: float = 0.0  # 0 = the service default
     disable_guard: bool = False
+    exact_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -165,14 +165,21 @@ class GrpcCache:
         self._min_similarity = min_similarity
 
     async def lookup(
-        self, *, tenant: str, text: str, vector: npt.NDArray[np.float32], context: dict[str, object]
+        self,
+        *,
+        tenant: str,
+        text: str,
+        vector: npt.NDArray[np.float32],
+        context: dict[str, object],
+        exact_only: bool = False,
     ) -> CachedAnswer | None:
         req = cache_pb2.LookupRequest(
             tenant=tenant,
             text=text,
-            vector=vector.tolist(),
+            vector=[] if exact_only else vector.tolist(),
             context=_context(context),
             min_similarity=self._min_similarity,
+            exact_only=exact_only,
         )
         resp = await _call("cache", self._stub.Lookup, req, CACHE_TIMEOUT_S)
         if not resp.hit:

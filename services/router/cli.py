@@ -120,8 +120,39 @@ def complete(
         _print_answer(client.complete(messages, model=model, max_tokens=max_tokens), as_json)
 
 
+def bench(
+    requests: Annotated[int, typer.Option(help="Requests per path and concurrency.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Gateway overhead on the miss, exact-hit and semantic-hit paths at concurrency 1 and 32."""
+    import asyncio
+
+    from services.router.bench import run_bench
+
+    result = asyncio.run(run_bench(requests=requests))
+    if as_json:
+        print(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rationer bench router (overhead = e2e - model time)")
+    for col in ("path", "conc", "req/s", "overhead p50 ms", "p99 ms", "hit share"):
+        table.add_column(col)
+    for conc in ("c1", "c32"):
+        for path, r in result.get(conc, {}).items():
+            if r:
+                table.add_row(path, conc[1:], str(r["rps"]), str(r["overhead_p50_ms"]), str(r["overhead_p99_ms"]),
+                              str(r["cache_hit_share"]))  # fmt: skip
+    console = Console()
+    console.print(table)
+    console.print("miss-path stage p50 (ms, c=1):", result["c1"]["miss"]["stage_p50_ms"])
+    console.print("meets targets:", result["meets_targets"])
+
+
 def register(groups: CliGroups) -> None:
     groups.serve.command("router")(serve)
+    groups.bench.command("router")(bench)
     groups.root.command("up")(up)
     groups.root.command("chat")(chat)
     groups.root.command("complete")(complete)

@@ -129,62 +129,99 @@ class RouterCore:
                 f"deadline leaves under {self.config.min_deadline_s * 1000:.0f} ms; "
                 "nothing useful can run in that time. Raise the client timeout"
             )
+        auth_started = time.perf_counter()
         principal = await self.auth.principal(api_key)
+        auth_ms = (time.perf_counter() - auth_started) * 1000
         req = validate(raw, self.limits)
         rid = request_id or uuid.uuid4().hex
-        text = self.canonicalize(req.messages)
-        cacheable = self.cache is not None and self.config.cache_enabled and self.cacheable(req)
-        # The vector feeds the cache and the complexity score. A caller that
-        # names its tier with the cache off needs neither, and embedding is
-        # the costliest step on the gateway's own path (~5-9 ms of CPU), so
-        # it is skipped (complexity then reads 0).
-        if cacheable or self.policy.resolve(req.model) is None:
-            vector = await asyncio.to_thread(self.embedder.embed_one, text)
-        else:
-            vector = np.zeros(0, dtype=np.float32)
         prep = Prepared(
             principal=principal,
             request=req,
             request_id=rid,
             started=started,
             deadline=deadline,
-            text=text,
-            vector=vector,
+            text=self.canonicalize(req.messages),
+            vector=np.zeros(0, dtype=np.float32),
             cache_context=self.cache_context(req),
-            cacheable=cacheable,
+            cacheable=self.cache is not None and self.config.cache_enabled and self.cacheable(req),
             result=RouteResult(request_id=rid),
         )
-        cached, remaining = await asyncio.gather(self._lookup(prep), self._headroom(prep))
-        prep.result.budget_remaining_fraction = remaining
-        if cached is not None:
-            prep.cached = cached
+        prep.result.stage_ms["auth"] = auth_ms
+        await self._look_and_embed(prep)
+        if prep.cached is not None:
             return prep
-        score = float(self.scorer.score(vector, text)) if vector.size else 0.0
+        classify_started = time.perf_counter()
+        score = float(self.scorer.score(prep.vector, prep.text)) if prep.vector.size else 0.0
         prep.result.complexity = score
         prep.decision = self.policy.decide(
             score,
             allowed_tiers=principal.allowed_tiers,
             requested=req.model,
             healthy=self._healthy_tiers(),
-            remaining_fraction=remaining,
+            remaining_fraction=prep.result.budget_remaining_fraction,
         )
         prep.result.downgraded = prep.decision.downgraded
+        prep.result.add_stage("classify", classify_started)
         return prep
 
-    async def _lookup(self, prep: Prepared) -> CachedAnswer | None:
+    async def _look_and_embed(self, prep: Prepared) -> None:
+        """Cache lookup, embedding and budget headroom, ordered for the hit path.
+
+        The exact-match lookup needs no vector, so it goes first: an exact hit
+        answers without paying for the embedding (the costliest step, ~4 ms
+        of CPU that would also slow every other request on the box). Headroom
+        is fetched meanwhile. A caller that names its tier with the cache off
+        needs no vector at all (complexity then reads 0).
+        """
+        need_vector = prep.cacheable or self.policy.resolve(prep.request.model) is None
+        headroom = asyncio.ensure_future(self._headroom(prep))
+        try:
+            if prep.cacheable:
+                prep.cached = await self._lookup(prep, exact_only=True)
+                if prep.cached is not None:
+                    return
+            if need_vector:
+                prep.vector = await self._embed(prep)
+            if prep.cacheable:
+                prep.cached = await self._lookup(prep, exact_only=False)
+            prep.result.budget_remaining_fraction = await headroom
+        finally:
+            if not headroom.done():
+                headroom.cancel()
+                headroom.add_done_callback(_consume)
+
+    async def _embed(self, prep: Prepared) -> npt.NDArray[np.float32]:
+        started = time.perf_counter()
+        try:
+            return await asyncio.to_thread(self.embedder.embed_one, prep.text)
+        finally:
+            prep.result.add_stage("embed", started)
+
+    async def _lookup(self, prep: Prepared, *, exact_only: bool) -> CachedAnswer | None:
         if not prep.cacheable or self.cache is None:
             return None
+        started = time.perf_counter()
         try:
             return await self.cache.lookup(
-                tenant=prep.principal.tenant, text=prep.text, vector=prep.vector, context=prep.cache_context
+                tenant=prep.principal.tenant,
+                text=prep.text,
+                vector=prep.vector,
+                context=prep.cache_context,
+                exact_only=exact_only,
             )
         except RationerError as exc:
             # A cache outage must not take the gateway down: degrade to a miss.
             log.warning("cache lookup failed; treating as miss", error=str(exc))
             return None
+        finally:
+            prep.result.add_stage("cache", started)
 
     async def _headroom(self, prep: Prepared) -> float:
-        return await self.ledger.headroom(prep.principal.key_id, prep.request.project)
+        started = time.perf_counter()
+        try:
+            return await self.ledger.headroom(prep.principal.key_id, prep.request.project)
+        finally:
+            prep.result.add_stage("headroom", started)
 
     def _healthy_tiers(self) -> frozenset[str]:
         return frozenset(t.name for t in self.policy.tiers if self._backend(t).healthy(t.model))
@@ -233,6 +270,13 @@ class RouterCore:
     async def reserve(self, prep: Prepared, tier: TierSpec) -> Reservation:
         first = prep.attempts == 0
         prep.attempts += 1
+        started = time.perf_counter()
+        try:
+            return await self._authorize(prep, tier, first)
+        finally:
+            prep.result.add_stage("authorize", started)
+
+    async def _authorize(self, prep: Prepared, tier: TierSpec, first: bool) -> Reservation:
         return await self.ledger.authorize(
             key_id=prep.principal.key_id,
             tier=tier.name,
@@ -274,6 +318,7 @@ class RouterCore:
             completion = prep.request.params.max_tokens
             result.usage_exact = False
         latency = int((time.perf_counter() - prep.started) * 1000)
+        settle_started = time.perf_counter()
         charge = await retry_settlement(
             lambda: self.ledger.commit(
                 reservation_id=res.reservation_id,
@@ -287,6 +332,7 @@ class RouterCore:
             ),
             what="commit",
         )
+        result.add_stage("settle", settle_started)
         result.tier, result.model = tier.name, out.model or tier.model
         result.prompt_tokens, result.completion_tokens = prompt, completion
         result.finish_reason = out.finish_reason
@@ -366,6 +412,12 @@ class RouterCore:
         """Wait for pending settlements (called on shutdown)."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout_s)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # A task abandoned on the hit path must not log "exception never retrieved".
+    if not task.cancelled():
+        task.exception()
 
 
 def _exhausted(last: RationerError | None) -> RationerError:

@@ -99,7 +99,13 @@ class LedgerPort(Protocol):
 
 class CachePort(Protocol):
     async def lookup(
-        self, *, tenant: str, text: str, vector: npt.NDArray[np.float32], context: dict[str, object]
+        self,
+        *,
+        tenant: str,
+        text: str,
+        vector: npt.NDArray[np.float32],
+        context: dict[str, object],
+        exact_only: bool = False,
     ) -> CachedAnswer | None: ...
 
     async def store(

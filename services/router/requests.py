@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from rationer.errors import InvalidArgument
@@ -51,6 +52,12 @@ class RouteResult:
     gateway_overhead_ms: float = 0.0
     model_ms: float = 0.0
     usage_exact: bool = True
+    # Time spent per stage of the gateway's own path (auth, embed, cache,
+    # headroom, classify, authorize, settle), for overhead breakdowns.
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def add_stage(self, name: str, started: float) -> None:
+        self.stage_ms[name] = self.stage_ms.get(name, 0.0) + (time.perf_counter() - started) * 1000
 
 
 def _check_text(value: str, what: str) -> None:

@@ -84,6 +84,7 @@ def route_info(res: RouteResult) -> router_pb2.RouteInfo:
         gateway_overhead_ms=res.gateway_overhead_ms,
         model_ms=res.model_ms,
         usage_exact=res.usage_exact,
+        stage_ms=res.stage_ms,
     )
 
 

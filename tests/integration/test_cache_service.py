@@ -157,3 +157,19 @@ async def test_client_maps_errors_to_domain_errors() -> None:
             await client.lookup("acme", Q, np.zeros(10, dtype=np.float32))
         with pytest.raises(errors.InvalidArgument, match="negative"):
             await client.store("acme", Q, A, ttl_s=-1.0)
+
+
+async def test_exact_only_lookup_skips_embedding_and_search() -> None:
+    async with running_cache() as running, grpc.aio.insecure_channel(running.address) as channel:
+        client = CacheClient(running.address)
+        await client.store("acme", Q, A)
+        stub = cache_pb2_grpc.CacheServiceStub(channel)
+        exact = await stub.Lookup(cache_pb2.LookupRequest(tenant="acme", text=Q.upper(), exact_only=True))
+        assert exact.hit and exact.match_kind == cache_pb2.MATCH_KIND_EXACT
+        # A paraphrase is a semantic hit on a full lookup, but exact_only does not search.
+        para = "How can I turn on two-factor authentication?"
+        assert not (await stub.Lookup(cache_pb2.LookupRequest(tenant="acme", text=para, exact_only=True))).hit
+        assert (await stub.Lookup(cache_pb2.LookupRequest(tenant="acme", text=para))).hit
+        stats = await client.stats("acme")
+        assert stats.misses == 0  # the exact-only probe is not counted as a miss
+        await client.close()

@@ -1,0 +1,121 @@
+"""The router's gRPC front door against real services on loopback: bad input,
+auth, allow-lists, deadlines and revocation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from stack import Stack, running_stack
+
+from rationer.api.common.v1 import common_pb2
+from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory, frontier_base_url: str) -> AsyncIterator[Stack]:
+    tmp: Path = tmp_path_factory.mktemp("router-grpc")
+    async with running_stack(tmp, frontier_base_url=frontier_base_url) as s:
+        yield s
+
+
+def _req(text: str = "Say hi.", **params: object) -> router_pb2.CompleteRequest:
+    return router_pb2.CompleteRequest(
+        messages=[common_pb2.ChatMessage(role="user", content=text)],
+        params=common_pb2.GenerationParams(max_tokens=int(params.pop("max_tokens", 4)), **params),  # type: ignore[arg-type]
+        no_cache=True,
+    )
+
+
+def _md(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+async def _code(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    return info.value.code()
+
+
+async def test_bad_input_gets_precise_status_codes(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        good = _md(stack.api_key)
+        cases: list[tuple[object, grpc.StatusCode]] = [
+            (stub.Complete(_req()), grpc.StatusCode.UNAUTHENTICATED),
+            (stub.Complete(_req(), metadata=(("authorization", "Token abc"),)), grpc.StatusCode.UNAUTHENTICATED),
+            (stub.Complete(_req(), metadata=_md("rk_not_a_real_key")), grpc.StatusCode.UNAUTHENTICATED),
+            (stub.Complete(router_pb2.CompleteRequest(), metadata=good), grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.Complete(_req("x" * 70_000), metadata=good), grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.Complete(_req(max_tokens=100_000), metadata=good), grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.Complete(_req(temperature=-1.0), metadata=good), grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.Complete(_req("a\x00b"), metadata=good), grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.Complete(_req(), metadata=good, timeout=0.005), grpc.StatusCode.DEADLINE_EXCEEDED),
+        ]
+        for call, expected in cases:
+            assert await _code(call) == expected
+        unknown = router_pb2.CompleteRequest(messages=_req().messages, model="no-such-tier")
+        assert await _code(stub.Complete(unknown, metadata=good)) == grpc.StatusCode.NOT_FOUND
+
+
+async def test_messages_say_what_to_do(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Complete(_req())
+        assert "authorization: Bearer" in (info.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Complete(router_pb2.CompleteRequest(), metadata=_md(stack.api_key))
+        assert "at least one message" in (info.value.details() or "")
+
+
+async def test_allow_list_is_enforced_and_listed(stack: Stack) -> None:
+    key = await stack.new_key(org="allowlist", allowed_tiers=["frontier-mini"])
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        tiers = await stub.ListTiers(router_pb2.ListTiersRequest(), metadata=_md(key.secret))
+        assert [t.name for t in tiers.tiers] == ["frontier-mini"]
+        pinned = router_pb2.CompleteRequest(messages=_req().messages, model="frontier")
+        assert await _code(stub.Complete(pinned, metadata=_md(key.secret))) == grpc.StatusCode.PERMISSION_DENIED
+        # "auto" stays inside the allow-list even for a hard prompt.
+        hard = _req("Prove the Riemann hypothesis step by step, then compute 17^23 mod 101.")
+        resp = await stub.Complete(hard, metadata=_md(key.secret))
+        assert resp.route.tier == "frontier-mini"
+
+
+async def test_revoked_key_stops_working_within_the_auth_cache_bound(stack: Stack) -> None:
+    key = await stack.new_key(org="revoke")
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        ok = await stub.Complete(_req(), metadata=_md(key.secret))
+        assert ok.route.tier
+        await stack.ledger.admin.revoke_key(key.key_id)
+        # auth_cache_ttl_s is 0.5 here; the documented default bound is 5 s.
+        for _ in range(60):
+            try:
+                await stub.Complete(_req(), metadata=_md(key.secret))
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("revoked key still accepted after 6 s")
+
+
+async def test_response_carries_routing_metadata_and_project_tag(stack: Stack) -> None:
+    key = await stack.new_key(org="meta")
+    md = (*_md(key.secret), ("x-rationer-project", "billing-bot"))
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        resp = await stub.Complete(_req(max_tokens=5), metadata=md)
+    r = resp.route
+    assert r.request_id and r.tier and r.model and 0.0 <= r.complexity <= 1.0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens > 0
+    assert r.cost.nano_usd > 0 and r.savings.nano_usd >= 0
+    events = [e for e in await stack.ledger.admin.list_events(kind="charge") if e.request_id == r.request_id]
+    assert len(events) == 1 and events[0].project == "billing-bot"
+    assert events[0].cost.nano_usd == r.cost.nano_usd
