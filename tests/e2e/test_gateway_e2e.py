@@ -8,9 +8,13 @@ supervisor, with a test overlay for prices and budget pressure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -96,7 +100,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, frontier_base_url: str
                 {"tier": "frontier", "model": "frontier-sim",
                  "input_per_million_nano_usd": 5 * NANO // 2, "output_per_million_nano_usd": 10 * NANO},
             ], "reference_tier": "frontier"},
-            "router": {"http": {"enabled": False}, "worker_refresh_s": 0.5,
+            "router": {"worker_refresh_s": 0.5,
                        "pressure": {"start_fraction": 0.6, "floor_fraction": 0.0}},
         },
     )  # fmt: skip
@@ -135,6 +139,19 @@ async def test_repeat_is_a_cache_hit_at_zero_cost(stack: Stack) -> None:
     assert second.text == first.text
     assert second.route.savings_nano_usd > 0
     stack.routes += [first.route, second.route]
+
+
+async def test_openai_client_through_the_http_front_door(stack: Stack) -> None:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=f"http://127.0.0.1:{stack.opts.http_port}/v1", api_key=stack.creds["demo_api_key"])
+    try:
+        resp = await client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": EASY}], max_tokens=6
+        )
+    finally:
+        await client.close()
+    assert resp.choices[0].message.content and resp.usage is not None and resp.usage.completion_tokens > 0
 
 
 async def test_stream_is_billed_with_exact_tokens(stack: Stack) -> None:
@@ -186,6 +203,19 @@ async def test_ledger_report_shows_every_call(stack: Stack) -> None:
         assert ev.cost.nano_usd == route.cost_nano_usd, route
         assert ev.counterfactual_cost.nano_usd - ev.cost.nano_usd == route.savings_nano_usd, route
         assert ev.cache_hit == route.cache_hit
+    # The chargeback report, through the real CLI, adds up to the event log.
+    period = datetime.now(UTC).strftime("%Y-%m")
+    out = subprocess.run(
+        [sys.executable, "-m", "rationer.cli.main", "report", "chargeback", "--period", period, "--by", "team",
+         "--format", "json", "--ledger", stack.ledger, "--admin-token", stack.creds["admin_token"]],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    billed = [e for e in listed if e.kind in ("charge", "cache_hit")]
+    assert report["total"]["requests"] == len(billed)
+    assert report["total"]["spend_nano_usd"] == sum(e.cost.nano_usd for e in billed)
+    savings = sum(e.counterfactual_cost.nano_usd - e.cost.nano_usd for e in billed)
+    assert report["total"]["savings_nano_usd"] == savings > 0
 
 
 async def test_worker_killed_mid_stream_falls_back_without_leaking(stack: Stack) -> None:
