@@ -38,6 +38,11 @@ async def run(settings: WorkerSettings) -> None:
         raise
     ref.worker = worker
     if settings.metrics_port is not None:
+        from prometheus_client import REGISTRY
+
+        from services.slm_worker.metrics import WorkerLoadCollector
+
+        REGISTRY.register(WorkerLoadCollector(worker))
         start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
     await set_serving(server, True)
     log.info("worker serving", port=port, worker_id=worker.worker_id)
