@@ -61,6 +61,7 @@ SERVICE_CLIS = (
     "services.cache.cli",
     "services.router.cli",
     "rationer.classifier.cli",
+    "rationer.replay.cli",
 )
 
 for _module in SERVICE_CLIS:
