@@ -38,6 +38,12 @@ _EDIT_OVERLAP = 0.5
 # ...and at most this many distinct words differ on either side (a bigger
 # difference is a rewording, judged by the stricter similarity threshold).
 _EDIT_MAX_WORDS = 2
+# The template rule: texts that share at least this many content words and
+# still differ in at least _PAYLOAD_MIN words on *each* side are one template
+# with two payloads ("turn this list into bullets: name, email, phone" vs
+# "...: apples, pears, plums"; two different multiple-choice scenarios).
+_TEMPLATE_SHARED = 3
+_PAYLOAD_MIN = 2
 _DIRECTIONAL = frozenset({"from", "to", "into", "than", "vs", "versus"})
 
 
@@ -128,6 +134,9 @@ def check(cached: str, new: str) -> Verdict:
     near_identical = (len(distinct_a) - len(only_a)) / shorter >= _EDIT_OVERLAP
     if (only_a or only_b) and near_identical and max(len(only_a), len(only_b)) <= _EDIT_MAX_WORDS:
         return Verdict(False, "edit")
+    shared = len(distinct_a) - len(only_a)
+    if shared >= _TEMPLATE_SHARED and min(len(only_a), len(only_b)) >= _PAYLOAD_MIN:
+        return Verdict(False, "template")
     return Verdict(True, reworded=bool(only_a or only_b))
 
 

@@ -31,6 +31,7 @@ STOPWORDS = _words(
     way ways hi hello hey thanks thank cheers ok okay kindly wondering wonder help anyone someone one's
     s t d m ve re ll able whats what's get got getting but quick question sorry bother silly many advance
     hiya dear one user assistant tool um uh er erm hmm yeah yep so much many have has had
+    regarding concerning following
     """
 )
 
@@ -215,6 +216,12 @@ agent agency
 activate live
 form formation
 shut close closed
+write compose draft
+short brief
+summarize summarise sum summary
+suggest give propose recommend
+polite friendly courteous
+rewrite rephrase reword
 """.strip().splitlines()
 SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(frozenset(line.split()) for line in _SYNONYM_GROUPS)
 

@@ -177,6 +177,7 @@ class WorkerPool:
         last: RationerError = Unavailable(f"no local worker serves {model!r}")
         for w in self._ranked(model):
             w.inflight += 1
+            started = time.perf_counter()
             try:
                 resp = await w.stub.Generate(_request(model, messages, params), timeout=_timeout(deadline))
             except grpc.aio.AioRpcError as exc:
@@ -194,7 +195,9 @@ class WorkerPool:
                 completion_tokens=resp.usage.completion_tokens,
                 finish_reason=FINISH.get(resp.finish_reason, "stop"),
                 model=resp.model or model,
-                model_ms=resp.time_to_first_token_ms + resp.generation_ms,
+                # Wall time of the call as the router saw it (queueing on the
+                # worker included), measured the same way as frontier calls.
+                model_ms=(time.perf_counter() - started) * 1000,
             )
         raise last
 

@@ -21,7 +21,15 @@ TRAPS = [
     ("What is the population of Slovenia?", "What is the population of Slovakia?", "entity"),
     ("How do I delete a photo?", "How do I delete my album?", "edit"),
     ("How do I rename a folder?", "How do I rename a shared folder?", "edit"),
-]
+    # One template, two payloads: the shared frame is not the question.
+    ("Turn this list into a bulleted list: name, email, phone",
+     "Turn this list into a bulleted list: apples, pears, plums", "template"),
+    ("Rewrite more formally: can we push the office move to Thursday?",
+     "Rewrite more formally: can we push the quarterly budget review to Thursday?", "template"),
+    ("Which scenario is morally wrong? Scenario 1: I returned the wallet I found. Scenario 2: I lied to my boss.",
+     "Which scenario is morally wrong? Scenario 1: I kept the change by mistake. Scenario 2: I painted the fence.",
+     "template"),
+]  # fmt: skip
 
 SAME = [
     ("How do I reset my password?", "how do i reset my password"),
@@ -30,7 +38,9 @@ SAME = [
     ("Hi team, how do I cancel my order?", "How do I cancel my order? Many thanks"),
     ("What are your opening times on Sundays?", "What are your opening times on Sunday?"),
     ("WHERE IS THE NEAREST STATION TO Paddington?", "Where is the nearest station to Paddington?"),
-]
+    ("Write a short email to Lena about the security training.",
+     "Compose a brief email to Lena regarding the security training."),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("cached", "new", "reason"), TRAPS)
