@@ -30,10 +30,15 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.RationerError]] = {
 
 
 def domain_error(exc: grpc.aio.AioRpcError, *, service: str = "") -> errors.RationerError:
-    """Translate a failed call into the matching domain error."""
+    """Translate a failed call into the matching domain error.
+
+    ``service`` prefixes the message ("ledger: ...") so a caller that passes
+    the error on says which hop failed. Every client in the project maps
+    errors through here.
+    """
     code = exc.code()
-    details = exc.details() or code.name
     prefix = f"{service}: " if service else ""
+    details = f"{prefix}{exc.details() or code.name}"
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         trailers: dict[str, str] = {}
         raw: Any = exc.trailing_metadata() or ()
@@ -48,7 +53,5 @@ def domain_error(exc: grpc.aio.AioRpcError, *, service: str = "") -> errors.Rati
             resets_at=datetime.fromisoformat(resets) if resets else None,
             retry_after_s=float(retry) if retry else None,
         )
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return errors.Unavailable(f"{prefix}{details}")
     cls = _BY_CODE.get(code, errors.Internal)
     return cls(details)

@@ -12,28 +12,17 @@ import numpy.typing as npt
 
 from rationer import errors
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
+from rationer.platform.client import domain_error
 from rationer.platform.interceptor import PRINCIPAL_KEY, REQUEST_ID_KEY
 from services.cache.types import CacheContext, CacheStats, EntryMetadata, LookupResult, StoreResult
 
 VectorLike = npt.NDArray[np.float32] | Sequence[float] | None
 
-_ERRORS: dict[grpc.StatusCode, type[errors.RationerError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    grpc.StatusCode.CANCELLED: errors.Cancelled,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-}
 _KIND = {cache_pb2.MATCH_KIND_EXACT: "exact", cache_pb2.MATCH_KIND_SEMANTIC: "semantic"}
 
 
 def _domain_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
-    cls = _ERRORS.get(exc.code(), errors.Internal)
-    return cls(f"cache: {exc.details() or exc.code().name}")
+    return domain_error(exc, service="cache")
 
 
 def _vec(vector: VectorLike) -> list[float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -18,42 +17,17 @@ from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from rationer.platform.interceptor import LIMIT_ID_KEY, RESETS_AT_KEY, RETRY_AFTER_KEY
+from rationer.platform.client import domain_error
 from services.ledger import convert as cv
 from services.ledger import models as m
 
 R = TypeVar("R")
 
-_ERRORS: dict[str, type[errors.RationerError]] = {
-    cls.code: cls
-    for cls in (
-        errors.InvalidArgument, errors.Unauthenticated, errors.PermissionDenied, errors.NotFound,
-        errors.AlreadyExists, errors.FailedPrecondition, errors.Unavailable, errors.DeadlineExceeded,
-        errors.Cancelled, errors.Internal,
-    )
-}  # fmt: skip
 
 
 def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
     """The domain error a gRPC failure stands for."""
-    name = exc.code().name
-    message = exc.details() or name
-    if name == "RESOURCE_EXHAUSTED":
-        md: dict[str, str] = {}
-        trailers: Any = exc.trailing_metadata() or ()
-        for key, value in trailers:
-            if isinstance(value, str):
-                md[str(key)] = value
-        resets = md.get(RESETS_AT_KEY)
-        retry = md.get(RETRY_AFTER_KEY)
-        return errors.ResourceExhausted(
-            message, limit_id=md.get(LIMIT_ID_KEY, ""),
-            resets_at=datetime.fromisoformat(resets) if resets else None,
-            retry_after_s=float(retry) if retry else None,
-        )  # fmt: skip
-    if name == "UNAVAILABLE" or name not in _ERRORS:
-        return errors.Unavailable(f"ledger: {message}") if name == "UNAVAILABLE" else errors.Internal(message)
-    return _ERRORS[name](message)
+    return domain_error(exc, service="ledger")
 
 
 async def call(fn: Callable[..., Awaitable[R]], request: Any, timeout: float,

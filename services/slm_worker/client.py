@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
@@ -17,16 +16,8 @@ from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2 as pb
 from rationer.api.worker.v1 import worker_pb2_grpc as pb_grpc
-from rationer.platform.interceptor import LIMIT_ID_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY
-
-_ERRORS: dict[str, type[errors.RationerError]] = {
-    cls.code: cls
-    for cls in (
-        errors.InvalidArgument, errors.Unauthenticated, errors.PermissionDenied, errors.NotFound,
-        errors.AlreadyExists, errors.FailedPrecondition, errors.Unavailable, errors.DeadlineExceeded,
-        errors.Cancelled, errors.Internal,
-    )
-}  # fmt: skip
+from rationer.platform.client import domain_error
+from rationer.platform.interceptor import REQUEST_ID_KEY
 
 _FINISH = {
     common_pb2.FINISH_REASON_STOP: "stop",
@@ -101,19 +92,7 @@ class WorkerModels:
 
 def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
     """The domain error a gRPC failure stands for."""
-    name = exc.code().name
-    message = f"slm_worker: {exc.details() or name}"
-    if name == "RESOURCE_EXHAUSTED":
-        md: dict[str, str] = {}
-        trailers: Any = exc.trailing_metadata() or ()
-        for key, value in trailers:
-            if isinstance(value, str):
-                md[str(key)] = value
-        retry = md.get(RETRY_AFTER_KEY)
-        return errors.ResourceExhausted(
-            message, limit_id=md.get(LIMIT_ID_KEY, ""), retry_after_s=float(retry) if retry else None
-        )
-    return _ERRORS.get(name, errors.Internal)(message)
+    return domain_error(exc, service="slm_worker")
 
 
 def _request(model: str, messages: Sequence[ChatMessage], params: GenerationParams | None) -> pb.GenerateRequest:
