@@ -10,9 +10,31 @@ from datetime import datetime
 from typing import Any
 
 import grpc
+import structlog
 
 from rationer import errors
-from rationer.platform.interceptor import LIMIT_ID_KEY, RESETS_AT_KEY, RETRY_AFTER_KEY
+from rationer.platform.interceptor import (
+    LIMIT_ID_KEY,
+    PRINCIPAL_KEY,
+    REQUEST_ID_KEY,
+    RESETS_AT_KEY,
+    RETRY_AFTER_KEY,
+)
+
+
+def call_metadata() -> tuple[tuple[str, str], ...]:
+    """Request id and principal of the call being served, for a downstream call.
+
+    Read from structlog's context (bound by the interceptor and by the router
+    once it knows the principal), so every service logs the same request id.
+    """
+    ctx = structlog.contextvars.get_contextvars()
+    md: list[tuple[str, str]] = []
+    if ctx.get("request_id"):
+        md.append((REQUEST_ID_KEY, str(ctx["request_id"])))
+    if ctx.get("principal"):
+        md.append((PRINCIPAL_KEY, str(ctx["principal"])))
+    return tuple(md)
 
 _BY_CODE: dict[grpc.StatusCode, type[errors.RationerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,

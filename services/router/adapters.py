@@ -19,7 +19,7 @@ import structlog
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from rationer.platform.client import domain_error
+from rationer.platform.client import call_metadata, domain_error
 from services.router.ports import CachedAnswer, Charge, Principal, Reservation
 
 T = TypeVar("T")
@@ -31,7 +31,7 @@ CACHE_TIMEOUT_S = 2.0
 
 async def _call(service: str, fn: Callable[..., Awaitable[T]], request: Any, timeout: float) -> T:
     try:
-        return await fn(request, timeout=timeout)
+        return await fn(request, timeout=timeout, metadata=call_metadata())
     except grpc.aio.AioRpcError as exc:
         raise domain_error(exc, service=service) from exc
 

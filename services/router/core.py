@@ -132,8 +132,14 @@ class RouterCore:
         auth_started = time.perf_counter()
         principal = await self.auth.principal(api_key)
         auth_ms = (time.perf_counter() - auth_started) * 1000
+        # Logs here and in every downstream service (via call metadata) name
+        # the caller; the interceptor's context scope ends with the call.
+        structlog.contextvars.bind_contextvars(
+            principal=f"{principal.org_id}/{principal.team_id}/{principal.user_id}/{principal.key_id}"
+        )
         req = validate(raw, self.limits)
         rid = request_id or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=rid)
         prep = Prepared(
             principal=principal,
             request=req,

@@ -23,7 +23,7 @@ import structlog
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
-from rationer.platform.client import domain_error
+from rationer.platform.client import call_metadata, domain_error
 from services.router.model_types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
@@ -179,7 +179,9 @@ class WorkerPool:
             w.inflight += 1
             started = time.perf_counter()
             try:
-                resp = await w.stub.Generate(_request(model, messages, params), timeout=_timeout(deadline))
+                resp = await w.stub.Generate(
+                    _request(model, messages, params), timeout=_timeout(deadline), metadata=call_metadata()
+                )
             except grpc.aio.AioRpcError as exc:
                 err = domain_error(exc, service=f"worker {w.address}")
                 if not isinstance(err, ResourceExhausted | Unavailable):
@@ -208,7 +210,9 @@ class WorkerPool:
         for w in self._ranked(model):
             started = False
             w.inflight += 1
-            call = w.stub.GenerateStream(_request(model, messages, params), timeout=_timeout(deadline))
+            call = w.stub.GenerateStream(
+                _request(model, messages, params), timeout=_timeout(deadline), metadata=call_metadata()
+            )
             try:
                 async for chunk in call:
                     started = True

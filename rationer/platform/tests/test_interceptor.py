@@ -76,3 +76,14 @@ async def test_domain_errors_map_to_status(channel: grpc.aio.Channel, name: str,
 
 async def test_success_passes_through(channel: grpc.aio.Channel) -> None:
     assert await channel.unary_unary("/test.Errors/Ok", None, None)(b"hi") == b"pong:hi"
+
+
+def test_call_metadata_carries_request_id_and_principal_downstream() -> None:
+    import structlog
+
+    from rationer.platform.client import call_metadata
+
+    assert call_metadata() == ()
+    with structlog.contextvars.bound_contextvars(request_id="r-1", principal="acme/eng/a/k_1"):
+        assert dict(call_metadata()) == {"x-request-id": "r-1", "x-rationer-principal": "acme/eng/a/k_1"}
+    assert call_metadata() == ()
