@@ -43,6 +43,7 @@ class Route:
     gateway_overhead_ms: float = 0.0
     model_ms: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
+    settlement_pending: bool = False
 
     @property
     def cost_usd(self) -> float:
@@ -124,6 +125,7 @@ def route_from_proto(r: router_pb2.RouteInfo) -> Route:
         gateway_overhead_ms=r.gateway_overhead_ms,
         model_ms=r.model_ms,
         stage_ms=dict(r.stage_ms),
+        settlement_pending=r.settlement_pending,
     )
 
 

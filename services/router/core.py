@@ -20,7 +20,6 @@ import numpy.typing as npt
 import structlog
 
 from rationer.errors import (
-    Cancelled,
     DeadlineExceeded,
     Internal,
     RationerError,
@@ -33,6 +32,7 @@ from services.router.policy import Decision, TierPolicy, TierSpec
 from services.router.ports import (
     CachedAnswer,
     CachePort,
+    Charge,
     EmbedderPort,
     LedgerPort,
     Principal,
@@ -47,6 +47,7 @@ from services.router.requests import (
     estimate_prompt_tokens,
     validate,
 )
+from services.router.settlement import TRANSIENT, best_effort, retry_settlement, settle_later
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,9 @@ class CoreConfig:
     # Below this much time left there is no point starting: answer at once.
     min_deadline_s: float = 0.05
     cache_enabled: bool = True
+    # How long a commit the ledger could not take at once keeps being retried
+    # in the background; keep it under the ledger's reservation TTL (300 s).
+    settle_retry_window_s: float = 240.0
 
 
 @dataclass
@@ -306,12 +310,17 @@ class RouterCore:
         return [t for t in cheaper if t.name in healthy]
 
     async def release(self, prep: Prepared, res: Reservation, reason: str) -> None:
-        await retry_settlement(
-            lambda: self.ledger.release(
+        def op() -> Coroutine[Any, Any, None]:
+            return self.ledger.release(
                 reservation_id=res.reservation_id, key_id=prep.principal.key_id, reason=reason[:200]
-            ),
-            what="release",
-        )
+            )
+
+        try:
+            await retry_settlement(op, what="release")
+        except TRANSIENT:
+            # A hold that is not released in time expires on its own; never
+            # let a ledger blip stop the fallback to the next tier.
+            self.spawn(settle_later(op, what="release", window_s=self.config.settle_retry_window_s))
 
     async def commit(
         self, prep: Prepared, res: Reservation, tier: TierSpec, out: Completion, *, exact: bool = True
@@ -325,8 +334,9 @@ class RouterCore:
             result.usage_exact = False
         latency = int((time.perf_counter() - prep.started) * 1000)
         settle_started = time.perf_counter()
-        charge = await retry_settlement(
-            lambda: self.ledger.commit(
+
+        def op() -> Coroutine[Any, Any, Charge]:
+            return self.ledger.commit(
                 reservation_id=res.reservation_id,
                 key_id=prep.principal.key_id,
                 prompt_tokens=prompt,
@@ -335,9 +345,16 @@ class RouterCore:
                 tier=tier.name,
                 latency_ms=latency,
                 fallbacks=len(result.fallbacks),
-            ),
-            what="commit",
-        )
+            )
+
+        charge: Charge | None = None
+        try:
+            charge = await retry_settlement(op, what="commit")
+        except TRANSIENT:
+            # The model already answered: give the caller the answer and keep
+            # settling until the hold would expire, rather than fail the call.
+            result.settlement_pending = True
+            self.spawn(settle_later(op, what="commit", window_s=self.config.settle_retry_window_s))
         result.add_stage("settle", settle_started)
         result.tier, result.model = tier.name, out.model or tier.model
         result.prompt_tokens, result.completion_tokens = prompt, completion
@@ -353,7 +370,7 @@ class RouterCore:
             return
         cache, res = self.cache, prep.result
         self.spawn(
-            _best_effort(
+            best_effort(
                 cache.store(
                     tenant=prep.principal.tenant,
                     text=prep.text,
@@ -432,31 +449,3 @@ def _exhausted(last: RationerError | None) -> RationerError:
     if isinstance(last, ResourceExhausted):
         return last
     return Unavailable(f"every allowed tier failed; last error: {last.message}")
-
-
-async def retry_settlement(
-    op: Callable[[], Coroutine[Any, Any, Any]], *, what: str, attempts: int = 6
-) -> Any:
-    """Settlement must not be lost: retry transient ledger failures with backoff.
-
-    Commit/Release/RecordCacheHit are idempotent on their ids, so a retry after
-    an ambiguous failure can never double-charge.
-    """
-    delay = 0.05
-    for attempt in range(attempts):
-        try:
-            return await op()
-        except (Unavailable, DeadlineExceeded, Cancelled) as exc:
-            if attempt == attempts - 1:
-                log.error("settlement failed; the hold will expire", what=what, error=exc.message)
-                raise
-            await asyncio.sleep(delay)
-            delay *= 2
-    return None
-
-
-async def _best_effort(coro: Coroutine[Any, Any, Any], what: str) -> None:
-    try:
-        await coro
-    except RationerError as exc:
-        log.warning("best-effort step failed", what=what, error=exc.message)

@@ -171,6 +171,7 @@ def route_meta(res: RouteResult) -> dict[str, Any]:
         "downgraded": res.downgraded,
         "budget_remaining_fraction": round(res.budget_remaining_fraction, 6),
         "usage_exact": res.usage_exact,
+        "settlement_pending": res.settlement_pending,
         "gateway_overhead_ms": round(res.gateway_overhead_ms, 3),
     }
 

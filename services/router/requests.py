@@ -52,6 +52,9 @@ class RouteResult:
     gateway_overhead_ms: float = 0.0
     model_ms: float = 0.0
     usage_exact: bool = True
+    # The ledger could not take the commit yet; it is being retried in the
+    # background (cost fields then read 0 in this response).
+    settlement_pending: bool = False
     # Time spent per stage of the gateway's own path (auth, embed, cache,
     # headroom, classify, authorize, settle), for overhead breakdowns.
     stage_ms: dict[str, float] = field(default_factory=dict)

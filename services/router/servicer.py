@@ -85,6 +85,7 @@ def route_info(res: RouteResult) -> router_pb2.RouteInfo:
         model_ms=res.model_ms,
         usage_exact=res.usage_exact,
         stage_ms=res.stage_ms,
+        settlement_pending=res.settlement_pending,
     )
 
 
