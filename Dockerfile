@@ -10,11 +10,13 @@ WORKDIR /app
 # --build-arg CMAKE_ARGS=-DGGML_CUDA=on on a CUDA base image.
 ARG CMAKE_ARGS=""
 ENV CMAKE_ARGS=${CMAKE_ARGS}
+# Point this at PyTorch's CPU wheel index to skip the multi-GB CUDA build.
+ARG TORCH_INDEX=""
 COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY rationer ./rationer
 COPY services ./services
-RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+RUN pip install "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
  && pip install "grpcio-tools==1.85.1" mypy-protobuf \
  && python -m rationer.tools.genproto \
  && pip install ".[train]" \
