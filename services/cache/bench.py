@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rationer.embedding import DIM, Embedder
-from services.cache.batcher import MicroBatcher
+from rationer.embedding.batcher import MicroBatcher
 from services.cache.index import IndexConfig, NamespaceIndex
 
 PROMPTS = [

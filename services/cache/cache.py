@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from services.cache import guard, keys, snapshot, validation
-from services.cache.batcher import MicroBatcher
 from services.cache.index import IndexConfig, NamespaceIndex
 from services.cache.store import Entry, EntryStore, NewEntry
 from services.cache.types import (

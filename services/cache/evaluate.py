@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from rationer.embedding import Embedder
+from rationer.embedding.batcher import MicroBatcher
 from services.cache import guard, keys
-from services.cache.batcher import MicroBatcher
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.types import LookupQuery, StoreCommand
 

@@ -9,8 +9,8 @@ import grpc
 
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.embedding import Embedder
+from rationer.embedding.batcher import MicroBatcher
 from rationer.platform.server import build_server
-from services.cache.batcher import MicroBatcher
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.index import IndexConfig
 from services.cache.servicer import CacheServicer

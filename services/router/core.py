@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import (
     DeadlineExceeded,
     Internal,
@@ -106,6 +107,7 @@ class RouterCore:
         limits: RequestLimits | None = None,
         config: CoreConfig | None = None,
         auth_ttl_s: float = 5.0,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.ledger = ledger
         self.cache = cache
@@ -120,6 +122,8 @@ class RouterCore:
         self.limits = limits or RequestLimits()
         self.config = config or CoreConfig()
         self.auth = AuthCache(ledger, ttl_s=auth_ttl_s)
+        # Coalesces the embeddings of concurrent requests into one ONNX call.
+        self.batcher = batcher
         self._background: set[asyncio.Task[Any]] = set()
 
     # ---- shared preparation -------------------------------------------------
@@ -203,6 +207,8 @@ class RouterCore:
     async def _embed(self, prep: Prepared) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
         try:
+            if self.batcher is not None:
+                return await self.batcher.embed(prep.text)
             return await asyncio.to_thread(self.embedder.embed_one, prep.text)
         finally:
             prep.result.add_stage("embed", started)

@@ -80,9 +80,11 @@ async def assemble(settings: RouterSettings) -> Assembled:
     """Build the core and its collaborators from settings."""
     from rationer.classifier.scorer import ComplexityScorer
     from rationer.embedding import Embedder
+    from rationer.embedding.batcher import MicroBatcher
     from services.router import cachepolicy
 
     embedder = Embedder(settings.embedder_model_dir, threads=settings.embedder_threads)
+    batcher = MicroBatcher(embedder.embed, window_s=settings.embed_batch_window_ms / 1000, max_batch=32)
     scorer = ComplexityScorer(settings.classifier_artifact)
     ledger_channel = grpc.aio.insecure_channel(settings.ledger_address)
     ledger = GrpcLedger(ledger_channel)
@@ -133,7 +135,13 @@ async def assemble(settings: RouterSettings) -> Assembled:
         ),
         config=CoreConfig(downgrade_on_exhaustion=settings.downgrade_on_exhaustion),
         auth_ttl_s=settings.auth_cache_ttl_s,
+        batcher=batcher,
     )
+
+    async def close_batcher() -> None:
+        batcher.close()
+
+    closers.insert(0, close_batcher)
     return Assembled(core, closers)
 
 

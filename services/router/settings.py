@@ -76,5 +76,8 @@ class RouterSettings(ServiceSettings):
     worker_refresh_s: float = 1.0
     embedder_model_dir: Path | None = None
     embedder_threads: int = 1
+    # Extra wait to gather concurrent prompts into one embedding call; 0 adds
+    # no latency and still batches prompts that queue behind a running call.
+    embed_batch_window_ms: float = 0.0
     classifier_artifact: Path | None = None
     http: HttpSettings = HttpSettings()

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rationer.embedding import DIM
+from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, Unavailable
-from services.cache.batcher import MicroBatcher
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.testing import shared_embedder
 from services.cache.types import CacheContext, LookupQuery, StoreCommand

@@ -3,8 +3,10 @@
 Concurrent ``embed`` calls that arrive within ``window_s`` of the first one
 (or while the previous batch is still running) are embedded in one ONNX call:
 one (n, 384) matrix multiply costs far less than n separate ones. A lone call
-waits at most ``window_s`` (1-2 ms) extra. ONNX runs on one worker thread so
-the event loop never blocks on inference.
+waits at most ``window_s`` extra; with ``window_s = 0`` it waits for nothing,
+and only calls that queue behind a running batch are coalesced. ONNX runs on
+one worker thread so the event loop never blocks on inference. Used by the
+cache service and by the router.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class MicroBatcher:
         self._pending: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-embed")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self.batches = 0  # observability: how many ONNX calls were made
         self.items = 0
 
