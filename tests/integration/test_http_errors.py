@@ -167,7 +167,10 @@ async def test_disconnect_mid_stream_releases_the_hold(stack: Stack) -> None:
         resp = await http.send(req, stream=True)
         assert resp.status_code == 200
         got_text = False
-        async for line in resp.aiter_lines():
+        # Keep a reference: an abandoned aiter_lines() generator is finalized
+        # at once, which closes the response, i.e. hangs up before we look.
+        lines = resp.aiter_lines()
+        async for line in lines:
             if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
                 got_text = True
                 break
