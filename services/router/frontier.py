@@ -27,8 +27,6 @@ from rationer.errors import (
     Unauthenticated,
     Unavailable,
 )
-from rationer.platform.client import call_metadata
-from rationer.platform.interceptor import REQUEST_ID_KEY
 from services.router.model_types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
@@ -66,10 +64,9 @@ def _payload(model: str, messages: Sequence[Message], params: GenParams, stream:
     return body
 
 
-def _headers() -> dict[str, str]:
-    # Only the request id leaves the building: it lets a provider's support
-    # find the call; the caller's identity stays internal.
-    return {k: v for k, v in call_metadata() if k == REQUEST_ID_KEY}
+# Deliberately no x-request-id header upstream: some OpenAI-compatible
+# servers validate it as a UUID and answer 400 (llama_cpp.server does), and
+# the router's ids are not UUIDs when a caller supplied its own.
 
 
 def _error_for(status: int, text: str, retry_after: str | None) -> RationerError:
@@ -125,7 +122,7 @@ class FrontierClient:
         for attempt in range(self.config.max_retries + 1):
             try:
                 resp = await self._http.post(
-                    "/chat/completions", json=body, headers=_headers(), timeout=self._remaining(deadline)
+                    "/chat/completions", json=body, timeout=self._remaining(deadline)
                 )
             except httpx.TimeoutException as exc:
                 raise DeadlineExceeded("frontier call timed out at the caller's deadline") from exc
@@ -155,7 +152,7 @@ class FrontierClient:
         for attempt in range(self.config.max_retries + 1):
             try:
                 async with self._http.stream(
-                    "POST", "/chat/completions", json=body, headers=_headers(), timeout=self._remaining(deadline)
+                    "POST", "/chat/completions", json=body, timeout=self._remaining(deadline)
                 ) as resp:
                     if resp.status_code != 200:
                         text = (await resp.aread()).decode("utf-8", "replace")
