@@ -21,6 +21,7 @@ import grpc
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.client import domain_error
+from rationer.platform.convert import generation_params
 
 NANO = 1_000_000_000
 MessagesLike = str | Sequence[dict[str, str]] | Sequence[tuple[str, str]]
@@ -78,7 +79,6 @@ class _Opts:
     no_cache: bool = False
     allow_cache_when_sampling: bool = False
     timeout: float | None = 120.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _messages(messages: MessagesLike) -> list[common_pb2.ChatMessage]:
@@ -92,16 +92,9 @@ def _messages(messages: MessagesLike) -> list[common_pb2.ChatMessage]:
 
 
 def _request(messages: MessagesLike, o: _Opts) -> router_pb2.CompleteRequest:
-    params = common_pb2.GenerationParams(max_tokens=o.max_tokens, stop=list(o.stop))
-    if o.temperature is not None:
-        params.temperature = o.temperature
-    if o.top_p is not None:
-        params.top_p = o.top_p
-    if o.seed is not None:
-        params.seed = o.seed
     return router_pb2.CompleteRequest(
         messages=_messages(messages),
-        params=params,
+        params=generation_params(o.max_tokens, o.stop, o.temperature, o.top_p, o.seed),
         model=o.model,
         no_cache=o.no_cache,
         allow_cache_when_sampling=o.allow_cache_when_sampling,

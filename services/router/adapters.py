@@ -7,7 +7,6 @@ in metadata so logs across services join up.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -223,6 +222,4 @@ class GrpcCache:
                 completion_tokens=completion_tokens,
             ),
         )
-        started = time.perf_counter()
         await _call("cache", self._stub.Store, req, CACHE_TIMEOUT_S)
-        log.debug("cache store", ms=(time.perf_counter() - started) * 1000)

@@ -27,6 +27,7 @@ from rationer.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.router.attempts import Attempts
 from services.router.auth import AuthCache
 from services.router.model_types import Completion, Message
 from services.router.policy import Decision, TierPolicy, TierSpec
@@ -279,9 +280,9 @@ class RouterCore:
 
     # ---- reservations -----------------------------------------------------
 
-    def candidates(self, prep: Prepared) -> list[TierSpec]:
+    def attempts(self, prep: Prepared) -> Attempts:
         assert prep.decision is not None
-        return [prep.decision.tier, *prep.decision.fallbacks]
+        return Attempts(self, prep, [prep.decision.tier, *prep.decision.fallbacks])
 
     async def reserve(self, prep: Prepared, tier: TierSpec) -> Reservation:
         first = prep.attempts == 0
@@ -401,17 +402,9 @@ class RouterCore:
         prep = await self.prepare(api_key, raw, request_id=request_id, deadline=deadline)
         if prep.cached is not None:
             return self.answer_from_cache(prep)
-        queue = self.candidates(prep)
-        last: RationerError | None = None
-        while queue:
-            tier = queue.pop(0)
-            try:
-                res = await self.reserve(prep, tier)
-            except ResourceExhausted as exc:
-                last = exc
-                queue = self.on_exhausted(prep, tier, exc)
-                prep.result.downgraded = prep.result.downgraded or bool(queue)
-                continue
+        attempts = self.attempts(prep)
+        while (placed := await attempts.next()) is not None:
+            tier, res = placed
             try:
                 out = await self._backend(tier).complete(
                     tier.model, prep.request.messages, prep.request.params, prep.deadline
@@ -419,8 +412,7 @@ class RouterCore:
             except FALLBACK_ERRORS as exc:
                 await self.release(prep, res, f"{tier.name} failed: {exc.message}")
                 log.warning("tier failed; falling back", tier=tier.name, error=exc.message)
-                prep.result.fallbacks.append(tier.name)
-                last = exc
+                attempts.failed(tier, exc)
                 continue
             except BaseException:
                 await asyncio.shield(self.release(prep, res, "caller error, cancel or deadline"))
@@ -428,7 +420,7 @@ class RouterCore:
             await self.commit(prep, res, tier, out)
             self.store_answer(prep, tier, out.text)
             return out.text, prep.result
-        raise _exhausted(last)
+        raise attempts.exhausted()
 
     # ---- background work ----------------------------------------------------
 
@@ -447,11 +439,3 @@ def _consume(task: asyncio.Future[Any]) -> None:
     # A task abandoned on the hit path must not log "exception never retrieved".
     if not task.cancelled():
         task.exception()
-
-
-def _exhausted(last: RationerError | None) -> RationerError:
-    if last is None:
-        return Unavailable("no tier could serve the request")
-    if isinstance(last, ResourceExhausted):
-        return last
-    return Unavailable(f"every allowed tier failed; last error: {last.message}")

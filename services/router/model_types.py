@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -43,4 +43,3 @@ class Delta:
     # False when the upstream did not report usage (the core then bills the
     # reserved maximum, never $0).
     usage_exact: bool = True
-    extra: dict[str, str] = field(default_factory=dict)

@@ -11,17 +11,12 @@ import structlog
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.errors import Unauthenticated
+from rationer.platform.convert import FINISH_TO_PROTO
 from services.router.core import RouterCore
 from services.router.model_types import GenParams, Message
 from services.router.requests import CompletionRequest, RouteResult
 from services.router.streaming import stream_completion
 
-FINISH = {
-    "stop": common_pb2.FINISH_REASON_STOP,
-    "length": common_pb2.FINISH_REASON_LENGTH,
-    "cancelled": common_pb2.FINISH_REASON_CANCELLED,
-    "error": common_pb2.FINISH_REASON_ERROR,
-}
 KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER}
 
 
@@ -80,7 +75,7 @@ def route_info(res: RouteResult) -> router_pb2.RouteInfo:
         fallbacks=res.fallbacks,
         downgraded=res.downgraded,
         budget_remaining_fraction=res.budget_remaining_fraction,
-        finish_reason=FINISH.get(res.finish_reason, common_pb2.FINISH_REASON_STOP),
+        finish_reason=FINISH_TO_PROTO.get(res.finish_reason, common_pb2.FINISH_REASON_STOP),
         gateway_overhead_ms=res.gateway_overhead_ms,
         model_ms=res.model_ms,
         usage_exact=res.usage_exact,

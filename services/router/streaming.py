@@ -15,8 +15,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from rationer.errors import RationerError, ResourceExhausted, Unavailable
-from services.router.core import FALLBACK_ERRORS, Prepared, RouterCore, _exhausted
+from rationer.errors import Unavailable
+from services.router.core import FALLBACK_ERRORS, Prepared, RouterCore
 from services.router.model_types import Completion, Delta
 from services.router.policy import TierSpec
 from services.router.ports import Reservation
@@ -44,18 +44,10 @@ async def stream_completion(
         yield StreamEvent(delta=text)
         yield StreamEvent(final=result)
         return
-    queue = core.candidates(prep)
-    last: RationerError | None = None
+    attempts = core.attempts(prep)
     sent_any = False
-    while queue:
-        tier = queue.pop(0)
-        try:
-            res = await core.reserve(prep, tier)
-        except ResourceExhausted as exc:
-            last = exc
-            queue = core.on_exhausted(prep, tier, exc)
-            prep.result.downgraded = prep.result.downgraded or bool(queue)
-            continue
+    while (placed := await attempts.next()) is not None:
+        tier, res = placed
         attempt = _Attempt(core, prep, tier, res, restart_first=sent_any)
         try:
             # aclosing: a client that goes away closes the upstream call now,
@@ -68,13 +60,12 @@ async def stream_completion(
         except FALLBACK_ERRORS as exc:
             if not attempt.settled:
                 await core.release(prep, res, f"{tier.name} failed mid-stream: {exc.message}")
-            prep.result.fallbacks.append(tier.name)
-            last = exc
+            attempts.failed(tier, exc)
         except BaseException:
             if not attempt.settled:
                 await asyncio.shield(core.release(prep, res, "client cancelled, disconnected or timed out"))
             raise
-    raise _exhausted(last)
+    raise attempts.exhausted()
 
 
 class _Attempt:

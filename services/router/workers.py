@@ -24,16 +24,11 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
 from rationer.platform.client import call_metadata, domain_error
+from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 from services.router.model_types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
 
-FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_CANCELLED: "cancelled",
-    common_pb2.FINISH_REASON_ERROR: "error",
-}
 
 
 @dataclass
@@ -59,17 +54,10 @@ class _Worker:
 
 
 def _request(model: str, messages: Sequence[Message], params: GenParams) -> worker_pb2.GenerateRequest:
-    p = common_pb2.GenerationParams(max_tokens=params.max_tokens, stop=list(params.stop))
-    if params.temperature is not None:
-        p.temperature = params.temperature
-    if params.top_p is not None:
-        p.top_p = params.top_p
-    if params.seed is not None:
-        p.seed = params.seed
     return worker_pb2.GenerateRequest(
         model=model,
         messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
-        params=p,
+        params=generation_params(params.max_tokens, params.stop, params.temperature, params.top_p, params.seed),
     )
 
 
@@ -195,7 +183,7 @@ class WorkerPool:
                 text=resp.text,
                 prompt_tokens=resp.usage.prompt_tokens,
                 completion_tokens=resp.usage.completion_tokens,
-                finish_reason=FINISH.get(resp.finish_reason, "stop"),
+                finish_reason=FINISH_FROM_PROTO.get(resp.finish_reason, "stop"),
                 model=resp.model or model,
                 # Wall time of the call as the router saw it (queueing on the
                 # worker included), measured the same way as frontier calls.
@@ -222,7 +210,7 @@ class WorkerPool:
                             final=True,
                             prompt_tokens=chunk.usage.prompt_tokens,
                             completion_tokens=chunk.usage.completion_tokens,
-                            finish_reason=FINISH.get(chunk.finish_reason, "stop"),
+                            finish_reason=FINISH_FROM_PROTO.get(chunk.finish_reason, "stop"),
                             model=chunk.model or model,
                         )
                         return

@@ -17,14 +17,8 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2 as pb
 from rationer.api.worker.v1 import worker_pb2_grpc as pb_grpc
 from rationer.platform.client import domain_error
+from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 from rationer.platform.interceptor import REQUEST_ID_KEY
-
-_FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_CANCELLED: "cancelled",
-    common_pb2.FINISH_REASON_ERROR: "error",
-}
 
 
 @dataclass(frozen=True)
@@ -97,17 +91,10 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
 
 def _request(model: str, messages: Sequence[ChatMessage], params: GenerationParams | None) -> pb.GenerateRequest:
     p = params or GenerationParams()
-    gp = common_pb2.GenerationParams(max_tokens=p.max_tokens, stop=list(p.stop))
-    if p.temperature is not None:
-        gp.temperature = p.temperature
-    if p.top_p is not None:
-        gp.top_p = p.top_p
-    if p.seed is not None:
-        gp.seed = p.seed
     return pb.GenerateRequest(
         model=model,
         messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
-        params=gp,
+        params=generation_params(p.max_tokens, p.stop, p.temperature, p.top_p, p.seed),
     )
 
 
@@ -166,7 +153,7 @@ class WorkerClient:
         return Completion(
             text=r.text,
             usage=_usage(r.usage),
-            finish_reason=_FINISH.get(r.finish_reason, "error"),
+            finish_reason=FINISH_FROM_PROTO.get(r.finish_reason, "error"),
             model=r.model,
             time_to_first_token_ms=r.time_to_first_token_ms,
             generation_ms=r.generation_ms,
@@ -192,7 +179,7 @@ class WorkerClient:
                         delta=c.delta,
                         final=True,
                         usage=_usage(c.usage),
-                        finish_reason=_FINISH.get(c.finish_reason, "error"),
+                        finish_reason=FINISH_FROM_PROTO.get(c.finish_reason, "error"),
                         model=c.model,
                     )
                 else:

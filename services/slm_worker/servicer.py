@@ -11,16 +11,10 @@ from google.protobuf.message import DecodeError
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.errors import InvalidArgument, Unavailable
+from rationer.platform.convert import FINISH_TO_PROTO
 from services.slm_worker.engine import GenerationOutcome
 from services.slm_worker.prompts import Message
 from services.slm_worker.worker import Params, Worker
-
-FINISH_REASONS = {
-    "stop": common_pb2.FINISH_REASON_STOP,
-    "length": common_pb2.FINISH_REASON_LENGTH,
-    "cancelled": common_pb2.FINISH_REASON_CANCELLED,
-    "deadline": common_pb2.FINISH_REASON_CANCELLED,
-}
 
 
 class UndecodableRequest:
@@ -96,7 +90,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         return worker_pb2.GenerateResponse(
             text="".join(parts),
             usage=_usage(outcome),
-            finish_reason=FINISH_REASONS[outcome.finish_reason],
+            finish_reason=FINISH_TO_PROTO[outcome.finish_reason],
             model=worker.model(request.model).entry.name,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             generation_ms=outcome.generation_ms,
@@ -114,7 +108,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 if isinstance(item, GenerationOutcome):
                     yield worker_pb2.GenerateChunk(
                         usage=_usage(item),
-                        finish_reason=FINISH_REASONS[item.finish_reason],
+                        finish_reason=FINISH_TO_PROTO[item.finish_reason],
                         model=name,
                         final=True,
                     )
