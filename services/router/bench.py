@@ -32,7 +32,7 @@ import tomli_w
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from services.router.http_bench import ADMIN_TOKEN, MODEL, UPSTREAM_MAIN, _api_key
-from services.router.testing import free_port
+from services.router.testing import free_port, stop_processes
 
 STAGES = ("auth", "embed", "cache", "headroom", "classify", "authorize", "settle")
 
@@ -67,13 +67,7 @@ def _processes(tmp: Path, ports: dict[str, int]) -> Iterator[None]:
     try:
         yield
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def _request(text: str) -> router_pb2.CompleteRequest:
@@ -161,8 +155,7 @@ async def run_bench(*, requests: int = 200, concurrencies: tuple[int, ...] = (1,
                 driver = Driver(router_pb2_grpc.RouterServiceStub(channel), key)
                 return await _paths(driver, requests, concurrencies)
         finally:
-            router.terminate()
-            router.wait(timeout=15)
+            await asyncio.to_thread(stop_processes, [router])
 
 
 async def _paths(driver: Driver, requests: int, concurrencies: tuple[int, ...]) -> dict[str, Any]:

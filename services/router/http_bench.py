@@ -31,7 +31,7 @@ from aiohttp import web
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from services.router.testing import free_port
+from services.router.testing import free_port, stop_processes
 
 ANSWER = "The quick brown fox jumps over the lazy dog."
 TIER, MODEL = "frontier", "bench-frontier"
@@ -104,13 +104,7 @@ def _processes(tmp: Path, p: Ports) -> Iterator[list[subprocess.Popen[bytes]]]:
             procs.append(subprocess.Popen(cmd, stdout=(tmp / f"{name}.log").open("wb"), stderr=subprocess.STDOUT))
         yield procs
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def _start_router(tmp: Path, procs: list[subprocess.Popen[bytes]]) -> None:
