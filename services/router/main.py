@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import grpc
 import structlog
 
+from rationer.errors import RationerError
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
@@ -108,10 +110,17 @@ async def assemble(settings: RouterSettings) -> Assembled:
             backends[t.name] = FrontierBackend(client)
             closers.append(client.aclose)
     prices = PriceBook()
-    try:
-        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price()
-    except Exception as exc:  # the ledger may start later; savings then read 0 until restart
-        log.warning("could not read reference price from the ledger", error=str(exc))
+    await _refresh_prices(ledger, prices)
+    # The ledger may start after the router, and reference prices change:
+    # re-read them every minute instead of only at start-up.
+    refresher = asyncio.create_task(_keep_prices_fresh(ledger, prices))
+
+    async def stop_refresher() -> None:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+
+    closers.append(stop_refresher)
     p = settings.pressure
     scale = score_scale(scorer.card)
     core = RouterCore(
@@ -143,6 +152,19 @@ async def assemble(settings: RouterSettings) -> Assembled:
 
     closers.insert(0, close_batcher)
     return Assembled(core, closers)
+
+
+async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook) -> None:
+    try:
+        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price()
+    except RationerError as exc:
+        log.warning("could not read the reference price from the ledger", error=exc.message)
+
+
+async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, every_s: float = 60.0) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        await _refresh_prices(ledger, prices)
 
 
 async def serve(settings: RouterSettings) -> None:
