@@ -91,8 +91,24 @@ def search_latency(sizes: tuple[int, ...], queries: int, hnsw_m: int) -> dict[st
                 samples.append(time.perf_counter() - t)
                 found += bool(res[0]) and res[0][0][0] == i
             out[f"{kind}_{size}"] = {"p50_ms": _pct(samples, 50), "p99_ms": _pct(samples, 99),
-                                     "recall_at_1": found / queries, "build_s": build_s}  # fmt: skip
+                                     "recall_at_1": found / queries, "build_s": build_s,
+                                     **_batched_search_gain(index, q[:32])}  # fmt: skip
     return out
+
+
+def _batched_search_gain(index: NamespaceIndex, q: npt.NDArray[np.float32], rounds: int = 5) -> dict[str, float]:
+    """Would batching concurrent lookups' searches pay? 32 queries one by one vs as one batch."""
+    t = time.perf_counter()
+    for _ in range(rounds):
+        for i in range(len(q)):
+            index.search(q[i : i + 1], 4)
+    single = (time.perf_counter() - t) / rounds
+    t = time.perf_counter()
+    for _ in range(rounds):
+        index.search(q, 4)
+    batched = (time.perf_counter() - t) / rounds
+    return {"search32_single_ms": single * 1000, "search32_batched_ms": batched * 1000,
+            "search_batching_gain": single / batched}  # fmt: skip
 
 
 async def grpc_lookup(entries: int, lookups: int) -> dict[str, float]:
@@ -147,7 +163,9 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     for name, s in r["search"].items():
         lines.append(f"search {name}: p50 {s['p50_ms']:.3f} ms p99 {s['p99_ms']:.3f} ms "
-                     f"recall@1 {s['recall_at_1']:.2f} (build {s['build_s']:.1f} s)")  # fmt: skip
+                     f"recall@1 {s['recall_at_1']:.2f} (build {s['build_s']:.1f} s); 32 queries "
+                     f"{s['search32_single_ms']:.2f} ms one by one vs {s['search32_batched_ms']:.2f} ms "
+                     f"batched = {s['search_batching_gain']:.2f}x")  # fmt: skip
     g = r["grpc_lookup"]
     lines.append(f"gRPC Lookup ({g['entries']} entries): p50 {g['with_vector_p50_ms']:.2f} ms with vector, "
                  f"p99 {g['with_vector_p99_ms']:.2f} ms; p50 {g['text_only_p50_ms']:.2f} ms text only "
