@@ -202,17 +202,26 @@ class Supervisor:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
 
     async def credentials(self) -> dict[str, str]:
-        """Demo credentials, created on first run and reused afterwards."""
+        """Admin and demo credentials, created on first run and reused afterwards.
+
+        The admin API key (a key with ``admin``, on the team's ``ops`` service
+        account) is what people use for `rationer keys/budgets/report`; the
+        raw admin token stays the ledger's bootstrap credential.
+        """
         path = self.opts.data_dir / "credentials.json"
         if path.exists():
             loaded: dict[str, str] = json.loads(path.read_text())
             return loaded
+        from services.ledger.admin_client import LedgerAdminClient
         from services.ledger.bootstrap import bootstrap_demo
 
         token = admin_token(self.opts.data_dir)
-        demo = await bootstrap_demo(f"{self.opts.host}:{ports(self.opts)['ledger']}", token)
-        creds = {"admin_token": token, "demo_api_key": demo.api_key, "demo_key_id": demo.key_id,
-                 "org_id": demo.org_id, "team_id": demo.team_id}  # fmt: skip
+        ledger = f"{self.opts.host}:{ports(self.opts)['ledger']}"
+        demo = await bootstrap_demo(ledger, token)
+        async with LedgerAdminClient(ledger, token) as admin:
+            admin_key = await admin.create_key(team_id=demo.team_id, service_account="ops", admin=True, name="admin")
+        creds = {"admin_token": token, "admin_api_key": admin_key.secret, "demo_api_key": demo.api_key,
+                 "demo_key_id": demo.key_id, "org_id": demo.org_id, "team_id": demo.team_id}  # fmt: skip
         path.write_text(json.dumps(creds, indent=2))
         path.chmod(0o600)
         return creds
@@ -228,6 +237,7 @@ Rationer is up.
   HTTP (OpenAI-compatible): {http}
   data        : {opts.data_dir.resolve()}  (logs in logs/, credentials in credentials.json)
   demo key    : {key}
+  admin key   : {creds.get("admin_api_key", "(see credentials.json)")}  (for rationer keys/budgets/report)
 
 Try it:
   rationer chat --address {router} --api-key {key} "Write a one-line thank-you note"

@@ -238,6 +238,13 @@ async def test_worker_killed_mid_stream_falls_back_without_leaking(stack: Stack)
     assert budget.spent == final.cost_nano_usd
 
 
+async def test_up_created_a_working_admin_key(stack: Stack) -> None:
+    # The admin API key, not only the bootstrap token, is accepted by admin RPCs.
+    async with LedgerAdminClient(stack.ledger, stack.creds["admin_api_key"]) as admin:
+        keys = await admin.list_keys()
+    assert any(k.key_id == stack.creds["demo_key_id"] for k in keys)
+
+
 async def test_bad_input_gets_precise_status(stack: Stack) -> None:
     from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 
