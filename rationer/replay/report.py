@@ -143,8 +143,22 @@ def markdown(s: dict[str, Any], plots: dict[str, Path], md_dir: Path) -> str:
     lines += _table(["team", "soft alerts", "refused holds", "downgrades", "denials"],
                     [(t, v["soft_alerts"], v["refused_holds"], v["downgrades"], v["denials"])
                      for t, v in s["budget_events"].items()])  # fmt: skip
+    lines += ["Over time (trace hours; only periods with events):", ""]
+    lines += _table(["team", "trace time (h)", "soft alerts", "refused holds", "downgrades", "denials"],
+                    _event_timeline(s["series"]))  # fmt: skip
     lines += [*_checks(s), "## Method", "", METHOD or "", ""]
     return "\n".join(lines)
+
+
+def _event_timeline(series: dict[str, Any]) -> list[tuple[Any, ...]]:
+    hours = float(series["bin_s"]) / 3600
+    rows: list[tuple[Any, ...]] = []
+    for team, bins in series["budget_events"].items():
+        for i, counts in enumerate(bins):
+            if any(counts.values()):
+                keys = ("soft_alerts", "refused_holds", "downgrades", "denials")
+                rows.append((team, f"{i * hours:.1f}-{(i + 1) * hours:.1f}", *(counts.get(k, 0) for k in keys)))
+    return rows
 
 
 def _checks(s: dict[str, Any]) -> list[str]:
