@@ -148,7 +148,7 @@ class RouterCore:
         )
         req = validate(raw, self.limits)
         rid = request_id or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=rid)
+        structlog.contextvars.bind_contextvars(request_id=rid, end_user=req.user or None)
         prep = Prepared(
             principal=principal,
             request=req,

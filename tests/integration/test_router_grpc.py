@@ -119,3 +119,42 @@ async def test_response_carries_routing_metadata_and_project_tag(stack: Stack) -
     events = [e for e in await stack.ledger.admin.list_events(kind="charge") if e.request_id == r.request_id]
     assert len(events) == 1 and events[0].project == "billing-bot"
     assert events[0].cost.nano_usd == r.cost.nano_usd
+
+
+async def test_end_user_tag_is_bound_into_the_call_log_context(stack: Stack) -> None:
+    import structlog
+
+    from services.router.model_types import GenParams, Message
+    from services.router.requests import CompletionRequest
+
+    req = CompletionRequest(messages=(Message("user", "Say hi."),), params=GenParams(max_tokens=4), user="u-42")
+    with structlog.contextvars.bound_contextvars(request_id=None, principal=None, end_user=None):
+        await stack.core.prepare(stack.api_key, req, request_id="tag-1")
+        ctx = structlog.contextvars.get_contextvars()
+        assert ctx["end_user"] == "u-42" and ctx["request_id"] == "tag-1" and ctx["principal"]
+
+
+async def test_sync_sdk_client_and_cli_chat(stack: Stack) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from rationer import Client
+    from rationer.cli.main import app
+
+    def call() -> tuple[str, str, list[str]]:
+        with Client(stack.router_address, stack.api_key) as c:
+            answer = c.complete("Say hi.", max_tokens=4, no_cache=True)
+            chunks = list(c.stream("Say hi.", max_tokens=4, no_cache=True))
+            assert chunks[-1].route is not None and chunks[-1].route.tier
+            return answer.text, answer.route.tier, c.tiers()
+
+    text, tier, tiers = await asyncio.to_thread(call)
+    assert text and tier in tiers
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["chat", "--address", stack.router_address, "--api-key", stack.api_key, "--max-tokens", "4", "--json", "Hi"],
+    )
+    assert result.exit_code == 0, result.output
+    assert '"tier"' in result.output
