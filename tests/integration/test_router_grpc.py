@@ -158,3 +158,20 @@ async def test_sync_sdk_client_and_cli_chat(stack: Stack) -> None:
     )
     assert result.exit_code == 0, result.output
     assert '"tier"' in result.output
+
+
+async def test_cli_complete_reads_messages_from_a_file(stack: Stack, tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from rationer.cli.main import app
+
+    path = tmp_path / "prompt.json"
+    path.write_text(json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]))
+    args = ["complete", "--file", str(path), "--address", stack.router_address, "--api-key", stack.api_key,
+            "--max-tokens", "4", "--json"]  # fmt: skip
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["route"]["tier"]
