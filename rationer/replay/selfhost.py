@@ -9,12 +9,13 @@ temporary data directory, with tiers ``local-small`` and ``frontier``.
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rationer.platform.net import free_port_block
 
 
 @dataclass(frozen=True)
@@ -23,27 +24,6 @@ class Gateway:
     ledger: str
     admin_token: str
     data_dir: Path
-
-
-def _free_block(n: int) -> int:
-    """A base port with ``n`` consecutive free ports after it (best effort)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free loopback ports found")
 
 
 def overrides(worker_threads: int, frontier_url: str) -> dict[str, Any]:
@@ -77,7 +57,7 @@ async def self_hosted(*, base_env: dict[str, str], data_dir: Path | None = None,
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rationer-replay-")))
         frontier = stack.enter_context(openai_compatible_server(threads=frontier_threads, alias="gpt-4o"))
-        opts = UpOptions(data_dir=data_dir, base_port=_free_block(4), http_port=_free_block(1),
+        opts = UpOptions(data_dir=data_dir, base_port=free_port_block(4), http_port=free_port_block(1),
                          worker_threads=worker_threads, frontier_url=frontier, log_format="json",
                          base_env=base_env,
                          overrides=deep_merge(overrides(worker_threads, frontier), extra or {}))  # fmt: skip

@@ -31,8 +31,9 @@ import tomli_w
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from rationer.platform.net import free_port
 from services.router.http_bench import ADMIN_TOKEN, MODEL, UPSTREAM_MAIN, _api_key
-from services.router.testing import free_port, stop_processes
+from services.router.testing import stop_processes
 
 STAGES = ("auth", "embed", "cache", "headroom", "classify", "authorize", "settle")
 

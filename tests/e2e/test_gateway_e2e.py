@@ -23,9 +23,9 @@ import pytest_asyncio
 
 from rationer.client import AsyncClient, Route
 from rationer.errors import ResourceExhausted
+from rationer.platform.net import free_port, free_port_block
 from rationer.up import Supervisor, UpOptions
 from services.ledger.admin_client import LedgerAdminClient
-from services.router.testing import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -36,25 +36,6 @@ HARD = (
     "per fresh duck egg. How much in dollars does she make every day at the farmers' market?"
 )
 NANO = 1_000_000_000
-
-
-def _free_base_port() -> int:
-    for _ in range(50):
-        base = free_port()
-        if base + 5 < 65000 and all(_port_free(base + i) for i in range(1, 5)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class Stack:
@@ -83,7 +64,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, frontier_base_url: str
     data: Path = tmp_path_factory.mktemp("up")
     opts = UpOptions(
         data_dir=data,
-        base_port=_free_base_port(),
+        base_port=free_port_block(4),
         http_port=free_port(),
         worker_threads=1,
         frontier_url=frontier_base_url,

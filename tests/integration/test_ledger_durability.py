@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -13,15 +12,10 @@ from pathlib import Path
 import pytest
 
 from rationer.errors import RationerError
+from rationer.platform.net import free_port
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, make_key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, backend: str, port: int, pg_dsn: str) -> Path:

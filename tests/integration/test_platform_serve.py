@@ -17,17 +17,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rationer.platform.net import free_port
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, make_key
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def grpcurl_path() -> str:
@@ -37,7 +30,7 @@ def grpcurl_path() -> str:
 
 
 async def _serve(tmp_path: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int, Path]:
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "ledger.sqlite3"
     cfg = tmp_path / "ledger.toml"
     # the TOML says console logs and a wrong port; the environment overrides both
@@ -67,7 +60,7 @@ async def _serve(tmp_path: Path, env: dict[str, str]) -> tuple[asyncio.subproces
 
 
 async def test_serve_config_env_json_logs_grpcurl_health_metrics(tmp_path: Path) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     proc, port, _ = await _serve(tmp_path, {"RATIONER_LEDGER__LOGGING__FORMAT": "json",
                                             "RATIONER_LEDGER__METRICS_PORT": str(metrics_port)})
     try:

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from rationer.errors import DeadlineExceeded, NotFound, Unavailable
+from rationer.platform.net import free_port
 from services.router.frontier import FrontierClient, FrontierConfig
 from services.router.model_types import GenParams, Message
-from services.router.testing import free_port
 
 MSGS = [Message("user", "Say hello in three words.")]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from rationer.errors import Unavailable
+from rationer.platform.net import free_port
 from rationer.platform.server import start
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.main import close_deps, open_deps
@@ -26,7 +27,6 @@ from services.router.main import assemble
 from services.router.model_types import GenParams, Message
 from services.router.requests import CompletionRequest
 from services.router.settings import RouterSettings
-from services.router.testing import free_port
 
 ANSWER_DELAY_S = 2.0
 
