@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
-from rationer.errors import InvalidArgument, Unavailable
+from rationer.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from rationer.platform.convert import FINISH_TO_PROTO
 from services.slm_worker.engine import GenerationOutcome
 from services.slm_worker.prompts import Message
@@ -87,6 +87,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 else:
                     parts.append(item)
         assert outcome is not None  # SlotPool.generate always ends with one
+        if outcome.finish_reason == "deadline":
+            # The server's clock runs a little ahead of the caller's, so a cut
+            # reply could reach the caller just before its own timer fires and
+            # pass as a whole answer. The proto promises DEADLINE_EXCEEDED.
+            raise DeadlineExceeded(
+                f"the deadline passed after {outcome.completion_tokens} tokens; "
+                "the slot was freed. Allow more time or ask for fewer max_tokens"
+            )
         return worker_pb2.GenerateResponse(
             text="".join(parts),
             usage=_usage(outcome),

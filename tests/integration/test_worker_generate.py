@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from rationer.api.common.v1 import common_pb2
+from rationer.api.worker.v1 import worker_pb2
 from rationer.errors import DeadlineExceeded, NotFound
 from services.slm_worker.client import ChatMessage, GenerationParams, StreamChunk
 from services.slm_worker.registry import resolve_model_path
+from services.slm_worker.servicer import WorkerRef, WorkerServicer
 from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 STORY = [ChatMessage("user", "Write a long story about a dragon who collects teapots.")]
@@ -128,3 +131,23 @@ async def test_deadline_stops_generation_and_frees_the_slot(worker: RunningWorke
     assert out.usage.completion_tokens == 4
     stopped = (pool.finished - before)["deadline"] + (pool.finished - before)["cancelled"]
     assert stopped == 1
+
+
+class _ServerSideDeadline:
+    """A call context whose deadline the server sees but no client timer backs."""
+
+    def time_remaining(self) -> float:
+        return 0.3
+
+
+async def test_server_side_deadline_is_an_error_not_a_partial_reply(worker: RunningWorker) -> None:
+    # The server's view of the deadline can expire just before the caller's;
+    # a cut reply must not then pass for a whole answer.
+    servicer = WorkerServicer(WorkerRef(worker.worker))
+    request = worker_pb2.GenerateRequest(
+        model="local-small",
+        messages=[common_pb2.ChatMessage(role="user", content=STORY[0].content)],
+        params=common_pb2.GenerationParams(max_tokens=400),
+    )
+    with pytest.raises(DeadlineExceeded, match="deadline passed after"):
+        await servicer.Generate(request, _ServerSideDeadline())
