@@ -105,7 +105,7 @@ def event(e: m.UsageEvent) -> pb.UsageEvent:
         team_id=e.team_id, user_id=e.user_id, key_id=e.key_id, project=e.project, tier=e.tier,
         model=e.model, prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
         cost=money(e.cost), counterfactual_cost=money(e.counterfactual_cost), cache_hit=e.cache_hit,
-        latency_ms=e.latency_ms, price_version=e.price_version, kind=e.kind,
+        latency_ms=e.latency_ms, price_version=e.price_version, kind=e.kind, detail=e.detail,
     )  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def event_in(e: pb.UsageEvent) -> m.UsageEvent:
     return m.UsageEvent(
         e.event_id, us_of(e.time) or 0, e.kind, e.request_id, e.org_id, e.team_id, e.user_id, e.key_id,
         e.project, e.tier, e.model, e.prompt_tokens, e.completion_tokens, e.cost.nano_usd,
-        e.counterfactual_cost.nano_usd, e.cache_hit, e.latency_ms, e.price_version,
+        e.counterfactual_cost.nano_usd, e.cache_hit, e.latency_ms, e.price_version, e.detail,
     )  # fmt: skip
 
 

@@ -104,13 +104,18 @@ class Ledger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
+    async def sweep_once(self) -> int:
+        """Mark expired holds and delete their rows; returns how many."""
+        n: int = await self._store.write(partial(ops_data.sweep_expired, self._clock()))
+        if n:
+            log.info("expired holds swept", count=n)
+        return n
+
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._s.sweep_interval_s)
             try:
-                n = await self._store.write(partial(ops_data.sweep_expired, self._clock()))
-                if n:
-                    log.info("expired holds swept", count=n)
+                await self.sweep_once()
             except Exception as exc:  # the sweeper is hygiene; never let it die
                 log.warning("sweep failed", error=str(exc))
 

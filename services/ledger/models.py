@@ -129,6 +129,7 @@ class UsageEvent:
     cache_hit: bool
     latency_ms: int
     price_version: int
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ KEY_COLS = (
 KEY_FROM = "api_keys k JOIN orgs o ON o.id = k.org_id"
 EVENT_COLS = (
     "id, time, kind, request_id, org_id, team_id, user_id, key_id, project, tier, model,"
-    " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version"
+    " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version, detail"
 )
 PRICE_COLS = "tier, model, input_per_million, output_per_million, version, effective_from, is_reference"
 BUDGET_COLS = "id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent, soft_alerted_start"
@@ -64,7 +64,7 @@ def event_from_row(row: tuple[Any, ...]) -> UsageEvent:
         team_id=row[5], user_id=row[6], key_id=row[7], project=row[8], tier=row[9], model=row[10],
         prompt_tokens=int(row[11]), completion_tokens=int(row[12]), cost=int(row[13]),
         counterfactual_cost=int(row[14]), cache_hit=bool(row[15]), latency_ms=int(row[16]),
-        price_version=int(row[17]),
+        price_version=int(row[17]), detail=row[18] or "",
     )  # fmt: skip
 
 

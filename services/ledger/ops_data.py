@@ -192,11 +192,11 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
         return CommitResult((yield from load_event(str(event_id))), replayed=True)
     if state == "released":
         raise FailedPrecondition(f"reservation {a.reservation_id} was released; authorize a new one")
-    if state == "expired" or int(expires) <= now:
-        raise FailedPrecondition(
-            f"reservation {a.reservation_id} expired at {to_datetime(int(expires)).isoformat()} and its "
-            "hold was freed; authorize a new one (or pass a longer ttl to Authorize)"
-        )
+    # An expired hold stopped counting against budgets, but the model did
+    # answer and its provider bills us: refusing the charge would lose real
+    # money from the chargeback. So a late commit is billed (possibly past a
+    # hard limit the hold no longer protected) and marked in the event detail.
+    late = state == "expired" or int(expires) <= now
     tier, model = a.tier or r_tier, a.model or r_model
     if tier == r_tier:
         price = yield from price_at_version(tier, int(r_version))
@@ -206,11 +206,14 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
     cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price)
     cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else cost
     yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
+    notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
+    if late:
+        notes.append(f"late: hold expired at {to_datetime(int(expires)).isoformat()}")
     ev = UsageEvent(
         _new_id("e"), now, "charge", rq or "", org_id, team_id, user_id, key_id, project, tier, model,
-        a.prompt_tokens, a.completion_tokens, cost, cf, False, a.latency_ms, price.version,
+        a.prompt_tokens, a.completion_tokens, cost, cf, False, a.latency_ms, price.version, "; ".join(notes),
     )  # fmt: skip
-    yield insert_event(ev, a.reservation_id, f"fallbacks={a.fallbacks}" if a.fallbacks else "")
+    yield insert_event(ev, a.reservation_id, ev.detail)
     yield (
         "UPDATE reservations SET state = 'committed', settled_at = ?, event_id = ? WHERE id = ?",
         (now, ev.event_id, a.reservation_id),
@@ -243,12 +246,13 @@ def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[bool]:
     state, expires = r[9], int(r[10])
     if state == "committed":
         raise FailedPrecondition(f"reservation {res_id} is already committed; it cannot be released")
-    if state in ("released", "expired"):
+    if state == "released":
         return False
-    new_state = "expired" if expires <= now else "released"
-    yield ("UPDATE reservations SET state = ?, settled_at = ? WHERE id = ?", (new_state, now, res_id))
+    # A release is the caller's final word that nothing was used, so it is
+    # recorded even on an expired hold: a stray later Commit is then refused.
+    yield ("UPDATE reservations SET state = 'released', settled_at = ? WHERE id = ?", (now, res_id))
     yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
-    return new_state == "released"
+    return state == "held" and expires > now
 
 
 def record_cache_hit(a: CacheHitArgs, now: int) -> Op[UsageEvent]:

@@ -46,6 +46,7 @@ def _config(tmp: Path, ports: dict[str, int]) -> dict[str, Any]:
         "cache": {"listen": f"127.0.0.1:{ports['cache']}", "data_dir": str(tmp / "cache"), "logging": log},
         "router": {"listen": f"127.0.0.1:{ports['router']}", "ledger_address": f"127.0.0.1:{ports['ledger']}",
                    "cache_address": f"127.0.0.1:{ports['cache']}", "worker_addresses": [], "logging": log,
+                   "settlement_journal": str(tmp / "router-settlements.sqlite3"),
                    "tiers": [{"name": "frontier", "kind": "frontier", "rank": 0, "model": MODEL,
                               "base_url": f"http://127.0.0.1:{ports['upstream']}/v1", "max_retries": 0}]},
     }  # fmt: skip

@@ -29,6 +29,7 @@ from rationer.errors import (
 )
 from services.router.attempts import Attempts
 from services.router.auth import AuthCache
+from services.router.journal import SettlementJournal
 from services.router.model_types import Completion, Message
 from services.router.policy import Decision, TierPolicy, TierSpec
 from services.router.ports import (
@@ -49,7 +50,7 @@ from services.router.requests import (
     estimate_prompt_tokens,
     validate,
 )
-from services.router.settlement import TRANSIENT, best_effort, retry_settlement, settle_later
+from services.router.settlement import TRANSIENT, Settler, best_effort, retry_settlement, settle_later
 
 log = structlog.get_logger(__name__)
 
@@ -64,9 +65,11 @@ class CoreConfig:
     # Below this much time left there is no point starting: answer at once.
     min_deadline_s: float = 0.05
     cache_enabled: bool = True
-    # How long a commit the ledger could not take at once keeps being retried
-    # in the background; keep it under the ledger's reservation TTL (300 s).
+    # How long a release the ledger could not take at once keeps being
+    # retried; after the hold's TTL (300 s) it has expired on its own anyway.
     settle_retry_window_s: float = 240.0
+    # Longest pause between retries of a journaled settlement during an outage.
+    settle_max_backoff_s: float = 30.0
 
 
 @dataclass
@@ -109,6 +112,7 @@ class RouterCore:
         config: CoreConfig | None = None,
         auth_ttl_s: float = 5.0,
         batcher: MicroBatcher | None = None,
+        journal: SettlementJournal | None = None,
     ) -> None:
         self.ledger = ledger
         self.cache = cache
@@ -125,6 +129,9 @@ class RouterCore:
         self.auth = AuthCache(ledger, ttl_s=auth_ttl_s)
         # Coalesces the embeddings of concurrent requests into one ONNX call.
         self.batcher = batcher
+        # Every commit and cache-hit record passes through its journal.
+        self.journal = journal if journal is not None else SettlementJournal()
+        self.settler = Settler(ledger, self.journal, self.spawn, max_backoff_s=self.config.settle_max_backoff_s)
         self._background: set[asyncio.Task[Any]] = set()
 
     # ---- shared preparation -------------------------------------------------
@@ -264,19 +271,22 @@ class RouterCore:
         return hit.answer, res
 
     async def _record_hit(self, prep: Prepared, hit: CachedAnswer, latency_ms: int) -> None:
-        await retry_settlement(
-            lambda: self.ledger.record_cache_hit(
-                key_id=prep.principal.key_id,
-                request_id=prep.request_id,
-                project=prep.request.project,
-                tier=hit.tier,
-                model=hit.model,
-                prompt_tokens=hit.prompt_tokens,
-                completion_tokens=hit.completion_tokens,
-                latency_ms=latency_ms,
-            ),
-            what="record cache hit",
-        )
+        args = {
+            "key_id": prep.principal.key_id,
+            "request_id": prep.request_id,
+            "project": prep.request.project,
+            "tier": hit.tier,
+            "model": hit.model,
+            "prompt_tokens": hit.prompt_tokens,
+            "completion_tokens": hit.completion_tokens,
+            "latency_ms": latency_ms,
+        }
+        try:
+            await self.settler.settle("cache_hit", args)
+        except TRANSIENT:
+            pass  # journaled; it continues in the background
+        except RationerError as exc:
+            log.error("the ledger refused a cache-hit record", error=exc.message, request_id=prep.request_id)
 
     # ---- reservations -----------------------------------------------------
 
@@ -339,29 +349,24 @@ class RouterCore:
             prompt = estimate_prompt_tokens(prep.request.messages)
             completion = prep.request.params.max_tokens
             result.usage_exact = False
-        latency = int((time.perf_counter() - prep.started) * 1000)
         settle_started = time.perf_counter()
-
-        def op() -> Coroutine[Any, Any, Charge]:
-            return self.ledger.commit(
-                reservation_id=res.reservation_id,
-                key_id=prep.principal.key_id,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                model=out.model or tier.model,
-                tier=tier.name,
-                latency_ms=latency,
-                fallbacks=len(result.fallbacks),
-            )
-
+        args = {
+            "reservation_id": res.reservation_id,
+            "key_id": prep.principal.key_id,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "model": out.model or tier.model,
+            "tier": tier.name,
+            "latency_ms": int((settle_started - prep.started) * 1000),
+            "fallbacks": len(result.fallbacks),
+        }
         charge: Charge | None = None
         try:
-            charge = await retry_settlement(op, what="commit")
+            charge = await self.settler.settle("commit", args)
         except TRANSIENT:
-            # The model already answered: give the caller the answer and keep
-            # settling until the hold would expire, rather than fail the call.
+            # The model already answered: give the caller the answer; the
+            # journaled commit lands when the ledger is back.
             result.settlement_pending = True
-            self.spawn(settle_later(op, what="commit", window_s=self.config.settle_retry_window_s))
         result.add_stage("settle", settle_started)
         result.tier, result.model = tier.name, out.model or tier.model
         result.prompt_tokens, result.completion_tokens = prompt, completion
@@ -422,6 +427,9 @@ class RouterCore:
             return out.text, prep.result
         raise attempts.exhausted()
 
+    def resume_settlements(self) -> int:
+        return self.settler.resume()
+
     # ---- background work ----------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -430,9 +438,23 @@ class RouterCore:
         task.add_done_callback(self._background.discard)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait for pending settlements (called on shutdown)."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=timeout_s)
+        """Wait for pending settlements (called on shutdown).
+
+        Whatever is still running after ``timeout_s`` is cancelled: journaled
+        settlements resume on the next start, and the rest is best effort.
+        """
+        if not self._background:
+            return
+        _, late = await asyncio.wait(set(self._background), timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+            log.warning(
+                "stopped with settlements unconfirmed",
+                journaled=len(self.journal),
+                durable=self.journal.durable,
+            )
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

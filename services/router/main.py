@@ -22,6 +22,7 @@ from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.backends import FrontierBackend
 from services.router.core import CoreConfig, RouterCore
 from services.router.frontier import FrontierClient, FrontierConfig
+from services.router.journal import SettlementJournal
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
 from services.router.pricing import PriceBook
 from services.router.requests import RequestLimits
@@ -123,6 +124,13 @@ async def assemble(settings: RouterSettings) -> Assembled:
     closers.append(stop_refresher)
     p = settings.pressure
     scale = score_scale(scorer.card)
+    journal = SettlementJournal(settings.settlement_journal)
+
+    async def close_journal() -> None:
+        journal.close()
+
+    # Closed after the drain (Assembled.close) and after the ledger channel.
+    closers.insert(0, close_journal)
     core = RouterCore(
         ledger=ledger,
         cache=cache,
@@ -145,7 +153,9 @@ async def assemble(settings: RouterSettings) -> Assembled:
         config=CoreConfig(downgrade_on_exhaustion=settings.downgrade_on_exhaustion),
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
+        journal=journal,
     )
+    core.resume_settlements()
 
     async def close_batcher() -> None:
         batcher.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rationer.platform.settings import ServiceSettings
 
@@ -80,4 +80,13 @@ class RouterSettings(ServiceSettings):
     # no latency and still batches prompts that queue behind a running call.
     embed_batch_window_ms: float = 0.0
     classifier_artifact: Path | None = None
+    # Commits and cache-hit records the ledger has not confirmed survive a
+    # crash here and are replayed on start (docs/router.md). One file per
+    # router replica. "" keeps them in memory only: not durable.
+    settlement_journal: Path | None = Path(".rationer/router-settlements.sqlite3")
     http: HttpSettings = HttpSettings()
+
+    @field_validator("settlement_journal", mode="before")
+    @classmethod
+    def _empty_means_memory(cls, v: object) -> object:
+        return None if v == "" else v

@@ -114,6 +114,7 @@ async def running_stack(
             "listen": "127.0.0.1:0", "ledger_address": ledger.target, "cache_address": cache_address,
             "worker_addresses": workers, "tiers": [t.model_dump() for t in tiers], "auth_cache_ttl_s": 0.5,
             "http": (http or HttpSettings(enabled=True, listen="127.0.0.1:0")).model_dump(),
+            "settlement_journal": str(tmp_path / "router-settlements.sqlite3"),
             **router_overrides,
         })  # fmt: skip
         assembled = await assemble(settings)

@@ -93,4 +93,9 @@ def test_persistent_state_sits_on_volumes(compose: dict[str, Any]) -> None:
     data_dir = _settings(cache).data_dir
     assert any(str(v).endswith(":/data") for v in cache["volumes"]) and data_dir.startswith("/data")
     assert "ledger-db" in compose["volumes"] and "cache-data" in compose["volumes"]
+    # The router's settlement journal must outlive the container.
+    router = compose["services"]["router"]
+    journal = _settings(router).settlement_journal
+    assert any(str(v).endswith(":/data") for v in router["volumes"]) and str(journal).startswith("/data/")
+    assert "router-data" in compose["volumes"]
     assert (ROOT / "Dockerfile").exists()

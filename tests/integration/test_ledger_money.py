@@ -86,12 +86,42 @@ async def test_expired_hold_never_counts_even_before_sweep(settings: LedgerSetti
         await asyncio.sleep(0.5)
         # no sweeper runs here: the expired hold stops counting by itself
         fresh = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
-        with pytest.raises(FailedPrecondition, match="expired"):
-            await led.client.commit(leaked.reservation_id, k.key_id, 1000, 1000)
+        # Releasing the expired hold frees nothing, but it is the caller's word
+        # that nothing was used: a later Commit is refused.
         assert not await led.client.release(leaked.reservation_id, k.key_id)
+        with pytest.raises(FailedPrecondition, match="released"):
+            await led.client.commit(leaked.reservation_id, k.key_id, 1000, 1000)
         await led.client.commit(fresh.reservation_id, k.key_id, 1000, 1000)
         (b,) = await led.admin.list_budgets("org", k.org_id)
         assert b.spent == limit and b.held == 0
+
+
+async def test_late_commit_after_expiry_is_billed_once(settings: LedgerSettings) -> None:
+    # The model answered but the commit came after the hold's TTL (a long
+    # ledger outage, or a router replaying its journal after a crash): the
+    # provider still bills us, so the ledger must too, and exactly once.
+    async with running_ledger(settings, sweeper=False) as led:
+        k = await make_key(led.admin)
+        limit = cost(1000, 1000)
+        await led.admin.set_budget("org", k.org_id, unit="usd", period="daily", hard_limit=limit)
+        late = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000,
+                                          max_completion_tokens=1000, ttl_s=0.3)  # fmt: skip
+        await asyncio.sleep(0.5)
+        other = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
+        await led.client.commit(other.reservation_id, k.key_id, 1000, 1000)
+        # The sweeper's marking does not change the outcome.
+        await led.deps.ledger.sweep_once()
+        first = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000)
+        again = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000)
+        assert (first.replayed, again.replayed) == (False, True)
+        assert again.event.event_id == first.event.event_id
+        assert first.event.detail.startswith("late: hold expired at")
+        (b,) = await led.admin.list_budgets("org", k.org_id)
+        # Past the hard limit: the expired hold no longer protected it, and
+        # the report shows the real spend rather than hiding it.
+        assert b.spent == 2 * limit and b.held == 0
+        charges = [e for e in await led.admin.list_events(kind="charge") if e.key_id == k.key_id]
+        assert len(charges) == 2
 
 
 async def test_hierarchy_denial_names_limit_and_reset(settings: LedgerSettings) -> None:

@@ -1,0 +1,88 @@
+"""A durable list of settlements the ledger has not confirmed yet.
+
+The model has answered, so the call must be billed; the only copy of its
+usage is in this process until the ledger takes it. Each settlement is
+written here before the first attempt and deleted once the ledger confirms,
+so a router that crashes, or stops during a long ledger outage, replays it
+on its next start. Replays are safe because Commit is idempotent on the
+reservation id and RecordCacheHit on the request id.
+
+SQLite in WAL mode with synchronous=NORMAL: a committed row survives a crash
+of this process (it is in the WAL file); only a power loss can drop the last
+few. One insert and one delete cost tens of microseconds, so they run inline.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KINDS = ("commit", "cache_hit")
+
+
+@dataclass(frozen=True)
+class PendingSettlement:
+    entry_id: int
+    kind: str  # one of KINDS
+    args: dict[str, Any]  # keyword arguments of the LedgerPort call
+    created_at: float  # unix seconds
+
+
+class SettlementJournal:
+    """Pending settlements; ``path=None`` keeps them in memory only."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else str(path), isolation_level=None, check_same_thread=False
+        )
+        # Background settle tasks and the request path share one connection.
+        self._lock = threading.Lock()
+        with self._lock:
+            if path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " kind TEXT NOT NULL, args TEXT NOT NULL, created_at REAL NOT NULL)"
+            )
+
+    @property
+    def durable(self) -> bool:
+        return self.path is not None
+
+    def add(self, kind: str, args: dict[str, Any]) -> int:
+        if kind not in KINDS:
+            raise ValueError(f"unknown settlement kind {kind!r}")
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO pending (kind, args, created_at) VALUES (?, ?, ?)",
+                (kind, json.dumps(args, separators=(",", ":")), time.time()),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def done(self, entry_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE id = ?", (entry_id,))
+
+    def pending(self) -> list[PendingSettlement]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, kind, args, created_at FROM pending ORDER BY id").fetchall()
+        return [PendingSettlement(int(r[0]), str(r[1]), json.loads(r[2]), float(r[3])) for r in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
