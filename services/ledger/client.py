@@ -89,11 +89,12 @@ class LedgerClient:
 
     async def commit(self, reservation_id: str, key_id: str, prompt_tokens: int, completion_tokens: int, *,
                      model: str = "", tier: str = "", latency_ms: int = 0,
-                     fallbacks: int = 0) -> m.CommitResult:  # fmt: skip
+                     fallbacks: int = 0, bill_late: bool = False) -> m.CommitResult:  # fmt: skip
         usage = common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                  total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
         req = pb.CommitRequest(reservation_id=reservation_id, key_id=key_id, usage=usage, model=model,
-                               tier=tier, latency_ms=latency_ms, fallbacks=fallbacks)  # fmt: skip
+                               tier=tier, latency_ms=latency_ms, fallbacks=fallbacks,
+                               bill_late=bill_late)  # fmt: skip
         r = await call(self._stub.Commit, req, self._timeout)
         return m.CommitResult(cv.event_in(r.event), r.replayed)
 

@@ -17,7 +17,15 @@ from functools import partial
 
 import structlog
 
-from rationer.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from rationer.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PermissionDenied,
+    RationerError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from services.ledger import ops_admin, ops_data, validate
 from services.ledger.models import (
     CommitResult,
@@ -26,6 +34,7 @@ from services.ledger.models import (
     KeyRecord,
     Principal,
     RateLimit,
+    ReleaseResult,
     Reservation,
     UsageEvent,
 )
@@ -69,6 +78,7 @@ class CommitInput:
     tier: str = ""
     latency_ms: int = 0
     fallbacks: int = 0
+    bill_late: bool = False
 
 
 class Ledger:
@@ -166,13 +176,13 @@ class Ledger:
             )
         return int((ttl_s or self._s.reservation_ttl_s) * 1_000_000)
 
-    async def _rate_checks(self, key: KeyRecord, tokens: int) -> list[RateCheck]:
+    async def _rate_checks(self, key_id: str, team_id: str, tokens: int) -> list[RateCheck]:
         if time.monotonic() - self._limits_at > self._s.rate_limit_cache_ttl_s:
             rows = await self._store.read(ops_admin.all_rate_limits)
             self._limits = {f"{r.scope_kind}:{r.scope_id}": r for r in rows}
             self._limits_at = time.monotonic()
         checks = []
-        for scope in (f"key:{key.key_id}", f"team:{key.team_id}"):
+        for scope in (f"key:{key_id}", f"team:{team_id}"):
             lim = self._limits.get(scope)
             if lim is None:
                 continue
@@ -182,13 +192,14 @@ class Ledger:
                 checks.append(RateCheck(f"tpm:{scope}", lim.tokens_per_minute, tokens))
         return checks
 
-    async def _apply_rate_limits(self, key: KeyRecord, tokens: int) -> None:
-        checks = await self._rate_checks(key, tokens)
+    async def _apply_rate_limits(self, key: KeyRecord, tokens: int) -> list[RateCheck]:
+        """Consume the key's and team's limits; returns what was consumed."""
+        checks = await self._rate_checks(key.key_id, key.team_id, tokens)
         if not checks:
-            return
+            return []
         denial = await self._limiter.acquire(checks)
         if denial is None:
-            return
+            return checks
         if denial.retry_after_s == float("inf"):
             raise ResourceExhausted(
                 f"{denial.limit_id}: this request's {tokens:,} tokens exceed the whole per-minute "
@@ -210,17 +221,40 @@ class Ledger:
         validate.tokens("max_completion_tokens", a.max_completion_tokens)
         ttl_us = self._ttl_us(a.ttl_s)
         key = await self.key(a.key_id)
-        await self._apply_rate_limits(key, a.prompt_tokens + a.max_completion_tokens)
+        try:
+            consumed = await self._apply_rate_limits(key, a.prompt_tokens + a.max_completion_tokens)
+        except ResourceExhausted:
+            # A retry of an Authorize that already succeeded gets its hold
+            # back (idempotency), even though its first attempt used the limit.
+            earlier = await self._earlier(a)
+            if earlier is None:
+                raise
+            return earlier
         args = ops_data.AuthorizeArgs(a.key_id, a.tier, a.model, a.prompt_tokens, a.max_completion_tokens,
                                       a.project, a.request_id, ttl_us)  # fmt: skip
         now, d = self._clock(), self._store.dialect
-        result = await self._store.write(lambda: ops_data.authorize(args, now, d))
+        try:
+            result = await self._store.write(lambda: ops_data.authorize(args, now, d))
+        except (Unavailable, DeadlineExceeded):
+            raise  # ambiguous: the hold may exist, and a retry replays it (and refunds then)
+        except RationerError:
+            await self._refund(consumed)  # refused outright: nothing was admitted
+            raise
+        # A denied request was not admitted, and a replayed one was counted
+        # by its first attempt: neither may use up the rate limit.
+        if isinstance(result, Denial) or result.replayed:
+            await self._refund(consumed)
         if isinstance(result, Denial):
             resets = to_datetime(result.resets_at_us) if result.resets_at_us is not None else None
             retry = max(0.0, (result.resets_at_us - now) / 1e6) if result.resets_at_us is not None else None
             raise ResourceExhausted(result.description, limit_id=result.limit_id, resets_at=resets,
                                     retry_after_s=retry)  # fmt: skip
         return result
+
+    async def _earlier(self, a: AuthorizeInput) -> Reservation | None:
+        if not a.request_id:
+            return None
+        return await self._store.read(lambda: ops_data.existing_reservation(a.request_id, a.key_id))
 
     async def commit(self, c: CommitInput) -> CommitResult:
         validate.text("reservation_id", c.reservation_id, 64, required=True)
@@ -237,16 +271,37 @@ class Ledger:
         validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
         args = ops_data.CommitArgs(c.reservation_id, c.key_id, c.prompt_tokens, c.completion_tokens,
-                                   c.model, c.tier, c.latency_ms, c.fallbacks)  # fmt: skip
+                                   c.model, c.tier, c.latency_ms, c.fallbacks, c.bill_late)  # fmt: skip
         now, d = self._clock(), self._store.dialect
-        return await self._store.write(lambda: ops_data.commit(args, now, d))
+        res: CommitResult = await self._store.write(lambda: ops_data.commit(args, now, d))
+        if not res.replayed:
+            await self._refund_tokens(c.key_id, res.event.team_id, res.unused_tokens)
+        return res
 
     async def release(self, reservation_id: str, key_id: str, reason: str = "") -> bool:
         validate.text("reservation_id", reservation_id, 64, required=True)
         validate.text("key_id", key_id, 64, required=True)
         validate.text("reason", reason, 256)
         now, d = self._clock(), self._store.dialect
-        return await self._store.write(lambda: ops_data.release(reservation_id, key_id, now, d))
+        res: ReleaseResult = await self._store.write(lambda: ops_data.release(reservation_id, key_id, now, d))
+        await self._refund_tokens(key_id, res.team_id, res.unused_tokens)
+        return res.released
+
+    async def _refund_tokens(self, key_id: str, team_id: str, tokens: int) -> None:
+        """Give back tokens-per-minute capacity a settled call did not use."""
+        if tokens > 0:
+            checks = await self._rate_checks(key_id, team_id, tokens)
+            await self._refund([c for c in checks if c.limit_id.startswith("tpm:")])
+
+    async def _refund(self, checks: list[RateCheck]) -> None:
+        # Best effort: a lost refund only leaves the limit stricter for a
+        # minute, which must never fail a money operation.
+        if not checks:
+            return
+        try:
+            await self._limiter.refund(checks)
+        except Unavailable as exc:
+            log.warning("rate-limit refund failed", error=exc.message)
 
     async def record_cache_hit(self, a: ops_data.CacheHitArgs) -> UsageEvent:
         validate.text("key_id", a.key_id, 64, required=True)

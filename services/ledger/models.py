@@ -155,6 +155,15 @@ class Denial:
 class CommitResult:
     event: UsageEvent
     replayed: bool
+    # Reserved minus used tokens: tokens-per-minute capacity to give back.
+    unused_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    released: bool  # False when already released or the hold had expired
+    team_id: str
+    unused_tokens: int  # the whole reservation, the first time it is released
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from services.ledger.models import (
     Denial,
     Headroom,
     KeyRecord,
+    ReleaseResult,
     Reservation,
     UsageEvent,
 )
@@ -60,6 +61,7 @@ class CommitArgs:
     tier: str
     latency_ms: int
     fallbacks: int
+    bill_late: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,16 +100,24 @@ def _denial(b: BudgetState, spent: int, held: int, amount: int, now: int) -> Den
     return Denial(b.id, desc, end)
 
 
+def existing_reservation(request_id: str, key_id: str) -> Op[Reservation | None]:
+    """The reservation an earlier Authorize with this request id placed, if any."""
+    rows = yield (
+        "SELECT id, key_id, held_usd, expires_at FROM reservations WHERE request_id = ?",
+        (request_id,),
+    )
+    if not rows:
+        return None
+    if rows[0][1] != key_id:
+        raise PermissionDenied(f"request id {request_id!r} is already used by another key")
+    return Reservation(rows[0][0], int(rows[0][2]), int(rows[0][3]), replayed=True)
+
+
 def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial]:
     if a.request_id:
-        rows = yield (
-            "SELECT id, key_id, held_usd, expires_at FROM reservations WHERE request_id = ?",
-            (a.request_id,),
-        )
-        if rows:
-            if rows[0][1] != a.key_id:
-                raise PermissionDenied(f"request id {a.request_id!r} is already used by another key")
-            return Reservation(rows[0][0], int(rows[0][2]), int(rows[0][3]), replayed=True)
+        earlier = yield from existing_reservation(a.request_id, a.key_id)
+        if earlier is not None:
+            return earlier
     key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
     if key.allowed_tiers and a.tier not in key.allowed_tiers:
         raise PermissionDenied(
@@ -167,7 +177,7 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
 
 RES_COLS = (
     "id, key_id, org_id, team_id, user_id, project, tier, model, price_version, state, expires_at,"
-    " event_id, request_id"
+    " event_id, request_id, held_tokens"
 )
 
 
@@ -187,16 +197,22 @@ def load_event(event_id: str) -> Op[UsageEvent]:
 
 def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
     r = yield from _load_reservation(a.reservation_id, a.key_id, d)
-    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq = r
+    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h = r
     if state == "committed":
         return CommitResult((yield from load_event(str(event_id))), replayed=True)
     if state == "released":
         raise FailedPrecondition(f"reservation {a.reservation_id} was released; authorize a new one")
+    late = state == "expired" or int(expires) <= now
+    if late and not a.bill_late:
+        raise FailedPrecondition(
+            f"reservation {a.reservation_id} expired at {to_datetime(int(expires)).isoformat()} and its "
+            "hold was freed; authorize a new one (or pass a longer ttl to Authorize). If the model did "
+            "answer, set bill_late to record the charge anyway"
+        )
     # An expired hold stopped counting against budgets, but the model did
     # answer and its provider bills us: refusing the charge would lose real
     # money from the chargeback. So a late commit is billed (possibly past a
     # hard limit the hold no longer protected) and marked in the event detail.
-    late = state == "expired" or int(expires) <= now
     tier, model = a.tier or r_tier, a.model or r_model
     if tier == r_tier:
         price = yield from price_at_version(tier, int(r_version))
@@ -220,7 +236,7 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
     )
     yield _charge_budgets(path_scope_keys(org_id, team_id, user_id, key_id, project), cost,
                           a.prompt_tokens + a.completion_tokens, now, d)  # fmt: skip
-    return CommitResult(ev, replayed=False)
+    return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - a.prompt_tokens - a.completion_tokens))
 
 
 def _charge_budgets(scope_keys: list[str], cost: int, tokens: int, now: int, d: Dialect) -> Query:
@@ -241,18 +257,18 @@ def _charge_budgets(scope_keys: list[str], cost: int, tokens: int, now: int, d: 
     )
 
 
-def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[bool]:
+def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[ReleaseResult]:
     r = yield from _load_reservation(res_id, key_id, d)
-    state, expires = r[9], int(r[10])
+    team_id, state, expires = str(r[3]), r[9], int(r[10])
     if state == "committed":
         raise FailedPrecondition(f"reservation {res_id} is already committed; it cannot be released")
     if state == "released":
-        return False
+        return ReleaseResult(False, team_id, 0)
     # A release is the caller's final word that nothing was used, so it is
     # recorded even on an expired hold: a stray later Commit is then refused.
     yield ("UPDATE reservations SET state = 'released', settled_at = ? WHERE id = ?", (now, res_id))
     yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
-    return state == "held" and expires > now
+    return ReleaseResult(state == "held" and expires > now, team_id, int(r[13]))
 
 
 def record_cache_hit(a: CacheHitArgs, now: int) -> Op[UsageEvent]:

@@ -8,6 +8,12 @@ to the configured rate, never admits more than ``limit`` per rolling minute
 after the burst, and needs O(1) state and one round trip: no sorted sets of
 timestamps as a sliding-window log would. Several limits (key rpm/tpm, team
 rpm/tpm) are checked and consumed together atomically: all or nothing.
+
+A refund moves the TAT back by the refunded units, never before now, so
+giving back capacity can never create more than a fresh minute's burst. The
+ledger refunds what a request did not use: everything when the budget check
+denies it or an idempotent retry replays it, and on Commit or Release the
+tokens the estimate reserved but the call did not use.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class RateDenial:
 
 class RateLimiter(Protocol):
     async def acquire(self, checks: list[RateCheck]) -> RateDenial | None: ...
+    async def refund(self, checks: list[RateCheck]) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -66,6 +73,13 @@ class InProcessRateLimiter:
         if len(self._tat) > 100_000:
             self._tat = {k: v for k, v in self._tat.items() if v > now}
         return None
+
+    async def refund(self, checks: list[RateCheck]) -> None:
+        now = time.time() * 1e6
+        for c in checks:
+            tat = self._tat.get(c.limit_id)
+            if tat is not None and c.cost > 0:
+                self._tat[c.limit_id] = max(tat - c.cost * _interval_us(c.per_minute), now)
 
     async def close(self) -> None:
         return None
@@ -97,6 +111,23 @@ return {0, 0}
 """
 
 
+# KEYS and ARGV as above. Moves each TAT back by interval * cost, not before now.
+REFUND_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local new_tat = tat - tonumber(ARGV[2 * i - 1]) * tonumber(ARGV[2 * i])
+  if new_tat <= now then
+    redis.call('DEL', KEYS[i])
+  else
+    redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  end
+end
+return 0
+"""
+
+
 class RedisRateLimiter:
     """GCRA in one Lua script, so replicas share one global limit atomically."""
 
@@ -107,6 +138,7 @@ class RedisRateLimiter:
         self._prefix = prefix
         self._url = url
         self._script: Any = self._redis.register_script(GCRA_LUA)
+        self._refund: Any = self._redis.register_script(REFUND_LUA)
 
     async def acquire(self, checks: list[RateCheck]) -> RateDenial | None:
         for c in checks:
@@ -125,6 +157,18 @@ class RedisRateLimiter:
         if int(idx) == 0:
             return None
         return RateDenial(checks[int(idx) - 1].limit_id, int(wait_us) / 1e6)
+
+    async def refund(self, checks: list[RateCheck]) -> None:
+        checks = [c for c in checks if c.cost > 0]
+        if not checks:
+            return
+        args: list[float | int] = []
+        for c in checks:
+            args += [_interval_us(c.per_minute), c.cost]
+        try:
+            await self._refund(keys=[self._prefix + c.limit_id for c in checks], args=args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise Unavailable(f"rate-limit store (Redis at {self._url}) is unavailable: {exc}") from exc
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -96,6 +96,7 @@ class GrpcLedger:
         tier: str,
         latency_ms: int,
         fallbacks: int,
+        bill_late: bool = True,
     ) -> Charge:
         req = ledger_pb2.CommitRequest(
             reservation_id=reservation_id,
@@ -105,6 +106,7 @@ class GrpcLedger:
             tier=tier,
             latency_ms=latency_ms,
             fallbacks=fallbacks,
+            bill_late=bill_late,
         )
         resp = await _call("ledger", self._stub.Commit, req, LEDGER_TIMEOUT_S)
         return Charge(resp.event.cost.nano_usd, resp.event.counterfactual_cost.nano_usd)

@@ -359,6 +359,8 @@ class RouterCore:
             "tier": tier.name,
             "latency_ms": int((settle_started - prep.started) * 1000),
             "fallbacks": len(result.fallbacks),
+            # The model has answered: bill it even if the hold expired meanwhile.
+            "bill_late": True,
         }
         charge: Charge | None = None
         try:

@@ -79,6 +79,7 @@ class LedgerPort(Protocol):
         tier: str,
         latency_ms: int,
         fallbacks: int,
+        bill_late: bool = True,
     ) -> Charge: ...
 
     async def release(self, *, reservation_id: str, key_id: str, reason: str) -> None: ...

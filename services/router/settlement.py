@@ -4,7 +4,8 @@ Commit, Release and RecordCacheHit are idempotent on their ids, so retrying
 after an ambiguous failure can never double-charge. A short synchronous
 retry covers blips. If the ledger stays away longer, a journaled commit (see
 journal.py) keeps being retried until the ledger takes it, however late: the
-ledger bills a commit that arrives after its hold expired. A release only
+router's commits set bill_late, so the ledger bills one that arrives after
+its hold expired. A release only
 frees a hold, which expires on its own, so it is retried for a window only.
 """
 

@@ -86,6 +86,8 @@ async def test_expired_hold_never_counts_even_before_sweep(settings: LedgerSetti
         await asyncio.sleep(0.5)
         # no sweeper runs here: the expired hold stops counting by itself
         fresh = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
+        with pytest.raises(FailedPrecondition, match=r"expired at .* set bill_late"):
+            await led.client.commit(leaked.reservation_id, k.key_id, 1000, 1000)
         # Releasing the expired hold frees nothing, but it is the caller's word
         # that nothing was used: a later Commit is refused.
         assert not await led.client.release(leaked.reservation_id, k.key_id)
@@ -99,7 +101,7 @@ async def test_expired_hold_never_counts_even_before_sweep(settings: LedgerSetti
 async def test_late_commit_after_expiry_is_billed_once(settings: LedgerSettings) -> None:
     # The model answered but the commit came after the hold's TTL (a long
     # ledger outage, or a router replaying its journal after a crash): the
-    # provider still bills us, so the ledger must too, and exactly once.
+    # provider still bills us, so with bill_late the ledger does too, once.
     async with running_ledger(settings, sweeper=False) as led:
         k = await make_key(led.admin)
         limit = cost(1000, 1000)
@@ -111,8 +113,10 @@ async def test_late_commit_after_expiry_is_billed_once(settings: LedgerSettings)
         await led.client.commit(other.reservation_id, k.key_id, 1000, 1000)
         # The sweeper's marking does not change the outcome.
         await led.deps.ledger.sweep_once()
-        first = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000)
-        again = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000)
+        with pytest.raises(FailedPrecondition, match="expired"):
+            await led.client.commit(late.reservation_id, k.key_id, 1000, 1000)
+        first = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000, bill_late=True)
+        again = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000, bill_late=True)
         assert (first.replayed, again.replayed) == (False, True)
         assert again.event.event_id == first.event.event_id
         assert first.event.detail.startswith("late: hold expired at")

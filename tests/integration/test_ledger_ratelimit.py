@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from rationer.errors import ResourceExhausted
-from services.ledger.testing import make_key, running_ledger, settings_for
+from services.ledger.testing import RunningLedger, make_key, running_ledger, settings_for
 
 
 async def test_in_process_rpm_and_tpm(tmp_path: Path) -> None:
@@ -55,3 +55,57 @@ async def test_two_replicas_share_one_limit_in_redis(
         assert sum(results) == 20  # one global limit across both replicas, not 20 each
         with redis.Redis.from_url(redis_url) as r:
             assert r.exists(f"{redis_prefix}rpm:key:{k.key_id}"), "the limit state lives in Redis"
+
+
+async def _tpm_refunds(led: RunningLedger) -> None:
+    k = await make_key(led.admin, org="tpm", team="refund", email="dana@acme.com")
+    await led.admin.set_rate_limit("key", k.key_id, tpm=1000)
+
+    async def reserve(request_id: str = "") -> str:
+        r = await led.client.authorize(k.key_id, "local-small", prompt_tokens=600, max_completion_tokens=200,
+                                       request_id=request_id)  # fmt: skip
+        return r.reservation_id
+
+    first = await reserve()
+    with pytest.raises(ResourceExhausted):
+        await reserve()
+    # The call used 100 of its 800 reserved tokens: 700 come back.
+    await led.client.commit(first, k.key_id, 60, 40)
+    second = await reserve("tpm-retry")
+    # An idempotent retry returns the same hold; the limit is not charged twice.
+    assert await reserve("tpm-retry") == second
+    with pytest.raises(ResourceExhausted):
+        await reserve()
+    # A released hold used nothing: all of its tokens come back.
+    await led.client.release(second, k.key_id)
+    await reserve()
+
+
+async def test_unused_tokens_are_refunded_in_process(tmp_path: Path) -> None:
+    async with running_ledger(settings_for("sqlite", tmp_path)) as led:
+        await _tpm_refunds(led)
+
+
+async def test_unused_tokens_are_refunded_in_redis(
+    tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str
+) -> None:
+    s = settings_for("postgres", tmp_path, pg_dsn, redis_url=redis_url, redis_prefix=redis_prefix)
+    async with running_ledger(s) as led:
+        await _tpm_refunds(led)
+
+
+async def test_requests_the_budget_denies_do_not_use_up_the_rate_limit(tmp_path: Path) -> None:
+    async with running_ledger(settings_for("sqlite", tmp_path)) as led:
+        k = await make_key(led.admin)
+        await led.admin.set_rate_limit("key", k.key_id, rpm=2)
+        await led.admin.set_budget("key", k.key_id, unit="tokens", period="daily", hard_limit=10)
+        for _ in range(5):
+            with pytest.raises(ResourceExhausted) as exc:
+                await led.client.authorize(k.key_id, "local-small", prompt_tokens=50, max_completion_tokens=50)
+            assert exc.value.limit_id.startswith("budget")
+        # Both requests of the minute are still there for calls that fit.
+        for _ in range(2):
+            await led.client.authorize(k.key_id, "local-small", prompt_tokens=2, max_completion_tokens=2)
+        with pytest.raises(ResourceExhausted) as exc:
+            await led.client.authorize(k.key_id, "local-small", prompt_tokens=2, max_completion_tokens=2)
+        assert exc.value.limit_id == f"rpm:key:{k.key_id}"

@@ -24,3 +24,17 @@ async def test_burst_then_deny_and_all_or_nothing() -> None:
 async def test_cost_above_whole_allowance_is_never_allowed() -> None:
     denial = await InProcessRateLimiter().acquire([RateCheck("tpm:team:t", 100, 101)])
     assert denial is not None and denial.retry_after_s == float("inf")
+
+
+async def test_refund_gives_back_capacity_but_never_more_than_a_fresh_minute() -> None:
+    rl = InProcessRateLimiter()
+    assert await rl.acquire([RateCheck("tpm:key:k", 1000, 800)]) is None
+    assert await rl.acquire([RateCheck("tpm:key:k", 1000, 800)]) is not None
+    await rl.refund([RateCheck("tpm:key:k", 1000, 700)])  # the call used 100 of its 800
+    assert await rl.acquire([RateCheck("tpm:key:k", 1000, 800)]) is None
+    # Refunding more than was taken cannot build up credit beyond one minute.
+    await rl.refund([RateCheck("tpm:key:k", 1000, 10_000)])
+    assert await rl.acquire([RateCheck("tpm:key:k", 1000, 1000)]) is None
+    assert await rl.acquire([RateCheck("tpm:key:k", 1000, 50)]) is not None
+    await rl.refund([RateCheck("tpm:key:unknown", 1000, 5)])  # nothing to refund: no effect
+    assert await rl.acquire([RateCheck("tpm:key:unknown", 1000, 1000)]) is None
