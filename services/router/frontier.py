@@ -149,6 +149,7 @@ class FrontierClient:
         reached the caller, a retry would duplicate it.
         """
         body = _payload(self.config.model, messages, params, stream=True)
+        sent = False
         for attempt in range(self.config.max_retries + 1):
             try:
                 async with self._http.stream(
@@ -162,11 +163,16 @@ class FrontierClient:
                             continue
                         raise err
                     async for delta in _sse_deltas(resp, self.config.model):
+                        sent = sent or bool(delta.text)
                         yield delta
                     return
             except httpx.TimeoutException as exc:
                 raise DeadlineExceeded("frontier stream timed out at the caller's deadline") from exc
             except httpx.TransportError as exc:
+                # Once text has gone out, a retry here would silently splice a
+                # second answer onto the first: the caller decides instead.
+                if sent:
+                    raise Unavailable(f"frontier stream broke mid-answer: {exc!r}") from exc
                 if attempt == self.config.max_retries:
                     raise Unavailable(f"frontier unreachable: {exc!r}") from exc
                 await self._backoff(attempt, deadline)
@@ -192,14 +198,16 @@ def _parse_completion(data: dict[str, object], default_model: str, started: floa
 
 
 async def _sse_deltas(resp: httpx.Response, default_model: str) -> AsyncIterator[Delta]:
-    finish = "stop"
+    finish = ""
     usage: dict[str, int] | None = None
     model = default_model
+    done = False
     async for line in resp.aiter_lines():
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
         if payload == "[DONE]":
+            done = True
             break
         chunk = json.loads(payload)
         model = chunk.get("model") or model
@@ -211,6 +219,11 @@ async def _sse_deltas(resp: httpx.Response, default_model: str) -> AsyncIterator
                 yield Delta(text=text)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
+    if not done and not finish:
+        # The connection closed cleanly but the answer never finished: billing
+        # it as complete would hand the caller a truncated answer as whole.
+        raise Unavailable("frontier stream ended before the answer finished (no finish_reason, no [DONE])")
+    finish = finish or "stop"
     if usage is None:
         # Some servers (llama_cpp.server 0.3.x among them) ignore include_usage.
         # The core then bills the reserved maximum rather than $0.

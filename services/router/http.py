@@ -192,7 +192,8 @@ class FrontDoor:
         call = parse_chat(body, project=request.headers.get("x-rationer-project", ""), no_cache=self._no_cache(request))
         key, rid, deadline = api_key(request), request[RID], self._deadline(request)
         if call.stream:
-            events = stream_completion(self.core, key, call.request, request_id=rid, deadline=deadline)
+            events = stream_completion(self.core, key, call.request, request_id=rid, deadline=deadline,
+                                       allow_restart=call.allow_restart)  # fmt: skip
             writer = ChunkWriter(rid, int(time.time()), call.requested_model, call.include_usage)
             return await self._stream(request, events, writer)
         text, res = await self.core.complete(key, call.request, request_id=rid, deadline=deadline)

@@ -30,6 +30,9 @@ class ChatCall:
     stream: bool
     include_usage: bool
     requested_model: str
+    # Rationer extension: the client understands the `restart` chunk, so a
+    # tier that dies mid-answer may be replaced within the stream.
+    allow_restart: bool = False
 
 
 def _opt(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> Any:
@@ -134,7 +137,8 @@ def parse_chat(body: Any, *, project: str = "", no_cache: bool = False) -> ChatC
         project=project,
         user=user,
     )
-    return ChatCall(request, stream, include_usage and stream, model)
+    allow_restart = bool(_opt(body, "allow_restart", (bool,), "true or false"))
+    return ChatCall(request, stream, include_usage and stream, model, allow_restart)
 
 
 # ---- responses --------------------------------------------------------------

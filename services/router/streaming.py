@@ -4,7 +4,9 @@ Fallback is possible mid-stream: if a tier dies after sending text, the next
 tier starts over and the client first receives a ``restart`` event telling
 it to discard the partial answer. The failed attempt's hold is released
 (a user does not pay for the gateway's own failure); the successful one is
-committed with exact usage from the final upstream message.
+committed with exact usage from the final upstream message. A caller that
+cannot act on ``restart`` (a plain OpenAI client) passes
+``allow_restart=False`` and gets UNAVAILABLE instead of a spliced answer.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ async def stream_completion(
     *,
     request_id: str = "",
     deadline: float | None = None,
+    allow_restart: bool = True,
 ) -> AsyncIterator[StreamEvent]:
     prep = await core.prepare(api_key, raw, request_id=request_id, deadline=deadline)
     if prep.cached is not None:
@@ -61,6 +64,12 @@ async def stream_completion(
             if not attempt.settled:
                 await core.release(prep, res, f"{tier.name} failed mid-stream: {exc.message}")
             attempts.failed(tier, exc)
+            if sent_any and not allow_restart:
+                raise Unavailable(
+                    f"tier {tier.name} failed mid-answer ({exc.message}); the text sent so far is "
+                    "incomplete and was not billed. Retry the request, or send allow_restart to let "
+                    "the gateway start over on another tier within the same stream"
+                ) from exc
         except BaseException:
             if not attempt.settled:
                 await asyncio.shield(core.release(prep, res, "client cancelled, disconnected or timed out"))
