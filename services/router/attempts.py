@@ -9,7 +9,8 @@ from services.router.policy import TierSpec
 from services.router.ports import Reservation
 
 if TYPE_CHECKING:
-    from services.router.core import Prepared, RouterCore
+    from services.router.call_state import Prepared
+    from services.router.core import RouterCore
 
 
 class Attempts:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,23 +21,28 @@ import structlog
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import (
     DeadlineExceeded,
-    Internal,
     RationerError,
     ResourceExhausted,
-    Unavailable,
 )
 from services.router.attempts import Attempts
 from services.router.auth import AuthCache
+from services.router.call_state import (
+    FALLBACK_ERRORS,
+    CacheablePolicy,
+    Canonicalize,
+    ContextOf,
+    CoreConfig,
+    Prepared,
+)
 from services.router.journal import SettlementJournal
-from services.router.model_types import Completion, Message
-from services.router.policy import Decision, TierPolicy, TierSpec
+from services.router.model_types import Completion
+from services.router.policy import TierPolicy, TierSpec
 from services.router.ports import (
     CachedAnswer,
     CachePort,
     Charge,
     EmbedderPort,
     LedgerPort,
-    Principal,
     Reservation,
     ScorerPort,
 )
@@ -53,45 +57,6 @@ from services.router.requests import (
 from services.router.settlement import TRANSIENT, Settler, best_effort, retry_settlement, settle_later
 
 log = structlog.get_logger(__name__)
-
-# Errors after which the next tier may succeed. Anything else (bad input,
-# deadline, cancel) is the caller's and is returned as is.
-FALLBACK_ERRORS: tuple[type[RationerError], ...] = (Unavailable, ResourceExhausted, Internal)
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    downgrade_on_exhaustion: bool = True
-    # Below this much time left there is no point starting: answer at once.
-    min_deadline_s: float = 0.05
-    cache_enabled: bool = True
-    # How long a release the ledger could not take at once keeps being
-    # retried; after the hold's TTL (300 s) it has expired on its own anyway.
-    settle_retry_window_s: float = 240.0
-    # Longest pause between retries of a journaled settlement during an outage.
-    settle_max_backoff_s: float = 30.0
-
-
-@dataclass
-class Prepared:
-    principal: Principal
-    request: CompletionRequest
-    request_id: str
-    started: float
-    deadline: float | None
-    text: str
-    vector: npt.NDArray[np.float32]
-    cache_context: dict[str, object]
-    cacheable: bool
-    result: RouteResult
-    decision: Decision | None = None
-    cached: CachedAnswer | None = None
-    attempts: int = 0
-
-
-Canonicalize = Callable[[Sequence[Message]], str]
-ContextOf = Callable[[CompletionRequest], dict[str, object]]
-CacheablePolicy = Callable[[CompletionRequest], bool]
 
 
 class RouterCore:

@@ -20,7 +20,8 @@ from rationer.platform.server import serve_until_signal, start
 from rationer.platform.settings import load_settings
 from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.backends import FrontierBackend
-from services.router.core import CoreConfig, RouterCore
+from services.router.call_state import CoreConfig
+from services.router.core import RouterCore
 from services.router.frontier import FrontierClient, FrontierConfig
 from services.router.journal import SettlementJournal
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec

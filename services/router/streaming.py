@@ -18,7 +18,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from rationer.errors import Unavailable
-from services.router.core import FALLBACK_ERRORS, Prepared, RouterCore
+from services.router.call_state import FALLBACK_ERRORS, Prepared
+from services.router.core import RouterCore
 from services.router.model_types import Completion, Delta
 from services.router.policy import TierSpec
 from services.router.ports import Reservation
