@@ -399,10 +399,11 @@ class RouterCore:
 
     # ---- background work ----------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait for pending settlements (called on shutdown).

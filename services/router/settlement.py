@@ -64,28 +64,6 @@ async def settle_later(op: Op, *, what: str, window_s: float, max_delay_s: float
         delay = min(delay * 2, max_delay_s)
 
 
-async def settle_until_landed(op: Op, *, what: str, max_delay_s: float = 30.0) -> bool:
-    """Retry ``op`` through any outage; False if the ledger refused it for good."""
-    delay = min(0.5, max_delay_s)
-    failures = 0
-    while True:
-        try:
-            await op()
-        except TRANSIENT as exc:
-            failures += 1
-            if failures in (1, 10) or failures % 100 == 0:
-                log.warning("journaled settlement waiting for the ledger", what=what, error=exc.message,
-                            failures=failures)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
-            continue
-        except RationerError as exc:
-            log.error("the ledger refused a journaled settlement; it stays unbilled", what=what, error=exc.message)
-            return False
-        log.info("deferred settlement landed", what=what, failures=failures)
-        return True
-
-
 async def best_effort(coro: Coroutine[Any, Any, Any], what: str) -> None:
     try:
         await coro
@@ -94,13 +72,20 @@ async def best_effort(coro: Coroutine[Any, Any, Any], what: str) -> None:
 
 
 class Settler:
-    """Journal-first settlement: commits and cache-hit records reach the ledger."""
+    """Journal-first settlement: commits and cache-hit records reach the ledger.
+
+    The request path journals an entry and sends it inline. Whatever the
+    ledger did not confirm (an outage, a cancel, an earlier run that stopped)
+    is replayed by one drainer task, in journal order, backing off while the
+    ledger is away: one caller of the ledger however long the backlog, rather
+    than one retrying task per entry that would all stampede it on return.
+    """
 
     def __init__(
         self,
         ledger: LedgerPort,
         journal: SettlementJournal,
-        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         *,
         max_backoff_s: float = 30.0,
     ) -> None:
@@ -108,46 +93,81 @@ class Settler:
         self.journal = journal
         self._spawn = spawn
         self._max_backoff_s = max_backoff_s
+        self._inline: set[int] = set()  # entries the request path is sending now
+        self._drainer: asyncio.Task[Any] | None = None
 
     async def settle(self, kind: str, args: dict[str, Any]) -> Any:
         """Journal a settlement, then give it to the ledger.
 
         A short retry covers blips. If the ledger stays away, or the caller
-        goes away mid-settle, the journaled entry continues in the background
-        (and after a restart) until the ledger confirms it; the TRANSIENT
-        error or the cancel is re-raised for the caller to decide.
+        goes away mid-settle, the entry is left to the drainer (and, after a
+        restart, to the next run); the TRANSIENT error or the cancel is
+        re-raised for the caller to decide.
         """
-        entry = PendingSettlement(self.journal.add(kind, args), kind, args, time.time())
+        entry_id = self.journal.add(kind, args)
+        self._inline.add(entry_id)
         try:
             out = await retry_settlement(lambda: self._send(kind, args), what=kind)
         except asyncio.CancelledError:
-            self._spawn(self._until_landed(entry))
+            self._hand_over(entry_id)
             raise
         except TRANSIENT:
-            self._spawn(self._until_landed(entry))
+            self._hand_over(entry_id)
             raise
         except RationerError:
-            self.journal.done(entry.entry_id)  # the ledger's definitive answer
+            self._inline.discard(entry_id)
+            self.journal.done(entry_id)  # the ledger's definitive answer
             raise
-        self.journal.done(entry.entry_id)
+        self._inline.discard(entry_id)
+        self.journal.done(entry_id)
         return out
 
     def resume(self) -> int:
         """Replay what an earlier run journaled but never saw confirmed."""
-        pending = self.journal.pending()
-        for entry in pending:
-            self._spawn(self._until_landed(entry))
-        if pending:
-            log.warning("replaying journaled settlements", count=len(pending), durable=self.journal.durable)
-        return len(pending)
+        n = len(self.journal)
+        if n:
+            log.warning("replaying journaled settlements", count=n, durable=self.journal.durable)
+            self._wake()
+        return n
+
+    def _hand_over(self, entry_id: int) -> None:
+        self._inline.discard(entry_id)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._drainer is None or self._drainer.done():
+            self._drainer = self._spawn(self._drain())
 
     def _send(self, kind: str, args: dict[str, Any]) -> Coroutine[Any, Any, Charge]:
         if kind == "commit":
             return self._ledger.commit(**args)
         return self._ledger.record_cache_hit(**args)
 
-    async def _until_landed(self, entry: PendingSettlement) -> None:
-        what = f"{entry.kind} {entry.args.get('reservation_id') or entry.args.get('request_id')}"
-        await settle_until_landed(lambda: self._send(entry.kind, entry.args), what=what,
-                                  max_delay_s=self._max_backoff_s)  # fmt: skip
-        self.journal.done(entry.entry_id)
+    async def _drain(self) -> None:
+        delay = min(0.5, self._max_backoff_s)
+        failures = 0
+        while pending := [e for e in self.journal.pending() if e.entry_id not in self._inline]:
+            if await self._replay(pending):
+                delay, failures = min(0.5, self._max_backoff_s), 0
+                continue
+            failures += 1
+            if failures in (1, 10) or failures % 100 == 0:
+                log.warning("journaled settlements waiting for the ledger", pending=len(pending), failures=failures)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff_s)
+
+    async def _replay(self, pending: list[PendingSettlement]) -> bool:
+        """Send entries in order; False at the first transient failure."""
+        for entry in pending:
+            what = f"{entry.kind} {entry.args.get('reservation_id') or entry.args.get('request_id')}"
+            try:
+                await self._send(entry.kind, entry.args)
+            except TRANSIENT:
+                return False
+            except RationerError as exc:
+                log.error("the ledger refused a journaled settlement; it stays unbilled", what=what,
+                          error=exc.message)  # fmt: skip
+            else:
+                log.info("deferred settlement landed", what=what)
+            self.journal.done(entry.entry_id)
+        return True

@@ -1,15 +1,18 @@
-"""The settlement journal keeps unconfirmed settlements across restarts."""
+"""The settlement journal keeps unconfirmed settlements across restarts; the Settler drains it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rationer.errors import FailedPrecondition, Unavailable
 from services.router.journal import SettlementJournal
-from services.router.settlement import settle_until_landed
+from services.router.ports import Charge
+from services.router.settlement import Settler
 
 COMMIT = {"reservation_id": "r_1", "key_id": "k_1", "prompt_tokens": 20, "completion_tokens": 2}
 
@@ -42,24 +45,78 @@ def test_unknown_kind_is_refused() -> None:
         SettlementJournal().add("refund", COMMIT)
 
 
-async def test_settle_until_landed_waits_out_an_outage() -> None:
-    calls = 0
+class _Ledger:
+    """A ledger double that is down for its first ``down_for`` calls."""
 
-    async def op() -> None:
-        nonlocal calls
-        calls += 1
-        if calls < 4:
-            raise Unavailable("ledger down")
+    def __init__(self, down_for: int = 0, refuse: frozenset[str] = frozenset()) -> None:
+        self.down_for = down_for
+        self.refuse = refuse
+        self.landed: list[str] = []
+        self.in_flight = self.max_in_flight = 0
 
-    assert await settle_until_landed(op, what="commit r_1", max_delay_s=0.01) is True
-    assert calls == 4
+    async def commit(self, **args: Any) -> Charge:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)
+            if self.down_for > 0:
+                self.down_for -= 1
+                raise Unavailable("ledger down")
+            if args["reservation_id"] in self.refuse:
+                raise FailedPrecondition(f"reservation {args['reservation_id']} was released")
+            self.landed.append(args["reservation_id"])
+            return Charge(10, 20)
+        finally:
+            self.in_flight -= 1
+
+    async def record_cache_hit(self, **args: Any) -> Charge:
+        return await self.commit(reservation_id=args["request_id"])
 
 
-async def test_settle_until_landed_stops_on_a_definitive_refusal() -> None:
-    async def op() -> None:
-        raise FailedPrecondition("reservation r_1 was released")
+def _settler(ledger: _Ledger, journal: SettlementJournal) -> tuple[Settler, set[asyncio.Task[Any]]]:
+    tasks: set[asyncio.Task[Any]] = set()
 
-    assert await asyncio.wait_for(settle_until_landed(op, what="commit r_1"), 5) is False
+    def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        return task
+
+    return Settler(ledger, journal, spawn, max_backoff_s=0.01), tasks  # type: ignore[arg-type]
+
+
+async def _until_empty(journal: SettlementJournal) -> None:
+    for _ in range(500):
+        if not len(journal):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(journal)} settlements never landed")
+
+
+async def test_a_commit_the_ledger_misses_lands_once_after_the_outage() -> None:
+    ledger, journal = _Ledger(down_for=8), SettlementJournal()
+    settler, _ = _settler(ledger, journal)
+    with pytest.raises(Unavailable):
+        await settler.settle("commit", COMMIT)  # six inline tries, then handed over
+    assert len(journal) == 1
+    await _until_empty(journal)
+    assert ledger.landed == ["r_1"]
+
+
+async def test_resume_replays_in_order_through_one_caller(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    earlier = SettlementJournal(path)
+    for i in range(50):
+        earlier.add("commit", {**COMMIT, "reservation_id": f"r_{i}"})
+    earlier.add("cache_hit", {"request_id": "q_1", "key_id": "k_1"})
+    earlier.close()
+    ledger = _Ledger(down_for=5, refuse=frozenset({"r_7"}))
+    settler, tasks = _settler(ledger, SettlementJournal(path))
+    assert settler.resume() == 51
+    await _until_empty(settler.journal)
+    # In journal order, the refused one dropped (logged), the rest once each.
+    assert ledger.landed == [f"r_{i}" for i in range(50) if i != 7] + ["q_1"]
+    # One drainer: however long the backlog, one call at a time.
+    assert ledger.max_in_flight == 1 and len(tasks) == 1
 
 
 def test_an_empty_setting_keeps_the_journal_in_memory() -> None:
