@@ -55,7 +55,11 @@ def _prompt_from_json(obj: Any, lineno: int) -> str:
 
 
 def read_prompts(path: Path) -> list[str]:
-    """JSONL with ``prompt`` or OpenAI ``messages`` per line, or plain text (one prompt per line)."""
+    """JSONL with ``prompt`` or OpenAI ``messages`` per line, or plain text (one prompt per line).
+
+    A Rationer trace (``rationer trace synth`` / ``import``) is accepted as is:
+    its optional ``{"header": ...}`` first line carries no prompt and is skipped.
+    """
     if not path.exists():
         raise InvalidArgument(f"prompts file {path} does not exist")
     lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -70,7 +74,11 @@ def read_prompts(path: Path) -> list[str]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{path} line {i} is not valid JSON: {exc.msg}") from exc
+        if i == 1 and isinstance(obj, dict) and set(obj) == {"header"}:
+            continue
         prompts.append(_prompt_from_json(obj, i))
+    if not prompts:
+        raise InvalidArgument(f"prompts file {path} holds only a trace header, no prompts")
     return prompts
 
 

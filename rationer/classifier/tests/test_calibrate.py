@@ -33,6 +33,21 @@ def test_reads_jsonl_prompt_messages_and_plain_text(tmp_path: Path) -> None:
     assert read_prompts(txt) == ["first prompt", "second prompt"]
 
 
+def test_a_synthesized_trace_is_read_as_is(tmp_path: Path) -> None:
+    from rationer.replay.synth import SynthConfig, load_pools, synthesize
+    from rationer.replay.trace import write_trace
+
+    trace = tmp_path / "trace.jsonl"
+    write_trace(trace, *synthesize(SynthConfig(requests=20, seed=3), load_pools(None)))
+    assert json.loads(trace.read_text().splitlines()[0]).keys() == {"header"}
+    prompts = read_prompts(trace)
+    assert len(prompts) == 20 and all(p.strip() for p in prompts)
+    only_header = tmp_path / "header.jsonl"
+    only_header.write_text(trace.read_text().splitlines()[0] + "\n")
+    with pytest.raises(InvalidArgument, match="only a trace header"):
+        read_prompts(only_header)
+
+
 def test_bad_prompt_files_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
