@@ -89,12 +89,15 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
     return domain_error(exc, service="slm_worker")
 
 
-def _request(model: str, messages: Sequence[ChatMessage], params: GenerationParams | None) -> pb.GenerateRequest:
+def _request(
+    model: str, messages: Sequence[ChatMessage], params: GenerationParams | None, request_id: str = ""
+) -> pb.GenerateRequest:
     p = params or GenerationParams()
     return pb.GenerateRequest(
         model=model,
         messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
         params=generation_params(p.max_tokens, p.stop, p.temperature, p.top_p, p.seed),
+        request_id=request_id,
     )
 
 
@@ -144,7 +147,7 @@ class WorkerClient:
     ) -> Completion:
         try:
             r = await self._stub.Generate(
-                _request(model, messages, params),
+                _request(model, messages, params, request_id),
                 timeout=timeout_s or self._timeout,
                 metadata=self._md(request_id),
             )
@@ -170,7 +173,9 @@ class WorkerClient:
     ) -> AsyncGenerator[StreamChunk, None]:
         """Deltas, then one chunk with ``final=True``. Breaking out cancels the call."""
         call = self._stub.GenerateStream(
-            _request(model, messages, params), timeout=timeout_s or self._timeout, metadata=self._md(request_id)
+            _request(model, messages, params, request_id),
+            timeout=timeout_s or self._timeout,
+            metadata=self._md(request_id),
         )
         try:
             async for c in call:

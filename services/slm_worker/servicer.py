@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
 from google.protobuf.message import DecodeError
 
 from rationer.api.common.v1 import common_pb2
@@ -43,6 +44,9 @@ class WorkerRef:
 def _checked(request: Any) -> Any:
     if isinstance(request, UndecodableRequest):
         raise InvalidArgument(f"request could not be decoded ({request.error}); string fields must be valid UTF-8")
+    if getattr(request, "request_id", ""):
+        # Callers that cannot set metadata name the call in the message.
+        structlog.contextvars.bind_contextvars(request_id=request.request_id)
     return request
 
 
