@@ -97,6 +97,9 @@ class Slot:
         cached = self._pieces.get(token)
         if cached is None:
             n = self._to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+            if n < 0:  # llama.cpp asks for a bigger buffer: -n bytes
+                self._buf = ctypes.create_string_buffer(-n)
+                n = self._to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
             cached = self._buf.raw[: max(n, 0)]
             self._pieces[token] = cached
         return cached
@@ -107,12 +110,13 @@ class Slot:
     def run(self, req: GenerationRequest, emit: Callable[[str], None], cancel: threading.Event) -> GenerationOutcome:
         """Generate until a stop, ``max_tokens``, cancel or the deadline."""
         llm = self._llm
-        llm.set_seed(RANDOM_SEED if req.seed is None else req.seed & 0xFFFFFFFF)
+        llm.set_seed(RANDOM_SEED if req.seed is None else req.seed)
         decoder = TokenTextDecoder(req.stop)
         started = time.perf_counter()
         first: float | None = None
         produced = 0
         reason = "length"
+        matched_stop = False
         tokens = llm.generate(
             req.prompt_tokens,
             temp=max(req.temperature, 0.0),
@@ -136,12 +140,15 @@ class Slot:
                 if text:
                     emit(text)
                 if stopped:
-                    reason = "stop"
+                    reason, matched_stop = "stop", True
                     break
                 reason = self._should_stop(req, produced, cancel)
                 if reason:
                     break
-        if reason != "stop":
+        if not matched_stop:
+            # Text held back because it might have begun a stop sequence is
+            # the answer's own once nothing more can follow (end of sequence,
+            # max_tokens, cancel): dropping it would cut the answer short.
             tail = decoder.flush()
             if tail:
                 emit(tail)

@@ -30,6 +30,10 @@ from services.slm_worker.settings import ModelEntry
 log = structlog.get_logger(__name__)
 
 
+# llama.cpp's LLAMA_DEFAULT_SEED (0xFFFFFFFF) means random; seeds stop below it.
+MAX_SEED = 0xFFFFFFFE
+
+
 @dataclass(frozen=True)
 class Params:
     max_tokens: int = 0
@@ -149,8 +153,12 @@ class Worker:
     def _check_params(self, p: Params) -> None:
         if p.max_tokens < 0:
             raise InvalidArgument(f"max_tokens must be >= 0 (0 = the model default), got {p.max_tokens}")
-        if p.temperature is not None and (math.isnan(p.temperature) or p.temperature < 0):
-            raise InvalidArgument(f"temperature must be >= 0, got {p.temperature}")
+        if p.temperature is not None and (not math.isfinite(p.temperature) or p.temperature < 0):
+            raise InvalidArgument(f"temperature must be a finite number >= 0, got {p.temperature}")
+        if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
+            # llama.cpp reads 0xFFFFFFFF as "pick a random seed": the same seed
+            # would then not give the same text.
+            raise InvalidArgument(f"seed must be between 0 and {MAX_SEED}, got {p.seed}")
         if p.top_p is not None and not (0 < p.top_p <= 1):
             raise InvalidArgument(f"top_p must be in (0, 1], got {p.top_p}")
         if len(p.stop) > self._limits.max_stop_sequences:

@@ -151,3 +151,17 @@ async def test_server_side_deadline_is_an_error_not_a_partial_reply(worker: Runn
     )
     with pytest.raises(DeadlineExceeded, match="deadline passed after"):
         await servicer.Generate(request, _ServerSideDeadline())
+
+
+async def test_text_held_for_a_possible_stop_sequence_is_kept_at_end_of_sequence(worker: RunningWorker) -> None:
+    question = [ChatMessage("user", "What is the capital of France? Answer in one short sentence.")]
+    plain = await worker.client.generate("local-small", question, GenerationParams(max_tokens=48, temperature=0.0))
+    assert plain.finish_reason == "stop" and plain.text  # the model ended the answer itself
+    # A stop sequence that starts with the answer's last character: that
+    # character is held back until it cannot begin the stop, which at the end
+    # of the sequence means it is released, not dropped.
+    params = GenerationParams(max_tokens=48, temperature=0.0, stop=[plain.text[-1] + "QQQ"])
+    held = await worker.client.generate("local-small", question, params)
+    streamed = [c async for c in worker.client.generate_stream("local-small", question, params)]
+    assert held.text == plain.text
+    assert "".join(c.delta for c in streamed) == plain.text
