@@ -85,7 +85,7 @@ class LedgerClient:
         )  # fmt: skip
         r = await call(self._stub.Authorize, req, self._timeout)
         return m.Reservation(r.reservation_id, r.held.nano_usd, cv.us_of(r.expires_at) or 0,
-                             tuple(r.soft_alerts), r.min_remaining_fraction)  # fmt: skip
+                             tuple(r.soft_alerts), r.min_remaining_fraction, r.replayed)  # fmt: skip
 
     async def commit(self, reservation_id: str, key_id: str, prompt_tokens: int, completion_tokens: int, *,
                      model: str = "", tier: str = "", latency_ms: int = 0,

@@ -155,9 +155,11 @@ class BudgetState:
     soft_alerted_start: int | None
 
     def spent(self, now_us: int) -> int:
-        # A row still stamped with an earlier period has spent nothing in this one.
+        # A row still stamped with an earlier period has spent nothing in this
+        # one; a row already stamped with a later one (another replica's
+        # clock ran ahead) counts, since periods only roll forward.
         start, _ = period_bounds(self.period, now_us)
-        return self.spent_raw if self.period_start == start else 0
+        return self.spent_raw if self.period_start >= start else 0
 
     def to_budget(self, now_us: int, held: int) -> Budget:
         kind, _, scope_id = self.scope_key.partition(":")

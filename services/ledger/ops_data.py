@@ -177,7 +177,7 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
 
 RES_COLS = (
     "id, key_id, org_id, team_id, user_id, project, tier, model, price_version, state, expires_at,"
-    " event_id, request_id, held_tokens"
+    " event_id, request_id, held_tokens, held_usd"
 )
 
 
@@ -197,7 +197,7 @@ def load_event(event_id: str) -> Op[UsageEvent]:
 
 def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
     r = yield from _load_reservation(a.reservation_id, a.key_id, d)
-    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h = r
+    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h, hu = r
     if state == "committed":
         return CommitResult((yield from load_event(str(event_id))), replayed=True)
     if state == "released":
@@ -217,14 +217,13 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
     if tier == r_tier:
         price = yield from price_at_version(tier, int(r_version))
     else:
+        yield from _check_tier_allowed(key_id, tier)
         price = yield from current_price(tier)
     ref = yield from reference_price()
     cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price)
     cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else cost
     yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
-    notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
-    if late:
-        notes.append(f"late: hold expired at {to_datetime(int(expires)).isoformat()}")
+    notes = _commit_notes(a, int(expires) if late else None, cost - int(hu))
     ev = UsageEvent(
         _new_id("e"), now, "charge", rq or "", org_id, team_id, user_id, key_id, project, tier, model,
         a.prompt_tokens, a.completion_tokens, cost, cf, False, a.latency_ms, price.version, "; ".join(notes),
@@ -239,21 +238,47 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
     return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - a.prompt_tokens - a.completion_tokens))
 
 
+def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
+    key = yield from load_key_by_id(key_id)
+    if key is not None and key.allowed_tiers and tier not in key.allowed_tiers:
+        raise PermissionDenied(
+            f"API key {key_id} may not use tier {tier!r}; commit on the reserved tier or one of: "
+            f"{', '.join(key.allowed_tiers)}"
+        )
+
+
+def _commit_notes(a: CommitArgs, expired_at: int | None, over_hold: int) -> list[str]:
+    notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
+    if expired_at is not None:
+        notes.append(f"late: hold expired at {to_datetime(expired_at).isoformat()}")
+    if over_hold > 0:
+        # The true usage beat the estimate the hold was sized on. The call
+        # happened, so it is charged, but budgets may end up past their hard
+        # limit by this much: the event says so.
+        notes.append(f"over hold by {format_usd(over_hold)} (usage above the estimate)")
+    return notes
+
+
 def _charge_budgets(scope_keys: list[str], cost: int, tokens: int, now: int, d: Dialect) -> Query:
     """One statement adding the charge to every budget on the path, rolling periods.
 
     Last in the transaction so budget rows stay locked only until COMMIT; the
     subquery takes the row locks in id order like Authorize does (no deadlock).
+    Periods only roll forward: operations can commit out of clock order
+    (around midnight, or across replicas), and a charge stamped with the
+    period just ended must not reset a row that already moved on. It is added
+    to the current period instead, which errs towards counting it.
     """
     day, _ = period_bounds("daily", now)
     month, _ = period_bounds("monthly", now)
     marks = ", ".join("?" for _ in scope_keys)
     start = "(CASE period WHEN 'daily' THEN ? WHEN 'monthly' THEN ? ELSE 0 END)"
     return (
-        f"UPDATE budgets SET spent = (CASE WHEN period_start = {start} THEN spent ELSE 0 END)"
-        f" + (CASE unit WHEN 'usd' THEN ? ELSE ? END), period_start = {start}, updated_at = ?"
+        f"UPDATE budgets SET spent = (CASE WHEN period_start < {start} THEN 0 ELSE spent END)"
+        f" + (CASE unit WHEN 'usd' THEN ? ELSE ? END),"
+        f" period_start = (CASE WHEN period_start < {start} THEN {start} ELSE period_start END), updated_at = ?"
         f" WHERE id IN (SELECT id FROM budgets WHERE scope_key IN ({marks}) ORDER BY id{d.for_update})",
-        (day, month, cost, tokens, day, month, now, *scope_keys),
+        (day, month, cost, tokens, day, month, day, month, now, *scope_keys),
     )
 
 

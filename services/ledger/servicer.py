@@ -59,6 +59,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         return pb.AuthorizeResponse(
             reservation_id=r.reservation_id, held=cv.money(r.held_nano_usd), expires_at=cv.ts(r.expires_at_us),
             soft_alerts=list(r.soft_alerts), min_remaining_fraction=r.min_remaining_fraction,
+            replayed=r.replayed,
         )  # fmt: skip
 
     async def Commit(self, request: pb.CommitRequest, context: Ctx) -> pb.CommitResponse:

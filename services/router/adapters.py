@@ -83,7 +83,7 @@ class GrpcLedger:
             request_id=request_id,
         )
         resp = await _call("ledger", self._stub.Authorize, req, LEDGER_TIMEOUT_S)
-        return Reservation(resp.reservation_id, resp.held.nano_usd, resp.min_remaining_fraction)
+        return Reservation(resp.reservation_id, resp.held.nano_usd, resp.min_remaining_fraction, resp.replayed)
 
     async def commit(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ class Prepared:
     decision: Decision | None = None
     cached: CachedAnswer | None = None
     attempts: int = 0
+    tiers_tried: list[str] = field(default_factory=list)
 
 
 Canonicalize = Callable[[Sequence[Message]], str]

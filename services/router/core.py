@@ -20,6 +20,7 @@ import structlog
 
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import (
+    AlreadyExists,
     DeadlineExceeded,
     RationerError,
     ResourceExhausted,
@@ -260,15 +261,26 @@ class RouterCore:
         return Attempts(self, prep, [prep.decision.tier, *prep.decision.fallbacks])
 
     async def reserve(self, prep: Prepared, tier: TierSpec) -> Reservation:
-        first = prep.attempts == 0
+        ledger_id = _attempt_id(prep, tier)
         prep.attempts += 1
+        prep.tiers_tried.append(tier.name)
         started = time.perf_counter()
         try:
-            return await self._authorize(prep, tier, first)
+            res = await self._authorize(prep, tier, ledger_id)
         finally:
             prep.result.add_stage("authorize", started)
+        if res.replayed:
+            # The router never retries an Authorize, so a replay means another
+            # call already used this id: serving this one would ride on that
+            # call's hold and charge (a free answer). Its hold is not ours to
+            # release either.
+            raise AlreadyExists(
+                f"request id {prep.request_id!r} was already used by another call; send a unique "
+                "x-request-id per request, or none and the gateway makes one"
+            )
+        return res
 
-    async def _authorize(self, prep: Prepared, tier: TierSpec, first: bool) -> Reservation:
+    async def _authorize(self, prep: Prepared, tier: TierSpec, ledger_id: str) -> Reservation:
         return await self.ledger.authorize(
             key_id=prep.principal.key_id,
             tier=tier.name,
@@ -276,11 +288,7 @@ class RouterCore:
             prompt_tokens=estimate_prompt_tokens(prep.request.messages),
             max_tokens=prep.request.params.max_tokens,
             project=prep.request.project,
-            # One idempotency key per attempt: a retried Authorize for the same
-            # attempt returns the same hold, a new tier gets a new one. The
-            # first attempt uses the bare request id so ledger events join
-            # logs and responses directly; fallbacks append "#<tier>".
-            request_id=prep.request_id if first else f"{prep.request_id}#{tier.name}",
+            request_id=ledger_id,
         )
 
     def on_exhausted(self, prep: Prepared, tier: TierSpec, exc: ResourceExhausted) -> list[TierSpec]:
@@ -429,3 +437,16 @@ def _consume(task: asyncio.Future[Any]) -> None:
     # A task abandoned on the hit path must not log "exception never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+def _attempt_id(prep: Prepared, tier: TierSpec) -> str:
+    """The ledger idempotency key of this call's next attempt, unique per attempt.
+
+    The first attempt uses the bare request id so ledger events join logs and
+    responses directly; fallbacks append "#<tier>", and "#<tier>.<n>" when a
+    tier comes up a second time (a downgrade back to a tier that failed).
+    """
+    if prep.attempts == 0:
+        return prep.request_id
+    suffix = f".{prep.attempts}" if tier.name in prep.tiers_tried else ""
+    return f"{prep.request_id}#{tier.name}{suffix}"

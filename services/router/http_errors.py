@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from rationer.errors import (
+    AlreadyExists,
     Cancelled,
     DeadlineExceeded,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
@@ -33,6 +35,8 @@ ERROR_TYPES: dict[type[RationerError], str] = {
     Unauthenticated: "authentication_error",
     PermissionDenied: "permission_error",
     NotFound: "invalid_request_error",
+    AlreadyExists: "invalid_request_error",
+    FailedPrecondition: "invalid_request_error",
     ResourceExhausted: "rate_limit_error",
     Unavailable: "service_unavailable_error",
     DeadlineExceeded: "timeout_error",

@@ -32,6 +32,7 @@ class Reservation:
     reservation_id: str
     held_nano_usd: int
     min_remaining_fraction: float = 1.0
+    replayed: bool = False  # the ledger returned an earlier call's reservation
 
 
 @dataclass(frozen=True)

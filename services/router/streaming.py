@@ -117,6 +117,9 @@ class _Attempt:
             model=d.model or self.tier.model,
             model_ms=(time.perf_counter() - started) * 1000,
         )
-        await self.core.commit(self.prep, self.res, self.tier, out, exact=d.usage_exact)
+        # Settled from the moment the commit is journaled: a cancel during the
+        # commit must not also release the hold, or the release could land
+        # first and the ledger would refuse the (journaled) commit.
         self.settled = True
+        await self.core.commit(self.prep, self.res, self.tier, out, exact=d.usage_exact)
         self.core.store_answer(self.prep, self.tier, out.text)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -11,7 +13,10 @@ import pytest
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
+from services.ledger import ops_data
 from services.ledger.client import LedgerClient
+from services.ledger.money import period_bounds
+from services.ledger.ops_common import load_budgets
 from services.ledger.settings import LedgerSettings
 from services.ledger.testing import make_key, running_ledger, settings_for
 
@@ -49,7 +54,7 @@ async def test_authorize_commit_charges_true_cost_once(settings: LedgerSettings)
         # a retried Authorize with the same request id returns the same reservation
         replay = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000,
                                             max_completion_tokens=500, request_id="req-1")
-        assert replay.reservation_id == res.reservation_id
+        assert replay.reservation_id == res.reservation_id and replay.replayed and not res.replayed
         charges = await led.admin.list_events(kind="charge")
         assert len(charges) == 1
 
@@ -188,3 +193,39 @@ async def test_tiers_prices_versions_and_cache_hits(settings: LedgerSettings) ->
         events = await led.admin.list_events()
         total = sum(e.cost.nano_usd for e in events if e.kind in ("charge", "cache_hit"))
         assert total == sum(r.cost for r in rows)
+
+
+async def test_commits_out_of_clock_order_at_midnight_lose_nothing(settings: LedgerSettings) -> None:
+    # Two commits straddle midnight but reach the database in the opposite
+    # order (two PostgreSQL connections, or two replicas, can do that). The
+    # later one must not roll the budget back to the day that just ended.
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin)
+        await led.admin.set_budget("key", k.key_id, unit="tokens", period="daily", hard_limit=10**9)
+        late_day = await led.client.authorize(k.key_id, "local-small", prompt_tokens=100, max_completion_tokens=100)
+        new_day = await led.client.authorize(k.key_id, "local-small", prompt_tokens=100, max_completion_tokens=100)
+        _, midnight = period_bounds("daily", int(time.time() * 1e6))
+        store = led.deps.ledger.store
+
+        def args(r: Any) -> ops_data.CommitArgs:
+            return ops_data.CommitArgs(r.reservation_id, k.key_id, 100, 100, "", "", 0, 0, bill_late=True)
+
+        await store.write(lambda: ops_data.commit(args(new_day), midnight + 5_000, store.dialect))
+        await store.write(lambda: ops_data.commit(args(late_day), midnight - 5_000, store.dialect))
+        (b,) = await store.read(lambda: load_budgets([f"key:{k.key_id}"], None))
+        # Both charges count in the new day: the late one errs towards counting.
+        assert b.spent(midnight + 1_000_000) == 400
+
+
+async def test_commit_cannot_switch_to_a_disallowed_tier_and_marks_usage_over_the_hold(
+    settings: LedgerSettings,
+) -> None:
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin, allowed_tiers=["local-small"])
+        res = await led.client.authorize(k.key_id, "local-small", prompt_tokens=10, max_completion_tokens=10)
+        with pytest.raises(PermissionDenied, match="may not use tier 'frontier'"):
+            await led.client.commit(res.reservation_id, k.key_id, 10, 10, tier="frontier")
+        # The true usage beat the estimate: charged (the call happened) and marked.
+        done = await led.client.commit(res.reservation_id, k.key_id, 10, 500)
+        assert done.event.completion_tokens == 500 and done.event.cost > res.held_nano_usd
+        assert "over hold by $" in done.event.detail

@@ -175,3 +175,24 @@ async def test_cli_complete_reads_messages_from_a_file(stack: Stack, tmp_path: P
     result = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["route"]["tier"]
+
+
+async def test_a_reused_request_id_is_refused_not_served_free(stack: Stack) -> None:
+    # The request id is the ledger's idempotency key. A second call with the
+    # same id must not ride on the first call's hold and charge.
+    key = await stack.new_key(org="reused-id")
+    await stack.ledger.admin.set_budget("user", key.user_id, unit="usd", period="monthly", hard_limit=10**12)
+    md = (*_md(key.secret), ("x-request-id", "fixed-id-1"))
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        first = await stub.Complete(_req(), metadata=md)
+        assert first.route.request_id == "fixed-id-1" and first.route.cost.nano_usd > 0
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Complete(_req("Say something else."), metadata=md)
+            assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert "already used by another call" in (info.value.details() or "")
+    charges = [e for e in await stack.ledger.admin.list_events(kind="charge") if e.key_id == key.key_id]
+    assert [e.request_id for e in charges] == ["fixed-id-1"]
+    (budget,) = await stack.ledger.admin.list_budgets("user", key.user_id)
+    assert (budget.held, budget.spent) == (0, first.route.cost.nano_usd)
