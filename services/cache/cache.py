@@ -178,7 +178,7 @@ class SemanticCache:
             return LookupResult(hit=False)
         if vector is None:
             vector = await self._batcher.embed(text)
-        result = self._semantic(index, text, vector, threshold, q.disable_guard, now)
+        result = self._semantic(index, (tenant, ctx), text, vector, threshold, q.disable_guard, now)
         if result.hit:
             return result
         counters.misses += 1
@@ -189,6 +189,7 @@ class SemanticCache:
     def _semantic(
         self,
         index: NamespaceIndex,
+        namespace: tuple[str, str],
         text: str,
         vector: npt.NDArray[np.float32],
         threshold: float,
@@ -204,6 +205,11 @@ class SemanticCache:
                 break  # results are sorted best first
             entry = self._store.get(row_id)
             if entry is None or entry.expires_at <= now:
+                continue
+            if (entry.tenant, entry.ctx) != namespace:
+                # Only a damaged snapshot could map a row into another
+                # namespace's index; isolation must not rest on it.
+                log.error("index row outside its namespace; skipped", row_id=row_id)
                 continue
             if not use_guard:
                 return self._hit(entry, sim, "semantic", now)
@@ -284,6 +290,10 @@ class SemanticCache:
         """Remove one entry (needs its tenant), a whole tenant, or everything."""
         self._require_ready()
         if everything:
+            if tenant or entry_id:
+                raise InvalidArgument(
+                    "all=true removes every tenant's entries; do not combine it with tenant or entry_id"
+                )
             return self._remove_rows(self._store.tenant_rows(None))
         if entry_id:
             validation.tenant(tenant)

@@ -88,7 +88,8 @@ class FrontDoor:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/v1/models/{model}", self.model)
+        # Model ids may hold a slash ("org/model", as on Hugging Face).
+        app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_post("/v1/embeddings", self.embeddings)
         for path in ("/health", "/healthz"):
             app.router.add_get(path, self.health)
@@ -188,6 +189,9 @@ class FrontDoor:
     # ---- chat -----------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        # A bad key is 401 before any body is read (the core's own check then
+        # hits the auth cache).
+        await self.core.auth.principal(api_key(request))
         body = await self._json(request)
         call = parse_chat(body, project=request.headers.get("x-rationer-project", ""), no_cache=self._no_cache(request))
         key, rid, deadline = api_key(request), request[RID], self._deadline(request)
@@ -268,8 +272,8 @@ class FrontDoor:
                         code="model_not_found", param="model")  # fmt: skip
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
         await self.core.auth.principal(api_key(request))
+        body = await self._json(request)
         out = await embeddings(self.embedder, body, max_inputs=self.settings.max_embedding_inputs)
         return web.json_response(out, headers={"x-request-id": request[RID]})
 

@@ -99,7 +99,8 @@ def limit_message(exc: ResourceExhausted) -> str:
     if exc.limit_id and exc.limit_id not in exc.message:
         parts.append(f"limit: {exc.limit_id}")
     if exc.resets_at is not None:
-        parts.append(f"resets at {exc.resets_at.isoformat()}")
+        if exc.resets_at.isoformat() not in exc.message:
+            parts.append(f"resets at {exc.resets_at.isoformat()}")
     else:
         parts.append(f"retry in {retry_after_s(exc)} s")
     return "; ".join(parts)

@@ -182,6 +182,10 @@ async def test_models_lists_only_the_keys_tiers(stack: Stack) -> None:
         assert (await small.models.retrieve("frontier-mini")).id == "frontier-mini"
         with pytest.raises(openai.NotFoundError):
             await small.models.retrieve("frontier")
+        # Ids with a slash ("org/model") reach the handler, not the 404 for unknown paths.
+        with pytest.raises(openai.NotFoundError) as slash:
+            await small.models.retrieve("acme/no-such-model")
+        assert slash.value.code == "model_not_found"
     assert everything == {
         "auto", "local-small", "smollm2-135m-instruct", "frontier-mini", "smollm2-mini", "frontier", "smollm2-frontier"
     }  # fmt: skip

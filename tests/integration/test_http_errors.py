@@ -84,6 +84,11 @@ async def test_auth_and_model_errors_raise_the_sdk_classes(stack: Stack) -> None
     assert bad_key.value.status_code == 401
     missing = await post(stack, {"model": "auto", "messages": HELLO}, key="")
     assert missing.status_code == 401 and "Authorization" in error_of(missing)["message"]
+    # The key is checked before the body is read: a bad key with a bad body is 401.
+    for path in ("/v1/chat/completions", "/v1/embeddings"):
+        async with httpx.AsyncClient(base_url=stack.http_base_url) as http:
+            both = await http.post(path, content=b"{not json", headers={"Authorization": "Bearer rk_nope"})
+        assert both.status_code == 401, path
     async with client(stack, limited.secret) as c:
         with pytest.raises(openai.PermissionDeniedError, match="not allowed"):
             await c.chat.completions.create(model="frontier", messages=HELLO, max_tokens=2)
@@ -111,6 +116,7 @@ async def test_budget_running_out_is_429_with_retry_after(stack: Stack) -> None:
     limit = denied.headers["x-rationer-limit"]
     assert limit.startswith("budget") and limit in err["message"]
     assert "resets at" in err["message"] and denied.headers["x-rationer-resets-at"] in err["message"]
+    assert err["message"].count(denied.headers["x-rationer-resets-at"]) == 1
     assert int(denied.headers["Retry-After"]) >= 1
     # A daily budget will not free up within a client's retry window.
     assert denied.headers["x-should-retry"] == "false"

@@ -97,6 +97,8 @@ async def test_invalidate_semantics() -> None:
     assert cache.invalidate(tenant="t", entry_id=a.entry_id) == 1
     assert cache.invalidate(tenant="nobody") == 0
     assert cache.invalidate(tenant="t") == 1
+    with pytest.raises(InvalidArgument, match="all=true removes every tenant"):
+        cache.invalidate(tenant="u", everything=True)  # not a way to clear one tenant
     assert cache.invalidate(everything=True) == 1
     with pytest.raises(InvalidArgument):
         cache.invalidate()
@@ -153,3 +155,17 @@ async def test_no_lookup_ever_returns_another_tenants_entry(
                 assert owner[hit.entry_id] == tenant
                 assert hit.answer.startswith(f"{tenant}:")
     cache.close(save=False)
+
+
+async def test_a_row_in_the_wrong_namespace_index_is_never_served() -> None:
+    # Isolation must not rest on the index alone: if a damaged snapshot put
+    # tenant u's row into tenant t's index, t still never gets u's answer.
+    cache = await make(None)
+    await cache.store(StoreCommand("t", "where is the office", "Leeds", unit(1)))
+    await cache.store(StoreCommand("u", "what is the wifi password", "u-secret", unit(2)))
+    u_row = cache._store.by_entry_id((await cache.store(StoreCommand("u", "x y z", "u2", unit(3)))).entry_id)
+    assert u_row is not None
+    t_index = cache._indexes[("t", CacheContext().key)]
+    t_index.add(np.array([u_row.row_id], dtype=np.int64), unit(3).reshape(1, -1))
+    got = await cache.lookup(LookupQuery("t", "x y z", unit(3), disable_guard=True))
+    assert not got.hit
