@@ -103,6 +103,10 @@ def _direction_swapped(fa: Features, fb: Features) -> bool:
     (a_from, a_to), (b_from, b_to) = fa.slots, fb.slots
     if (a_from & b_to and not a_from & b_from) or (a_to & b_from and not a_to & b_to):
         return True
+    # "convert miles to km" vs "convert km to miles": each side's target is
+    # a word the other side converts from.
+    if a_to and b_to and not a_to & b_to and a_to <= fb.all_words and b_to <= fa.all_words:
+        return True
     if fa.all_words & _DIRECTIONAL or fb.all_words & _DIRECTIONAL:
         order = _order_of(fb.entities, fa.entities)
         if any(later < earlier for earlier, later in itertools.pairwise(order)):
