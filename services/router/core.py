@@ -397,7 +397,7 @@ class RouterCore:
             except BaseException:
                 await asyncio.shield(self.release(prep, res, "caller error, cancel or deadline"))
                 raise
-            await self.commit(prep, res, tier, out)
+            await self.commit(prep, res, tier, out, exact=out.usage_exact)
             self.store_answer(prep, tier, out.text)
             return out.text, prep.result
         raise attempts.exhausted()

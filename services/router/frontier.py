@@ -107,6 +107,17 @@ class FrontierClient:
             raise DeadlineExceeded("deadline passed before the frontier model answered")
         return left
 
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        # A number alone would replace the connect timeout too: a black-holed
+        # endpoint would then eat the whole deadline instead of failing over.
+        left = self._remaining(deadline)
+        connect = self.config.connect_timeout_s if left is None else min(self.config.connect_timeout_s, left)
+        return httpx.Timeout(left, connect=connect)
+
+    def _unreachable(self, exc: Exception, deadline: float | None) -> bool:
+        """A connect timeout with time left is an unreachable endpoint, not the caller's deadline."""
+        return isinstance(exc, httpx.ConnectTimeout) and (deadline is None or time.monotonic() < deadline)
+
     async def _backoff(self, attempt: int, deadline: float | None) -> None:
         delay = self.config.backoff_base_s * (2**attempt) * (0.5 + random.random())
         left = self._remaining(deadline)
@@ -121,11 +132,15 @@ class FrontierClient:
         started = time.perf_counter()
         for attempt in range(self.config.max_retries + 1):
             try:
-                resp = await self._http.post(
-                    "/chat/completions", json=body, timeout=self._remaining(deadline)
-                )
-            except httpx.TimeoutException as exc:
-                raise DeadlineExceeded("frontier call timed out at the caller's deadline") from exc
+                async with asyncio.timeout(self._remaining(deadline)):
+                    resp = await self._http.post("/chat/completions", json=body, timeout=self._timeout(deadline))
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                if not self._unreachable(exc, deadline):
+                    raise DeadlineExceeded("frontier call timed out at the caller's deadline") from exc
+                if attempt == self.config.max_retries:
+                    raise Unavailable(f"frontier unreachable: connect timed out ({exc!r})") from exc
+                await self._backoff(attempt, deadline)
+                continue
             except httpx.TransportError as exc:
                 if attempt == self.config.max_retries:
                     raise Unavailable(f"frontier unreachable: {exc!r}") from exc
@@ -153,7 +168,7 @@ class FrontierClient:
         for attempt in range(self.config.max_retries + 1):
             try:
                 async with self._http.stream(
-                    "POST", "/chat/completions", json=body, timeout=self._remaining(deadline)
+                    "POST", "/chat/completions", json=body, timeout=self._timeout(deadline)
                 ) as resp:
                     if resp.status_code != 200:
                         text = (await resp.aread()).decode("utf-8", "replace")
@@ -162,12 +177,16 @@ class FrontierClient:
                             await self._backoff(attempt, deadline)
                             continue
                         raise err
-                    async for delta in _sse_deltas(resp, self.config.model):
+                    async for delta in _sse_deltas(resp, self.config.model, deadline):
                         sent = sent or bool(delta.text)
                         yield delta
                     return
             except httpx.TimeoutException as exc:
-                raise DeadlineExceeded("frontier stream timed out at the caller's deadline") from exc
+                if sent or not self._unreachable(exc, deadline):
+                    raise DeadlineExceeded("frontier stream timed out at the caller's deadline") from exc
+                if attempt == self.config.max_retries:
+                    raise Unavailable(f"frontier unreachable: connect timed out ({exc!r})") from exc
+                await self._backoff(attempt, deadline)
             except httpx.TransportError as exc:
                 # Once text has gone out, a retry here would silently splice a
                 # second answer onto the first: the caller decides instead.
@@ -186,7 +205,18 @@ def _parse_completion(data: dict[str, object], default_model: str, started: floa
     message = choice.get("message") or {}
     usage = data.get("usage") or {}
     if not isinstance(usage, dict) or "completion_tokens" not in usage:
-        raise Unavailable("frontier answered without usage; cannot bill the call exactly")
+        # The provider answered, and bills us for it: failing over here would
+        # pay twice and charge $0. The core bills the hold's maximum instead.
+        log.warning("frontier answer carried no usage; billing the reserved maximum")
+        return Completion(
+            text=str(message.get("content") or ""),
+            prompt_tokens=0,
+            completion_tokens=0,
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+            model=str(data.get("model") or default_model),
+            model_ms=(time.perf_counter() - started) * 1000,
+            usage_exact=False,
+        )
     return Completion(
         text=str(message.get("content") or ""),
         prompt_tokens=int(usage.get("prompt_tokens", 0)),
@@ -197,12 +227,32 @@ def _parse_completion(data: dict[str, object], default_model: str, started: floa
     )
 
 
-async def _sse_deltas(resp: httpx.Response, default_model: str) -> AsyncIterator[Delta]:
+async def _lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIterator[str]:
+    """The response's lines, but never past ``deadline``.
+
+    httpx's timeout applies to each read, so a slow trickle of tokens could
+    otherwise run far past the caller's deadline.
+    """
+    lines = resp.aiter_lines()
+    while True:
+        try:
+            if deadline is None:
+                line = await anext(lines)
+            else:
+                line = await asyncio.wait_for(anext(lines), timeout=max(deadline - time.monotonic(), 0.0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DeadlineExceeded("the frontier stream ran past the caller's deadline") from None
+        yield line
+
+
+async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float | None = None) -> AsyncIterator[Delta]:
     finish = ""
     usage: dict[str, int] | None = None
     model = default_model
     done = False
-    async for line in resp.aiter_lines():
+    async for line in _lines_until(resp, deadline):
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()

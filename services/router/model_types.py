@@ -28,6 +28,7 @@ class Completion:
     finish_reason: str
     model: str
     model_ms: float = 0.0
+    usage_exact: bool = True  # False: the upstream reported no usage
 
 
 @dataclass(frozen=True)

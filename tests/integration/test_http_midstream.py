@@ -11,7 +11,10 @@ never a spliced answer; a client that sends ``allow_restart`` gets the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +23,7 @@ import pytest
 from aiohttp import web
 from stack import Stack, running_stack
 
-from rationer.errors import Unavailable
+from rationer.errors import DeadlineExceeded, Unavailable
 from rationer.platform.net import free_port
 from services.router.frontier import FrontierClient, FrontierConfig
 from services.router.model_types import GenParams, Message
@@ -38,8 +41,20 @@ class DyingUpstream:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.calls += 1
+        if request.match_info["mode"] == "nousage":  # a whole answer, but no usage block
+            return web.json_response({"id": "x", "object": "chat.completion", "model": "nousage", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if request.match_info["mode"] == "slow":  # one token every 0.3 s, 20 in all
+            chunk = {"id": "x", "object": "chat.completion.chunk", "model": "slow",
+                     "choices": [{"index": 0, "delta": {"content": "tick "}, "finish_reason": None}]}  # fmt: skip
+            with contextlib.suppress(ConnectionResetError):  # the client gives up first
+                for _ in range(20):
+                    await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    await asyncio.sleep(0.3)
+                await resp.write(b"data: [DONE]\n\n")
+            return resp
         for word in ("Once ", "upon "):
             chunk = {"id": "x", "object": "chat.completion.chunk", "model": "dying",
                      "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}  # fmt: skip
@@ -157,3 +172,51 @@ async def test_frontier_client_never_retries_a_stream_that_sent_text(
     # One upstream call and one copy of the text: a retry would have
     # streamed "Once upon " again onto the first.
     assert (upstream.calls - before, "".join(texts)) == (1, "Once upon ")
+
+
+async def test_a_trickling_stream_stops_at_the_deadline(dying: tuple[DyingUpstream, str]) -> None:
+    # httpx's timeout is per read; a token every 0.3 s would never trip it.
+    client = FrontierClient(FrontierConfig(base_url=f"{dying[1]}/slow/v1", model="slow", max_retries=0))
+    texts: list[str] = []
+    try:
+        with pytest.raises(DeadlineExceeded, match="past the caller's deadline"):
+            async for delta in client.stream([Message("user", "hi")], GenParams(max_tokens=8),
+                                             deadline=time.monotonic() + 1.0):  # fmt: skip
+                texts.append(delta.text)
+    finally:
+        await client.aclose()
+    assert 0 < len(texts) < 20
+
+
+async def test_a_black_holed_endpoint_is_unavailable_not_the_callers_deadline() -> None:
+    # A listener whose accept queue is full drops SYNs: connect hangs, as on a
+    # firewalled host. The connect timeout must fail the tier over (UNAVAILABLE)
+    # long before the caller's deadline.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        # With a backlog of 0 Linux queues one connection; the next SYN is dropped.
+        fillers = [socket.create_connection(("127.0.0.1", port), timeout=5)]
+        client = FrontierClient(FrontierConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m",
+                                               max_retries=0, connect_timeout_s=0.3))  # fmt: skip
+        try:
+            with pytest.raises(Unavailable, match="unreachable"):
+                await client.complete([Message("user", "hi")], GenParams(max_tokens=4),
+                                      deadline=time.monotonic() + 30)  # fmt: skip
+        finally:
+            await client.aclose()
+            for f in fillers:
+                f.close()
+
+
+async def test_an_answer_without_usage_is_kept_and_billed_at_the_hold(dying: tuple[DyingUpstream, str]) -> None:
+    # Failing over would pay the provider twice and charge the caller $0.
+    upstream, base = dying
+    client = FrontierClient(FrontierConfig(base_url=f"{base}/nousage/v1", model="nousage", max_retries=2))
+    before = upstream.calls
+    try:
+        out = await client.complete([Message("user", "hi")], GenParams(max_tokens=8))
+    finally:
+        await client.aclose()
+    assert (out.text, out.usage_exact, upstream.calls - before) == ("fine", False, 1)
