@@ -265,8 +265,14 @@ class RouterCore:
         prep.attempts += 1
         prep.tiers_tried.append(tier.name)
         started = time.perf_counter()
+        placing = asyncio.ensure_future(self._authorize(prep, tier, ledger_id))
         try:
-            res = await self._authorize(prep, tier, ledger_id)
+            # Shielded: a caller that goes away mid-Authorize must not leave a
+            # hold behind until its TTL; it is released once it is placed.
+            res = await asyncio.shield(placing)
+        except asyncio.CancelledError:
+            self.spawn(self._release_once_placed(prep, placing))
+            raise
         finally:
             prep.result.add_stage("authorize", started)
         if res.replayed:
@@ -279,6 +285,14 @@ class RouterCore:
                 "x-request-id per request, or none and the gateway makes one"
             )
         return res
+
+    async def _release_once_placed(self, prep: Prepared, placing: asyncio.Future[Reservation]) -> None:
+        try:
+            res = await placing
+        except Exception:
+            return  # nothing was placed
+        if not res.replayed:
+            await self.release(prep, res, "the caller went away while the hold was being placed")
 
     async def _authorize(self, prep: Prepared, tier: TierSpec, ledger_id: str) -> Reservation:
         return await self.ledger.authorize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -196,3 +197,42 @@ async def test_a_reused_request_id_is_refused_not_served_free(stack: Stack) -> N
     assert [e.request_id for e in charges] == ["fixed-id-1"]
     (budget,) = await stack.ledger.admin.list_budgets("user", key.user_id)
     assert (budget.held, budget.spent) == (0, first.route.cost.nano_usd)
+
+
+async def test_a_caller_gone_while_the_hold_is_placed_leaves_no_hold(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.router.model_types import GenParams, Message
+    from services.router.requests import CompletionRequest
+
+    key = await stack.new_key(org="gone-mid-authorize")
+    await stack.ledger.admin.set_budget("user", key.user_id, unit="usd", period="monthly", hard_limit=10**12)
+    real = stack.core.ledger.authorize
+    reached, placed = asyncio.Event(), asyncio.Event()
+
+    async def slow_authorize(**kw: Any) -> Any:
+        reached.set()
+        await asyncio.sleep(0.5)  # the ledger is slow today
+        try:
+            return await real(**kw)
+        finally:
+            placed.set()
+
+    monkeypatch.setattr(stack.core.ledger, "authorize", slow_authorize)
+    req = CompletionRequest(messages=(Message("user", "Say hi."),), params=GenParams(max_tokens=4), no_cache=True)
+    call = asyncio.ensure_future(stack.core.complete(key.secret, req))
+    await reached.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(placed.wait(), 10)  # the hold now exists at the ledger
+    held = -1
+    for _ in range(100):
+        (budget,) = await stack.ledger.admin.list_budgets("user", key.user_id)
+        held = budget.held
+        if held == 0:
+            break
+        await asyncio.sleep(0.05)
+    # Released once placed, not kept until its TTL; nothing was charged.
+    assert held == 0
+    assert not [e for e in await stack.ledger.admin.list_events(kind="charge") if e.key_id == key.key_id]
