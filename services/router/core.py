@@ -9,9 +9,10 @@ leaks and no call is billed twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 import numpy as np
@@ -112,7 +113,8 @@ class RouterCore:
                 "nothing useful can run in that time. Raise the client timeout"
             )
         auth_started = time.perf_counter()
-        principal = await self.auth.principal(api_key)
+        async with _within(deadline, "authenticating the key"):
+            principal = await self.auth.principal(api_key)
         auth_ms = (time.perf_counter() - auth_started) * 1000
         # Logs here and in every downstream service (via call metadata) name
         # the caller; the interceptor's context scope ends with the call.
@@ -135,7 +137,8 @@ class RouterCore:
             result=RouteResult(request_id=rid),
         )
         prep.result.stage_ms["auth"] = auth_ms
-        await self._look_and_embed(prep)
+        async with _within(deadline, "looking up the cache and embedding the prompt"):
+            await self._look_and_embed(prep)
         if prep.cached is not None:
             return prep
         classify_started = time.perf_counter()
@@ -267,10 +270,12 @@ class RouterCore:
         started = time.perf_counter()
         placing = asyncio.ensure_future(self._authorize(prep, tier, ledger_id))
         try:
-            # Shielded: a caller that goes away mid-Authorize must not leave a
-            # hold behind until its TTL; it is released once it is placed.
-            res = await asyncio.shield(placing)
-        except asyncio.CancelledError:
+            # Shielded: a caller that goes away (or runs out of time)
+            # mid-Authorize must not leave a hold until its TTL; it is
+            # released once it is placed.
+            async with _within(prep.deadline, "the ledger was placing the hold"):
+                res = await asyncio.shield(placing)
+        except (asyncio.CancelledError, DeadlineExceeded):
             self.spawn(self._release_once_placed(prep, placing))
             raise
         finally:
@@ -464,3 +469,13 @@ def _attempt_id(prep: Prepared, tier: TierSpec) -> str:
         return prep.request_id
     suffix = f".{prep.attempts}" if tier.name in prep.tiers_tried else ""
     return f"{prep.request_id}#{tier.name}{suffix}"
+
+
+@contextlib.asynccontextmanager
+async def _within(deadline: float | None, doing: str) -> AsyncIterator[None]:
+    """Bound a step by the call's deadline (time.monotonic, the loop's clock)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield
+    except TimeoutError:
+        raise DeadlineExceeded(f"the deadline passed while {doing}; allow more time") from None

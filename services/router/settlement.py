@@ -88,8 +88,13 @@ class Settler:
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         *,
         max_backoff_s: float = 30.0,
+        inline_budget_s: float = 2.0,
     ) -> None:
         self._ledger = ledger
+        # How long a response may wait for its own settlement: a hung ledger
+        # (not a refusing one) would otherwise hold it for every retry's
+        # full call timeout.
+        self._inline_budget_s = inline_budget_s
         self.journal = journal
         self._spawn = spawn
         self._max_backoff_s = max_backoff_s
@@ -107,7 +112,14 @@ class Settler:
         entry_id = self.journal.add(kind, args)
         self._inline.add(entry_id)
         try:
-            out = await retry_settlement(lambda: self._send(kind, args), what=kind)
+            try:
+                async with asyncio.timeout(self._inline_budget_s):
+                    out = await retry_settlement(lambda: self._send(kind, args), what=kind)
+            except TimeoutError:
+                raise Unavailable(
+                    f"the ledger did not confirm the {kind} within {self._inline_budget_s:g}s; "
+                    "it is journaled and settles in the background"
+                ) from None
         except asyncio.CancelledError:
             self._hand_over(entry_id)
             raise

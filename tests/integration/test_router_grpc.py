@@ -236,3 +236,21 @@ async def test_a_caller_gone_while_the_hold_is_placed_leaves_no_hold(
     # Released once placed, not kept until its TTL; nothing was charged.
     assert held == 0
     assert not [e for e in await stack.ledger.admin.list_events(kind="charge") if e.key_id == key.key_id]
+
+
+async def test_the_deadline_bounds_the_steps_before_the_model(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rationer.errors import DeadlineExceeded
+    from services.router.model_types import GenParams, Message
+    from services.router.requests import CompletionRequest
+
+    async def hung_headroom(*args: Any, **kw: Any) -> float:
+        await asyncio.sleep(30)  # a ledger that accepts the call and never answers
+        return 1.0
+
+    monkeypatch.setattr(stack.core.ledger, "headroom", hung_headroom)
+    req = CompletionRequest(messages=(Message("user", "Say hi."),), params=GenParams(max_tokens=4), no_cache=True)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(DeadlineExceeded, match="while looking up the cache and embedding"):
+        await stack.core.complete(stack.api_key, req, deadline=loop.time() + 0.5)

@@ -124,3 +124,19 @@ def test_an_empty_setting_keeps_the_journal_in_memory() -> None:
 
     assert RouterSettings.model_validate({"settlement_journal": ""}).settlement_journal is None
     assert RouterSettings().settlement_journal is not None  # durable by default
+
+
+async def test_a_hung_ledger_does_not_hold_the_response() -> None:
+    class Hung(_Ledger):
+        async def commit(self, **args: Any) -> Charge:
+            await asyncio.sleep(30)
+            raise AssertionError("unreachable")
+
+    journal = SettlementJournal()
+    settler, tasks = _settler(Hung(), journal)
+    settler._inline_budget_s = 0.2
+    with pytest.raises(Unavailable, match=r"did not confirm the commit within 0\.2s"):
+        await settler.settle("commit", COMMIT)
+    assert len(journal) == 1  # journaled, and handed to the drainer
+    for t in tasks:
+        t.cancel()
