@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 # loads racing on threads can leave stdout pointing at /dev/null for good.
 _LOAD_LOCK = threading.Lock()
 
+# Prompt tokens read per uninterruptible llama.cpp call before a cancel check.
+PREFILL_CHUNK = 128
 # llama.cpp's "pick a random seed" value.
 RANDOM_SEED = 0xFFFFFFFF
 DEFAULT_TEMPERATURE = 0.8
@@ -107,6 +109,37 @@ class Slot:
     def close(self) -> None:
         self._llm.close()
 
+    @property
+    def evaluated_tokens(self) -> int:
+        """How many tokens this context holds (the KV cache's length)."""
+        return int(self._llm.n_tokens)
+
+    def _prefill(self, req: GenerationRequest, cancel: threading.Event) -> str:
+        """Read a long prompt in chunks, stopping between them on cancel or deadline.
+
+        llama.cpp reads a prompt inside one call that cannot be interrupted, so
+        a long prompt would keep a slot busy for seconds after its caller left.
+        All but the last token are evaluated here; ``generate`` then finds them
+        in the cache (its prefix match) and evaluates only the last one. A
+        short prompt skips this: the extra decode step would cost more than
+        the prompt itself.
+        """
+        prompt, llm = req.prompt_tokens, self._llm
+        if len(prompt) <= PREFILL_CHUNK:
+            return ""
+        keep = 0  # what this context already holds from its previous prompt
+        for a, b in zip(llm._input_ids, prompt[:-1], strict=False):
+            if a != b:
+                break
+            keep += 1
+        llm.n_tokens = keep  # eval drops the KV cache from here on
+        for i in range(keep, len(prompt) - 1, PREFILL_CHUNK):
+            stop = self._should_stop(req, -1, cancel)
+            if stop:
+                return stop
+            llm.eval(prompt[i : min(i + PREFILL_CHUNK, len(prompt) - 1)])
+        return ""
+
     def run(self, req: GenerationRequest, emit: Callable[[str], None], cancel: threading.Event) -> GenerationOutcome:
         """Generate until a stop, ``max_tokens``, cancel or the deadline."""
         llm = self._llm
@@ -126,8 +159,9 @@ class Slot:
             repeat_penalty=1.0,
             reset=True,
         )
-        if cancel.is_set():
-            reason = "cancelled"
+        early = self._prefill(req, cancel) or ("cancelled" if cancel.is_set() else "")
+        if early:
+            reason = early
         else:
             for tok in tokens:
                 if self._is_eog(self._vocab, tok):
@@ -163,7 +197,7 @@ class Slot:
 
     @staticmethod
     def _should_stop(req: GenerationRequest, produced: int, cancel: threading.Event) -> str:
-        if produced >= req.max_tokens:
+        if 0 <= req.max_tokens <= produced:
             return "length"
         if cancel.is_set():
             return "cancelled"
