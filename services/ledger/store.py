@@ -8,6 +8,7 @@ the database asks for a retry (PostgreSQL unique-key races).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -71,8 +72,11 @@ class SQLiteStore:
 
     dialect = SQLITE
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 256, readers: int = 2):
+    def __init__(
+        self, path: Path, *, synchronous: str = "FULL", max_batch: int = 256, readers: int = 2, busy_s: float = 10.0
+    ):
         self._path = Path(path)
+        self._busy_s = busy_s
         self._sync = synchronous
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -82,7 +86,7 @@ class SQLiteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=10)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_s)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._sync}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -127,19 +131,20 @@ class SQLiteStore:
         return await self._loop.run_in_executor(self._readers, self._read_sync, factory)
 
     def _read_sync(self, factory: OpFactory[T]) -> T:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        conn.execute("BEGIN")  # one snapshot for the whole operation
         try:
-            return drive_sync(conn, factory())
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._connect()
+            conn.execute("BEGIN")  # one snapshot for the whole operation
+            try:
+                return drive_sync(conn, factory())
+            finally:
+                conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             raise Unavailable(f"ledger database {self._path} is unavailable: {exc}") from exc
-        finally:
-            conn.execute("COMMIT")
 
     def _writer(self) -> None:
-        conn = self._connect()
+        conn: sqlite3.Connection | None = None
         stop = False
         while not stop:
             first = self._queue.get()
@@ -155,10 +160,23 @@ class SQLiteStore:
                     stop = True
                     break
                 batch.append(nxt)
-            results = self._run_batch(conn, batch)
+            try:
+                conn = conn or self._connect()
+                results = self._run_batch(conn, batch)
+            except Exception as exc:
+                # This thread must never die: every queued and later write
+                # would then wait forever. Fail this batch, reconnect next time.
+                log.error("ledger writer failed; reconnecting", error=str(exc), batch=len(batch))
+                err = Unavailable(f"ledger database {self._path} is unavailable: {exc}; retry")
+                results = [(fut, None, err) for _, fut in batch]
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                conn = None
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_resolve, results)
-        conn.close()
+        if conn is not None:
+            conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[Any, Any, Any]]:
         out: list[tuple[Any, Any, Any]] = []

@@ -60,6 +60,7 @@ async def test_acknowledged_commits_survive_sigkill(
     try:
         async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
             k = await make_key(admin)
+            await admin.set_budget("key", k.key_id, unit="tokens", period="lifetime", hard_limit=10**12)
         async with LedgerClient(target, timeout_s=5) as c:
 
             async def worker(w: int) -> None:
@@ -88,7 +89,11 @@ async def test_acknowledged_commits_survive_sigkill(
             charges = await admin.list_events(kind="charge")
             by_id = {e.event_id for e in charges}
             assert set(acked.values()) <= by_id, "an acknowledged commit was lost"
-            assert len(charges) == len(by_id)
+            # One charge per request (request ids are unique per reservation).
+            assert len({e.request_id for e in charges}) == len(charges), "a request was charged twice"
+            # The budget agrees with the event log: no charge half-applied.
+            (budget,) = await admin.list_budgets("key", k.key_id)
+            assert budget.spent == sum(e.prompt_tokens + e.completion_tokens for e in charges)
             # a retried Commit after the crash replays, never charges twice
             sample = list(acked)[:20]
             for res_id in sample:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from rationer.errors import (
     Unavailable,
 )
 from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.store import SQLiteStore
 from services.ledger.testing import make_key, running_ledger, settings_for
 
 
@@ -128,3 +130,38 @@ async def test_postgres_outage_gives_unavailable_then_recovers(
         assert (await led.client.commit(ok.reservation_id, k.key_id, 5, 5)).replayed
         (b,) = await led.admin.list_budgets("key", k.key_id)
         assert b.spent == done.event.cost and b.held == 0
+
+
+def _count_versions() -> Any:
+    rows = yield ("SELECT COUNT(*) FROM schema_version", ())
+    return rows[0][0]
+
+
+async def test_sqlite_writer_survives_a_failed_connection_and_a_locked_database(tmp_path: Path) -> None:
+    # The single writer thread must outlive any failure: if it died, every
+    # write would wait forever while health still said SERVING.
+    store = SQLiteStore(tmp_path / "ledger.sqlite3", busy_s=0.3)
+    await store.start()
+    real_connect, failures = store._connect, [1]
+
+    def flaky_connect() -> sqlite3.Connection:
+        if failures:
+            failures.pop()
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect()
+
+    store._connect = flaky_connect  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Unavailable, match="unable to open database file"):
+            await asyncio.wait_for(store.write(_count_versions), 10)
+        assert await asyncio.wait_for(store.write(_count_versions), 10) >= 1
+        # Another process holds the write lock past the busy timeout: UNAVAILABLE, then recovery.
+        blocker = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(Unavailable, match=r"could not commit|locked"):
+            await asyncio.wait_for(store.write(_count_versions), 10)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert await asyncio.wait_for(store.write(_count_versions), 10) >= 1
+    finally:
+        await store.close()
