@@ -297,12 +297,17 @@ class HttpRunner:
 
     def __init__(self, runner: web.AppRunner, door: FrontDoor, host: str, port: int) -> None:
         self._runner, self.door, self.host, self.port = runner, door, host, port
+        self._stopped = False
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def stop(self) -> None:
+        """Stop taking requests; in-flight ones get ``shutdown_timeout_s`` to finish."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.door.draining = True
         await self._runner.cleanup()
 

@@ -190,8 +190,15 @@ async def serve(settings: RouterSettings) -> None:
     if settings.metrics_port is not None:
         start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
     log.info("router serving", port=port, http=settings.http.listen if http_runner else None)
+    async def drain() -> None:
+        # HTTP first: its in-flight requests still commit and spawn
+        # settlements, which the core's drain then waits for.
+        if http_runner is not None:
+            await http_runner.stop()
+        await assembled.core.drain()
+
     try:
-        await serve_until_signal(server, settings.grace_period_s, on_drain=assembled.core.drain)
+        await serve_until_signal(server, settings.grace_period_s, on_drain=drain)
     finally:
         if http_runner is not None:
             await http_runner.stop()
