@@ -181,7 +181,7 @@ def route_meta(res: RouteResult) -> dict[str, Any]:
 
 
 def route_headers(res: RouteResult) -> dict[str, str]:
-    return {
+    headers = {
         "x-request-id": res.request_id,
         "x-rationer-tier": res.tier,
         "x-rationer-model": res.model,
@@ -189,6 +189,11 @@ def route_headers(res: RouteResult) -> dict[str, str]:
         "x-rationer-cost-usd": usd(res.cost_nano_usd),
         "x-rationer-savings-usd": usd(res.savings_nano_usd),
     }
+    if res.settlement_pending:
+        # The cost headers read 0 because the ledger has not priced the call
+        # yet, not because it was free.
+        headers["x-rationer-settlement"] = "pending"
+    return headers
 
 
 def completion_id(request_id: str) -> str:

@@ -18,7 +18,7 @@ from rationer.errors import (
 )
 from services.router.http_embeddings import parse_inputs
 from services.router.http_errors import domain_response, limit_message, retry_after_s
-from services.router.http_schema import ChunkWriter, completion_body, parse_chat, usd
+from services.router.http_schema import ChunkWriter, completion_body, parse_chat, route_headers, usd
 from services.router.requests import RouteResult
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -141,3 +141,12 @@ def test_embedding_inputs() -> None:
     for bad in bads:
         with pytest.raises(InvalidArgument):
             parse_inputs(bad, 4)
+
+
+def test_a_pending_settlement_is_flagged_in_the_headers() -> None:
+    settled = route_headers(RouteResult(request_id="r1", tier="frontier", cost_nano_usd=1500))
+    assert settled["x-rationer-cost-usd"] == "0.000001500" and "x-rationer-settlement" not in settled
+    pending = RouteResult(request_id="r2", tier="frontier")
+    pending.settlement_pending = True
+    # Cost 0 here means "not priced yet", and the header says so.
+    assert route_headers(pending)["x-rationer-settlement"] == "pending"
