@@ -122,6 +122,9 @@ class RouterCore:
             principal=f"{principal.org_id}/{principal.team_id}/{principal.user_id}/{principal.key_id}"
         )
         req = validate(raw, self.limits)
+        # Before the cache: a key must not get, even from its own tenant's
+        # cache, an answer from a tier it may not use.
+        self.policy.check_access(req.model, principal.allowed_tiers)
         rid = request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=rid, end_user=req.user or None)
         prep = Prepared(

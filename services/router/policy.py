@@ -129,6 +129,19 @@ class TierPolicy:
             raise NotFound(f"unknown tier or model {requested!r}; known tiers: {names} (or 'auto')")
         return tier
 
+    def check_access(
+        self, requested: str, allowed_tiers: Sequence[str] = ()
+    ) -> tuple[tuple[TierSpec, ...], TierSpec | None]:
+        """The key's tiers and the explicitly requested one; NOT_FOUND or PERMISSION_DENIED."""
+        allowed = self.allowed(allowed_tiers)
+        if not allowed:
+            raise PermissionDenied("this API key is not allowed to use any configured tier")
+        explicit = self.resolve(requested)
+        if explicit is not None and explicit not in allowed:
+            names = ", ".join(t.name for t in allowed)
+            raise PermissionDenied(f"tier {explicit.name!r} is not allowed for this key; allowed: {names}")
+        return allowed, explicit
+
     def allowed(self, allowed_tiers: Sequence[str]) -> tuple[TierSpec, ...]:
         if not allowed_tiers:
             return self.tiers
@@ -143,13 +156,7 @@ class TierPolicy:
         healthy: frozenset[str] | None = None,
         remaining_fraction: float = 1.0,
     ) -> Decision:
-        allowed = self.allowed(allowed_tiers)
-        if not allowed:
-            raise PermissionDenied("this API key is not allowed to use any configured tier")
-        explicit = self.resolve(requested)
-        if explicit is not None and explicit not in allowed:
-            names = ", ".join(t.name for t in allowed)
-            raise PermissionDenied(f"tier {explicit.name!r} is not allowed for this key; allowed: {names}")
+        allowed, explicit = self.check_access(requested, allowed_tiers)
         usable = tuple(t for t in allowed if healthy is None or t.name in healthy)
         if not usable:
             raise Unavailable("no allowed tier is healthy right now; retry shortly")
@@ -170,7 +177,8 @@ class TierPolicy:
             tier=chosen,
             fallbacks=_fallbacks(usable, chosen),
             unpressured=unpressured,
-            downgraded=chosen.rank < unpressured.rank and explicit is None,
+            # An explicit tier that is down is served by a cheaper one: say so.
+            downgraded=(chosen.rank < unpressured.rank) if explicit is None else chosen is not explicit,
             pressure=p,
             explicit=explicit is not None,
             thresholds=thresholds,

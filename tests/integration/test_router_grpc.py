@@ -254,3 +254,24 @@ async def test_the_deadline_bounds_the_steps_before_the_model(
     loop = asyncio.get_running_loop()
     with pytest.raises(DeadlineExceeded, match="while looking up the cache and embedding"):
         await stack.core.complete(stack.api_key, req, deadline=loop.time() + 0.5)
+
+
+async def test_the_allow_list_is_checked_before_the_cache(stack: Stack) -> None:
+    from rationer.errors import PermissionDenied
+    from services.router.model_types import GenParams, Message
+    from services.router.requests import CompletionRequest
+
+    full = await stack.new_key(org="cache-allow")
+    limited = (await stack.ledger.admin.create_key(user_id=full.user_id, allowed_tiers=["frontier-mini"])).secret
+    req = CompletionRequest(messages=(Message("user", "Name a primary colour."),),
+                            params=GenParams(max_tokens=4, temperature=0.0), model="frontier")  # fmt: skip
+    await stack.core.complete(full.secret, req)
+    for _ in range(100):  # the answer is stored off the response path
+        _, route = await stack.core.complete(full.secret, req)
+        if route.cache_hit:
+            break
+        await asyncio.sleep(0.05)
+    assert route.cache_hit
+    # Same tenant, same prompt, but this key may not use the frontier tier.
+    with pytest.raises(PermissionDenied, match="not allowed"):
+        await stack.core.complete(limited, req)

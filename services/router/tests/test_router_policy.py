@@ -74,6 +74,10 @@ def test_allow_list_and_explicit_requests() -> None:
         p.decide(0.0, requested="nope")
     with pytest.raises(PermissionDenied):
         p.decide(0.0, allowed_tiers=["other"])
+    # The same check on its own, as the router runs it before the cache.
+    assert p.check_access("gpt-x", ["frontier"])[1] is FRONTIER
+    with pytest.raises(PermissionDenied, match="not allowed"):
+        p.check_access("frontier", ["local-small"])
 
 
 def test_health_and_fallback_order() -> None:
@@ -84,8 +88,11 @@ def test_health_and_fallback_order() -> None:
     assert p.decide(0.0).fallbacks == (LARGE, FRONTIER)
     with pytest.raises(Unavailable):
         p.decide(0.5, healthy=frozenset())
-    # An explicitly requested tier that is unhealthy degrades to a cheaper one.
-    assert p.decide(0.0, requested="frontier", healthy=frozenset({"local-small"})).tier is SMALL
+    # An explicitly requested tier that is unhealthy degrades to a cheaper
+    # one, and the decision says it was downgraded.
+    substituted = p.decide(0.0, requested="frontier", healthy=frozenset({"local-small"}))
+    assert substituted.tier is SMALL and substituted.downgraded
+    assert not p.decide(0.0, requested="frontier").downgraded
 
 
 def test_score_scale_pressure_cuts_traffic_shares_not_raw_scores() -> None:
