@@ -51,7 +51,8 @@ HTTP_SECONDS = Histogram(
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
-          "x-rationer-savings-usd, x-rationer-limit, x-rationer-resets-at, retry-after"  # fmt: skip
+          "x-rationer-savings-usd, x-rationer-settlement, x-rationer-limit, x-rationer-resets-at, " \
+          "retry-after"  # fmt: skip
 
 RID = web.RequestKey("rid", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -112,14 +113,19 @@ class FrontDoor:
         else:
             with structlog.contextvars.bound_contextvars(request_id=rid, path=request.path):
                 resp = await self._guarded(request, handler, rid)
-        if self._cors and origin and self._origin_ok(origin) and not resp.prepared:
-            resp.headers["Access-Control-Allow-Origin"] = origin if "*" not in self._cors else "*"
-            resp.headers["Access-Control-Expose-Headers"] = EXPOSED
-            resp.headers["Vary"] = "Origin"
+        if not resp.prepared:
+            self._add_cors(request, resp)
         route = _route_name(request)
         HTTP_REQUESTS.labels(route, request.method, str(resp.status)).inc()
         HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
         return resp
+
+    def _add_cors(self, request: web.Request, resp: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin", "")
+        if self._cors and origin and self._origin_ok(origin):
+            resp.headers["Access-Control-Allow-Origin"] = origin if "*" not in self._cors else "*"
+            resp.headers["Access-Control-Expose-Headers"] = EXPOSED
+            resp.headers["Vary"] = "Origin"
 
     async def _guarded(self, request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
         try:
@@ -215,8 +221,7 @@ class FrontDoor:
                 "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no", "x-request-id": writer.request_id,
             })  # fmt: skip
-            if self._cors and request.headers.get("Origin") and self._origin_ok(request.headers["Origin"]):
-                resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in self._cors else request.headers["Origin"]
+            self._add_cors(request, resp)  # headers go out now, before the middleware sees it
             await resp.prepare(request)
             try:
                 await resp.write(writer.delta("", first=True))

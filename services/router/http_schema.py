@@ -118,6 +118,8 @@ def parse_chat(body: Any, *, project: str = "", no_cache: bool = False) -> ChatC
     seed = _opt(body, "seed", (int,), "an integer")
     stream = bool(_opt(body, "stream", (bool,), "true or false"))
     options = _opt(body, "stream_options", (dict,), "an object") or {}
+    if options and not stream:
+        raise InvalidArgument("'stream_options' is only allowed when 'stream' is true")
     include_usage = options.get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise InvalidArgument("'stream_options.include_usage' must be true or false")

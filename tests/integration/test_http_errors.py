@@ -203,9 +203,17 @@ async def test_cors_is_off_by_default_and_configurable(stack: Stack) -> None:
             other = await http.options("/v1/chat/completions", headers={**origin, "Origin": "https://evil.example"})
             get = await http.get("/v1/models", headers={"Origin": "https://app.example",
                                                          "Authorization": f"Bearer {stack.api_key}"})  # fmt: skip
+            body = {"model": "frontier-mini", "messages": HELLO, "max_tokens": 2, "stream": True}
+            async with http.stream("POST", "/v1/chat/completions", json=body, headers={
+                "Origin": "https://app.example", "Authorization": f"Bearer {stack.api_key}"}) as streamed:  # fmt: skip
+                stream_headers = streamed.headers
+                await streamed.aread()
     finally:
         await runner.stop()
     assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "https://app.example"
     assert other.status_code == 403
     assert get.status_code == 200 and get.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-rationer-cost-usd" in get.headers["access-control-expose-headers"]
+    # Streams too: a browser can read x-request-id, the one header a stream carries.
+    assert stream_headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-request-id" in stream_headers["access-control-expose-headers"] and stream_headers["vary"] == "Origin"

@@ -42,10 +42,10 @@ def test_parse_chat_maps_every_honoured_field() -> None:
 
 
 def test_defaults_and_no_cache() -> None:
-    call = parse_chat({"messages": MSG, "stream_options": {"include_usage": True}}, no_cache=True)
+    call = parse_chat({"messages": MSG}, no_cache=True)
     assert call.requested_model == "auto" and call.request.params.max_tokens == 0
     assert call.request.no_cache and not call.stream
-    assert not call.include_usage  # only meaningful when streaming
+    assert not call.include_usage and not call.allow_restart
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,9 @@ def test_defaults_and_no_cache() -> None:
         ({"messages": MSG, "seed": 1.5}, "'seed' must be an integer"),
         ({"messages": MSG, "tools": [{"type": "function"}]}, "'tools' is not supported"),
         ({"messages": MSG, "response_format": {"type": "json_object"}}, "response_format"),
-        ({"messages": MSG, "stream_options": {"include_usage": "yes"}}, "include_usage"),
+        ({"messages": MSG, "stream": True, "stream_options": {"include_usage": "yes"}}, "include_usage"),
+        # As OpenAI: stream_options only with stream.
+        ({"messages": MSG, "stream_options": {"include_usage": True}}, "only allowed when 'stream' is true"),
         ({"messages": "hi"}, "'messages' is required"),
         ({"messages": [{"content": "x"}]}, "string 'role'"),
     ],
