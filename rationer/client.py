@@ -21,7 +21,7 @@ import grpc
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.client import domain_error
-from rationer.platform.convert import generation_params
+from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 
 NANO = 1_000_000_000
 MessagesLike = str | Sequence[dict[str, str]] | Sequence[tuple[str, str]]
@@ -45,6 +45,9 @@ class Route:
     model_ms: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
     settlement_pending: bool = False
+    # False when the upstream reported no usage and the hold's maximum was billed.
+    usage_exact: bool = True
+    finish_reason: str = ""  # "stop", "length" or "cancelled"
 
     @property
     def cost_usd(self) -> float:
@@ -119,6 +122,8 @@ def route_from_proto(r: router_pb2.RouteInfo) -> Route:
         model_ms=r.model_ms,
         stage_ms=dict(r.stage_ms),
         settlement_pending=r.settlement_pending,
+        usage_exact=r.usage_exact,
+        finish_reason=FINISH_FROM_PROTO.get(r.finish_reason, ""),
     )
 
 

@@ -142,6 +142,7 @@ async def test_stream_is_billed_with_exact_tokens(stack: Stack) -> None:
     assert final is not None and final.tier == "local-small"
     text = "".join(ch.delta for ch in chunks[:-1])
     assert text and 0 < final.completion_tokens <= 10
+    assert final.usage_exact and final.finish_reason in ("stop", "length")
     stack.routes.append(final)
     async with stack.admin() as admin:
         events = await admin.list_events(kind="charge")

@@ -46,6 +46,16 @@ class DyingUpstream:
                 {"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if request.match_info["mode"] == "usage":  # OpenAI's include_usage shape
+            chunks = [
+                {"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]},
+                {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                {"choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": 2, "total_tokens": 19}},
+            ]
+            for c in chunks:
+                await resp.write(f"data: {json.dumps({'id': 'x', 'model': 'usage', **c})}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
         if request.match_info["mode"] == "slow":  # one token every 0.3 s, 20 in all
             chunk = {"id": "x", "object": "chat.completion.chunk", "model": "slow",
                      "choices": [{"index": 0, "delta": {"content": "tick "}, "finish_reason": None}]}  # fmt: skip
@@ -220,3 +230,16 @@ async def test_an_answer_without_usage_is_kept_and_billed_at_the_hold(dying: tup
     finally:
         await client.aclose()
     assert (out.text, out.usage_exact, upstream.calls - before) == ("fine", False, 1)
+
+
+async def test_a_stream_with_include_usage_is_billed_exactly(dying: tuple[DyingUpstream, str]) -> None:
+    # llama_cpp.server ignores include_usage, so this path needs its own upstream.
+    client = FrontierClient(FrontierConfig(base_url=f"{dying[1]}/usage/v1", model="usage"))
+    try:
+        deltas = [d async for d in client.stream([Message("user", "hi")], GenParams(max_tokens=8))]
+    finally:
+        await client.aclose()
+    final = deltas[-1]
+    assert "".join(d.text for d in deltas) == "Hello"
+    assert (final.final, final.usage_exact, final.prompt_tokens, final.completion_tokens) == (True, True, 17, 2)
+    assert final.finish_reason == "stop"
