@@ -55,6 +55,9 @@ class GenerationOutcome:
     completion_tokens: int
     time_to_first_token_ms: float
     generation_ms: float
+    # From the first token to the end: the decode speed's denominator, free
+    # of prompt reading (a long prompt would otherwise look like a slow model).
+    decode_ms: float = 0.0
 
 
 def load_llama(path: Path, entry: ModelEntry, *, vocab_only: bool = False) -> Any:
@@ -193,6 +196,7 @@ class Slot:
             completion_tokens=produced,
             time_to_first_token_ms=((first or ended) - req.arrived) * 1000.0,
             generation_ms=(ended - started) * 1000.0,
+            decode_ms=(ended - first) * 1000.0 if first is not None else 0.0,
         )
 
     @staticmethod

@@ -122,9 +122,10 @@ class SlotPool:
         return 128 / rate if rate > 0 else 1.0
 
     def _record(self, outcome: GenerationOutcome) -> None:
-        if outcome.completion_tokens and outcome.generation_ms > 0:
+        # Tokens after the first over the time they took: one stream's decode speed.
+        if outcome.completion_tokens > 1 and outcome.decode_ms > 0:
             with self._recent_lock:
-                self._recent.append((outcome.completion_tokens, outcome.generation_ms / 1000.0))
+                self._recent.append((outcome.completion_tokens - 1, outcome.decode_ms / 1000.0))
 
     # -- generation --------------------------------------------------------
 
