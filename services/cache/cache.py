@@ -282,8 +282,19 @@ class SemanticCache:
 
     def _remove_rows(self, row_ids: list[int]) -> int:
         removed = self._store.delete(row_ids)
+        by_ns: dict[Namespace, list[Entry]] = defaultdict(list)
         for entry in removed:
-            self._unindex(entry)
+            by_ns[(entry.tenant, entry.ctx)].append(entry)
+        for ns, entries in by_ns.items():
+            index = self._indexes.get(ns)
+            if index is not None and len(entries) >= len(index):
+                # The whole namespace goes: drop its index rather than remove
+                # row by row, which would rebuild an HNSW index again and
+                # again (each rebuild blocks the service).
+                del self._indexes[ns]
+                continue
+            for entry in entries:
+                self._unindex(entry)
         return len(removed)
 
     def invalidate(self, *, tenant: str = "", entry_id: str = "", everything: bool = False) -> int:

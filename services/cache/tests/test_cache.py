@@ -169,3 +169,26 @@ async def test_a_row_in_the_wrong_namespace_index_is_never_served() -> None:
     t_index.add(np.array([u_row.row_id], dtype=np.int64), unit(3).reshape(1, -1))
     got = await cache.lookup(LookupQuery("t", "x y z", unit(3), disable_guard=True))
     assert not got.hit
+
+
+async def test_invalidating_a_whole_hnsw_tenant_drops_its_index_without_rebuilds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.cache.index import IndexConfig, NamespaceIndex
+
+    cache = SemanticCache(MicroBatcher(shared_embedder().embed), data_dir=None, policy=CachePolicy(),
+                          clock=Clock(), index_config=IndexConfig(kind="hnsw"))  # fmt: skip
+    await cache.start()
+    for i in range(40):
+        await cache.store(StoreCommand("t", f"question number {i} here", str(i), unit(100 + i)))
+    rebuilds: list[int] = []
+    real = NamespaceIndex._rebuild
+
+    def counting(self: NamespaceIndex, *, hnsw: bool) -> None:
+        rebuilds.append(1)
+        real(self, hnsw=hnsw)
+
+    monkeypatch.setattr(NamespaceIndex, "_rebuild", counting)
+    # Row by row, a quarter of tombstones would rebuild the index ~3 times per N.
+    assert cache.invalidate(tenant="t") == 40
+    assert rebuilds == [] and ("t", CacheContext().key) not in cache._indexes
