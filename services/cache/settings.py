@@ -19,8 +19,9 @@ class CacheSettings(ServiceSettings):
     # Empty: an in-memory cache that does not survive a restart.
     data_dir: str = ""
     # Embedder: None = ~/.cache/rationer/models. fp32 is the default: int8 is
-    # ~3x faster but moves vectors (cos 0.92-0.97 vs fp32) and serves more
-    # wrong hits at the same threshold (see docs/cache.md).
+    # ~4x faster with the same fow-cache figures, but its vectors differ (cos
+    # 0.92-0.97 vs fp32), so the router, classifier and cache must switch
+    # together, and the classifier does worse on them (see docs/cache.md).
     model_dir: str | None = None
     quantized: bool = False
     embed_threads: int = Field(default=1, ge=1)
