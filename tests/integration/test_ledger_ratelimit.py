@@ -86,10 +86,11 @@ async def test_unused_tokens_are_refunded_in_process(tmp_path: Path) -> None:
         await _tpm_refunds(led)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_unused_tokens_are_refunded_in_redis(
-    tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str
+    tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str, backend: str
 ) -> None:
-    s = settings_for("postgres", tmp_path, pg_dsn, redis_url=redis_url, redis_prefix=redis_prefix)
+    s = settings_for(backend, tmp_path, pg_dsn, redis_url=redis_url, redis_prefix=redis_prefix)
     async with running_ledger(s) as led:
         await _tpm_refunds(led)
 
