@@ -162,6 +162,9 @@ async def test_budget_pressure_downgrades_then_denies(stack: Stack) -> None:
             except ResourceExhausted as exc:
                 seen.append("denied")
                 assert "budget" in exc.limit_id
+                # The denial says when the budget resets (the next period) and how long to wait.
+                assert exc.resets_at is not None and exc.resets_at > datetime.now(UTC)
+                assert exc.retry_after_s is not None and exc.retry_after_s > 0
                 break
             stack.routes.append(ans.route)
             seen.append("downgraded" if ans.route.downgraded else ans.route.tier)
