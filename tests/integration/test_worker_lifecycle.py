@@ -92,3 +92,49 @@ async def test_sigterm_drains_the_cli_worker_process(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_health_is_not_serving_and_calls_unavailable_until_the_models_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rationer.platform.net import free_port
+    from services.slm_worker import main as worker_main
+
+    loading, stop = asyncio.Event(), asyncio.Event()
+    real_build = worker_main.build_worker
+
+    async def slow_build(*args: object, **kw: object) -> object:
+        await loading.wait()  # the models are still loading
+        return await real_build(*args, **kw)  # type: ignore[arg-type]
+
+    async def until_stopped(server: grpc.aio.Server, grace_s: float, on_drain: object = None) -> None:
+        await stop.wait()
+        await server.stop(0)
+
+    monkeypatch.setattr(worker_main, "build_worker", slow_build)
+    monkeypatch.setattr(worker_main, "serve_until_signal", until_stopped)
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    task = asyncio.ensure_future(worker_main.run(smollm2_settings(listen=target)))
+    try:
+        for _ in range(500):  # the port opens before the models load
+            try:
+                status = await _health(target)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.02)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with WorkerClient(target) as client:
+            with pytest.raises(Unavailable, match="still loading"):
+                await client.generate("local-small", STORY, GenerationParams(max_tokens=2))
+            loading.set()
+            for _ in range(500):
+                if await _health(target) == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                await asyncio.sleep(0.02)
+            out = await client.generate("local-small", STORY, GenerationParams(max_tokens=2))
+            assert out.usage.completion_tokens == 2
+    finally:
+        loading.set()
+        stop.set()
+        await asyncio.wait_for(task, 60)
