@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import structlog
 
@@ -37,7 +38,14 @@ def _load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
             model=entry.name,
         )
     tokenizer = load_llama(path, entry, vocab_only=True)
-    slots = [Slot(load_llama(path, entry), i) for i in range(entry.slots)]
+    slots: list[Any]
+    if entry.batched:
+        from services.slm_worker.batched import BatchedContext, BatchedSlot
+
+        shared = BatchedContext(load_llama(path, entry), entry.slots, entry.n_ctx, entry.n_threads)
+        slots = [BatchedSlot(shared, i) for i in range(entry.slots)]
+    else:
+        slots = [Slot(load_llama(path, entry), i) for i in range(entry.slots)]
     model = tokenizer._model
     fmt = PromptFormat(
         entry.chat_format,

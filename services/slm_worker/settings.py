@@ -38,6 +38,11 @@ class ModelEntry(BaseModel):
     n_batch: int = Field(default=512, ge=1)
     chat_format: ChatFormat = "auto"
     slots: int = Field(default=1, ge=1)
+    # True: one llama.cpp context decodes all ``slots`` sequences together
+    # (continuous batching; give it n_threads = cores). False: one context per
+    # slot. Batching gives more total tokens/s once 4+ streams run at once,
+    # less speed per stream (docs/slm_worker.md, "Continuous batching").
+    batched: bool = False
     queue_capacity: int = Field(default=8, ge=0)
     default_max_tokens: int = Field(default=256, ge=1)
 

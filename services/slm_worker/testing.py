@@ -28,7 +28,8 @@ SMOLLM2 = "smollm2-135m-instruct"
 
 
 def smollm2_settings(
-    *, slots: int = 1, queue_capacity: int = 4, n_threads: int = 1, n_ctx: int = 512, **worker: Any
+    *, slots: int = 1, queue_capacity: int = 4, n_threads: int = 1, n_ctx: int = 512, batched: bool = False,
+    **worker: Any,
 ) -> WorkerSettings:
     """A worker with only SmolLM2 (tier local-small), sized for tests."""
     entry = ModelEntry(
@@ -40,6 +41,7 @@ def smollm2_settings(
         n_threads=n_threads,
         n_ctx=n_ctx,
         default_max_tokens=16,
+        batched=batched,
     )
     return WorkerSettings(models=[entry], **worker)
 
