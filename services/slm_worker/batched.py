@@ -156,7 +156,7 @@ class BatchedContext:
         for i in range(0, len(prompt), PREFILL_CHUNK):
             reason = Slot._should_stop(job.req, -1, job.cancel)
             if reason:
-                self._finish(job, reason, active=False)
+                self._finish(job, reason)
                 return
             chunk = prompt[i : i + PREFILL_CHUNK]
             last = i + len(chunk) == len(prompt)
@@ -228,7 +228,7 @@ class BatchedContext:
             self._l.llama_sampler_free(job.sampler)
             job.sampler = None
 
-    def _finish(self, job: _Job, reason: str, *, matched_stop: bool = False, active: bool = True) -> None:
+    def _finish(self, job: _Job, reason: str, *, matched_stop: bool = False) -> None:
         if not matched_stop:
             tail = job.decoder.flush()
             if tail:
