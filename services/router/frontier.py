@@ -236,10 +236,10 @@ async def _lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIte
     lines = resp.aiter_lines()
     while True:
         try:
-            if deadline is None:
+            # Scoped to one read (never across the yield), and unlike
+            # wait_for it starts no task per line.
+            async with asyncio.timeout_at(deadline):
                 line = await anext(lines)
-            else:
-                line = await asyncio.wait_for(anext(lines), timeout=max(deadline - time.monotonic(), 0.0))
         except StopAsyncIteration:
             return
         except TimeoutError:
