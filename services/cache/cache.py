@@ -79,6 +79,10 @@ class SemanticCache:
         self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
         self._indexes: dict[Namespace, NamespaceIndex] = {}
         self._counters: defaultdict[str, _Counters] = defaultdict(_Counters)
+        # Tenants that have stored something (since the data was created):
+        # a lookup for any other tenant is NOT_FOUND, which the router
+        # treats as a plain miss.
+        self._tenants: set[str] = set()
         self.ready = False
         self.loaded_from = ""  # "snapshot" | "rebuild" | "empty", for logs and tests
 
@@ -100,6 +104,7 @@ class SemanticCache:
         vectors: dict[Namespace, dict[int, npt.NDArray[np.float32]]] = defaultdict(dict)
         for row_id, tenant, ctx, vec in self._store.vectors():
             vectors[(tenant, ctx)][row_id] = vec
+            self._tenants.add(tenant)
         path = self._snapshot_path()
         if path is not None and path.exists() and self._load_snapshot(path, vectors):
             self.loaded_from = "snapshot"
@@ -165,6 +170,7 @@ class SemanticCache:
         vector = validation.vector(q.vector)
         threshold = validation.similarity(q.min_similarity) or self._policy.min_similarity
         ctx = q.context.key
+        self._require_known(tenant)
         now = self._clock()
         counters = self._counters[tenant]
         entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
@@ -245,6 +251,7 @@ class SemanticCache:
         self._require_ready()
         policy = self._policy
         tenant = validation.tenant(cmd.tenant)
+        self._tenants.add(tenant)
         text = validation.text(cmd.text, policy.max_text_bytes)
         answer = validation.answer(cmd.answer, policy.max_answer_bytes)
         ttl_s = validation.ttl(cmd.ttl_s, policy.default_ttl_s, policy.max_ttl_s)
@@ -321,8 +328,13 @@ class SemanticCache:
         """Delete expired entries of every tenant (lookups already skip them)."""
         return self._remove_rows(self._store.expired(self._clock()))
 
+    def _require_known(self, tenant: str) -> None:
+        if tenant not in self._tenants:
+            raise NotFound(f"tenant {tenant!r} has stored nothing in this cache yet; a lookup for it is a miss")
+
     def stats(self, tenant: str = "") -> CacheStats:
         if tenant:
+            self._require_known(tenant)
             c = self._counters.get(tenant, _Counters())
             return CacheStats(
                 entries=self._store.count(tenant), tenants=1 if self._store.count(tenant) else 0,

@@ -18,6 +18,7 @@ import structlog
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from rationer.errors import NotFound
 from rationer.platform.client import call_metadata, domain_error
 from services.router.ports import CachedAnswer, Charge, Principal, Reservation
 
@@ -182,7 +183,10 @@ class GrpcCache:
             min_similarity=self._min_similarity,
             exact_only=exact_only,
         )
-        resp = await _call("cache", self._stub.Lookup, req, CACHE_TIMEOUT_S)
+        try:
+            resp = await _call("cache", self._stub.Lookup, req, CACHE_TIMEOUT_S)
+        except NotFound:
+            return None  # a tenant with nothing cached yet: a miss
         if not resp.hit:
             return None
         md = resp.metadata

@@ -49,11 +49,16 @@ async def test_router_passes_its_own_vector() -> None:
         assert result.hit and result.similarity > 0.99
 
 
-async def test_tenant_isolation_and_unknown_tenant_is_a_miss() -> None:
+async def test_tenant_isolation_and_unknown_tenant_is_not_found() -> None:
     async with running_cache() as running, CacheClient(running.address) as client:
         await client.store("acme", Q, A)
-        assert not (await client.lookup("globex", Q)).hit
-        assert not (await client.lookup("never-seen", Q)).hit
+        await client.store("globex", "Where is the office?", "Leeds")
+        assert not (await client.lookup("globex", Q)).hit  # another tenant's entry is never served
+        with pytest.raises(errors.NotFound, match="'never-seen' has stored nothing in this cache yet"):
+            await client.lookup("never-seen", Q)
+        with pytest.raises(errors.NotFound):
+            await client.stats("never-seen")
+        # Clean-up of a tenant with nothing is not an error: nothing to remove.
         assert await client.invalidate(tenant="never-seen") == 0
 
 
@@ -74,7 +79,11 @@ async def test_isolation_property_over_grpc(ops: list[tuple[bool, str, str]]) ->
             if is_store:
                 owners[(await client.store(tenant, text, f"{tenant} answer")).entry_id] = tenant
             else:
-                res = await client.lookup(tenant, text, min_similarity=0.01, disable_guard=True)
+                try:
+                    res = await client.lookup(tenant, text, min_similarity=0.01, disable_guard=True)
+                except errors.NotFound:
+                    assert tenant not in owners.values()  # this tenant has stored nothing yet
+                    continue
                 assert not res.hit or (owners[res.entry_id] == tenant and res.answer == f"{tenant} answer")
 
 
