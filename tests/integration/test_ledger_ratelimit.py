@@ -33,10 +33,12 @@ async def test_in_process_rpm_and_tpm(tmp_path: Path) -> None:
             await led.client.authorize(t.key_id, "local-small", prompt_tokens=5000, max_completion_tokens=0)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_two_replicas_share_one_limit_in_redis(
-    tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str
+    tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str, backend: str
 ) -> None:
-    s = settings_for("postgres", tmp_path, pg_dsn, redis_url=redis_url, redis_prefix=redis_prefix,
+    # Two SQLite replicas share one database file, as two PostgreSQL ones share a database.
+    s = settings_for(backend, tmp_path, pg_dsn, redis_url=redis_url, redis_prefix=redis_prefix,
                      rate_limit_cache_ttl_s=0)
     async with running_ledger(s) as a, running_ledger(s) as b:
         k = await make_key(a.admin)
