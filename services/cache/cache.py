@@ -8,10 +8,8 @@ on the event loop thread; ONNX inference runs on the batcher's worker thread.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy.typing as npt
 import structlog
 
 from rationer.embedding.batcher import MicroBatcher
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from services.cache import guard, keys, snapshot, validation
 from services.cache.index import IndexConfig, NamespaceIndex
@@ -67,7 +66,7 @@ class SemanticCache:
         data_dir: Path | None = None,
         policy: CachePolicy | None = None,
         index_config: IndexConfig | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._batcher = batcher
         self._policy = policy or CachePolicy()
@@ -171,7 +170,7 @@ class SemanticCache:
         threshold = validation.similarity(q.min_similarity) or self._policy.min_similarity
         ctx = q.context.key
         self._require_known(tenant)
-        now = self._clock()
+        now = self._clock.time()
         counters = self._counters[tenant]
         entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
         if entry is not None:
@@ -259,7 +258,7 @@ class SemanticCache:
         if vector is None:
             vector = await self._batcher.embed(text)
         ctx = cmd.context.key
-        now = self._clock()
+        now = self._clock.time()
         meta = cmd.metadata
         new = NewEntry(
             entry_id=uuid.uuid4().hex, tenant=tenant, ctx=ctx, exact=keys.exact_key(ctx, text), text=text,
@@ -326,7 +325,7 @@ class SemanticCache:
 
     def sweep_expired(self) -> int:
         """Delete expired entries of every tenant (lookups already skip them)."""
-        return self._remove_rows(self._store.expired(self._clock()))
+        return self._remove_rows(self._store.expired(self._clock.time()))
 
     def _require_known(self, tenant: str) -> None:
         if tenant not in self._tenants:

@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import structlog
 
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -45,10 +45,6 @@ from services.ledger.settings import LedgerSettings
 from services.ledger.store import Store
 
 log = structlog.get_logger(__name__)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def hash_secret(secret: str) -> str:
@@ -83,7 +79,7 @@ class CommitInput:
 
 class Ledger:
     def __init__(self, store: Store, limiter: RateLimiter, settings: LedgerSettings,
-                 clock: Callable[[], int] = now_us) -> None:  # fmt: skip
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
         self._store = store
         self._limiter = limiter
         self._s = settings
@@ -103,7 +99,12 @@ class Ledger:
         return self._limiter
 
     def now(self) -> int:
-        return self._clock()
+        """Microseconds since the epoch, from the injected clock."""
+        return self._clock.now_us()
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def start_sweeper(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -116,7 +117,7 @@ class Ledger:
 
     async def sweep_once(self) -> int:
         """Mark expired holds and delete their rows; returns how many."""
-        n: int = await self._store.write(partial(ops_data.sweep_expired, self._clock()))
+        n: int = await self._store.write(partial(ops_data.sweep_expired, self._clock.now_us()))
         if n:
             log.info("expired holds swept", count=n)
         return n
@@ -148,7 +149,7 @@ class Ledger:
             if key is not None:
                 self._by_hash[digest] = (key, time.monotonic())
         prefix = secret[:10]
-        return require_active(key, self._clock(), f"(prefix {prefix!r})").principal()
+        return require_active(key, self._clock.now_us(), f"(prefix {prefix!r})").principal()
 
     async def key(self, key_id: str) -> KeyRecord:
         validate.text("key_id", key_id, 64, required=True)
@@ -159,12 +160,12 @@ class Ledger:
             key = await self._store.read(lambda: load_key_by_id(key_id))
             if key is not None:
                 self._by_id[key_id] = (key, time.monotonic())
-        return require_active(key, self._clock(), repr(key_id))
+        return require_active(key, self._clock.now_us(), repr(key_id))
 
     async def headroom(self, key_id: str, project: str) -> tuple[list[Headroom], float]:
         validate.text("key_id", key_id, 64, required=True)
         validate.text("project", project, 128)
-        now = self._clock()
+        now = self._clock.now_us()
         rows = await self._store.read(lambda: ops_data.headroom(key_id, project, now))
         return rows, min((h.remaining_fraction for h in rows), default=1.0)
 
@@ -206,7 +207,7 @@ class Ledger:
                 "allowance; lower max_completion_tokens or raise the limit",
                 limit_id=denial.limit_id,
             )
-        resets = to_datetime(self._clock() + int(denial.retry_after_s * 1e6))
+        resets = to_datetime(self._clock.now_us() + int(denial.retry_after_s * 1e6))
         raise ResourceExhausted(
             f"{denial.limit_id}: rate limit reached; retry after {denial.retry_after_s:.3f}s",
             limit_id=denial.limit_id, resets_at=resets, retry_after_s=denial.retry_after_s,
@@ -232,7 +233,7 @@ class Ledger:
             return earlier
         args = ops_data.AuthorizeArgs(a.key_id, a.tier, a.model, a.prompt_tokens, a.max_completion_tokens,
                                       a.project, a.request_id, ttl_us)  # fmt: skip
-        now, d = self._clock(), self._store.dialect
+        now, d = self._clock.now_us(), self._store.dialect
         try:
             result = await self._store.write(lambda: ops_data.authorize(args, now, d))
         except (Unavailable, DeadlineExceeded):
@@ -272,7 +273,7 @@ class Ledger:
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
         args = ops_data.CommitArgs(c.reservation_id, c.key_id, c.prompt_tokens, c.completion_tokens,
                                    c.model, c.tier, c.latency_ms, c.fallbacks, c.bill_late)  # fmt: skip
-        now, d = self._clock(), self._store.dialect
+        now, d = self._clock.now_us(), self._store.dialect
         res: CommitResult = await self._store.write(lambda: ops_data.commit(args, now, d))
         if not res.replayed:
             await self._refund_tokens(c.key_id, res.event.team_id, res.unused_tokens)
@@ -282,7 +283,7 @@ class Ledger:
         validate.text("reservation_id", reservation_id, 64, required=True)
         validate.text("key_id", key_id, 64, required=True)
         validate.text("reason", reason, 256)
-        now, d = self._clock(), self._store.dialect
+        now, d = self._clock.now_us(), self._store.dialect
         res: ReleaseResult = await self._store.write(lambda: ops_data.release(reservation_id, key_id, now, d))
         await self._refund_tokens(key_id, res.team_id, res.unused_tokens)
         return res.released
@@ -312,7 +313,7 @@ class Ledger:
         validate.tokens("usage.prompt_tokens", a.prompt_tokens)
         validate.tokens("usage.completion_tokens", a.completion_tokens)
         validate.int_range("latency_ms", a.latency_ms, 0, 86_400_000)
-        now = self._clock()
+        now = self._clock.now_us()
         return await self._store.write(lambda: ops_data.record_cache_hit(a, now))
 
     async def visible_scope(self, caller: Principal | None, kind: str, scope_id: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import structlog
 
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
@@ -30,17 +31,17 @@ def build_store(s: LedgerSettings) -> Store:
     return SQLiteStore(s.sqlite_path, synchronous=s.sqlite_synchronous, max_batch=s.group_commit_max_batch)
 
 
-def build_limiter(s: LedgerSettings) -> RateLimiter:
+def build_limiter(s: LedgerSettings, clock: Clock = SYSTEM_CLOCK) -> RateLimiter:
     if s.redis_url:
         return RedisRateLimiter(s.redis_url, s.redis_prefix, timeout_s=s.db_timeout_s)
-    return InProcessRateLimiter()
+    return InProcessRateLimiter(clock)
 
 
-async def open_deps(s: LedgerSettings, *, sweeper: bool = True) -> LedgerDeps:
+async def open_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = SYSTEM_CLOCK) -> LedgerDeps:
     """Start storage (migrations run here), seed prices, start the expiry sweeper."""
     store = build_store(s)
     await store.start()
-    ledger = Ledger(store, build_limiter(s), s)
+    ledger = Ledger(store, build_limiter(s, clock), s, clock)
     admin = LedgerAdmin(ledger, s)
     await admin.seed_prices()
     if sweeper:

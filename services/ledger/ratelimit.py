@@ -18,7 +18,6 @@ tokens the estimate reserved but the call did not use.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from rationer.errors import Unavailable
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 
 PERIOD_US = 60_000_000
 
@@ -56,11 +56,12 @@ def _interval_us(per_minute: int) -> float:
 class InProcessRateLimiter:
     """Single-process GCRA. Atomic because it never awaits between check and set."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._tat: dict[str, float] = {}
 
     async def acquire(self, checks: list[RateCheck]) -> RateDenial | None:
-        now = time.time() * 1e6
+        now = float(self._clock.now_us())
         new: list[tuple[str, float]] = []
         for c in checks:
             if c.cost > c.per_minute:
@@ -75,7 +76,7 @@ class InProcessRateLimiter:
         return None
 
     async def refund(self, checks: list[RateCheck]) -> None:
-        now = time.time() * 1e6
+        now = float(self._clock.now_us())
         for c in checks:
             tat = self._tat.get(c.limit_id)
             if tat is not None and c.cost > 0:

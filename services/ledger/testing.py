@@ -11,6 +11,7 @@ from typing import Any
 from rationer.platform.server import start
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger.main import close_deps, open_deps
 from services.ledger.server import LedgerDeps, create_server
 from services.ledger.settings import LedgerSettings
@@ -36,9 +37,11 @@ class RunningLedger:
 
 
 @asynccontextmanager
-async def running_ledger(settings: LedgerSettings, *, sweeper: bool = False) -> AsyncIterator[RunningLedger]:
+async def running_ledger(
+    settings: LedgerSettings, *, sweeper: bool = False, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[RunningLedger]:
     """A real ledger gRPC server on 127.0.0.1:<free port>, with clients."""
-    deps = await open_deps(settings, sweeper=sweeper)
+    deps = await open_deps(settings, sweeper=sweeper, clock=clock)
     server, port = create_server("127.0.0.1:0", deps)
     await start(server)
     target = f"127.0.0.1:{port}"

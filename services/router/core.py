@@ -20,6 +20,7 @@ import numpy.typing as npt
 import structlog
 
 from rationer.embedding.batcher import MicroBatcher
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -80,7 +81,11 @@ class RouterCore:
         auth_ttl_s: float = 5.0,
         batcher: MicroBatcher | None = None,
         journal: SettlementJournal | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        # The router's one wall clock (retry headers, timestamps); deadlines
+        # use time.monotonic, which no date can move.
+        self.clock = clock
         self.ledger = ledger
         self.cache = cache
         self.embedder = embedder
@@ -97,7 +102,7 @@ class RouterCore:
         # Coalesces the embeddings of concurrent requests into one ONNX call.
         self.batcher = batcher
         # Every commit and cache-hit record passes through its journal.
-        self.journal = journal if journal is not None else SettlementJournal()
+        self.journal = journal if journal is not None else SettlementJournal(clock=clock)
         self.settler = Settler(ledger, self.journal, self.spawn, max_backoff_s=self.config.settle_max_backoff_s)
         self._background: set[asyncio.Task[Any]] = set()
 

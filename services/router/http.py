@@ -133,7 +133,7 @@ class FrontDoor:
         except RationerError as exc:
             if exc.http_status >= 500:
                 log.warning("request failed", status=exc.http_status, error=exc.message)
-            return domain_response(exc, rid)
+            return domain_response(exc, self.core.clock.now(), rid)
         except HttpError as exc:
             return http_error_response(exc, rid)
         except web.HTTPException as exc:
@@ -204,10 +204,10 @@ class FrontDoor:
         if call.stream:
             events = stream_completion(self.core, key, call.request, request_id=rid, deadline=deadline,
                                        allow_restart=call.allow_restart)  # fmt: skip
-            writer = ChunkWriter(rid, int(time.time()), call.requested_model, call.include_usage)
+            writer = ChunkWriter(rid, int(self.core.clock.time()), call.requested_model, call.include_usage)
             return await self._stream(request, events, writer)
         text, res = await self.core.complete(key, call.request, request_id=rid, deadline=deadline)
-        payload = json.dumps(completion_body(text, res, int(time.time()))).encode()
+        payload = json.dumps(completion_body(text, res, int(self.core.clock.time()))).encode()
         return web.Response(body=payload, content_type="application/json", headers=route_headers(res))
 
     async def _stream(
@@ -238,7 +238,7 @@ class FrontDoor:
             except Exception as exc:
                 if not isinstance(exc, RationerError):
                     log.exception("stream failed")
-                await resp.write(sse_error(exc))
+                await resp.write(sse_error(exc, self.core.clock.now()))
             await resp.write_eof()
             return resp
 

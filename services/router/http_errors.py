@@ -82,18 +82,22 @@ def _code_of(exc: RationerError) -> str | None:
     return None
 
 
-def retry_after_s(exc: ResourceExhausted, now: datetime | None = None) -> int:
-    """Whole seconds until the limit frees up (at least 1), for ``Retry-After``."""
+def retry_after_s(exc: ResourceExhausted, now: datetime) -> int:
+    """Whole seconds until the limit frees up (at least 1), for ``Retry-After``.
+
+    ``now`` comes from the door's injected clock, never the real one, so a
+    reset instant in a test means the same thing on any date.
+    """
     if exc.retry_after_s is not None and exc.retry_after_s > 0:
         return max(1, math.ceil(exc.retry_after_s))
     if exc.resets_at is not None:
         at = exc.resets_at if exc.resets_at.tzinfo else exc.resets_at.replace(tzinfo=UTC)
-        left = (at - (now or datetime.now(UTC))).total_seconds()
+        left = (at - now).total_seconds()
         return max(1, math.ceil(left))
     return 1
 
 
-def limit_message(exc: ResourceExhausted) -> str:
+def limit_message(exc: ResourceExhausted, now: datetime) -> str:
     """The domain message, completed with the limit's name and reset time."""
     parts = [exc.message.rstrip(".")]
     if exc.limit_id and exc.limit_id not in exc.message:
@@ -102,18 +106,18 @@ def limit_message(exc: ResourceExhausted) -> str:
         if exc.resets_at.isoformat() not in exc.message:
             parts.append(f"resets at {exc.resets_at.isoformat()}")
     else:
-        parts.append(f"retry in {retry_after_s(exc)} s")
+        parts.append(f"retry in {retry_after_s(exc, now)} s")
     return "; ".join(parts)
 
 
-def domain_response(exc: RationerError, request_id: str = "") -> web.Response:
+def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> web.Response:
     headers: dict[str, str] = {}
     message = exc.message
     if request_id:
         headers["x-request-id"] = request_id
     if isinstance(exc, ResourceExhausted):
-        wait = retry_after_s(exc)
-        message = limit_message(exc)
+        wait = retry_after_s(exc, now)
+        message = limit_message(exc, now)
         headers["Retry-After"] = str(wait)
         headers["x-should-retry"] = "false" if wait > NO_RETRY_AFTER_S else "true"
         if exc.limit_id:
@@ -133,10 +137,10 @@ def json_error(status: int, body: dict[str, object], headers: dict[str, str]) ->
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json", headers=headers)
 
 
-def sse_error(exc: BaseException) -> bytes:
+def sse_error(exc: BaseException, now: datetime) -> bytes:
     """An error after the stream started: OpenAI sends an ``error`` event, then closes."""
     if isinstance(exc, RationerError):
-        msg = limit_message(exc) if isinstance(exc, ResourceExhausted) else exc.message
+        msg = limit_message(exc, now) if isinstance(exc, ResourceExhausted) else exc.message
         body = error_body(msg, _type_of(exc), _code_of(exc))
     else:
         body = error_body("internal error in the gateway; see its logs", "server_error")

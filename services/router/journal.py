@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 
 KINDS = ("commit", "cache_hit")
 
@@ -36,8 +37,9 @@ class PendingSettlement:
 class SettlementJournal:
     """Pending settlements; ``path=None`` keeps them in memory only."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
+        self._clock = clock
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
@@ -64,7 +66,7 @@ class SettlementJournal:
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO pending (kind, args, created_at) VALUES (?, ?, ?)",
-                (kind, json.dumps(args, separators=(",", ":")), time.time()),
+                (kind, json.dumps(args, separators=(",", ":")), self._clock.time()),
             )
         assert cur.lastrowid is not None
         return cur.lastrowid

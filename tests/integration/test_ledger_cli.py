@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rationer.platform.clock import ShiftedClock
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, running_ledger, settings_for
 
@@ -27,7 +28,10 @@ async def rationer(target: str, *args: str, token: str = ADMIN_TOKEN) -> tuple[i
 
 
 async def test_keys_budgets_and_chargeback(tmp_path: Path) -> None:
-    async with running_ledger(settings_for("sqlite", tmp_path)) as led:
+    # The ledger's clock is injected: mid-month on a fixed date, so the
+    # report's period is known and no month boundary can fall inside the test.
+    clock = ShiftedClock(datetime(2031, 3, 15, 12, tzinfo=UTC))
+    async with running_ledger(settings_for("sqlite", tmp_path), clock=clock) as led:
         t = led.target
         rc, out, _ = await rationer(t, "keys", "create", "--org", "acme", "--team", "eng",
                                     "--user", "alice@acme.com", "--tier", "local-small")
@@ -48,7 +52,7 @@ async def test_keys_budgets_and_chargeback(tmp_path: Path) -> None:
         await led.client.record_cache_hit(key_id, "hit-1", tier="frontier", prompt_tokens=100, completion_tokens=50)
         rc, out, _ = await rationer(t, "budgets", "show", "team:acme/eng")
         assert rc == 0 and "spent=0.000" in out
-        month = datetime.now(UTC).strftime("%Y-%m")
+        month = "2031-03"
         rc, out, err = await rationer(t, "report", "chargeback", "--period", month, "--by", "team",
                                       "--format", "json")
         assert rc == 0, err

@@ -204,7 +204,7 @@ async def test_commits_out_of_clock_order_at_midnight_lose_nothing(settings: Led
         await led.admin.set_budget("key", k.key_id, unit="tokens", period="daily", hard_limit=10**9)
         late_day = await led.client.authorize(k.key_id, "local-small", prompt_tokens=100, max_completion_tokens=100)
         new_day = await led.client.authorize(k.key_id, "local-small", prompt_tokens=100, max_completion_tokens=100)
-        _, midnight = period_bounds("daily", int(time.time() * 1e6))
+        _, midnight = period_bounds("daily", led.deps.ledger.now())
         store = led.deps.ledger.store
 
         def args(r: Any) -> ops_data.CommitArgs:

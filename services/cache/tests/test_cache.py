@@ -15,18 +15,15 @@ from hypothesis import strategies as st
 
 from rationer.embedding import DIM
 from rationer.embedding.batcher import MicroBatcher
+from rationer.platform.clock import FixedClock
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.testing import shared_embedder
 from services.cache.types import CacheContext, LookupQuery, StoreCommand
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> FixedClock:
+    return FixedClock(1_000_000.0)
 
 
 def unit(seed: int) -> np.ndarray:
@@ -34,7 +31,7 @@ def unit(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-async def make(tmp: Path | None, clock: Clock | None = None, **policy: object) -> SemanticCache:
+async def make(tmp: Path | None, clock: FixedClock | None = None, **policy: object) -> SemanticCache:
     cache = SemanticCache(
         MicroBatcher(shared_embedder().embed),
         data_dir=tmp,
@@ -56,7 +53,7 @@ async def test_ttl_expiry_with_an_injected_clock() -> None:
     cache = await make(None, clock)
     await cache.store(StoreCommand("t", "What is the VAT rate?", "20%", unit(1), ttl_s=60))
     assert (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
-    clock.now += 61
+    clock.advance(61)
     assert not (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
     assert cache.sweep_expired() == 1
 
@@ -65,11 +62,11 @@ async def test_lru_eviction_keeps_recently_used_entries() -> None:
     clock = Clock()
     cache = await make(None, clock, capacity_per_tenant=2)
     for i, text in enumerate(["alpha question one", "beta question two"]):
-        clock.now += 1
+        clock.advance(1)
         await cache.store(StoreCommand("t", text, f"a{i}", unit(i)))
-    clock.now += 1
+    clock.advance(1)
     assert (await cache.lookup(LookupQuery("t", "alpha question one", unit(0)))).hit  # alpha now recent
-    clock.now += 1
+    clock.advance(1)
     result = await cache.store(StoreCommand("t", "gamma question three", "a2", unit(2)))
     assert result.evicted == 1
     assert (await cache.lookup(LookupQuery("t", "alpha question one", unit(0)))).hit

@@ -22,6 +22,7 @@ from services.router.http_schema import ChunkWriter, completion_body, parse_chat
 from services.router.requests import RouteResult
 
 MSG = [{"role": "user", "content": "hi"}]
+NOW = datetime(2030, 6, 15, 12, tzinfo=UTC)
 
 
 def test_parse_chat_maps_every_honoured_field() -> None:
@@ -115,7 +116,7 @@ def test_chunks_end_with_usage_and_done() -> None:
     ],
 )
 def test_domain_errors_map_to_statuses(exc: Exception, status: int, code: str | None) -> None:
-    resp = domain_response(exc, "rid")  # type: ignore[arg-type]
+    resp = domain_response(exc, NOW, "rid")  # type: ignore[arg-type]
     assert resp.status == status and resp.headers["x-request-id"] == "rid"
     assert resp.body is not None
     body = json.loads(resp.body)  # type: ignore[arg-type]
@@ -125,14 +126,24 @@ def test_domain_errors_map_to_statuses(exc: Exception, status: int, code: str | 
 
 
 def test_budget_message_names_limit_and_reset() -> None:
+    # "now" is injected: the reset instant is in the future on any real date.
     resets = datetime(2026, 12, 1, tzinfo=UTC)
+    now = resets - timedelta(days=3)
     exc = ResourceExhausted("budget exhausted", limit_id="budget:team:t1:usd:monthly", resets_at=resets)
-    assert limit_message(exc) == (
+    assert limit_message(exc, now) == (
         "budget exhausted; limit: budget:team:t1:usd:monthly; resets at 2026-12-01T00:00:00+00:00"
     )
     assert retry_after_s(exc, now=resets - timedelta(seconds=90.5)) == 91
-    resp = domain_response(exc)
+    resp = domain_response(exc, now)
     assert resp.headers["x-should-retry"] == "false"
+    assert resp.headers["Retry-After"] == str(3 * 86400)
+
+
+def test_a_reset_that_has_passed_means_retry_now() -> None:
+    resets = datetime(2026, 12, 1, tzinfo=UTC)
+    exc = ResourceExhausted("budget exhausted", limit_id="budget:team:t1:usd:monthly", resets_at=resets)
+    resp = domain_response(exc, resets + timedelta(seconds=5))
+    assert resp.headers["Retry-After"] == "1" and resp.headers["x-should-retry"] == "true"
 
 
 def test_embedding_inputs() -> None:
