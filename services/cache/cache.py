@@ -18,8 +18,8 @@ import numpy.typing as npt
 import structlog
 
 from rationer.embedding.batcher import MicroBatcher
-from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.errors import InvalidArgument, NotFound, Unavailable
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.cache import guard, keys, snapshot, validation
 from services.cache.index import IndexConfig, NamespaceIndex
 from services.cache.store import Entry, EntryStore, NewEntry

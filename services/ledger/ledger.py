@@ -16,7 +16,6 @@ from functools import partial
 
 import structlog
 
-from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -26,6 +25,7 @@ from rationer.errors import (
     Unauthenticated,
     Unavailable,
 )
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger import ops_admin, ops_data, validate
 from services.ledger.models import (
     CommitResult,

@@ -20,13 +20,13 @@ import numpy.typing as npt
 import structlog
 
 from rationer.embedding.batcher import MicroBatcher
-from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.errors import (
     AlreadyExists,
     DeadlineExceeded,
     RationerError,
     ResourceExhausted,
 )
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.router.attempts import Attempts
 from services.router.auth import AuthCache
 from services.router.call_state import (

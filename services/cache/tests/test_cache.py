@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from rationer.embedding import DIM
 from rationer.embedding.batcher import MicroBatcher
-from rationer.platform.clock import FixedClock
 from rationer.errors import InvalidArgument, NotFound, Unavailable
+from rationer.platform.clock import FixedClock
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.testing import shared_embedder
 from services.cache.types import CacheContext, LookupQuery, StoreCommand
