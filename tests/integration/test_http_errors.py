@@ -193,12 +193,12 @@ async def test_disconnect_mid_stream_releases_the_hold(stack: Stack) -> None:
 
 async def test_cors_is_off_by_default_and_configurable(stack: Stack) -> None:
     origin = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    async with httpx.AsyncClient(base_url=stack.http_base_url) as http:
+    async with httpx.AsyncClient(base_url=stack.http_base_url, timeout=60) as http:
         default = await http.options("/v1/chat/completions", headers=origin)
     assert "access-control-allow-origin" not in default.headers
     runner = await start_http(stack.core, HttpSettings(listen="127.0.0.1:0", cors_origins=["https://app.example"]))
     try:
-        async with httpx.AsyncClient(base_url=runner.base_url) as http:
+        async with httpx.AsyncClient(base_url=runner.base_url, timeout=60) as http:
             pre = await http.options("/v1/chat/completions", headers=origin)
             other = await http.options("/v1/chat/completions", headers={**origin, "Origin": "https://evil.example"})
             get = await http.get("/v1/models", headers={"Origin": "https://app.example",
