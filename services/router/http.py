@@ -233,7 +233,8 @@ class FrontDoor:
             except asyncio.CancelledError:
                 # The client went away (aiohttp cancels the handler): leaving
                 # the block closes the generator, which stops generation and
-                # releases the hold.
+                # commits what was generated (streaming.py), or releases the
+                # hold if nothing was.
                 log.info("client disconnected mid-stream")
                 raise
             except ConnectionResetError:
@@ -332,7 +333,7 @@ async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: Batc
     """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
     door = FrontDoor(core, settings, embedder=embedder)
     # handler_cancellation: a client that disconnects cancels its handler, so
-    # generation stops and the budget hold is released at once.
+    # generation stops at once and is settled for what it produced.
     runner = web.AppRunner(door.application(), handler_cancellation=True, access_log=None)
     await runner.setup()
     host, port = split_listen(settings.listen)
