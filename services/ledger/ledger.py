@@ -75,6 +75,7 @@ class CommitInput:
     latency_ms: int = 0
     fallbacks: int = 0
     bill_late: bool = False
+    finish_note: str = ""  # e.g. "client_disconnected": a partial answer billed as far as it went
 
 
 class Ledger:
@@ -271,8 +272,10 @@ class Ledger:
             )
         validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
+        validate.text("finish_note", c.finish_note, 64)
         args = ops_data.CommitArgs(c.reservation_id, c.key_id, c.prompt_tokens, c.completion_tokens,
-                                   c.model, c.tier, c.latency_ms, c.fallbacks, c.bill_late)  # fmt: skip
+                                   c.model, c.tier, c.latency_ms, c.fallbacks, c.bill_late,
+                                   c.finish_note)  # fmt: skip
         now, d = self._clock.now_us(), self._store.dialect
         res: CommitResult = await self._store.write(lambda: ops_data.commit(args, now, d))
         if not res.replayed:

@@ -62,6 +62,7 @@ class CommitArgs:
     latency_ms: int
     fallbacks: int
     bill_late: bool = False
+    finish_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,8 @@ def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
 
 def _commit_notes(a: CommitArgs, expired_at: int | None, over_hold: int) -> list[str]:
     notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
+    if a.finish_note:
+        notes.append(f"finish={a.finish_note}")
     if expired_at is not None:
         notes.append(f"late: hold expired at {to_datetime(expired_at).isoformat()}")
     if over_hold > 0:

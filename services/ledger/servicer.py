@@ -69,7 +69,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
                 reservation_id=request.reservation_id, key_id=request.key_id, prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens, total_tokens=u.total_tokens, model=request.model,
                 tier=request.tier, latency_ms=request.latency_ms, fallbacks=request.fallbacks,
-                bill_late=request.bill_late,
+                bill_late=request.bill_late, finish_note=request.finish_note,
             )
         )
         return pb.CommitResponse(event=cv.event(res.event), replayed=res.replayed)

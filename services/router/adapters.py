@@ -98,6 +98,7 @@ class GrpcLedger:
         latency_ms: int,
         fallbacks: int,
         bill_late: bool = True,
+        finish_note: str = "",
     ) -> Charge:
         req = ledger_pb2.CommitRequest(
             reservation_id=reservation_id,
@@ -108,6 +109,7 @@ class GrpcLedger:
             latency_ms=latency_ms,
             fallbacks=fallbacks,
             bill_late=bill_late,
+            finish_note=finish_note,
         )
         resp = await _call("ledger", self._stub.Commit, req, LEDGER_TIMEOUT_S)
         return Charge(resp.event.cost.nano_usd, resp.event.counterfactual_cost.nano_usd)

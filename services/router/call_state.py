@@ -48,6 +48,8 @@ class Prepared:
     cached: CachedAnswer | None = None
     attempts: int = 0
     tiers_tried: list[str] = field(default_factory=list)
+    # Prompt tokens each tier's hold was sized for (counted once per tier).
+    hold_prompt: dict[str, int] = field(default_factory=dict)
 
 
 Canonicalize = Callable[[Sequence[Message]], str]

@@ -54,10 +54,10 @@ from services.router.requests import (
     CompletionRequest,
     RequestLimits,
     RouteResult,
-    estimate_prompt_tokens,
     validate,
 )
 from services.router.settlement import TRANSIENT, Settler, best_effort, retry_settlement, settle_later
+from services.router.tokens import ByteBound, TokenCounter, count_prompt
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,7 @@ class RouterCore:
         batcher: MicroBatcher | None = None,
         journal: SettlementJournal | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        counters: Mapping[str, TokenCounter] | None = None,
     ) -> None:
         # The router's one wall clock (retry headers, timestamps); deadlines
         # use time.monotonic, which no date can move.
@@ -92,6 +93,10 @@ class RouterCore:
         self.scorer = scorer
         self.policy = policy
         self.backends = backends
+        # Per tier: how a hold's prompt tokens are counted (tokens.py). A tier
+        # without one gets the byte bound with the default template allowance.
+        self.counters: Mapping[str, TokenCounter] = counters or {}
+        self._bound = ByteBound()
         self.prices = prices
         self.canonicalize = canonicalize
         self.cache_context = cache_context
@@ -307,12 +312,23 @@ class RouterCore:
         if not res.replayed:
             await self.release(prep, res, "the caller went away while the hold was being placed")
 
+    def counter(self, tier: TierSpec) -> TokenCounter:
+        return self.counters.get(tier.name, self._bound)
+
+    async def hold_prompt_tokens(self, prep: Prepared, tier: TierSpec) -> int:
+        """The prompt tokens a hold on ``tier`` is sized for: exact or a proven upper bound."""
+        known = prep.hold_prompt.get(tier.name)
+        if known is None:
+            known = await count_prompt(self.counter(tier), prep.request.messages)
+            prep.hold_prompt[tier.name] = known
+        return known
+
     async def _authorize(self, prep: Prepared, tier: TierSpec, ledger_id: str) -> Reservation:
         return await self.ledger.authorize(
             key_id=prep.principal.key_id,
             tier=tier.name,
             model=tier.model,
-            prompt_tokens=estimate_prompt_tokens(prep.request.messages),
+            prompt_tokens=await self.hold_prompt_tokens(prep, tier),
             max_tokens=prep.request.params.max_tokens,
             project=prep.request.project,
             request_id=ledger_id,
@@ -340,15 +356,28 @@ class RouterCore:
             self.spawn(settle_later(op, what="release", window_s=self.config.settle_retry_window_s))
 
     async def commit(
-        self, prep: Prepared, res: Reservation, tier: TierSpec, out: Completion, *, exact: bool = True
+        self,
+        prep: Prepared,
+        res: Reservation,
+        tier: TierSpec,
+        out: Completion,
+        *,
+        exact: bool = True,
+        finish_note: str = "",
     ) -> None:
         result = prep.result
         prompt, completion = out.prompt_tokens, out.completion_tokens
         if not exact:
             # The upstream did not report usage: bill the hold's token maximum.
-            prompt = estimate_prompt_tokens(prep.request.messages)
+            prompt = await self.hold_prompt_tokens(prep, tier)
             completion = prep.request.params.max_tokens
             result.usage_exact = False
+        elif completion > prep.request.params.max_tokens:
+            # The hold covered max_tokens only. The provider bills what it
+            # reports, so the commit says so; the ledger never takes a hard
+            # limit past its limit (docs/ledger.md).
+            log.warning("the upstream reported more completion tokens than max_tokens", tier=tier.name,
+                        completion_tokens=completion, max_tokens=prep.request.params.max_tokens)  # fmt: skip
         settle_started = time.perf_counter()
         args = {
             "reservation_id": res.reservation_id,
@@ -362,6 +391,8 @@ class RouterCore:
             # The model has answered: bill it even if the hold expired meanwhile.
             "bill_late": True,
         }
+        if finish_note:
+            args["finish_note"] = finish_note
         charge: Charge | None = None
         try:
             charge = await self.settler.settle("commit", args)

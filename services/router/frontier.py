@@ -266,7 +266,9 @@ async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float 
         for choice in chunk.get("choices") or []:
             text = (choice.get("delta") or {}).get("content")
             if text:
-                yield Delta(text=text)
+                # No running count: a caller that hangs up is billed by the
+                # tier's counter over the text received (core.commit_partial).
+                yield Delta(text=text, usage_exact=False)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
     if not done and not finish:

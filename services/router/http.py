@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +35,7 @@ from services.router.http_errors import (
     sse_error,
 )
 from services.router.http_schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.request_ids import check_request_id
 from services.router.settings import HttpSettings
 from services.router.streaming import StreamEvent, stream_completion
 
@@ -49,7 +49,6 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
           "x-rationer-savings-usd, x-rationer-settlement, x-rationer-limit, x-rationer-resets-at, " \
           "retry-after"  # fmt: skip
@@ -104,12 +103,17 @@ class FrontDoor:
     @web.middleware
     async def _envelope(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        incoming = request.headers.get("x-request-id", "")
-        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        rid, bad_id = uuid.uuid4().hex, None
+        try:
+            rid = check_request_id(request.headers.get("x-request-id", "")) or rid
+        except InvalidArgument as exc:
+            bad_id = exc
         request[RID] = rid
         origin = request.headers.get("Origin", "")
         if request.method == "OPTIONS" and self._cors and origin:
             resp: web.StreamResponse = self._preflight(request, origin)
+        elif bad_id is not None:
+            resp = http_error_response(HttpError(400, bad_id.message, param="x-request-id"), rid)
         else:
             with structlog.contextvars.bound_contextvars(request_id=rid, path=request.path):
                 resp = await self._guarded(request, handler, rid)
@@ -229,7 +233,8 @@ class FrontDoor:
             except asyncio.CancelledError:
                 # The client went away (aiohttp cancels the handler): leaving
                 # the block closes the generator, which stops generation and
-                # releases the hold.
+                # commits what was generated (streaming.py), or releases the
+                # hold if nothing was.
                 log.info("client disconnected mid-stream")
                 raise
             except ConnectionResetError:
@@ -328,7 +333,7 @@ async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: Batc
     """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
     door = FrontDoor(core, settings, embedder=embedder)
     # handler_cancellation: a client that disconnects cancels its handler, so
-    # generation stops and the budget hold is released at once.
+    # generation stops at once and is settled for what it produced.
     runner = web.AppRunner(door.application(), handler_cancellation=True, access_log=None)
     await runner.setup()
     host, port = split_listen(settings.listen)

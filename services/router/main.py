@@ -29,6 +29,7 @@ from services.router.pricing import PriceBook
 from services.router.requests import RequestLimits
 from services.router.server import RouterDeps, create_server
 from services.router.settings import RouterSettings, TierSettings
+from services.router.tokens import GgufCounter, TokenCounter, tier_counter, verify_counters
 from services.router.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
@@ -111,6 +112,14 @@ async def assemble(settings: RouterSettings) -> Assembled:
             )
             backends[t.name] = FrontierBackend(client)
             closers.append(client.aclose)
+    counters = await _counters(settings, pool)
+
+    async def close_counters() -> None:
+        for counter in counters.values():
+            if isinstance(counter, GgufCounter):
+                counter.close()
+
+    closers.append(close_counters)
     prices = PriceBook()
     await _refresh_prices(ledger, prices)
     # The ledger may start after the router, and reference prices change:
@@ -155,6 +164,7 @@ async def assemble(settings: RouterSettings) -> Assembled:
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
         journal=journal,
+        counters=counters,
     )
     core.resume_settlements()
 
@@ -163,6 +173,15 @@ async def assemble(settings: RouterSettings) -> Assembled:
 
     closers.insert(0, close_batcher)
     return Assembled(core, closers)
+
+
+async def _counters(settings: RouterSettings, pool: WorkerPool) -> dict[str, TokenCounter]:
+    """One token counter per tier, loaded once (a GGUF vocabulary for local tiers)."""
+    counters: dict[str, TokenCounter] = {}
+    for tier in settings.tiers:
+        counters[tier.name] = await asyncio.to_thread(tier_counter, tier, settings.model_cache_dir)
+    await verify_counters(counters, settings.tiers, pool.count_tokens)
+    return counters
 
 
 async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook) -> None:

@@ -33,7 +33,11 @@ class Completion:
 
 @dataclass(frozen=True)
 class Delta:
-    """A streamed piece of text; the last one has ``final`` and usage."""
+    """A streamed piece of text; the last one has ``final`` and usage.
+
+    A non-final delta with ``usage_exact`` carries the running usage (the
+    worker counts what it generated so far); without it the counts are 0.
+    """
 
     text: str
     final: bool = False

@@ -81,6 +81,7 @@ class LedgerPort(Protocol):
         latency_ms: int,
         fallbacks: int,
         bill_late: bool = True,
+        finish_note: str = "",
     ) -> Charge: ...
 
     async def release(self, *, reservation_id: str, key_id: str, reason: str) -> None: ...

@@ -122,14 +122,3 @@ def _validate_params(p: GenParams, limits: RequestLimits) -> GenParams:
     return GenParams(
         max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop, seed=p.seed
     )
-
-
-def estimate_prompt_tokens(messages: tuple[Message, ...]) -> int:
-    """A deliberately high estimate, used only to size the budget hold.
-
-    BPE tokenizers average ~4 characters per token on English; dividing by 3
-    and adding per-message template overhead over-reserves a little, so a hold
-    is never smaller than the true charge in practice. Commit uses exact counts.
-    """
-    chars = sum(len(m.content) for m in messages)
-    return chars // 3 + 8 * len(messages) + 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +13,10 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.errors import Unauthenticated
 from rationer.platform.convert import FINISH_TO_PROTO
+from rationer.platform.interceptor import REQUEST_ID_KEY
 from services.router.core import RouterCore
 from services.router.model_types import GenParams, Message
+from services.router.request_ids import check_request_id
 from services.router.requests import CompletionRequest, RouteResult
 from services.router.streaming import stream_completion
 
@@ -84,7 +87,11 @@ def route_info(res: RouteResult) -> router_pb2.RouteInfo:
     )
 
 
-def _request_id() -> str:
+def _request_id(md: dict[str, str]) -> str:
+    # The interceptor has bound the caller's id (or a fresh one) for logs; the
+    # router only serves a caller id that keeps the shared rule.
+    if check_request_id(md.get(REQUEST_ID_KEY, "")):
+        return md[REQUEST_ID_KEY]
     return str(structlog.contextvars.get_contextvars().get("request_id", ""))
 
 
@@ -97,7 +104,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         text, res = await self._core.complete(
             bearer_token(md),
             to_request(request, md.get("x-rationer-project", "")),
-            request_id=_request_id(),
+            request_id=_request_id(md),
             deadline=_deadline(context),
         )
         return router_pb2.CompleteResponse(text=text, route=route_info(res))
@@ -110,17 +117,22 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             self._core,
             bearer_token(md),
             to_request(request, md.get("x-rationer-project", "")),
-            request_id=_request_id(),
+            request_id=_request_id(md),
             deadline=_deadline(context),
         )
-        async for ev in events:
-            if ev.final is not None:
-                yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))
-            else:
-                yield router_pb2.CompleteChunk(delta=ev.delta, restart=ev.restart)
+        # aclosing: a caller that cancels closes the core's stream now (which
+        # stops the model and bills what it generated), not at garbage collection.
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for ev in events:
+                if ev.final is not None:
+                    yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))
+                else:
+                    yield router_pb2.CompleteChunk(delta=ev.delta, restart=ev.restart)
 
     async def ListTiers(self, request: router_pb2.ListTiersRequest, context: Any) -> router_pb2.ListTiersResponse:
-        principal = await self._core.auth.principal(bearer_token(_metadata(context)))
+        md = _metadata(context)
+        _request_id(md)  # the same rule on every RPC
+        principal = await self._core.auth.principal(bearer_token(md))
         tiers = self._core.policy.allowed(principal.allowed_tiers)
         unspecified = common_pb2.TIER_KIND_UNSPECIFIED
         return router_pb2.ListTiersResponse(

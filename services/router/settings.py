@@ -5,9 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rationer.platform.settings import ServiceSettings
+
+
+class TokenizerSource(BaseModel):
+    """The GGUF whose vocabulary and chat template a local tier's worker uses.
+
+    The same fields as the worker's ``[[worker.models]]`` entry: point them at
+    the same file, or holds are sized on another model's token counts (the
+    router checks one count against a worker's CountTokens at start).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    package: str | None = None
+    chat_format: Literal["auto", "gguf", "completion"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenizerSource:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("tokenizer: set exactly one of 'path' or 'package'")
+        return self
 
 
 class TierSettings(BaseModel):
@@ -23,6 +44,15 @@ class TierSettings(BaseModel):
     base_url: str = ""
     api_key: str = ""
     max_retries: int = 2
+    # Local only: where the tier's tokenizer comes from. None: the worker's
+    # default model of the same name (services/slm_worker/settings.py), else
+    # the byte bound below.
+    tokenizer: TokenizerSource | None = None
+    # The byte bound for tiers without a known tokenizer (every frontier
+    # tier): a hold counts UTF-8 bytes of each message plus this allowance
+    # for the chat template (docs/router.md, "How holds are sized").
+    hold_template_tokens_per_message: int = Field(default=16, ge=0)
+    hold_template_tokens_fixed: int = Field(default=128, ge=0)
 
 
 class PressureSettings(BaseModel):
@@ -74,6 +104,9 @@ class RouterSettings(ServiceSettings):
     max_tokens_cap: int = 4096
     max_prompt_chars: int = 64 * 1024
     worker_refresh_s: float = 1.0
+    # Where package-shipped tokenizer GGUFs that come in chunks are assembled
+    # (the worker's default, so both share one copy on one host).
+    model_cache_dir: str = "~/.cache/rationer/models"
     embedder_model_dir: Path | None = None
     embedder_threads: int = 1
     # Extra wait to gather concurrent prompts into one embedding call; 0 adds

@@ -7,6 +7,12 @@ it to discard the partial answer. The failed attempt's hold is released
 committed with exact usage from the final upstream message. A caller that
 cannot act on ``restart`` (a plain OpenAI client) passes
 ``allow_restart=False`` and gets UNAVAILABLE instead of a spliced answer.
+
+A stream the caller ends early (hangs up, cancels, runs out of time) is
+billed for what was generated so far: the worker's running count, else the
+tier's counter over the text received, never more than ``max_tokens``. That
+commit goes through the journal like any other and is shielded from the
+cancel; the hold is released instead only when nothing was produced yet.
 """
 
 from __future__ import annotations
@@ -17,13 +23,17 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from rationer.errors import Unavailable
+import structlog
+
+from rationer.errors import Cancelled, DeadlineExceeded, RationerError, Unavailable
 from services.router.call_state import FALLBACK_ERRORS, Prepared
 from services.router.core import RouterCore
 from services.router.model_types import Completion, Delta
 from services.router.policy import TierSpec
 from services.router.ports import Reservation
 from services.router.requests import CompletionRequest, RouteResult
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,11 +81,21 @@ async def stream_completion(
                     "incomplete and was not billed. Retry the request, or send allow_restart to let "
                     "the gateway start over on another tier within the same stream"
                 ) from exc
-        except BaseException:
+        except BaseException as exc:
             if not attempt.settled:
-                await asyncio.shield(core.release(prep, res, "client cancelled, disconnected or timed out"))
+                # Shielded, and run as a core task: a second cancel (or the
+                # loop collecting this generator) cannot stop it half-way.
+                await asyncio.shield(core.spawn(attempt.settle_early(exc)))
             raise
     raise attempts.exhausted()
+
+
+def _early_note(exc: BaseException) -> str:
+    if isinstance(exc, DeadlineExceeded | TimeoutError):
+        return "deadline_exceeded"
+    if isinstance(exc, GeneratorExit | asyncio.CancelledError | Cancelled | ConnectionError):
+        return "client_disconnected"
+    return "stream_error"
 
 
 class _Attempt:
@@ -85,11 +105,13 @@ class _Attempt:
         self.core, self.prep, self.tier, self.res = core, prep, tier, res
         self.restart_first = restart_first
         self.settled = False
+        self.pieces: list[str] = []  # text handed to the caller so far
+        self.usage_so_far: Delta | None = None  # the upstream's last running count
+        self.started = time.perf_counter()
 
     async def run(self) -> AsyncGenerator[StreamEvent, None]:
-        prep, tier = self.prep, self.tier
-        pieces: list[str] = []
-        started = time.perf_counter()
+        prep, tier, pieces = self.prep, self.tier, self.pieces
+        started = self.started
         backend = self.core.backends[tier.name]
         stream: AsyncIterator[Delta] = backend.stream(
             tier.model, prep.request.messages, prep.request.params, prep.deadline
@@ -100,6 +122,8 @@ class _Attempt:
                     await self._settle(d, pieces, started)
                     yield StreamEvent(final=prep.result)
                     return
+                if d.usage_exact and d.completion_tokens:
+                    self.usage_so_far = d
                 if not d.text:
                     continue
                 if not pieces and self.restart_first:
@@ -123,3 +147,43 @@ class _Attempt:
         self.settled = True
         await self.core.commit(self.prep, self.res, self.tier, out, exact=d.usage_exact)
         self.core.store_answer(self.prep, self.tier, out.text)
+
+    async def settle_early(self, exc: BaseException) -> None:
+        """The caller ended the stream before its final message: bill what it used, or release."""
+        if self.settled:
+            return
+        self.settled = True
+        core, prep, tier = self.core, self.prep, self.tier
+        text = "".join(self.pieces)
+        counted = self.usage_so_far
+        if counted is None and not text:
+            await core.release(prep, self.res, f"stream ended before any token ({_early_note(exc)})")
+            return
+        max_tokens = prep.request.params.max_tokens
+        counter = core.counter(tier)
+        prompt = await core.hold_prompt_tokens(prep, tier)
+        # What the upstream generated if it said so (it bills us for that), at
+        # least the tokens of the text delivered.
+        delivered = min(counter.text(text), max_tokens) if text else 0
+        completion = min(max(counted.completion_tokens if counted else 0, delivered), max_tokens)
+        exact = counted is not None and counted.completion_tokens >= delivered and counter.exact
+        if counted is not None and counted.prompt_tokens:
+            prompt = counted.prompt_tokens
+        out = Completion(
+            text=text,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            finish_reason=_early_note(exc),
+            model=tier.model,
+            model_ms=(time.perf_counter() - self.started) * 1000,
+        )
+        try:
+            await core.commit(prep, self.res, tier, out, finish_note=out.finish_reason)
+        except RationerError as exc:
+            # The ledger's definitive refusal (the journal has dropped it); a
+            # transient failure never gets here (it settles in the background).
+            log.error("the ledger refused the commit of a stream that ended early", error=exc.message)
+            return
+        prep.result.usage_exact = exact
+        log.info("stream ended early; billed as far as it went", tier=tier.name, reason=out.finish_reason,
+                 prompt_tokens=prompt, completion_tokens=completion)  # fmt: skip

@@ -191,6 +191,20 @@ class WorkerPool:
             )
         raise last
 
+    async def count_tokens(self, model: str, messages: Sequence[Message]) -> int | None:
+        """A worker's exact prompt count for ``model``, or None when none answers."""
+        request = worker_pb2.CountTokensRequest(
+            model=model, messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]
+        )
+        for w in [w for w in self._workers if w.up and w.serves(model) is not None]:
+            try:
+                resp = await w.stub.CountTokens(request, timeout=5.0, metadata=call_metadata())
+            except grpc.aio.AioRpcError as exc:
+                log.warning("CountTokens failed", worker=w.address, code=exc.code().name)
+                continue
+            return int(resp.tokens)
+        return None
+
     async def stream(
         self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
     ) -> AsyncIterator[Delta]:
@@ -214,7 +228,14 @@ class WorkerPool:
                             model=chunk.model or model,
                         )
                         return
-                    yield Delta(text=chunk.delta)
+                    # Running usage: what a caller that hangs up here is billed.
+                    so_far = chunk.usage_so_far
+                    yield Delta(
+                        text=chunk.delta,
+                        prompt_tokens=so_far.prompt_tokens,
+                        completion_tokens=so_far.completion_tokens,
+                        usage_exact=chunk.HasField("usage_so_far"),
+                    )
                 raise Unavailable(f"worker {w.address} closed the stream without a final message")
             except grpc.aio.AioRpcError as exc:
                 err = domain_error(exc, service=f"worker {w.address}")

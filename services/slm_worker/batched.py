@@ -194,7 +194,7 @@ class BatchedContext:
             job.first = time.perf_counter()
         text, stopped = job.decoder.feed(self._pieces.piece(tok))
         if text:
-            job.emit(text)
+            job.emit(text, job.produced)
         if stopped:
             self._finish(job, "stop", matched_stop=True)
             return
@@ -232,7 +232,7 @@ class BatchedContext:
         if not matched_stop:
             tail = job.decoder.flush()
             if tail:
-                job.emit(tail)
+                job.emit(tail, job.produced)
         self._drop(job)
         ended = time.perf_counter()
         job.outcome = GenerationOutcome(

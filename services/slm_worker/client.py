@@ -57,7 +57,7 @@ class Completion:
 class StreamChunk:
     delta: str
     final: bool = False
-    usage: Usage | None = None  # only on the final chunk
+    usage: Usage | None = None  # on the final chunk: the whole call; on a delta: generated so far
     finish_reason: str | None = None
     model: str = ""
 
@@ -188,7 +188,8 @@ class WorkerClient:
                         model=c.model,
                     )
                 else:
-                    yield StreamChunk(delta=c.delta)
+                    so_far = _usage(c.usage_so_far) if c.HasField("usage_so_far") else None
+                    yield StreamChunk(delta=c.delta, usage=so_far)
         except grpc.aio.AioRpcError as exc:
             raise map_rpc_error(exc) from None
         finally:

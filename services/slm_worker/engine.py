@@ -47,6 +47,25 @@ class GenerationRequest:
     arrived: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class TextPiece:
+    """Answer text as it is produced, with the running token counts.
+
+    ``completion_tokens`` counts every token generated so far, including any
+    whose text is still held back (half a UTF-8 character, a possible start
+    of a stop sequence): what a caller that stops reading here has used.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+# Called on the slot's thread with each piece of text and the number of
+# tokens generated so far.
+Emit = Callable[[str, int], None]
+
+
 @dataclass
 class GenerationOutcome:
     # "stop", "length", "cancelled" or "deadline"
@@ -143,7 +162,7 @@ class Slot:
             llm.eval(prompt[i : min(i + PREFILL_CHUNK, len(prompt) - 1)])
         return ""
 
-    def run(self, req: GenerationRequest, emit: Callable[[str], None], cancel: threading.Event) -> GenerationOutcome:
+    def run(self, req: GenerationRequest, emit: Emit, cancel: threading.Event) -> GenerationOutcome:
         """Generate until a stop, ``max_tokens``, cancel or the deadline."""
         llm = self._llm
         llm.set_seed(RANDOM_SEED if req.seed is None else req.seed)
@@ -175,7 +194,7 @@ class Slot:
                     first = time.perf_counter()
                 text, stopped = decoder.feed(self.piece(tok))
                 if text:
-                    emit(text)
+                    emit(text, produced)
                 if stopped:
                     reason, matched_stop = "stop", True
                     break
@@ -188,7 +207,7 @@ class Slot:
             # max_tokens, cancel): dropping it would cut the answer short.
             tail = decoder.flush()
             if tail:
-                emit(tail)
+                emit(tail, produced)
         ended = time.perf_counter()
         return GenerationOutcome(
             finish_reason=reason or "length",

@@ -14,9 +14,10 @@ import structlog
 
 from services.slm_worker.engine import GenerationRequest, Slot, load_llama
 from services.slm_worker.pool import SlotPool
-from services.slm_worker.prompts import Message, PromptFormat
+from services.slm_worker.prompts import Message
 from services.slm_worker.registry import quantization_name, resolve_model_path
 from services.slm_worker.settings import ModelEntry, WorkerSettings
+from services.slm_worker.vocab import PromptTokenizer
 from services.slm_worker.worker import Limits, LoadedModel, Worker
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,7 @@ def _load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
             "(rebuild with CMAKE_ARGS=-DGGML_CUDA=on, see docs/slm_worker.md)",
             model=entry.name,
         )
-    tokenizer = load_llama(path, entry, vocab_only=True)
+    tokenizer = PromptTokenizer.from_llama(load_llama(path, entry, vocab_only=True), entry.chat_format)
     slots: list[Any]
     if entry.batched:
         from services.slm_worker.batched import BatchedContext, BatchedSlot
@@ -46,19 +47,10 @@ def _load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
         slots = [BatchedSlot(shared, i) for i in range(entry.slots)]
     else:
         slots = [Slot(load_llama(path, entry), i) for i in range(entry.slots)]
-    model = tokenizer._model
-    fmt = PromptFormat(
-        entry.chat_format,
-        dict(tokenizer.metadata),
-        eos_token=model.token_get_text(tokenizer.token_eos()) if tokenizer.token_eos() != -1 else "",
-        bos_token=model.token_get_text(tokenizer.token_bos()) if tokenizer.token_bos() != -1 else "",
-    )
     pool = SlotPool(entry.name, slots, entry.queue_capacity)
     log.info("model loaded", model=entry.name, tier=entry.tier, path=str(path), slots=entry.slots)
     on_gpu = entry.n_gpu_layers != 0 and gpu_offload_supported()
-    return LoadedModel(
-        entry, tokenizer, fmt, pool, quantization_name(dict(tokenizer.metadata)), "gpu" if on_gpu else "cpu"
-    )
+    return LoadedModel(entry, tokenizer, pool, quantization_name(tokenizer.metadata), "gpu" if on_gpu else "cpu")
 
 
 async def _warm(model: LoadedModel) -> None:
@@ -66,7 +58,7 @@ async def _warm(model: LoadedModel) -> None:
     tokens, _ = model.tokenize([Message("user", "Hi")])
 
     def one_token(slot: Slot) -> None:
-        slot.run(GenerationRequest(prompt_tokens=tokens, max_tokens=1, seed=0), lambda _t: None, threading.Event())
+        slot.run(GenerationRequest(prompt_tokens=tokens, max_tokens=1, seed=0), lambda _t, _n: None, threading.Event())
 
     await model.pool.run_once(one_token)
 

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from rationer.errors import ResourceExhausted, Unavailable
-from services.slm_worker.engine import GenerationOutcome, GenerationRequest, Slot
+from services.slm_worker.engine import GenerationOutcome, GenerationRequest, Slot, TextPiece
 
 log = structlog.get_logger(__name__)
 
@@ -129,8 +129,8 @@ class SlotPool:
 
     # -- generation --------------------------------------------------------
 
-    async def generate(self, req: GenerationRequest) -> AsyncGenerator[str | GenerationOutcome, None]:
-        """Yield text deltas, then exactly one GenerationOutcome.
+    async def generate(self, req: GenerationRequest) -> AsyncGenerator[TextPiece | GenerationOutcome, None]:
+        """Yield text pieces, then exactly one GenerationOutcome.
 
         Closing or cancelling the iterator sets the slot's cancel flag; the
         slot returns to the pool once its thread has stopped.
@@ -140,8 +140,10 @@ class SlotPool:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
 
-        def emit(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, text)
+        prompt_tokens = len(req.prompt_tokens)
+
+        def emit(text: str, produced: int) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, TextPiece(text, prompt_tokens, produced))
 
         try:
             future = loop.run_in_executor(lease.executor, lease.slot.run, req, emit, cancel)

@@ -13,7 +13,7 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from rationer.platform.convert import FINISH_TO_PROTO
-from services.slm_worker.engine import GenerationOutcome
+from services.slm_worker.engine import GenerationOutcome, TextPiece
 from services.slm_worker.prompts import Message
 from services.slm_worker.worker import Params, Worker
 
@@ -72,6 +72,14 @@ def _usage(o: GenerationOutcome) -> common_pb2.Usage:
     )
 
 
+def _usage_so_far(p: TextPiece) -> common_pb2.Usage:
+    return common_pb2.Usage(
+        prompt_tokens=p.prompt_tokens,
+        completion_tokens=p.completion_tokens,
+        total_tokens=p.prompt_tokens + p.completion_tokens,
+    )
+
+
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, ref: WorkerRef) -> None:
         self._ref = ref
@@ -89,7 +97,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 if isinstance(item, GenerationOutcome):
                     outcome = item
                 else:
-                    parts.append(item)
+                    parts.append(item.text)
         assert outcome is not None  # SlotPool.generate always ends with one
         if outcome.finish_reason == "deadline":
             # The server's clock runs a little ahead of the caller's, so a cut
@@ -125,7 +133,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         final=True,
                     )
                 else:
-                    yield worker_pb2.GenerateChunk(delta=item)
+                    yield worker_pb2.GenerateChunk(delta=item.text, usage_so_far=_usage_so_far(item))
 
     async def ListModels(self, request: Any, context: Any) -> worker_pb2.ListModelsResponse:
         worker = self._ref.get()

@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -22,10 +21,12 @@ from services.slm_worker.engine import (
     DEFAULT_TOP_P,
     GenerationOutcome,
     GenerationRequest,
+    TextPiece,
 )
 from services.slm_worker.pool import PoolLoad, SlotPool
-from services.slm_worker.prompts import ROLES, Message, PromptFormat
+from services.slm_worker.prompts import ROLES, Message
 from services.slm_worker.settings import ModelEntry
+from services.slm_worker.vocab import PromptTokenizer
 
 log = structlog.get_logger(__name__)
 
@@ -66,27 +67,19 @@ class LoadedModel:
     def __init__(
         self,
         entry: ModelEntry,
-        tokenizer: Any,
-        prompt_format: PromptFormat,
+        tokenizer: PromptTokenizer,
         pool: SlotPool,
         quantization: str,
         device: str = "cpu",
     ) -> None:
         self.entry = entry
-        self.tokenizer = tokenizer  # a vocab-only Llama: tokenizing never touches a slot
-        self.prompt_format = prompt_format
+        self.tokenizer = tokenizer  # template + vocab-only Llama: tokenizing never touches a slot
         self.pool = pool
         self.quantization = quantization
         self.device = device  # "gpu" only when layers are offloaded by a GPU-enabled build
 
     def tokenize(self, messages: list[Message]) -> tuple[list[int], list[str]]:
-        rendered = self.prompt_format.render(messages)
-        # Special tokens such as <|im_start|> in the rendered text must become
-        # single tokens, as in training.
-        tokens: list[int] = self.tokenizer.tokenize(
-            rendered.text.encode("utf-8"), add_bos=rendered.add_bos, special=True
-        )
-        return tokens, rendered.stops
+        return self.tokenizer.tokenize(messages)
 
 
 class Worker:
@@ -113,7 +106,7 @@ class Worker:
                 context_size=m.entry.n_ctx,
                 quantization=m.quantization,
                 device=m.device,
-                chat_format=m.prompt_format.name,
+                chat_format=m.tokenizer.format.name,
                 load=m.pool.load(),
             )
             for m in self._models.values()
@@ -127,8 +120,8 @@ class Worker:
 
     async def generate(
         self, model: str, messages: list[Message], params: Params, *, timeout_s: float | None = None
-    ) -> AsyncGenerator[str | GenerationOutcome, None]:
-        """Text deltas, then one GenerationOutcome (see SlotPool.generate)."""
+    ) -> AsyncGenerator[TextPiece | GenerationOutcome, None]:
+        """Text pieces, then one GenerationOutcome (see SlotPool.generate)."""
         arrived = time.perf_counter()
         loaded = self.model(model)
         _check_messages(messages)

@@ -26,6 +26,8 @@ from rationer.errors import ResourceExhausted
 from rationer.platform.net import free_port, free_port_block
 from rationer.up import Supervisor, UpOptions
 from services.ledger.admin_client import LedgerAdminClient
+from services.router.model_types import Message
+from services.router.tokens import ByteBound
 
 pytestmark = pytest.mark.slow
 
@@ -71,13 +73,13 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, frontier_base_url: str
         frontier_model="frontier-sim",
         base_env=dict(os.environ),
         overrides={
-            # Local compute priced high ($0.1-0.2/M) so a small budget drains
+            # Local compute priced high ($1-2/M) so a small budget drains
             # in a few calls; the frontier is gpt-4o's list price.
             "ledger": {"prices": [
                 {"tier": "local-small", "model": "smollm2-135m-instruct",
-                 "input_per_million_nano_usd": NANO // 10, "output_per_million_nano_usd": NANO // 10},
+                 "input_per_million_nano_usd": NANO, "output_per_million_nano_usd": NANO},
                 {"tier": "local-large", "model": "gemma3-270m",
-                 "input_per_million_nano_usd": NANO // 5, "output_per_million_nano_usd": NANO // 5},
+                 "input_per_million_nano_usd": 2 * NANO, "output_per_million_nano_usd": 2 * NANO},
                 {"tier": "frontier", "model": "frontier-sim",
                  "input_per_million_nano_usd": 5 * NANO // 2, "output_per_million_nano_usd": 10 * NANO},
             ], "reference_tier": "frontier"},
@@ -152,8 +154,11 @@ async def test_stream_is_billed_with_exact_tokens(stack: Stack) -> None:
 
 
 async def test_budget_pressure_downgrades_then_denies(stack: Stack) -> None:
-    # Fits about one frontier hold; local calls then drain the rest.
-    secret, key_id = await stack.new_key(budget_nano=NANO // 2000)
+    # Fits one frontier hold (the frontier tier has no tokenizer, so its hold
+    # counts the prompt's UTF-8 bytes plus a template allowance) but not a
+    # second after the first call's charge; local calls then drain the rest.
+    frontier_hold = ByteBound().prompt((Message("user", HARD),)) * 5 * NANO // 2 // 10**6 + 8 * 10 * NANO // 10**6
+    secret, key_id = await stack.new_key(budget_nano=frontier_hold + NANO // 10_000)
     seen: list[str] = []
     async with AsyncClient(stack.router, secret) as c:
         for _ in range(60):

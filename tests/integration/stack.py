@@ -83,13 +83,15 @@ async def running_stack(
     tiers: list[TierSettings] | None = None,
     cache: bool = True,
     worker: bool = False,
+    worker_settings: Any = None,
     http: HttpSettings | None = None,
     **router_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Ledger + cache (+ an SLM worker) + router (gRPC and HTTP), all started.
 
-    ``worker=True`` starts a real worker with SmolLM2 and, unless ``tiers`` is
-    given, puts a ``local-small`` tier (rank 0) under the frontier tiers.
+    ``worker=True`` starts a real worker with SmolLM2 (``worker_settings``, a
+    WorkerSettings, sizes it) and, unless ``tiers`` is given, puts a
+    ``local-small`` tier (rank 0) under the frontier tiers.
     """
     from services.cache.testing import running_cache
     from services.slm_worker.testing import SMOLLM2, running_worker
@@ -102,7 +104,7 @@ async def running_stack(
     async with AsyncExitStack() as stack:
         workers: list[str] = []
         if worker:
-            workers.append((await stack.enter_async_context(running_worker())).target)
+            workers.append((await stack.enter_async_context(running_worker(worker_settings))).target)
         ledger = await stack.enter_async_context(running_ledger(settings_for("sqlite", tmp_path)))
         for tier in tiers:
             inp, out = PRICES.get(tier.name, PRICES["frontier-mini"])

@@ -4,6 +4,7 @@ auth, allow-lists, deadlines and revocation."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from stack import Stack, running_stack
 
 from rationer.api.common.v1 import common_pb2
@@ -275,3 +278,44 @@ async def test_the_allow_list_is_checked_before_the_cache(stack: Stack) -> None:
     # Same tenant, same prompt, but this key may not use the frontier tier.
     with pytest.raises(PermissionDenied, match="not allowed"):
         await stack.core.complete(limited, req)
+
+
+# ---- x-request-id: one rule for both doors (services/router/request_ids.py) ----
+
+# gRPC metadata values are printable ASCII; generate from all of it.
+_PRINTABLE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=80)
+
+
+async def test_the_routers_own_fallback_id_form_is_refused(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        for rid in ("a#local-large", "x" * 65, "has space"):
+            md = (*_md(stack.api_key), ("x-request-id", rid))
+            tiers = stub.ListTiers(router_pb2.ListTiersRequest(), metadata=md)
+            for call in (stub.Complete(_req(), metadata=md), tiers):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "x-request-id" in (info.value.details() or "")
+            stream = stub.CompleteStream(_req(), metadata=md)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in stream:
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Complete(_req(), metadata=(*_md(stack.api_key), ("x-request-id", "a#local-large")))
+        assert "reserves" in (info.value.details() or "")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rid=_PRINTABLE)
+async def test_generated_request_ids_are_accepted_exactly_when_they_keep_the_rule(stack: Stack, rid: str) -> None:
+    valid = re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", rid) is not None
+    async with grpc.aio.insecure_channel(stack.router_address) as ch:
+        call = router_pb2_grpc.RouterServiceStub(ch).ListTiers(
+            router_pb2.ListTiersRequest(), metadata=(*_md(stack.api_key), ("x-request-id", rid))
+        )
+        if valid:
+            assert (await call).tiers
+        else:
+            assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT

@@ -54,6 +54,19 @@ async def test_stream_yields_deltas_then_one_final_chunk(worker: RunningWorker) 
     assert "".join(c.delta for c in deltas) == unary.text
 
 
+async def test_every_delta_carries_the_usage_so_far(worker: RunningWorker) -> None:
+    # What a caller that stops reading after any delta is billed (the router
+    # commits it when a client hangs up mid-stream).
+    *deltas, final = await _collect(worker, GREEDY)
+    assert final.usage is not None
+    counts = []
+    for d in deltas:
+        assert d.usage is not None and d.usage.prompt_tokens == final.usage.prompt_tokens
+        counts.append(d.usage.completion_tokens)
+    assert counts == sorted(counts) and counts[0] >= 1 and counts[-1] <= final.usage.completion_tokens == 12
+    assert len(deltas) <= counts[-1]  # each delta holds at least one token's text
+
+
 async def test_seed_makes_sampling_reproducible(worker: RunningWorker) -> None:
     params = GenerationParams(max_tokens=12, temperature=1.0, top_p=0.9, seed=1234)
     first = await worker.client.generate(SMOLLM2, STORY, params)

@@ -1,0 +1,40 @@
+"""The one rule for caller-supplied request ids, shared by the gRPC and HTTP doors.
+
+A request id names the call in every service's logs and is the ledger's
+idempotency key for its first hold; the router derives its fallback
+attempts' keys as ``<id>#<tier>`` (core._attempt_id). So a caller's id is
+1..64 characters of ``A-Za-z0-9._:-``: bounded, safe in logs and headers,
+and never containing ``#``, so it can never equal a key the router makes for
+another call's fallback. An id that breaks the rule is refused
+(INVALID_ARGUMENT, HTTP 400), not replaced: a caller that sends an id relies
+on it for idempotency and log joins, and a silent replacement would break
+both. No id at all is fine: the gateway makes one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rationer.errors import InvalidArgument
+
+MAX_REQUEST_ID_CHARS = 64
+_ALLOWED = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_CHARS}}}")
+RULE = f"1-{MAX_REQUEST_ID_CHARS} characters of A-Z a-z 0-9 . _ : -"
+
+
+def check_request_id(raw: str) -> str:
+    """The caller's id if it keeps the rule; "" when none was sent."""
+    if not raw:
+        return ""
+    if _ALLOWED.fullmatch(raw):
+        return raw
+    # The id itself is not echoed: it may be long or unprintable.
+    if "#" in raw:
+        raise InvalidArgument(
+            f"x-request-id contains '#', which the gateway reserves for its own fallback attempts "
+            f"('<id>#<tier>'); send {RULE}, or no x-request-id and the gateway makes one"
+        )
+    raise InvalidArgument(
+        f"x-request-id must be {RULE} (got {len(raw)} characters); send a valid one, or none and "
+        "the gateway makes one"
+    )
