@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.server import start
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
-from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger.main import close_deps, open_deps
 from services.ledger.server import LedgerDeps, create_server
 from services.ledger.settings import LedgerSettings
