@@ -33,8 +33,15 @@ class Unauthenticated(RationerError):
 
 
 class PermissionDenied(RationerError):
+    """The caller may not do this. ``reason`` is a machine-readable code for
+    the HTTP error body (default ``model_not_allowed``, the common case)."""
+
     code = "PERMISSION_DENIED"
     http_status = 403
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotFound(RationerError):

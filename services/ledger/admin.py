@@ -45,6 +45,7 @@ class KeySpec:
     ttl_s: float = 0.0
     name: str = ""
     admin: bool = False
+    project: str = ""  # bind the key to this project tag
 
 
 class LedgerAdmin:
@@ -97,6 +98,7 @@ class LedgerAdmin:
             validate.text("team_id", spec.team_id, 130, required=True)
         validate.text("user_id", spec.user_id, 400)
         validate.text("name", spec.name, 128)
+        validate.text("project", spec.project, 128)
         if len(spec.allowed_tiers) > 16:
             raise InvalidArgument("at most 16 allowed tiers")
         for tier in spec.allowed_tiers:
@@ -108,7 +110,7 @@ class LedgerAdmin:
         new = ops_admin.NewKey(
             key_id=f"k_{uuid.uuid4().hex[:16]}", secret=secret, secret_sha256=hash_secret(secret),
             user_id=spec.user_id, team_id=spec.team_id, service_account=spec.service_account,
-            allowed_tiers=spec.allowed_tiers, name=spec.name, is_admin=spec.admin,
+            allowed_tiers=spec.allowed_tiers, name=spec.name, is_admin=spec.admin, project=spec.project,
             expires_at_us=now + int(spec.ttl_s * 1e6) if spec.ttl_s else None,
         )  # fmt: skip
         return await self._store.write(lambda: ops_admin.create_key(new, now))

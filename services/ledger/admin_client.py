@@ -45,11 +45,11 @@ class LedgerAdminClient:
 
     async def create_key(self, *, user_id: str = "", team_id: str = "", service_account: str = "",
                          allowed_tiers: Sequence[str] = (), ttl_s: float = 0.0, name: str = "",
-                         admin: bool = False) -> pb.CreateKeyResponse:  # fmt: skip
+                         admin: bool = False, project: str = "") -> pb.CreateKeyResponse:  # fmt: skip
         req = pb.CreateKeyRequest(
             user_id=user_id, team_id=team_id, service_account=service_account,
             allowed_tiers=list(allowed_tiers), ttl=cv.duration(ttl_s) if ttl_s else None, name=name,
-            admin=admin,
+            admin=admin, project=project,
         )  # fmt: skip
         return await call(self._stub.CreateKey, req, self._timeout, self._md)
 

@@ -44,13 +44,18 @@ def keys_create(
     ttl_days: float = typer.Option(0.0, help="Expire after this many days (0 = never)."),
     name: str = typer.Option("", help="A label for the key."),
     admin: bool = typer.Option(False, "--admin", help="The key may call admin RPCs."),
+    project: str = typer.Option("", help="Bind the key to this project tag: its requests always count "
+                                         "against project:<org>/<tag> budgets."),
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Create an API key; the secret is printed once."""
     from services.ledger.cli_ops import create_key
 
-    out = _run(create_key(ledger, admin_token, org, team, user, service_account, tier, ttl_days, name, admin))
+    out = _run(create_key(ledger, admin_token, org, team, user, service_account, tier, ttl_days, name, admin,
+                          project))  # fmt: skip
     typer.echo(f"key_id: {out.key.key_id}\nteam:   {out.key.team_id}\nuser:   {out.key.user_id or '-'}")
+    if out.key.project:
+        typer.echo(f"project: {out.key.project}")
     typer.echo(f"secret: {out.secret}\n(store it now: it is shown only once)")
 
 

@@ -19,20 +19,23 @@ def _need_token(token: str) -> str:
 
 
 async def create_key(ledger: str, token: str, org: str, team: str, user: str, service_account: str,
-                     tiers: Sequence[str], ttl_days: float, name: str, admin: bool) -> pb.CreateKeyResponse:
+                     tiers: Sequence[str], ttl_days: float, name: str, admin: bool,
+                     project: str = "") -> pb.CreateKeyResponse:  # fmt: skip
     async with LedgerAdminClient(ledger, _need_token(token)) as c:
         o = await c.create_org(org)
         t = await c.create_team(o.id, team)
         user_id = (await c.create_user(t.id, user)).id if user else ""
         return await c.create_key(user_id=user_id, team_id=t.id, service_account=service_account,
-                                  allowed_tiers=tiers, ttl_s=ttl_days * 86400, name=name, admin=admin)  # fmt: skip
+                                  allowed_tiers=tiers, ttl_s=ttl_days * 86400, name=name, admin=admin,
+                                  project=project)  # fmt: skip
 
 
 def _key_line(k: pb.ApiKey) -> str:
     state = "revoked" if k.HasField("revoked_at") else "active"
     owner = k.user_id or f"{k.team_id} (service account {k.service_account})"
     tiers = ",".join(k.allowed_tiers) or "*"
-    return f"{k.key_id}  {k.prefix}…  {state:7}  tiers={tiers}  {owner}  {k.name}"
+    project = f"  project={k.project}" if k.project else ""
+    return f"{k.key_id}  {k.prefix}…  {state:7}  tiers={tiers}{project}  {owner}  {k.name}"
 
 
 async def list_keys(ledger: str, token: str, org: str, team: str, include_revoked: bool) -> str:

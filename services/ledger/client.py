@@ -104,11 +104,13 @@ class LedgerClient:
 
     async def record_cache_hit(self, key_id: str, request_id: str, *, tier: str = "", model: str = "",
                                prompt_tokens: int = 0, completion_tokens: int = 0, project: str = "",
-                               latency_ms: int = 0) -> m.UsageEvent:  # fmt: skip
+                               latency_ms: int = 0, record_id: str = "",
+                               served: bool = False) -> m.UsageEvent:  # fmt: skip
         usage = common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                  total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
         req = pb.RecordCacheHitRequest(key_id=key_id, request_id=request_id, project=project, tier=tier,
-                                       model=model, usage=usage, latency_ms=latency_ms)  # fmt: skip
+                                       model=model, usage=usage, latency_ms=latency_ms, record_id=record_id,
+                                       served=served)  # fmt: skip
         return cv.event_in((await call(self._stub.RecordCacheHit, req, self._timeout)).event)
 
     async def usage(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,

@@ -61,13 +61,13 @@ def principal(p: m.Principal) -> common_pb2.Principal:
     return common_pb2.Principal(
         org_id=p.org_id, team_id=p.team_id, user_id=p.user_id, key_id=p.key_id,
         service_account=p.service_account, allowed_tiers=list(p.allowed_tiers), tenant=p.tenant,
-        is_admin=p.is_admin,
+        is_admin=p.is_admin, project=p.project,
     )  # fmt: skip
 
 
 def principal_in(p: common_pb2.Principal) -> m.Principal:
     return m.Principal(p.org_id, p.team_id, p.user_id, p.key_id, p.service_account,
-                       tuple(p.allowed_tiers), p.tenant, p.is_admin)  # fmt: skip
+                       tuple(p.allowed_tiers), p.tenant, p.is_admin, project=p.project)  # fmt: skip
 
 
 def api_key(k: m.KeyRecord) -> pb.ApiKey:
@@ -75,7 +75,7 @@ def api_key(k: m.KeyRecord) -> pb.ApiKey:
         key_id=k.key_id, prefix=k.prefix, user_id=k.user_id, team_id=k.team_id,
         service_account=k.service_account, allowed_tiers=list(k.allowed_tiers),
         created_at=ts(k.created_at_us), expires_at=ts(k.expires_at_us), revoked_at=ts(k.revoked_at_us),
-        name=k.name,
+        name=k.name, project=k.project,
     )  # fmt: skip
 
 
@@ -106,6 +106,7 @@ def event(e: m.UsageEvent) -> pb.UsageEvent:
         model=e.model, prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
         cost=money(e.cost), counterfactual_cost=money(e.counterfactual_cost), cache_hit=e.cache_hit,
         latency_ms=e.latency_ms, price_version=e.price_version, kind=e.kind, detail=e.detail,
+        overage=money(e.overage), overage_tokens=e.overage_tokens,
     )  # fmt: skip
 
 
@@ -114,6 +115,7 @@ def event_in(e: pb.UsageEvent) -> m.UsageEvent:
         e.event_id, us_of(e.time) or 0, e.kind, e.request_id, e.org_id, e.team_id, e.user_id, e.key_id,
         e.project, e.tier, e.model, e.prompt_tokens, e.completion_tokens, e.cost.nano_usd,
         e.counterfactual_cost.nano_usd, e.cache_hit, e.latency_ms, e.price_version, e.detail,
+        e.overage.nano_usd, e.overage_tokens,
     )  # fmt: skip
 
 
@@ -122,9 +124,10 @@ def usage_row(r: m.UsageRow) -> pb.UsageRow:
         group=r.group, requests=r.requests, prompt_tokens=r.prompt_tokens,
         completion_tokens=r.completion_tokens, cost=money(r.cost),
         counterfactual_cost=money(r.counterfactual_cost), cache_hits=r.cache_hits, savings=money(r.savings),
+        overage=money(r.overage),
     )  # fmt: skip
 
 
 def usage_row_in(r: pb.UsageRow) -> m.UsageRow:
     return m.UsageRow(dict(r.group), r.requests, r.prompt_tokens, r.completion_tokens, r.cost.nano_usd,
-                      r.counterfactual_cost.nano_usd, r.cache_hits)  # fmt: skip
+                      r.counterfactual_cost.nano_usd, r.cache_hits, r.overage.nano_usd)  # fmt: skip

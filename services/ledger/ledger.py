@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import structlog
@@ -26,7 +26,7 @@ from rationer.errors import (
     Unavailable,
 )
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
-from services.ledger import ops_admin, ops_data, validate
+from services.ledger import ops_admin, ops_data, ops_usage, validate
 from services.ledger.models import (
     CommitResult,
     Denial,
@@ -39,7 +39,7 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import to_datetime
-from services.ledger.ops_common import load_key_by_id, require_active
+from services.ledger.ops_common import bound_project, load_key_by_id, require_active
 from services.ledger.ratelimit import RateCheck, RateLimiter
 from services.ledger.settings import LedgerSettings
 from services.ledger.store import Store
@@ -166,6 +166,7 @@ class Ledger:
     async def headroom(self, key_id: str, project: str) -> tuple[list[Headroom], float]:
         validate.text("key_id", key_id, 64, required=True)
         validate.text("project", project, 128)
+        project = bound_project(await self.key(key_id), project)
         now = self._clock.now_us()
         rows = await self._store.read(lambda: ops_data.headroom(key_id, project, now))
         return rows, min((h.remaining_fraction for h in rows), default=1.0)
@@ -223,6 +224,7 @@ class Ledger:
         validate.tokens("max_completion_tokens", a.max_completion_tokens)
         ttl_us = self._ttl_us(a.ttl_s)
         key = await self.key(a.key_id)
+        a = replace(a, project=bound_project(key, a.project))
         try:
             consumed = await self._apply_rate_limits(key, a.prompt_tokens + a.max_completion_tokens)
         except ResourceExhausted:
@@ -307,17 +309,46 @@ class Ledger:
         except Unavailable as exc:
             log.warning("rate-limit refund failed", error=exc.message)
 
-    async def record_cache_hit(self, a: ops_data.CacheHitArgs) -> UsageEvent:
+    async def record_cache_hit(self, a: ops_usage.CacheHitArgs) -> tuple[UsageEvent, bool]:
+        """Record one served cache hit: ``(event, replayed)``.
+
+        Before serving (``served`` unset) the hit consumes the key's and
+        team's rate limits like a request, and a denial is raised so the
+        answer is not served. A record replayed after it was served is
+        recorded whatever the limits say: refusing it would lose an answer.
+        """
         validate.text("key_id", a.key_id, 64, required=True)
         validate.text("request_id", a.request_id, 128, required=True)
+        validate.text("record_id", a.record_id, 64)
         validate.text("project", a.project, 128)
         validate.text("tier", a.tier, 64)
         validate.text("model", a.model, 256)
         validate.tokens("usage.prompt_tokens", a.prompt_tokens)
         validate.tokens("usage.completion_tokens", a.completion_tokens)
         validate.int_range("latency_ms", a.latency_ms, 0, 86_400_000)
+        key = await self.key(a.key_id)
+        a = replace(a, project=bound_project(key, a.project))
+        consumed: list[RateCheck] = []
+        if not a.served:
+            try:
+                consumed = await self._apply_rate_limits(key, a.prompt_tokens + a.completion_tokens)
+            except ResourceExhausted:
+                # A retry of a record that already landed is answered, not refused.
+                earlier = await self._store.read(lambda: ops_usage.existing_hit(a.key_id, a.record))
+                if earlier is None:
+                    raise
+                return earlier, True
         now = self._clock.now_us()
-        return await self._store.write(lambda: ops_data.record_cache_hit(a, now))
+        try:
+            ev, replayed = await self._store.write(lambda: ops_usage.record_cache_hit(a, now))
+        except (Unavailable, DeadlineExceeded):
+            raise  # ambiguous: it may have landed, and a retry replays it
+        except RationerError:
+            await self._refund(consumed)
+            raise
+        if replayed:
+            await self._refund(consumed)
+        return ev, replayed
 
     async def visible_scope(self, caller: Principal | None, kind: str, scope_id: str) -> tuple[str, str]:
         """The scope a Usage caller may read: admins anything, keys their own org."""

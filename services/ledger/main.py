@@ -31,17 +31,23 @@ def build_store(s: LedgerSettings) -> Store:
     return SQLiteStore(s.sqlite_path, synchronous=s.sqlite_synchronous, max_batch=s.group_commit_max_batch)
 
 
-def build_limiter(s: LedgerSettings, clock: Clock = SYSTEM_CLOCK) -> RateLimiter:
+async def build_limiter(s: LedgerSettings, clock: Clock = SYSTEM_CLOCK, store: Store | None = None) -> RateLimiter:
+    """Redis when configured (any number of ledger processes); else in-process,
+    persisted in the ledger's database so a restart keeps the state."""
     if s.redis_url:
         return RedisRateLimiter(s.redis_url, s.redis_prefix, timeout_s=s.db_timeout_s)
-    return InProcessRateLimiter(clock)
+    limiter = InProcessRateLimiter(clock, store)
+    loaded = await limiter.load()
+    if loaded:
+        log.info("rate-limit state restored", limits=loaded)
+    return limiter
 
 
 async def open_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = SYSTEM_CLOCK) -> LedgerDeps:
     """Start storage (migrations run here), seed prices, start the expiry sweeper."""
     store = build_store(s)
     await store.start()
-    ledger = Ledger(store, build_limiter(s, clock), s, clock)
+    ledger = Ledger(store, await build_limiter(s, clock, store), s, clock)
     admin = LedgerAdmin(ledger, s)
     await admin.seed_prices()
     if sweeper:

@@ -8,7 +8,11 @@ SCOPE_KINDS = ("org", "team", "user", "key", "project")
 UNITS = ("usd", "tokens")
 PERIODS = ("daily", "monthly", "lifetime")
 GROUP_BY = ("team", "user", "project", "model", "day", "tier")
-USAGE_KINDS = ("charge", "cache_hit")
+# Events that are usage (what Usage and the chargeback report sum).
+USAGE_KINDS = ("charge", "embedding", "cache_hit")
+# The tier /v1/embeddings is billed on: open to every key (allowed_tiers
+# restrict completion tiers), and its charges are "embedding" events.
+EMBEDDINGS_TIER = "embeddings"
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Principal:
     tenant: str
     is_admin: bool
     expires_at_us: int | None = None
+    project: str = ""  # the project the key is bound to; "" = unbound
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class KeyRecord:
     expires_at_us: int | None
     revoked_at_us: int | None
     isolate_teams: bool = False
+    project: str = ""
 
     def principal(self) -> Principal:
         tenant = f"{self.org_id}/{self.team_id}" if self.isolate_teams else self.org_id
@@ -52,6 +58,7 @@ class KeyRecord:
             tenant=tenant,
             is_admin=self.is_admin,
             expires_at_us=self.expires_at_us,
+            project=self.project,
         )
 
 
@@ -130,6 +137,10 @@ class UsageEvent:
     latency_ms: int
     price_version: int
     detail: str = ""
+    # True cost (nano-USD) and tokens not charged because a hard-limited
+    # budget on the path had no room left (cost + overage = true cost).
+    overage: int = 0
+    overage_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,10 +196,13 @@ class UsageRow:
     cost: int = 0
     counterfactual_cost: int = 0
     cache_hits: int = 0
+    overage: int = 0
 
     @property
     def savings(self) -> int:
-        return self.counterfactual_cost - self.cost
+        # Against the true cost: an overage was not charged to a budget, but
+        # it was spent all the same.
+        return self.counterfactual_cost - self.cost - self.overage
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class NewKey:
     expires_at_us: int | None
     name: str
     is_admin: bool
+    project: str = ""
 
 
 def create_key(k: NewKey, now: int) -> Op[CreatedKey]:
@@ -94,9 +95,10 @@ def create_key(k: NewKey, now: int) -> Op[CreatedKey]:
         raise NotFound(f"team {team_id!r} does not exist; team ids look like '<org>/<team>'")
     yield (
         "INSERT INTO api_keys (id, secret_sha256, prefix, org_id, team_id, user_id, service_account,"
-        " allowed_tiers, is_admin, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " allowed_tiers, is_admin, name, created_at, expires_at, project)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (k.key_id, k.secret_sha256, k.secret[:10], rows[0][0], team_id, k.user_id, k.service_account,
-         ",".join(k.allowed_tiers), int(k.is_admin), k.name, now, k.expires_at_us),
+         ",".join(k.allowed_tiers), int(k.is_admin), k.name, now, k.expires_at_us, k.project),
     )  # fmt: skip
     key = yield from load_key_by_id(k.key_id)
     assert key is not None  # inserted just above, same transaction
@@ -267,7 +269,7 @@ def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     where, params = _where(q.scope_kind, q.scope_id, q.start_us, q.end_us)
     kinds = ", ".join(f"'{k}'" for k in USAGE_KINDS)
     select = ", ".join([*cols, "COUNT(*)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cost)",
-                        "SUM(counterfactual_cost)", "SUM(cache_hit)"])  # fmt: skip
+                        "SUM(counterfactual_cost)", "SUM(cache_hit)", "SUM(overage)"])  # fmt: skip
     group = f" GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
     rows = yield (f"SELECT {select} FROM events{where} AND kind IN ({kinds}){group}", tuple(params))
     out = []

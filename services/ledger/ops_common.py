@@ -14,7 +14,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rationer.errors import NotFound, Unauthenticated
+from rationer.errors import NotFound, PermissionDenied, Unauthenticated
 from services.ledger.models import Budget, KeyRecord, Price, UsageEvent
 from services.ledger.money import period_bounds, to_datetime, utc_day
 
@@ -35,12 +35,13 @@ POSTGRES = Dialect("postgres", " FOR UPDATE")
 
 KEY_COLS = (
     "k.id, k.prefix, k.org_id, k.team_id, k.user_id, k.service_account, k.allowed_tiers, k.is_admin,"
-    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams"
+    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams, k.project"
 )
 KEY_FROM = "api_keys k JOIN orgs o ON o.id = k.org_id"
 EVENT_COLS = (
     "id, time, kind, request_id, org_id, team_id, user_id, key_id, project, tier, model,"
-    " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version, detail"
+    " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version, detail,"
+    " overage, overage_tokens"
 )
 PRICE_COLS = "tier, model, input_per_million, output_per_million, version, effective_from, is_reference"
 BUDGET_COLS = "id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent, soft_alerted_start"
@@ -54,7 +55,7 @@ def key_from_row(row: tuple[Any, ...]) -> KeyRecord:
         created_at_us=int(row[9]),
         expires_at_us=None if row[10] is None else int(row[10]),
         revoked_at_us=None if row[11] is None else int(row[11]),
-        isolate_teams=bool(row[12]),
+        isolate_teams=bool(row[12]), project=row[13] or "",
     )  # fmt: skip
 
 
@@ -64,7 +65,7 @@ def event_from_row(row: tuple[Any, ...]) -> UsageEvent:
         team_id=row[5], user_id=row[6], key_id=row[7], project=row[8], tier=row[9], model=row[10],
         prompt_tokens=int(row[11]), completion_tokens=int(row[12]), cost=int(row[13]),
         counterfactual_cost=int(row[14]), cache_hit=bool(row[15]), latency_ms=int(row[16]),
-        price_version=int(row[17]), detail=row[18] or "",
+        price_version=int(row[17]), detail=row[18] or "", overage=int(row[19]), overage_tokens=int(row[20]),
     )  # fmt: skip
 
 
@@ -72,17 +73,18 @@ def price_from_row(row: tuple[Any, ...]) -> Price:
     return Price(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]), bool(row[6]))
 
 
-def insert_event(ev: UsageEvent, reservation_id: str | None, detail: str = "") -> Query:
+def insert_event(ev: UsageEvent, reservation_id: str | None, detail: str = "", record_id: str | None = None) -> Query:
     return (
         "INSERT INTO events (id, time, day, kind, request_id, reservation_id, org_id, team_id, user_id,"
         " key_id, project, tier, model, prompt_tokens, completion_tokens, cost, counterfactual_cost,"
-        " cache_hit, latency_ms, price_version, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cache_hit, latency_ms, price_version, detail, overage, overage_tokens, record_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             ev.event_id, ev.time_us, utc_day(ev.time_us), ev.kind, ev.request_id, reservation_id,
             ev.org_id, ev.team_id, ev.user_id, ev.key_id, ev.project, ev.tier, ev.model,
             ev.prompt_tokens, ev.completion_tokens, ev.cost, ev.counterfactual_cost,
-            int(ev.cache_hit), ev.latency_ms, ev.price_version, detail,
+            int(ev.cache_hit), ev.latency_ms, ev.price_version, detail, ev.overage, ev.overage_tokens,
+            record_id,
         ),
     )  # fmt: skip
 
@@ -105,6 +107,24 @@ def require_active(key: KeyRecord | None, now_us: int, what: str) -> KeyRecord:
             f"API key {key.key_id} expired at {to_datetime(key.expires_at_us).isoformat()}"
         )
     return key
+
+
+def bound_project(key: KeyRecord, requested: str) -> str:
+    """The project a request of this key counts against.
+
+    A key bound to a project always uses it: no tag means the key's project,
+    another tag is refused (else leaving out or changing the header would
+    skip the project's budget). An unbound key's tag is taken as given.
+    """
+    if not key.project:
+        return requested
+    if requested and requested != key.project:
+        raise PermissionDenied(
+            f"API key {key.key_id} is bound to project {key.project!r} and may not send project "
+            f"{requested!r}; leave the project out (it is implied) or use a key of that project",
+            reason="project_not_allowed",
+        )
+    return key.project
 
 
 def current_price(tier: str) -> Op[Price]:

@@ -1,4 +1,4 @@
-"""Data-plane SQL operations: authorize, commit, release, cache hits, reads.
+"""Data-plane SQL operations: authorize, commit, release, reads (cache hits: ops_usage).
 
 See ops_common for the sans-IO convention. Domain errors raised here roll the
 operation back; a budget denial is *returned* so its audit event commits.
@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from rationer.errors import FailedPrecondition, NotFound, PermissionDenied
+from rationer.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from services.ledger.models import (
+    EMBEDDINGS_TIER,
     CommitResult,
     Denial,
     Headroom,
@@ -65,27 +66,15 @@ class CommitArgs:
     finish_note: str = ""
 
 
-@dataclass(frozen=True)
-class CacheHitArgs:
-    key_id: str
-    request_id: str
-    project: str
-    tier: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: int
-
-
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _event(key: KeyRecord, now: int, kind: str, request_id: str, project: str, tier: str, model: str,
+def event(key: KeyRecord, now: int, kind: str, request_id: str, project: str, tier: str, model: str,
            tokens: tuple[int, int] = (0, 0), cost: int = 0, cf: int = 0, cache_hit: bool = False,
            latency_ms: int = 0, price_version: int = 0) -> UsageEvent:  # fmt: skip
     return UsageEvent(
-        _new_id("e"), now, kind, request_id, key.org_id, key.team_id, key.user_id, key.key_id,
+        new_id("e"), now, kind, request_id, key.org_id, key.team_id, key.user_id, key.key_id,
         project, tier, model, tokens[0], tokens[1], cost, cf, cache_hit, latency_ms, price_version,
     )  # fmt: skip
 
@@ -101,17 +90,31 @@ def _denial(b: BudgetState, spent: int, held: int, amount: int, now: int) -> Den
     return Denial(b.id, desc, end)
 
 
-def existing_reservation(request_id: str, key_id: str) -> Op[Reservation | None]:
-    """The reservation an earlier Authorize with this request id placed, if any."""
-    rows = yield (
-        "SELECT id, key_id, held_usd, expires_at FROM reservations WHERE request_id = ?",
-        (request_id,),
+def reused_request_id(request_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"request id {request_id!r} was already used by another request of this API key; send a "
+        "unique x-request-id per request, or none and the gateway makes one"
     )
-    if not rows:
-        return None
-    if rows[0][1] != key_id:
-        raise PermissionDenied(f"request id {request_id!r} is already used by another key")
-    return Reservation(rows[0][0], int(rows[0][2]), int(rows[0][3]), replayed=True)
+
+
+def existing_reservation(request_id: str, key_id: str) -> Op[Reservation | None]:
+    """The reservation an earlier Authorize of this key with this request id placed, if any.
+
+    Request ids are scoped to the key: another key's ids are never looked at,
+    so no answer can tell whether someone else used one. The id of one of
+    this key's cache hits is taken too (one request id, one request).
+    """
+    rows = yield (
+        "SELECT id, held_usd, expires_at FROM reservations WHERE key_id = ? AND request_id = ?"
+        " UNION ALL SELECT NULL, 0, 0 FROM events WHERE key_id = ? AND request_id = ? AND kind = 'cache_hit'",
+        (key_id, request_id, key_id, request_id),
+    )
+    for row in rows:
+        if row[0] is not None:
+            return Reservation(row[0], int(row[1]), int(row[2]), replayed=True)
+    if rows:
+        raise reused_request_id(request_id)
+    return None
 
 
 def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial]:
@@ -120,14 +123,14 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
         if earlier is not None:
             return earlier
     key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
-    if key.allowed_tiers and a.tier not in key.allowed_tiers:
+    if key.allowed_tiers and a.tier not in key.allowed_tiers and a.tier != EMBEDDINGS_TIER:
         raise PermissionDenied(
             f"API key {key.key_id} may not use tier {a.tier!r}; allowed: {', '.join(key.allowed_tiers)}"
         )
     price = yield from current_price(a.tier)
     hold_usd = cost_nano_usd(a.prompt_tokens, a.max_completion_tokens, price)
     hold_tokens = a.prompt_tokens + a.max_completion_tokens
-    res_id = _new_id("r")
+    res_id = new_id("r")
     expires = now + a.ttl_us
     # The reservation row alone counts against nothing (holds do), so it is
     # written before the budget locks are taken: less time holding them.
@@ -152,7 +155,7 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
         if spent + h + amount > b.hard_limit:
             denial = _denial(b, spent, h, amount, now)
             yield ("DELETE FROM reservations WHERE id = ?", (res_id,))
-            ev = _event(key, now, "denied", a.request_id, a.project, a.tier, a.model or price.model,
+            ev = event(key, now, "denied", a.request_id, a.project, a.tier, a.model or price.model,
                         (a.prompt_tokens, a.max_completion_tokens), price_version=price.version)  # fmt: skip
             yield insert_event(ev, None, denial.limit_id)
             return denial
@@ -171,7 +174,7 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
     for b in alerts:
         start, _ = period_bounds(b.period, now)
         yield ("UPDATE budgets SET soft_alerted_start = ? WHERE id = ?", (start, b.id))
-        ev = _event(key, now, "soft_alert", a.request_id, a.project, a.tier, a.model or price.model)
+        ev = event(key, now, "soft_alert", a.request_id, a.project, a.tier, a.model or price.model)
         yield insert_event(ev, res_id, b.id)
     return Reservation(res_id, hold_usd, expires, tuple(b.id for b in alerts), min(fractions, default=1.0))
 
@@ -212,8 +215,8 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
         )
     # An expired hold stopped counting against budgets, but the model did
     # answer and its provider bills us: refusing the charge would lose real
-    # money from the chargeback. So a late commit is billed (possibly past a
-    # hard limit the hold no longer protected) and marked in the event detail.
+    # money from the chargeback. So a late commit is billed, within the room
+    # the budgets have left, and marked in the event detail.
     tier, model = a.tier or r_tier, a.model or r_model
     if tier == r_tier:
         price = yield from price_at_version(tier, int(r_version))
@@ -222,21 +225,60 @@ def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
         price = yield from current_price(tier)
     ref = yield from reference_price()
     cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price)
+    tokens = a.prompt_tokens + a.completion_tokens
     cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else cost
+    # The own hold goes first, so the room computed below is what the
+    # budgets have without it (and with every other call's live hold).
     yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
-    notes = _commit_notes(a, int(expires) if late else None, cost - int(hu))
+    scope_keys = path_scope_keys(org_id, team_id, user_id, key_id, project)
+    budgets = yield from load_budgets(scope_keys, d)
+    cap = yield from _cap(budgets, cost, tokens, now)
+    notes = _commit_notes(a, int(expires) if late else None, cost - int(hu), cap, cost, tokens)
+    kind = "embedding" if r_tier == EMBEDDINGS_TIER else "charge"
+    if kind == "embedding":
+        cf = cost  # no chat model would have done this: no savings to claim
     ev = UsageEvent(
-        _new_id("e"), now, "charge", rq or "", org_id, team_id, user_id, key_id, project, tier, model,
-        a.prompt_tokens, a.completion_tokens, cost, cf, False, a.latency_ms, price.version, "; ".join(notes),
+        new_id("e"), now, kind, rq or "", org_id, team_id, user_id, key_id, project, tier, model,
+        a.prompt_tokens, a.completion_tokens, cap.cost, cf, False, a.latency_ms, price.version, "; ".join(notes),
+        overage=cost - cap.cost, overage_tokens=tokens - cap.tokens,
     )  # fmt: skip
     yield insert_event(ev, a.reservation_id, ev.detail)
     yield (
         "UPDATE reservations SET state = 'committed', settled_at = ?, event_id = ? WHERE id = ?",
         (now, ev.event_id, a.reservation_id),
     )
-    yield _charge_budgets(path_scope_keys(org_id, team_id, user_id, key_id, project), cost,
-                          a.prompt_tokens + a.completion_tokens, now, d)  # fmt: skip
-    return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - a.prompt_tokens - a.completion_tokens))
+    if budgets:
+        yield _charge_budgets(scope_keys, cap.cost, cap.tokens, now, d)
+    return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - tokens))
+
+
+@dataclass(frozen=True)
+class _Cap:
+    """What a commit may add to the budgets, and the budget that capped each unit."""
+
+    cost: int
+    tokens: int
+    cost_by: str = ""
+    tokens_by: str = ""
+
+
+def _cap(budgets: list[BudgetState], cost: int, tokens: int, now: int) -> Op[_Cap]:
+    """Cap a charge at the smallest room left in any hard-limited budget on the path.
+
+    Room = hard limit - spent - live holds of other reservations. A commit
+    within its hold always fits (the hold was granted inside the limits, and
+    no other commit may eat into it); usage above the hold, and a late commit
+    whose hold expired, are charged only as far as the room goes. So no
+    commit takes a budget's spent past its hard limit, and the one amount
+    added to every budget of a unit is the event's (sum of events = spent).
+    """
+    held = yield from active_holds([b.id for b in budgets], now)
+    charge, by = {"usd": cost, "tokens": tokens}, {"usd": "", "tokens": ""}
+    for b in budgets:
+        room = max(0, b.hard_limit - b.spent(now) - held.get(b.id, 0))
+        if room < charge[b.unit]:
+            charge[b.unit], by[b.unit] = room, b.id
+    return _Cap(charge["usd"], charge["tokens"], by["usd"], by["tokens"])
 
 
 def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
@@ -248,17 +290,21 @@ def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
         )
 
 
-def _commit_notes(a: CommitArgs, expired_at: int | None, over_hold: int) -> list[str]:
+def _commit_notes(a: CommitArgs, expired_at: int | None, over_hold: int, cap: _Cap, cost: int,
+                  tokens: int) -> list[str]:  # fmt: skip
     notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
     if a.finish_note:
         notes.append(f"finish={a.finish_note}")
     if expired_at is not None:
         notes.append(f"late: hold expired at {to_datetime(expired_at).isoformat()}")
     if over_hold > 0:
-        # The true usage beat the estimate the hold was sized on. The call
-        # happened, so it is charged, but budgets may end up past their hard
-        # limit by this much: the event says so.
-        notes.append(f"over hold by {format_usd(over_hold)} (usage above the estimate)")
+        # The true usage beat the hold. It is charged as far as the budgets
+        # have room (see _cap); the event says so either way.
+        notes.append(f"over hold by {format_usd(over_hold)} (usage above the hold)")
+    if cap.cost < cost:
+        notes.append(f"overage {format_usd(cost - cap.cost)} not charged: {cap.cost_by} is at its hard limit")
+    if cap.tokens < tokens:
+        notes.append(f"overage {tokens - cap.tokens} tokens not counted: {cap.tokens_by} is at its hard limit")
     return notes
 
 
@@ -297,24 +343,6 @@ def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[ReleaseResult]
     yield ("UPDATE reservations SET state = 'released', settled_at = ? WHERE id = ?", (now, res_id))
     yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
     return ReleaseResult(state == "held" and expires > now, team_id, int(r[13]))
-
-
-def record_cache_hit(a: CacheHitArgs, now: int) -> Op[UsageEvent]:
-    rows = yield (f"SELECT {EVENT_COLS} FROM events WHERE request_id = ? AND kind = 'cache_hit'",
-                  (a.request_id,))  # fmt: skip
-    if rows:
-        ev = event_from_row(rows[0])
-        if ev.key_id != a.key_id:
-            raise PermissionDenied(f"request id {a.request_id!r} is already used by another key")
-        return ev
-    key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
-    version = (yield from current_price(a.tier)).version if a.tier else 0
-    ref = yield from reference_price()
-    cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else 0
-    ev = _event(key, now, "cache_hit", a.request_id, a.project, a.tier, a.model,
-                (a.prompt_tokens, a.completion_tokens), 0, cf, True, a.latency_ms, version)  # fmt: skip
-    yield insert_event(ev, None)
-    return ev
 
 
 def headroom(key_id: str, project: str, now: int) -> Op[list[Headroom]]:

@@ -14,20 +14,35 @@ giving back capacity can never create more than a fresh minute's burst. The
 ledger refunds what a request did not use: everything when the budget check
 denies it or an idempotent retry replays it, and on Commit or Release the
 tokens the estimate reserved but the call did not use.
+
+The in-process limiter (no Redis: one ledger process) keeps its TATs in the
+ledger's own database too (table ``rate_limit_state``), written behind the
+request path through the store and loaded on start, so a restarted ledger
+still knows the minute it was in. More than one ledger process must share
+Redis: each process's in-process state is its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
+import structlog
 
-from rationer.errors import Unavailable
+from rationer.errors import RationerError, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
+from services.ledger.ops_common import Op
+from services.ledger.store import Store
+
+log = structlog.get_logger(__name__)
 
 PERIOD_US = 60_000_000
+_SAVE_ROWS = 200  # rows per INSERT (2 parameters each; SQLite allows 999+)
 
 
 @dataclass(frozen=True)
@@ -53,12 +68,70 @@ def _interval_us(per_minute: int) -> float:
     return PERIOD_US / per_minute
 
 
-class InProcessRateLimiter:
-    """Single-process GCRA. Atomic because it never awaits between check and set."""
+def save_state(items: dict[str, int]) -> Op[None]:
+    rows = list(items.items())
+    for i in range(0, len(rows), _SAVE_ROWS):
+        chunk = rows[i : i + _SAVE_ROWS]
+        yield (
+            "INSERT INTO rate_limit_state (limit_id, tat) VALUES " + ", ".join("(?, ?)" for _ in chunk)
+            + " ON CONFLICT (limit_id) DO UPDATE SET tat = excluded.tat",
+            tuple(x for row in chunk for x in row),
+        )  # fmt: skip
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+
+def load_state(now_us: int) -> Op[dict[str, float]]:
+    """The TATs still ahead of now; the rest are dropped (they allow a full burst anyway)."""
+    yield ("DELETE FROM rate_limit_state WHERE tat <= ?", (now_us,))
+    rows = yield ("SELECT limit_id, tat FROM rate_limit_state", ())
+    return {str(r[0]): float(r[1]) for r in rows}
+
+
+class InProcessRateLimiter:
+    """Single-process GCRA. Atomic because it never awaits between check and set.
+
+    With a ``store``, every TAT it changes is written to the ledger database
+    off the request path: one write in flight at a time carries every change
+    made since the last one (with SQLite's group commit it usually rides in
+    the same transaction as the Authorize that caused it). ``close`` flushes
+    what is left, so a clean restart loses nothing; a crash may lose the last
+    few milliseconds of consumption, never more than one write's worth.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, store: Store | None = None) -> None:
         self._clock = clock
         self._tat: dict[str, float] = {}
+        self._store = store
+        self._dirty: dict[str, int] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def load(self) -> int:
+        """Read the persisted state (call once, after the store started); returns how many limits."""
+        if self._store is None:
+            return 0
+        now = self._clock.now_us()
+        self._tat.update(await self._store.write(lambda: load_state(now)))
+        return len(self._tat)
+
+    def _changed(self, items: list[tuple[str, float]]) -> None:
+        if self._store is None:
+            return
+        for limit_id, tat in items:
+            self._dirty[limit_id] = math.ceil(tat)  # rounded up: never looser than memory
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        assert self._store is not None
+        while self._dirty:
+            batch, self._dirty = self._dirty, {}
+            try:
+                await self._store.write(partial(save_state, batch))
+            except RationerError as exc:
+                # Memory stays right; only a restart during the outage would
+                # forget. The next change retries these rows with it.
+                log.warning("could not persist rate-limit state", error=exc.message, limits=len(batch))
+                self._dirty = {**batch, **self._dirty}
+                return
 
     async def acquire(self, checks: list[RateCheck]) -> RateDenial | None:
         now = float(self._clock.now_us())
@@ -71,19 +144,27 @@ class InProcessRateLimiter:
                 return RateDenial(c.limit_id, (tat - PERIOD_US - now) / 1e6)
             new.append((c.limit_id, tat))
         self._tat.update(new)
+        self._changed(new)
         if len(self._tat) > 100_000:
             self._tat = {k: v for k, v in self._tat.items() if v > now}
         return None
 
     async def refund(self, checks: list[RateCheck]) -> None:
         now = float(self._clock.now_us())
+        moved: list[tuple[str, float]] = []
         for c in checks:
             tat = self._tat.get(c.limit_id)
             if tat is not None and c.cost > 0:
                 self._tat[c.limit_id] = max(tat - c.cost * _interval_us(c.per_minute), now)
+                moved.append((c.limit_id, self._tat[c.limit_id]))
+        self._changed(moved)
 
     async def close(self) -> None:
-        return None
+        """Write what is not persisted yet (before the store closes)."""
+        if self._flusher is not None:
+            await self._flusher
+        if self._dirty:
+            await self._flush()
 
 
 # KEYS: one per limit. ARGV: pairs (interval_us, cost). Uses the Redis clock so

@@ -38,17 +38,19 @@ def _total(rows: list[UsageRow], key: str) -> UsageRow:
     return UsageRow(
         {key: "TOTAL"}, sum(r.requests for r in rows), sum(r.prompt_tokens for r in rows),
         sum(r.completion_tokens for r in rows), sum(r.cost for r in rows),
-        sum(r.counterfactual_cost for r in rows), sum(r.cache_hits for r in rows),
+        sum(r.counterfactual_cost for r in rows), sum(r.cache_hits for r in rows), sum(r.overage for r in rows),
     )  # fmt: skip
 
 
+# overage: true cost not charged because a budget was at its hard limit
+# (docs/ledger.md, "Usage above the hold"); spend + overage = true cost.
 HEADERS = ["requests", "prompt_tokens", "completion_tokens", "cache_hits", "spend_usd",
-           "counterfactual_usd", "savings_usd"]  # fmt: skip
+           "counterfactual_usd", "savings_usd", "overage_usd"]  # fmt: skip
 
 
 def _cells(r: UsageRow) -> list[str]:
     return [str(r.requests), str(r.prompt_tokens), str(r.completion_tokens), str(r.cache_hits),
-            usd(r.cost), usd(r.counterfactual_cost), usd(r.savings)]  # fmt: skip
+            usd(r.cost), usd(r.counterfactual_cost), usd(r.savings), usd(r.overage)]  # fmt: skip
 
 
 def render(rows: list[UsageRow], by: str, fmt: str, period: str) -> str:
@@ -58,9 +60,10 @@ def render(rows: list[UsageRow], by: str, fmt: str, period: str) -> str:
             "rows": [{by: r.group.get(by, ""), "requests": r.requests, "prompt_tokens": r.prompt_tokens,
                       "completion_tokens": r.completion_tokens, "cache_hits": r.cache_hits,
                       "spend_nano_usd": r.cost, "counterfactual_nano_usd": r.counterfactual_cost,
-                      "savings_nano_usd": r.savings} for r in rows],
+                      "savings_nano_usd": r.savings, "overage_nano_usd": r.overage} for r in rows],
             "total": {"spend_nano_usd": sum(r.cost for r in rows),
                       "savings_nano_usd": sum(r.savings for r in rows),
+                      "overage_nano_usd": sum(r.overage for r in rows),
                       "requests": sum(r.requests for r in rows)},
         })  # fmt: skip
     if fmt == "csv":

@@ -13,7 +13,7 @@ from services.ledger import ops_admin
 from services.ledger.admin import KeySpec, LedgerAdmin
 from services.ledger.ledger import AuthorizeInput, CommitInput, Ledger
 from services.ledger.models import RateLimit
-from services.ledger.ops_data import CacheHitArgs
+from services.ledger.ops_usage import CacheHitArgs
 
 Ctx = ServicerContext[Any, Any]
 
@@ -81,11 +81,12 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     async def RecordCacheHit(
         self, request: pb.RecordCacheHitRequest, context: Ctx
     ) -> pb.RecordCacheHitResponse:
-        ev = await self._ledger.record_cache_hit(
+        ev, replayed = await self._ledger.record_cache_hit(
             CacheHitArgs(request.key_id, request.request_id, request.project, request.tier, request.model,
-                         request.usage.prompt_tokens, request.usage.completion_tokens, request.latency_ms)
+                         request.usage.prompt_tokens, request.usage.completion_tokens, request.latency_ms,
+                         request.record_id, request.served)
         )  # fmt: skip
-        return pb.RecordCacheHitResponse(event=cv.event(ev))
+        return pb.RecordCacheHitResponse(event=cv.event(ev), replayed=replayed)
 
     async def Usage(self, request: pb.UsageRequest, context: Ctx) -> pb.UsageResponse:
         caller = await self._admin.caller(bearer(context))
@@ -129,7 +130,7 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
         await self._admin.require_admin(bearer(context))
         created = await self._admin.create_key(
             KeySpec(request.user_id, request.team_id, request.service_account, tuple(request.allowed_tiers),
-                    cv.seconds_of(request.ttl), request.name, request.admin)
+                    cv.seconds_of(request.ttl), request.name, request.admin, request.project)
         )  # fmt: skip
         return pb.CreateKeyResponse(key=cv.api_key(created.key), secret=created.secret)
 

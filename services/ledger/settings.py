@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rationer.platform.settings import ServiceSettings
 
@@ -31,6 +31,11 @@ DEFAULT_PRICES = [
                  input_per_million_nano_usd=30_000_000, output_per_million_nano_usd=60_000_000),
     PriceSetting(tier="frontier", model="gpt-4o",
                  input_per_million_nano_usd=2_500_000_000, output_per_million_nano_usd=10_000_000_000),
+    # /v1/embeddings (the reserved tier "embeddings"), per million input
+    # tokens: MiniLM-L6 has a sixth of SmolLM2-135M's parameters, so a fifth
+    # of its price, $0.002/M (256 inputs of ~10 tokens cost ~5 nano-USD).
+    PriceSetting(tier="embeddings", model="all-MiniLM-L6-v2",
+                 input_per_million_nano_usd=2_000_000, output_per_million_nano_usd=0),
 ]  # fmt: skip
 
 
@@ -62,3 +67,12 @@ class LedgerSettings(ServiceSettings):
     default_soft_fraction: float = Field(0.8, gt=0, le=1)
     reference_tier: str = "frontier"
     prices: list[PriceSetting] = Field(default_factory=lambda: list(DEFAULT_PRICES))
+
+    @field_validator("prices")
+    @classmethod
+    def _embeddings_priced(cls, prices: list[PriceSetting]) -> list[PriceSetting]:
+        # /v1/embeddings bills the "embeddings" tier: a price list that
+        # leaves it out gets the default, so embeddings never go unpriced.
+        if any(p.tier == "embeddings" for p in prices):
+            return prices
+        return [*prices, *(p for p in DEFAULT_PRICES if p.tier == "embeddings")]

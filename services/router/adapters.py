@@ -52,6 +52,7 @@ class GrpcLedger:
             key_id=p.key_id,
             tenant=p.tenant or p.org_id,
             allowed_tiers=tuple(p.allowed_tiers),
+            project=p.project,
         )
 
     async def headroom(self, key_id: str, project: str) -> float:
@@ -129,6 +130,8 @@ class GrpcLedger:
         prompt_tokens: int,
         completion_tokens: int,
         latency_ms: int,
+        record_id: str = "",
+        served: bool = False,
     ) -> Charge:
         req = ledger_pb2.RecordCacheHitRequest(
             key_id=key_id,
@@ -138,7 +141,12 @@ class GrpcLedger:
             model=model,
             usage=_usage(prompt_tokens, completion_tokens),
             latency_ms=latency_ms,
+            record_id=record_id,
+            served=served,
         )
+        # replayed=true means this very record already landed (our own
+        # retry): success. Another answer's reuse of the request id is
+        # ALREADY_EXISTS from the ledger.
         resp = await _call("ledger", self._stub.RecordCacheHit, req, LEDGER_TIMEOUT_S)
         return Charge(resp.event.cost.nano_usd, resp.event.counterfactual_cost.nano_usd)
 

@@ -11,8 +11,27 @@ import hashlib
 import time
 from collections import OrderedDict
 
-from rationer.errors import Unauthenticated
+from rationer.errors import PermissionDenied, Unauthenticated
 from services.router.ports import LedgerPort, Principal
+
+
+def resolve_project(principal: Principal, requested: str) -> str:
+    """The project a request counts against (the ledger enforces the same rule).
+
+    A key bound to a project always uses it: no x-rationer-project means the
+    key's, another value is refused rather than silently replaced, so the
+    caller learns its tag was not what got billed. An unbound key's header
+    is taken as given.
+    """
+    if not principal.project:
+        return requested
+    if requested and requested != principal.project:
+        raise PermissionDenied(
+            f"this API key is bound to project {principal.project!r}; x-rationer-project {requested!r} "
+            "is not allowed. Leave the header out (the key's project applies) or use a key of that project",
+            reason="project_not_allowed",
+        )
+    return principal.project
 
 
 class AuthCache:

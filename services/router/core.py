@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -28,7 +29,7 @@ from rationer.errors import (
 )
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.router.attempts import Attempts
-from services.router.auth import AuthCache
+from services.router.auth import AuthCache, resolve_project
 from services.router.call_state import (
     FALLBACK_ERRORS,
     CacheablePolicy,
@@ -132,6 +133,8 @@ class RouterCore:
             principal=f"{principal.org_id}/{principal.team_id}/{principal.user_id}/{principal.key_id}"
         )
         req = validate(raw, self.limits)
+        # A key bound to a project bills every request there (docs/http.md).
+        req = dataclasses.replace(req, project=resolve_project(principal, req.project))
         # Before the cache: a key must not get, even from its own tenant's
         # cache, an answer from a tier it may not use.
         self.policy.check_access(req.model, principal.allowed_tiers)
@@ -237,7 +240,15 @@ class RouterCore:
 
     # ---- cache hits -------------------------------------------------------
 
-    def answer_from_cache(self, prep: Prepared) -> tuple[str, RouteResult]:
+    async def answer_from_cache(self, prep: Prepared) -> tuple[str, RouteResult]:
+        """Serve a hit once the ledger has recorded it (each answer one event).
+
+        The record is inline so the key's rate limits apply to hits too: a
+        limit that is used up (RESOURCE_EXHAUSTED), or a request id this key
+        already used (ALREADY_EXISTS), is the caller's answer instead of the
+        cached text. The record is journaled first, so if the ledger cannot
+        be reached the answer is still served and the drainer records it.
+        """
         hit = prep.cached
         assert hit is not None
         res = prep.result
@@ -246,13 +257,7 @@ class RouterCore:
         res.prompt_tokens, res.completion_tokens = hit.prompt_tokens, hit.completion_tokens
         res.cost_nano_usd = 0
         res.savings_nano_usd = self.prices.counterfactual(hit.prompt_tokens, hit.completion_tokens)
-        res.gateway_overhead_ms = (time.perf_counter() - prep.started) * 1000
-        # Recording the zero-cost event is off the response path but retried
-        # until the ledger has it (RecordCacheHit is idempotent on request id).
-        self.spawn(self._record_hit(prep, hit, int(res.gateway_overhead_ms)))
-        return hit.answer, res
-
-    async def _record_hit(self, prep: Prepared, hit: CachedAnswer, latency_ms: int) -> None:
+        started = time.perf_counter()
         args = {
             "key_id": prep.principal.key_id,
             "request_id": prep.request_id,
@@ -261,14 +266,18 @@ class RouterCore:
             "model": hit.model,
             "prompt_tokens": hit.prompt_tokens,
             "completion_tokens": hit.completion_tokens,
-            "latency_ms": latency_ms,
+            "latency_ms": int((started - prep.started) * 1000),
+            # This answer's own id: retries of the record land once, while a
+            # second answer under the same request id is a second record.
+            "record_id": uuid.uuid4().hex,
         }
         try:
             await self.settler.settle("cache_hit", args)
         except TRANSIENT:
-            pass  # journaled; it continues in the background
-        except RationerError as exc:
-            log.error("the ledger refused a cache-hit record", error=exc.message, request_id=prep.request_id)
+            res.settlement_pending = True  # journaled; the drainer records it
+        res.add_stage("settle", started)
+        res.gateway_overhead_ms = (time.perf_counter() - prep.started) * 1000
+        return hit.answer, res
 
     # ---- reservations -----------------------------------------------------
 
@@ -439,7 +448,7 @@ class RouterCore:
     ) -> tuple[str, RouteResult]:
         prep = await self.prepare(api_key, raw, request_id=request_id, deadline=deadline)
         if prep.cached is not None:
-            return self.answer_from_cache(prep)
+            return await self.answer_from_cache(prep)
         attempts = self.attempts(prep)
         while (placed := await attempts.next()) is not None:
             tier, res = placed

@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError, Unauthenticated
 from services.router.core import RouterCore
-from services.router.http_embeddings import BatchEmbedder, embeddings
+from services.router.http_embeddings import BatchEmbedder, Billing, embeddings
 from services.router.http_errors import (
     HttpError,
     domain_response,
@@ -282,10 +282,12 @@ class FrontDoor:
                         code="model_not_found", param="model")  # fmt: skip
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        await self.core.auth.principal(api_key(request))
+        principal = await self.core.auth.principal(api_key(request))
         body = await self._json(request)
-        out = await embeddings(self.embedder, body, max_inputs=self.settings.max_embedding_inputs)
-        return web.json_response(out, headers={"x-request-id": request[RID]})
+        bill = Billing(self.core.ledger, self.core.settler, principal, request[RID],
+                       request.headers.get("x-rationer-project", ""))  # fmt: skip
+        out, headers = await embeddings(self.embedder, body, bill, max_inputs=self.settings.max_embedding_inputs)
+        return web.json_response(out, headers=headers)
 
     # ---- operations ---------------------------------------------------------
 

@@ -3,22 +3,36 @@
 The official SDKs ask for ``encoding_format="base64"`` by default (raw
 little-endian float32, base64-encoded) and decode it themselves; ``float``
 returns plain lists. Vectors are 384-d and unit length.
+
+Embeddings cost compute, so they are billed like completions, on the
+ledger's reserved tier ``embeddings`` (priced per million input tokens):
+the inputs are counted with the embedder's own tokenizer, Authorize holds
+their exact cost and consumes the rate limits (1 request, the tokens), and
+only then does the model run; the commit is journaled like any other. A
+budget or rate denial is therefore a 429 before any compute, and every call
+is an ``embedding`` event in the chargeback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from rationer.embedding import DIM
-from rationer.errors import InvalidArgument
+from rationer.errors import AlreadyExists, InvalidArgument
+from services.router.auth import resolve_project
+from services.router.http_schema import usd
+from services.router.ports import LedgerPort, Principal, Reservation
+from services.router.settlement import TRANSIENT, Settler, best_effort
 
 MODEL_ID = "all-MiniLM-L6-v2"
 MAX_INPUT_CHARS = 32_768
+EMBEDDINGS_TIER = "embeddings"  # the ledger's reserved tier (services/ledger/models.py)
 
 
 class BatchEmbedder(Protocol):
@@ -55,15 +69,67 @@ def parse_inputs(body: Any, max_inputs: int) -> tuple[list[str], str]:
     return texts, fmt
 
 
-def _run(embedder: BatchEmbedder, texts: list[str]) -> tuple[npt.NDArray[np.float32], int]:
-    vectors = embedder.embed(texts)
-    return vectors, sum(embedder.count_tokens(t) for t in texts)
+@dataclass(frozen=True)
+class Billing:
+    """Who pays for an embeddings call, and through what."""
+
+    ledger: LedgerPort
+    settler: Settler
+    principal: Principal
+    request_id: str
+    project: str = ""  # the x-rationer-project header
 
 
-async def embeddings(embedder: BatchEmbedder, body: Any, *, max_inputs: int) -> dict[str, Any]:
+def _count(embedder: BatchEmbedder, texts: list[str]) -> int:
+    return sum(embedder.count_tokens(t) for t in texts)
+
+
+async def _reserve(bill: Billing, tokens: int) -> Reservation:
+    res = await bill.ledger.authorize(
+        key_id=bill.principal.key_id, tier=EMBEDDINGS_TIER, model=MODEL_ID, prompt_tokens=tokens, max_tokens=0,
+        project=resolve_project(bill.principal, bill.project), request_id=bill.request_id,
+    )  # fmt: skip
+    if res.replayed:  # as for a chat: another call already used this id
+        raise AlreadyExists(
+            f"request id {bill.request_id!r} was already used by another call; send a unique "
+            "x-request-id per request, or none and the gateway makes one"
+        )
+    return res
+
+
+async def _settle(bill: Billing, res: Reservation, tokens: int) -> tuple[int, bool]:
+    """Commit the call (journaled); (cost, pending)."""
+    args = {
+        "reservation_id": res.reservation_id, "key_id": bill.principal.key_id, "prompt_tokens": tokens,
+        "completion_tokens": 0, "model": MODEL_ID, "tier": EMBEDDINGS_TIER, "latency_ms": 0, "fallbacks": 0,
+        "bill_late": True,
+    }  # fmt: skip
+    try:
+        charge = await bill.settler.settle("commit", args)
+    except TRANSIENT:
+        return 0, True  # journaled: it lands when the ledger is back
+    return int(charge.cost_nano_usd), False
+
+
+async def embeddings(
+    embedder: BatchEmbedder, body: Any, bill: Billing, *, max_inputs: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The response body and its headers; raises before any compute if the ledger says no."""
     texts, fmt = parse_inputs(body, max_inputs)
-    # ONNX Runtime releases the GIL: run it off the event loop.
-    vectors, tokens = await asyncio.to_thread(_run, embedder, texts)
+    tokens = await asyncio.to_thread(_count, embedder, texts)
+    res = await _reserve(bill, tokens)
+    try:
+        # ONNX Runtime releases the GIL: run it off the event loop.
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+    except BaseException:
+        release = bill.ledger.release(reservation_id=res.reservation_id, key_id=bill.principal.key_id,
+                                      reason="the embedding failed or the caller went away")  # fmt: skip
+        await asyncio.shield(best_effort(release, "release"))  # else it expires on its own
+        raise
+    cost, pending = await _settle(bill, res, tokens)
+    headers = {"x-request-id": bill.request_id, "x-rationer-cost-usd": usd(cost)}
+    if pending:
+        headers["x-rationer-settlement"] = "pending"
     data = []
     for i, vec in enumerate(vectors):
         value: Any
@@ -72,9 +138,5 @@ async def embeddings(embedder: BatchEmbedder, body: Any, *, max_inputs: int) -> 
         else:
             value = [float(x) for x in vec]
         data.append({"object": "embedding", "index": i, "embedding": value})
-    return {
-        "object": "list",
-        "data": data,
-        "model": MODEL_ID,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": MODEL_ID, "usage": usage}, headers

@@ -74,7 +74,7 @@ def _code_of(exc: RationerError) -> str | None:
     if isinstance(exc, NotFound):
         return "model_not_found"
     if isinstance(exc, PermissionDenied):
-        return "model_not_allowed"
+        return exc.reason or "model_not_allowed"
     if isinstance(exc, ResourceExhausted):
         return "insufficient_quota" if exc.limit_id.startswith("budget") else "rate_limit_exceeded"
     if isinstance(exc, DeadlineExceeded):

@@ -5,7 +5,7 @@ usage is in this process until the ledger takes it. Each settlement is
 written here before the first attempt and deleted once the ledger confirms,
 so a router that crashes, or stops during a long ledger outage, replays it
 on its next start. Replays are safe because Commit is idempotent on the
-reservation id and RecordCacheHit on the request id.
+reservation id and RecordCacheHit on the record id of the served answer.
 
 SQLite in WAL mode with synchronous=NORMAL: a committed row survives a crash
 of this process (it is in the WAL file); only a power loss can drop the last

@@ -25,6 +25,7 @@ class Principal:
     key_id: str
     tenant: str
     allowed_tiers: tuple[str, ...] = ()
+    project: str = ""  # the project the key is bound to ("" = unbound)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class LedgerPort(Protocol):
         prompt_tokens: int,
         completion_tokens: int,
         latency_ms: int,
+        record_id: str = "",
+        served: bool = False,
     ) -> Charge: ...
 
 

@@ -1,7 +1,8 @@
 """Settlement with the ledger: retried, idempotent, never silently dropped.
 
-Commit, Release and RecordCacheHit are idempotent on their ids, so retrying
-after an ambiguous failure can never double-charge. A short synchronous
+Commit, Release and RecordCacheHit are idempotent on their ids (a cache-hit
+record on the answer's own record id), so retrying after an ambiguous failure
+can never double-charge. A short synchronous
 retry covers blips. If the ledger stays away longer, a journaled commit (see
 journal.py) keeps being retried until the ledger takes it, however late: the
 router's commits set bill_late, so the ledger bills one that arrives after
@@ -150,9 +151,13 @@ class Settler:
         if self._drainer is None or self._drainer.done():
             self._drainer = self._spawn(self._drain())
 
-    def _send(self, kind: str, args: dict[str, Any]) -> Coroutine[Any, Any, Charge]:
+    def _send(self, kind: str, args: dict[str, Any], *, replay: bool = False) -> Coroutine[Any, Any, Charge]:
         if kind == "commit":
             return self._ledger.commit(**args)
+        # A replayed cache-hit record was served already (the inline attempt
+        # failed transiently): the ledger must take it past any limit.
+        if replay:
+            return self._ledger.record_cache_hit(**args, served=True)
         return self._ledger.record_cache_hit(**args)
 
     async def _drain(self) -> None:
@@ -173,7 +178,7 @@ class Settler:
         for entry in pending:
             what = f"{entry.kind} {entry.args.get('reservation_id') or entry.args.get('request_id')}"
             try:
-                await self._send(entry.kind, entry.args)
+                await self._send(entry.kind, entry.args, replay=True)
             except TRANSIENT:
                 return False
             except RationerError as exc:

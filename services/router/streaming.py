@@ -54,7 +54,7 @@ async def stream_completion(
 ) -> AsyncIterator[StreamEvent]:
     prep = await core.prepare(api_key, raw, request_id=request_id, deadline=deadline)
     if prep.cached is not None:
-        text, result = core.answer_from_cache(prep)
+        text, result = await core.answer_from_cache(prep)
         yield StreamEvent(delta=text)
         yield StreamEvent(final=result)
         return

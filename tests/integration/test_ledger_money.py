@@ -17,7 +17,7 @@ from services.ledger.client import LedgerClient
 from services.ledger.money import period_bounds
 from services.ledger.ops_common import load_budgets
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import make_key, running_ledger, settings_for
+from services.ledger.testing import ADMIN_TOKEN, make_key, running_ledger, settings_for
 
 # frontier default price: $2.50/M input, $10/M output (nano-USD per million)
 IN_PRICE, OUT_PRICE = 2_500_000_000, 10_000_000_000
@@ -124,12 +124,17 @@ async def test_late_commit_after_expiry_is_billed_once(settings: LedgerSettings)
         assert (first.replayed, again.replayed) == (False, True)
         assert again.event.event_id == first.event.event_id
         assert first.event.detail.startswith("late: hold expired at")
+        # The budget is full: the late charge cannot take it past its hard
+        # limit, so its cost is recorded as overage instead of hidden.
+        assert (first.event.cost, first.event.overage) == (0, limit)
+        assert f"not charged: budget:org:{k.org_id}:usd:daily is at its hard limit" in first.event.detail
         (b,) = await led.admin.list_budgets("org", k.org_id)
-        # Past the hard limit: the expired hold no longer protected it, and
-        # the report shows the real spend rather than hiding it.
-        assert b.spent == 2 * limit and b.held == 0
+        assert b.spent == limit and b.held == 0
         charges = [e for e in await led.admin.list_events(kind="charge") if e.key_id == k.key_id]
-        assert len(charges) == 2
+        assert len(charges) == 2 and sum(e.cost.nano_usd for e in charges) == b.spent
+        async with LedgerClient(led.target, bearer=ADMIN_TOKEN) as admin_reader:
+            (row,) = await admin_reader.usage(scope=("org", k.org_id))
+        assert (row.cost, row.overage) == (limit, limit)
 
 
 async def test_hierarchy_denial_names_limit_and_reset(settings: LedgerSettings) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
 from rationer.errors import ResourceExhausted
+from rationer.platform.clock import FixedClock
 from services.ledger.testing import RunningLedger, make_key, running_ledger, settings_for
 
 
@@ -112,3 +114,50 @@ async def test_requests_the_budget_denies_do_not_use_up_the_rate_limit(tmp_path:
         with pytest.raises(ResourceExhausted) as exc:
             await led.client.authorize(k.key_id, "local-small", prompt_tokens=2, max_completion_tokens=2)
         assert exc.value.limit_id == f"rpm:key:{k.key_id}"
+
+
+async def test_in_process_state_survives_a_restart(tmp_path: Path) -> None:
+    # No Redis: the limiter's state is persisted in the ledger's SQLite file.
+    clock = FixedClock(datetime(2031, 5, 14, 9, 30, tzinfo=UTC))
+    s = settings_for("sqlite", tmp_path)
+    async with running_ledger(s, clock=clock) as led:
+        k = await make_key(led.admin)
+        await led.admin.set_rate_limit("key", k.key_id, rpm=3)
+        for _ in range(3):
+            await led.client.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+    clock.advance(10)  # restarted within the same minute, same database file
+    async with running_ledger(s, clock=clock) as led:
+        with pytest.raises(ResourceExhausted) as exc:
+            await led.client.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+        assert exc.value.limit_id == f"rpm:key:{k.key_id}"
+        assert exc.value.retry_after_s == pytest.approx(10.0)  # the first of the three frees up at 20 s
+    clock.advance(10)
+    async with running_ledger(s, clock=clock) as led:
+        await led.client.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+
+
+async def test_cache_hits_use_up_the_rate_limits(tmp_path: Path) -> None:
+    clock = FixedClock(datetime(2031, 5, 14, 9, 30, tzinfo=UTC))
+    async with running_ledger(settings_for("sqlite", tmp_path), clock=clock) as led:
+        c = led.client
+        k = await make_key(led.admin)
+        await led.admin.set_rate_limit("key", k.key_id, rpm=3)
+        await c.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
+        one = await c.record_cache_hit(k.key_id, "h-1", tier="frontier", record_id="a-1")
+        await c.record_cache_hit(k.key_id, "h-2", tier="frontier", record_id="a-2")
+        with pytest.raises(ResourceExhausted) as exc:
+            await c.record_cache_hit(k.key_id, "h-3", tier="frontier", record_id="a-3")
+        assert exc.value.limit_id == f"rpm:key:{k.key_id}"
+        # A retry of a record that landed is answered though the limit is full,
+        # and one that was already served is recorded whatever the limits say.
+        assert (await c.record_cache_hit(k.key_id, "h-1", tier="frontier", record_id="a-1")).event_id == one.event_id
+        await c.record_cache_hit(k.key_id, "h-4", tier="frontier", record_id="a-4", served=True)
+        assert len(await led.admin.list_events(kind="cache_hit")) == 3
+        # Tokens per minute count the hit's tokens.
+        t = await make_key(led.admin, team="ml", email="carol@acme.com")
+        await led.admin.set_rate_limit("team", t.team_id, tpm=1000)
+        await c.record_cache_hit(t.key_id, "t-1", tier="frontier", prompt_tokens=600, completion_tokens=300,
+                                 record_id="b-1")  # fmt: skip
+        with pytest.raises(ResourceExhausted) as exc:
+            await c.record_cache_hit(t.key_id, "t-2", tier="frontier", prompt_tokens=200, record_id="b-2")
+        assert exc.value.limit_id == f"tpm:team:{t.team_id}"

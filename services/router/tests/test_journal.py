@@ -52,6 +52,7 @@ class _Ledger:
         self.down_for = down_for
         self.refuse = refuse
         self.landed: list[str] = []
+        self.hits: list[dict[str, Any]] = []
         self.in_flight = self.max_in_flight = 0
 
     async def commit(self, **args: Any) -> Charge:
@@ -70,6 +71,7 @@ class _Ledger:
             self.in_flight -= 1
 
     async def record_cache_hit(self, **args: Any) -> Charge:
+        self.hits.append(args)
         return await self.commit(reservation_id=args["request_id"])
 
 
@@ -100,6 +102,19 @@ async def test_a_commit_the_ledger_misses_lands_once_after_the_outage() -> None:
     assert len(journal) == 1
     await _until_empty(journal)
     assert ledger.landed == ["r_1"]
+
+
+async def test_a_cache_hit_record_replayed_by_the_drainer_says_it_was_served() -> None:
+    # The inline attempts happen before the answer is served, so the ledger
+    # may refuse them (rate limits); once the answer went out on a transient
+    # failure, the drainer's replays carry served=True and may not be refused.
+    ledger, journal = _Ledger(down_for=8), SettlementJournal()
+    settler, _ = _settler(ledger, journal)
+    with pytest.raises(Unavailable):
+        await settler.settle("cache_hit", {"request_id": "q_1", "key_id": "k_1", "record_id": "a_1"})
+    await _until_empty(journal)
+    assert [h.get("served", False) for h in ledger.hits] == [False] * 6 + [True] * 3
+    assert {h["record_id"] for h in ledger.hits} == {"a_1"} and ledger.landed == ["q_1"]
 
 
 async def test_resume_replays_in_order_through_one_caller(tmp_path: Path) -> None:
