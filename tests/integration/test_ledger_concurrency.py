@@ -20,7 +20,9 @@ async def test_200_concurrent_requests_never_overspend(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else ""
-    async with running_ledger(settings_for(backend, tmp_path, dsn, postgres_pool_max=12)) as led:
+    # A generous pool wait: 200 calls queue for 12 connections on a machine
+    # the rest of the suite is also loading (the test is about money, not speed).
+    async with running_ledger(settings_for(backend, tmp_path, dsn, postgres_pool_max=12, db_timeout_s=30)) as led:
         k = await make_key(led.admin)
         limit = 50 * PER_REQUEST + PER_REQUEST // 2  # fits 50 requests, not 51
         await led.admin.set_budget("team", k.team_id, unit="usd", period="monthly", hard_limit=limit)
