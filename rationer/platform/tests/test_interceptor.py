@@ -41,7 +41,7 @@ def _register(server: grpc.aio.Server) -> None:
 
 @pytest.fixture
 async def channel() -> Any:
-    server, port = build_server("127.0.0.1:0", service="test", service_names=(), register=_register)
+    server, port = build_server("127.0.0.1:0", service="test", service_names=(), register=_register, credential=None)
     await start(server)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield ch
