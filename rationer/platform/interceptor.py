@@ -38,6 +38,10 @@ RESETS_AT_KEY = "x-rationer-resets-at"
 SERVICE_TOKEN_KEY = "x-rationer-service-token"
 
 _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Status messages travel in a trailer that clients cap at 16 KiB after
+# percent-encoding (up to 12 bytes per character); a message that echoes a
+# huge field would make the client see a transport error instead.
+MAX_MESSAGE_CHARS = 1000
 
 
 def _metadata(context: ServicerContext[Any, Any]) -> dict[str, str]:
@@ -47,6 +51,12 @@ def _metadata(context: ServicerContext[Any, Any]) -> dict[str, str]:
         if isinstance(value, str):
             out[key.lower()] = value
     return out
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 40] + f" ... ({len(message)} characters, cut)"
 
 
 def _trailers(exc: RationerError) -> tuple[tuple[str, str], ...]:
@@ -164,7 +174,7 @@ class _Call:
         if isinstance(exc, RationerError):
             self.code = exc.code
             context.set_trailing_metadata(_trailers(exc))
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
+            await context.abort(grpc.StatusCode[exc.code], _bounded(exc.message))
         self.code = "INTERNAL"
         log.exception("unhandled error")
         await context.abort(
