@@ -15,7 +15,7 @@ Generation stays cheap: requests that would reach a model ask for at most
 3 tokens. The normal suite runs ``RATIONER_FUZZ_EXAMPLES`` (default 30)
 deterministic cases per RPC; the long run is
 
-    RATIONER_FUZZ_EXAMPLES=400 RATIONER_FUZZ_REPORT=fuzz.json \\
+    RATIONER_FUZZ_EXAMPLES=1000 RATIONER_FUZZ_REPORT=fuzz.json \\
         python -m pytest -p no:cacheprovider tests/integration/test_grpc_fuzz.py
 
 and its figures are in docs/BENCHMARKS.md ("gRPC fuzz suite").
