@@ -6,7 +6,10 @@ on-disk cache, one SLM worker with SmolLM2 and Gemma-3-270M, and the router
 (gRPC plus the OpenAI-compatible HTTP port when available). A child that
 dies is restarted with backoff. On first run the ledger gets a demo org,
 team, user, API key and budget; credentials are written to
-``<data>/credentials.json`` (mode 0600).
+``<data>/credentials.json`` (mode 0600). The service token that the router
+presents to the ledger, cache and workers is generated on first run into
+``<data>/service_token`` (mode 0600) and handed to every child in
+``RATIONER_SERVICE_TOKEN``, never written into the shared config file.
 """
 
 from __future__ import annotations
@@ -54,12 +57,22 @@ def ports(opts: UpOptions) -> dict[str, int]:
     return out
 
 
-def admin_token(data_dir: Path) -> str:
-    path = data_dir / "admin_token"
+def _secret(data_dir: Path, name: str) -> str:
+    """A random token kept in ``<data>/<name>`` (mode 0600), made on first use."""
+    path = data_dir / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def admin_token(data_dir: Path) -> str:
+    return _secret(data_dir, "admin_token")
+
+
+def service_token(data_dir: Path) -> str:
+    """The token the router presents on every call to the ledger, cache and workers."""
+    return _secret(data_dir, "service_token")
 
 
 def build_config(opts: UpOptions) -> dict[str, Any]:
@@ -173,10 +186,12 @@ class Supervisor:
         ]  # fmt: skip
 
     def _env(self, name: str) -> dict[str, str]:
+        # In the environment, not gateway.toml: the config file is not a secret.
+        env = {"RATIONER_SERVICE_TOKEN": service_token(self.opts.data_dir)}
         if name.startswith("worker") and name != "worker0":
             port = ports(self.opts)[name]
-            return {"RATIONER_WORKER__LISTEN": f"{self.opts.host}:{port}", "RATIONER_WORKER__WORKER_ID": name}
-        return {}
+            env |= {"RATIONER_WORKER__LISTEN": f"{self.opts.host}:{port}", "RATIONER_WORKER__WORKER_ID": name}
+        return env
 
     async def start(self) -> None:
         for child in self.children:
@@ -212,6 +227,8 @@ class Supervisor:
         path = self.opts.data_dir / "credentials.json"
         if path.exists():
             loaded: dict[str, str] = json.loads(path.read_text())
+            # Data dirs from before the service token have none in the file.
+            loaded.setdefault("service_token", service_token(self.opts.data_dir))
             return loaded
         from services.ledger.admin_client import LedgerAdminClient
         from services.ledger.bootstrap import bootstrap_demo
@@ -222,7 +239,8 @@ class Supervisor:
         async with LedgerAdminClient(ledger, token) as admin:
             admin_key = await admin.create_key(team_id=demo.team_id, service_account="ops", admin=True, name="admin")
         creds = {"admin_token": token, "admin_api_key": admin_key.secret, "demo_api_key": demo.api_key,
-                 "demo_key_id": demo.key_id, "org_id": demo.org_id, "team_id": demo.team_id}  # fmt: skip
+                 "demo_key_id": demo.key_id, "org_id": demo.org_id, "team_id": demo.team_id,
+                 "service_token": service_token(self.opts.data_dir)}  # fmt: skip
         path.write_text(json.dumps(creds, indent=2))
         path.chmod(0o600)
         return creds

@@ -1,11 +1,14 @@
-"""Client-side helpers: map gRPC failures back into the domain-error tree.
+"""Client-side helpers: channels to internal services, and gRPC failures
+mapped back into the domain-error tree.
 
 The inverse of the server interceptor, so a service calling another one can
-handle ``ResourceExhausted`` or ``Unavailable`` without touching gRPC types.
+handle ``ResourceExhausted`` or ``Unavailable`` without touching gRPC types,
+and every call it makes carries the service token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +22,52 @@ from rationer.platform.interceptor import (
     REQUEST_ID_KEY,
     RESETS_AT_KEY,
     RETRY_AFTER_KEY,
+    SERVICE_TOKEN_KEY,
 )
+
+
+def _with_token(details: grpc.aio.ClientCallDetails, pair: tuple[str, str]) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), pair)
+    return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                      details.wait_for_ready)  # fmt: skip
+
+
+# One class per call kind: grpc.aio files each interceptor under the first
+# kind it is an instance of. Their continuations are coroutines that return
+# the call (the stubs type them as returning the call directly).
+class _UnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, pair: tuple[str, str]) -> None:
+        self._pair = pair
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails, request: Any,
+    ) -> Any:  # fmt: skip
+        return await continuation(_with_token(client_call_details, self._pair), request)
+
+
+class _StreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, pair: tuple[str, str]) -> None:
+        self._pair = pair
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails, request: Any,
+    ) -> Any:  # fmt: skip
+        return await continuation(_with_token(client_call_details, self._pair), request)
+
+
+def internal_channel(
+    address: str, service_token: str, *, options: Sequence[tuple[str, Any]] | None = None
+) -> grpc.aio.Channel:
+    """A channel to the ledger, cache or a worker that presents ``service_token``
+    on every call ("" sends none: only the open RPCs, health and reflection
+    will answer)."""
+    # On the channel rather than at each call site, so an RPC added later
+    # cannot forget the token.
+    pair = (SERVICE_TOKEN_KEY, service_token)
+    interceptors: Any = [_UnaryToken(pair), _StreamToken(pair)] if service_token else None
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:

@@ -2,7 +2,8 @@
 
 Each service's ``create_server(address, deps)`` calls :func:`build_server`
 with a callback that adds its servicers. The result always has the standard
-health and reflection services, so ``grpcurl`` works against every service.
+health and reflection services, so ``grpcurl`` works against every service;
+both stay open when the service demands a service credential.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from rationer.errors import InvalidArgument
-from rationer.platform.interceptor import PlatformInterceptor
+from rationer.platform.interceptor import PlatformInterceptor, ServiceCredential
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,7 @@ def build_server(
     service: str,
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
+    credential: ServiceCredential | None,
     serving: bool = True,
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
 ) -> tuple[grpc.aio.Server, int]:
@@ -47,9 +49,11 @@ def build_server(
     ``service_names`` are the full proto names of the servicers ``register``
     adds. Health reports them SERVING at once unless ``serving`` is False, in
     which case the caller flips them with :func:`set_serving` once it is warm.
+    ``credential`` is what every other RPC demands of its caller (None: no
+    service token, only for the router, whose callers present API keys).
     """
     server = grpc.aio.server(
-        interceptors=[PlatformInterceptor(service), *extra_interceptors], options=DEFAULT_OPTIONS
+        interceptors=[PlatformInterceptor(service, credential), *extra_interceptors], options=DEFAULT_OPTIONS
     )
     register(server)
     health_servicer = HealthServicer()

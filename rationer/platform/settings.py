@@ -4,6 +4,10 @@ Sources, lowest precedence first: the model's defaults, one section of a TOML
 file, then environment overrides named ``RATIONER_<SECTION>__<FIELD>`` (nested
 fields joined by ``__``). Only ``main`` passes ``os.environ`` in; nothing else
 reads the environment.
+
+The service token is shared by every service of a deployment, so it also
+comes from one variable for all of them: ``RATIONER_SERVICE_TOKEN`` (or
+``RATIONER_SERVICE_TOKEN_FILE``), below the per-section variables.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from rationer.errors import InvalidArgument
 
 ENV_PREFIX = "RATIONER_"
+# One variable each for every service (the deployment's shared secret).
+SHARED_ENV = {"RATIONER_SERVICE_TOKEN": "service_token", "RATIONER_SERVICE_TOKEN_FILE": "service_token_file"}
+MIN_SERVICE_TOKEN_CHARS = 16
+MAX_SERVICE_TOKEN_CHARS = 1024
 
 
 class LoggingSettings(BaseModel):
@@ -39,6 +47,18 @@ class ServiceSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     grace_period_s: float = 10.0
     logging: LoggingSettings = LoggingSettings()
+    # The deployment's service token: the router presents it on every call to
+    # the ledger, cache and workers, which refuse calls without it. Set one of
+    # the two (a file keeps it out of the config and the environment); main
+    # refuses to start with neither (resolve_service_token).
+    service_token: SecretStr | None = None
+    service_token_file: Path | None = None
+
+    @field_validator("service_token", mode="before")
+    @classmethod
+    def _token_is_text(cls, v: object) -> object:
+        # Env values are JSON-coerced: a token of digits would become an int.
+        return v if v is None or isinstance(v, SecretStr) else str(v)
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -51,6 +71,11 @@ def _coerce(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def _shared_env(cls: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    # Taken verbatim (no JSON coercion): a secret is a string.
+    return {field: environ[name] for name, field in SHARED_ENV.items() if name in environ and field in cls.model_fields}
 
 
 def _env_overrides(section: str, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -100,6 +125,60 @@ def load_settings(
 ) -> S:
     """Build ``cls`` from ``[section]`` of the TOML file plus env overrides."""
     data: dict[str, Any] = read_toml(toml_path).get(section, {})
+    data = _merge(data, _shared_env(cls, environ or {}))
     data = _merge(data, _env_overrides(section, environ or {}))
     data = _merge(data, overrides or {})
     return cls.model_validate(data)
+
+
+SS = TypeVar("SS", bound=ServiceSettings)
+
+
+def service_token_of(settings: ServiceSettings) -> str:
+    """The token held in ``service_token`` ("" when none is set)."""
+    return settings.service_token.get_secret_value() if settings.service_token is not None else ""
+
+
+def with_service_token(settings: SS, section: str) -> SS:
+    """``settings`` with the token resolved into ``service_token`` (file read).
+
+    For ``main``: a service without a valid token refuses to start; the
+    ``InvalidArgument`` says how to configure one.
+    """
+    token = resolve_service_token(settings, section)
+    return settings.model_copy(update={"service_token": SecretStr(token), "service_token_file": None})
+
+
+def resolve_service_token(settings: ServiceSettings, service: str) -> str:
+    """The service token from ``service_token`` or ``service_token_file``.
+
+    Called once by each service's ``main`` (it may read a file). Raises
+    ``InvalidArgument`` saying how to configure one; never echoes the value.
+    """
+    hint = (
+        f"set RATIONER_SERVICE_TOKEN (the same value for the router, ledger, cache and every worker) or "
+        f"service_token_file in [{service}]; `rationer up` generates one in <data dir>/service_token, or make "
+        "one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+    token_set = settings.service_token is not None
+    if token_set and settings.service_token_file is not None:
+        raise InvalidArgument(f"set service_token or service_token_file in [{service}], not both")
+    if settings.service_token is not None:
+        token = settings.service_token.get_secret_value()
+        source = "service_token"
+    elif settings.service_token_file is not None:
+        source = f"service_token_file {settings.service_token_file}"
+        try:
+            token = Path(settings.service_token_file).expanduser().read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"cannot read the {source}: {exc}") from None
+    else:
+        raise InvalidArgument(f"no service token configured; {hint}")
+    if not (MIN_SERVICE_TOKEN_CHARS <= len(token) <= MAX_SERVICE_TOKEN_CHARS) or not all(
+        "!" <= ch <= "~" for ch in token
+    ):
+        raise InvalidArgument(
+            f"the {source} must be {MIN_SERVICE_TOKEN_CHARS} to {MAX_SERVICE_TOKEN_CHARS} printable "
+            f"ASCII characters without spaces (it has {len(token)} characters); {hint}"
+        )
+    return token

@@ -112,13 +112,12 @@ def _batched_search_gain(index: NamespaceIndex, q: npt.NDArray[np.float32], roun
 
 
 async def grpc_lookup(entries: int, lookups: int) -> dict[str, float]:
-    from services.cache.client import CacheClient
     from services.cache.testing import running_cache, shared_embedder
 
     embedder = shared_embedder()
     texts = [f"{PROMPTS[i % len(PROMPTS)]} variant {i}" for i in range(entries)]
     vectors = embedder.embed(texts)
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         for text, vec in zip(texts, vectors, strict=True):
             await client.store("bench", text, f"answer {text}", vec)
         with_vec, text_only = [], []

@@ -333,7 +333,7 @@ class SemanticCache:
 
     def stats(self, tenant: str = "") -> CacheStats:
         if tenant:
-            self._require_known(tenant)
+            self._require_known(validation.tenant(tenant))
             c = self._counters.get(tenant, _Counters())
             return CacheStats(
                 entries=self._store.count(tenant), tenants=1 if self._store.count(tenant) else 0,

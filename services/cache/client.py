@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from rationer import errors
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
-from rationer.platform.client import domain_error
+from rationer.platform.client import domain_error, internal_channel
 from rationer.platform.interceptor import PRINCIPAL_KEY, REQUEST_ID_KEY
 from services.cache.types import CacheContext, CacheStats, EntryMetadata, LookupResult, StoreResult
 
@@ -41,10 +41,14 @@ def _ctx(context: CacheContext | None) -> cache_pb2.CacheContext:
 
 
 class CacheClient:
-    """``async with CacheClient("127.0.0.1:50052") as cache: await cache.lookup(...)``."""
+    """``async with CacheClient("127.0.0.1:50052", service_token=t) as cache: await cache.lookup(...)``.
 
-    def __init__(self, address: str, *, timeout_s: float = 2.0, channel: grpc.aio.Channel | None = None):
-        self._channel = channel or grpc.aio.insecure_channel(address)
+    Every RPC needs the deployment's service token (a ``channel`` passed in
+    brings its own)."""
+
+    def __init__(self, address: str, *, timeout_s: float = 2.0, channel: grpc.aio.Channel | None = None,
+                 service_token: str = "") -> None:  # fmt: skip
+        self._channel = channel or internal_channel(address, service_token)
         self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
         self._timeout_s = timeout_s
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import structlog
 
+from rationer.errors import InvalidArgument
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving
-from rationer.platform.settings import load_settings
+from rationer.platform.settings import load_settings, service_token_of, with_service_token
 from services.cache.server import CacheDeps, build_cache, create_server
 from services.cache.settings import CacheSettings
 
@@ -31,7 +32,8 @@ async def _sweeper(deps: CacheDeps) -> None:
 
 async def run(settings: CacheSettings) -> None:
     deps = CacheDeps(cache=build_cache(settings))
-    server, port = create_server(settings.listen, deps)
+    token = service_token_of(settings)
+    server, port = create_server(settings.listen, deps, service_token=token)
     await server.start()  # health says NOT_SERVING (and RPCs say UNAVAILABLE) until loaded
     log.info("cache listening", port=port, data_dir=settings.data_dir or "(memory)")
     if settings.metrics_port is not None:
@@ -48,6 +50,11 @@ async def run(settings: CacheSettings) -> None:
 
 
 def main(config: Path | None = None) -> None:
-    settings = load_settings(CacheSettings, "cache", toml_path=config, environ=os.environ)
+    try:
+        settings = with_service_token(
+            load_settings(CacheSettings, "cache", toml_path=config, environ=os.environ), "cache"
+        )
+    except InvalidArgument as exc:
+        raise SystemExit(f"cache: refusing to start: {exc.message}") from None
     configure_logging(settings.logging.format, settings.logging.level)
     asyncio.run(run(settings))

@@ -10,6 +10,7 @@ import grpc
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.embedding import Embedder
 from rationer.embedding.batcher import MicroBatcher
+from rationer.platform.interceptor import ServiceCredential
 from rationer.platform.server import build_server
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.index import IndexConfig
@@ -53,11 +54,13 @@ def build_cache(settings: CacheSettings, embedder: Embedder | None = None) -> Se
     return SemanticCache(batcher, data_dir=data_dir, policy=policy, index_config=index)
 
 
-def create_server(address: str, deps: CacheDeps) -> tuple[grpc.aio.Server, int]:
+def create_server(address: str, deps: CacheDeps, *, service_token: str) -> tuple[grpc.aio.Server, int]:
     """Create (not start) the server. Health starts NOT_SERVING: the caller
-    flips it once ``deps.cache.start()`` has loaded the index."""
+    flips it once ``deps.cache.start()`` has loaded the index. Every RPC
+    demands ``service_token`` (cached answers are tenants' data)."""
 
     def register(server: grpc.aio.Server) -> None:
         cache_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(deps.cache), server)
 
-    return build_server(address, service="cache", service_names=[SERVICE_NAME], register=register, serving=False)
+    return build_server(address, service="cache", service_names=[SERVICE_NAME], register=register,
+                        credential=ServiceCredential(service_token), serving=False)  # fmt: skip

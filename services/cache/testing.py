@@ -1,7 +1,7 @@
 """Start a real cache server in-process, for tests (this service's and the router's).
 
     async with running_cache(data_dir=tmp_path) as running:
-        async with CacheClient(running.address) as client:
+        async with running.client() as client:
             ...
 
 The ONNX embedder is loaded once per process and shared, because loading it
@@ -21,7 +21,9 @@ import grpc
 
 from rationer.embedding import Embedder
 from rationer.platform.server import set_serving
+from rationer.platform.testing import SERVICE_TOKEN
 from services.cache.cache import SemanticCache
+from services.cache.client import CacheClient
 from services.cache.server import CacheDeps, build_cache, create_server
 from services.cache.settings import CacheSettings
 
@@ -37,10 +39,15 @@ class RunningCache:
     port: int
     cache: SemanticCache
     settings: CacheSettings
+    service_token: str = SERVICE_TOKEN  # every RPC demands it
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def client(self, **kw: Any) -> CacheClient:
+        """A client that presents the service token."""
+        return CacheClient(self.address, service_token=self.service_token, **kw)
 
 
 @asynccontextmanager
@@ -52,7 +59,7 @@ async def running_cache(
     on exit."""
     settings = CacheSettings(data_dir=str(data_dir) if data_dir else "", **overrides)
     cache = build_cache(settings, shared_embedder(settings.quantized))
-    server, port = create_server("127.0.0.1:0", CacheDeps(cache=cache))
+    server, port = create_server("127.0.0.1:0", CacheDeps(cache=cache), service_token=SERVICE_TOKEN)
     await server.start()
     try:
         await cache.start()

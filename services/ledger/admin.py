@@ -34,6 +34,7 @@ from services.ledger.settings import LedgerSettings
 
 SECRET_PREFIX = "rk-"
 MAX_LIMIT = 10**18
+MAX_KEY_TTL_S = 100 * 365 * 86_400  # 100 years
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class LedgerAdmin:
             validate.name("allowed tier", tier)
         if spec.ttl_s < 0:
             raise InvalidArgument(f"key ttl must be positive (or 0 = never expires), got {spec.ttl_s:g}s")
+        if spec.ttl_s > MAX_KEY_TTL_S:
+            # Past this an expiry no longer fits the database's 64-bit microseconds.
+            raise InvalidArgument(f"key ttl must be at most {MAX_KEY_TTL_S // 86_400} days (or 0 = never "
+                                  f"expires), got {spec.ttl_s:g}s")  # fmt: skip
         now = self._ledger.now()
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         new = ops_admin.NewKey(

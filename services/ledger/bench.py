@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 ADMIN = "bench-admin-token"
+# Both targets demand it, so the no-op ceiling pays for the check too.
+SERVICE_TOKEN = "bench-service-token-0123456789"
 
 
 def _noop_register(server: Any) -> None:
@@ -47,18 +49,20 @@ def _noop_register(server: Any) -> None:
 
 
 async def _serve(kind: str, settings: dict[str, Any], conn: Connection) -> None:
+    from rationer.platform.interceptor import ServiceCredential
     from rationer.platform.server import build_server, start
 
     deps = None
     if kind == "noop":
-        server, port = build_server("127.0.0.1:0", service="noop", service_names=(), register=_noop_register)
+        server, port = build_server("127.0.0.1:0", service="noop", service_names=(), register=_noop_register,
+                                    credential=ServiceCredential(SERVICE_TOKEN))  # fmt: skip
     else:
         from services.ledger.main import open_deps
         from services.ledger.server import create_server
         from services.ledger.settings import LedgerSettings
 
         deps = await open_deps(LedgerSettings.model_validate(settings), sweeper=False)
-        server, port = create_server("127.0.0.1:0", deps)
+        server, port = create_server("127.0.0.1:0", deps, service_token=SERVICE_TOKEN)
     await start(server)
     conn.send(port)
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -95,13 +99,12 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 async def _load(target: str, key_id: str, clients: int, duration: float, noop: bool) -> dict[str, float]:
-    import grpc
-
     from rationer.api.common.v1 import common_pb2
     from rationer.api.ledger.v1 import ledger_pb2 as pb
     from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
+    from rationer.platform.client import internal_channel
 
-    channels = [grpc.aio.insecure_channel(target) for _ in range(min(clients, 8))]
+    channels = [internal_channel(target, SERVICE_TOKEN) for _ in range(min(clients, 8))]
     stubs = [pb_grpc.LedgerServiceStub(ch) for ch in channels]
     usage = common_pb2.Usage(prompt_tokens=180, completion_tokens=90, total_tokens=270)
     auth_lat: list[float] = []

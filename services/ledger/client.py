@@ -17,7 +17,7 @@ from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from rationer.platform.client import domain_error
+from rationer.platform.client import domain_error, internal_channel
 from services.ledger import convert as cv
 from services.ledger import models as m
 
@@ -45,9 +45,15 @@ class HeadroomResult:
 
 
 class LedgerClient:
-    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 5.0, bearer: str = "") -> None:
+    """``bearer`` (an API key or the admin credential) is for Usage;
+    ``service_token`` for the data-plane RPCs that are the router's alone
+    (Authenticate, GetHeadroom, Authorize, Commit, Release, RecordCacheHit).
+    A channel passed in brings its own credentials."""
+
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 5.0, bearer: str = "",
+                 service_token: str = "") -> None:  # fmt: skip
         self._own = isinstance(target, str)
-        self._channel = grpc.aio.insecure_channel(target) if isinstance(target, str) else target
+        self._channel = internal_channel(target, service_token) if isinstance(target, str) else target
         self._stub = pb_grpc.LedgerServiceStub(self._channel)
         self._timeout = timeout_s
         self._md = (("authorization", f"Bearer {bearer}"),) if bearer else ()

@@ -38,9 +38,18 @@ def ts(us: int | None) -> Timestamp | None:
     return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
 
 
-def us_of(t: Timestamp, present: bool = True) -> int | None:
+# The range google.protobuf.Timestamp defines: 0001-01-01 to 9999-12-31 UTC.
+MIN_TS_SECONDS, MAX_TS_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def us_of(t: Timestamp, present: bool = True, what: str = "timestamp") -> int | None:
     if not present or (t.seconds == 0 and t.nanos == 0):
         return None
+    if not (MIN_TS_SECONDS <= t.seconds <= MAX_TS_SECONDS and 0 <= t.nanos < 1_000_000_000):
+        raise InvalidArgument(
+            f"{what} is not a valid timestamp (seconds={t.seconds}, nanos={t.nanos}); it must lie between "
+            "0001-01-01 and 9999-12-31 UTC with nanos in 0..999,999,999"
+        )
     return t.seconds * 1_000_000 + t.nanos // 1000
 
 

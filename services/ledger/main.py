@@ -8,11 +8,12 @@ from pathlib import Path
 
 import structlog
 
+from rationer.errors import InvalidArgument
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
-from rationer.platform.settings import load_settings
+from rationer.platform.settings import load_settings, service_token_of, with_service_token
 from services.ledger.admin import LedgerAdmin
 from services.ledger.ledger import Ledger
 from services.ledger.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
@@ -63,7 +64,8 @@ async def close_deps(deps: LedgerDeps) -> None:
 
 async def run(s: LedgerSettings) -> None:
     deps = await open_deps(s)
-    server, port = create_server(s.listen, deps)
+    token = service_token_of(s)
+    server, port = create_server(s.listen, deps, service_token=token)
     await start(server)
     metrics_port = start_metrics_endpoint(s.metrics_host, s.metrics_port) if s.metrics_port is not None else None
     log.info("ledger serving", port=port, backend=s.backend, metrics_port=metrics_port,
@@ -75,6 +77,11 @@ async def run(s: LedgerSettings) -> None:
 
 
 def main(config: Path | None = None) -> None:
-    settings = load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ)
+    try:
+        settings = with_service_token(
+            load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ), "ledger"
+        )
+    except InvalidArgument as exc:
+        raise SystemExit(f"ledger: refusing to start: {exc.message}") from None
     configure_logging(settings.logging.format, settings.logging.level)
     asyncio.run(run(settings))

@@ -94,8 +94,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has_scope else ""
         q = ops_admin.UsageQuery(
             kind, request.scope.id if has_scope else "",
-            cv.us_of(request.period.start, request.period.HasField("start")),
-            cv.us_of(request.period.end, request.period.HasField("end")),
+            cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
+            cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
             tuple(cv.enum_in(cv.GROUP, g, "group_by") for g in request.group_by),
         )  # fmt: skip
         rows = await self._admin.usage(caller, q)
@@ -179,8 +179,8 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
     async def ListEvents(self, request: pb.ListEventsRequest, context: Ctx) -> pb.ListEventsResponse:
         await self._admin.require_admin(bearer(context))
         events = await self._admin.list_events(
-            cv.us_of(request.period.start, request.period.HasField("start")),
-            cv.us_of(request.period.end, request.period.HasField("end")),
+            cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
+            cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
             request.kind, request.limit,
         )  # fmt: skip
         return pb.ListEventsResponse(events=[cv.event(e) for e in events])

@@ -10,6 +10,7 @@ from typing import Any
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.server import start
+from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.main import close_deps, open_deps
@@ -32,20 +33,23 @@ def settings_for(backend: str, tmp_path: Path, pg_dsn: str = "", **overrides: An
 class RunningLedger:
     target: str
     deps: LedgerDeps
-    client: LedgerClient
+    client: LedgerClient  # presents SERVICE_TOKEN
     admin: LedgerAdminClient
+    service_token: str = SERVICE_TOKEN
 
 
 @asynccontextmanager
 async def running_ledger(
     settings: LedgerSettings, *, sweeper: bool = False, clock: Clock = SYSTEM_CLOCK
 ) -> AsyncIterator[RunningLedger]:
-    """A real ledger gRPC server on 127.0.0.1:<free port>, with clients."""
+    """A real ledger gRPC server on 127.0.0.1:<free port>, with clients.
+
+    Its data plane demands ``SERVICE_TOKEN``, which ``client`` presents."""
     deps = await open_deps(settings, sweeper=sweeper, clock=clock)
-    server, port = create_server("127.0.0.1:0", deps)
+    server, port = create_server("127.0.0.1:0", deps, service_token=SERVICE_TOKEN)
     await start(server)
     target = f"127.0.0.1:{port}"
-    client = LedgerClient(target)
+    client = LedgerClient(target, service_token=SERVICE_TOKEN)
     admin = LedgerAdminClient(target, settings.admin_token or "")
     try:
         yield RunningLedger(target, deps, client, admin)

@@ -32,7 +32,7 @@ import tomli_w
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.net import free_port
-from services.router.http_bench import ADMIN_TOKEN, MODEL, UPSTREAM_MAIN, _api_key
+from services.router.http_bench import ADMIN_TOKEN, MODEL, SERVICE_TOKEN, UPSTREAM_MAIN, _api_key
 from services.router.testing import stop_processes
 
 STAGES = ("auth", "embed", "cache", "headroom", "classify", "authorize", "settle")
@@ -42,10 +42,12 @@ def _config(tmp: Path, ports: dict[str, int]) -> dict[str, Any]:
     log = {"format": "json", "level": "WARNING"}
     return {
         "ledger": {"listen": f"127.0.0.1:{ports['ledger']}", "sqlite_path": str(tmp / "ledger.sqlite3"),
-                   "admin_token": ADMIN_TOKEN, "logging": log},
-        "cache": {"listen": f"127.0.0.1:{ports['cache']}", "data_dir": str(tmp / "cache"), "logging": log},
+                   "admin_token": ADMIN_TOKEN, "service_token": SERVICE_TOKEN, "logging": log},
+        "cache": {"listen": f"127.0.0.1:{ports['cache']}", "data_dir": str(tmp / "cache"), "logging": log,
+                  "service_token": SERVICE_TOKEN},
         "router": {"listen": f"127.0.0.1:{ports['router']}", "ledger_address": f"127.0.0.1:{ports['ledger']}",
                    "cache_address": f"127.0.0.1:{ports['cache']}", "worker_addresses": [], "logging": log,
+                   "service_token": SERVICE_TOKEN,
                    "settlement_journal": str(tmp / "router-settlements.sqlite3"),
                    "tiers": [{"name": "frontier", "kind": "frontier", "rank": 0, "model": MODEL,
                               "base_url": f"http://127.0.0.1:{ports['upstream']}/v1", "max_retries": 0}]},

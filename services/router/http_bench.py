@@ -37,6 +37,7 @@ from services.router.testing import stop_processes
 ANSWER = "The quick brown fox jumps over the lazy dog."
 TIER, MODEL = "frontier", "bench-frontier"
 ADMIN_TOKEN = "bench-admin-token"
+SERVICE_TOKEN = "bench-service-token-0123456789"
 UPSTREAM_MAIN = "from services.router.http_bench import serve_upstream; serve_upstream"
 
 
@@ -82,9 +83,9 @@ def _config(tmp: Path, p: Ports) -> dict[str, Any]:
     log = {"format": "json", "level": "WARNING"}
     return {
         "ledger": {"listen": f"127.0.0.1:{p.ledger}", "sqlite_path": str(tmp / "ledger.sqlite3"),
-                   "admin_token": ADMIN_TOKEN, "logging": log},
+                   "admin_token": ADMIN_TOKEN, "service_token": SERVICE_TOKEN, "logging": log},
         "router": {"listen": f"127.0.0.1:{p.router}", "ledger_address": f"127.0.0.1:{p.ledger}",
-                   "cache_address": "", "worker_addresses": [], "logging": log,
+                   "cache_address": "", "worker_addresses": [], "logging": log, "service_token": SERVICE_TOKEN,
                    "settlement_journal": str(tmp / "router-settlements.sqlite3"),
                    "tiers": [{"name": TIER, "kind": "frontier", "rank": 0, "model": MODEL,
                               "base_url": f"http://127.0.0.1:{p.upstream}/v1", "max_retries": 0}],

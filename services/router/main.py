@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import structlog
 
-from rationer.errors import RationerError
+from rationer.errors import InvalidArgument, RationerError
+from rationer.platform.client import internal_channel
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
-from rationer.platform.settings import load_settings
+from rationer.platform.settings import load_settings, service_token_of, with_service_token
 from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.backends import FrontierBackend
 from services.router.call_state import CoreConfig
@@ -82,7 +82,11 @@ def tier_specs(
 
 
 async def assemble(settings: RouterSettings) -> Assembled:
-    """Build the core and its collaborators from settings."""
+    """Build the core and its collaborators from settings.
+
+    Every channel to the ledger, cache and workers presents
+    ``settings.service_token`` (``main`` has resolved it).
+    """
     from rationer.classifier.scorer import ComplexityScorer
     from rationer.embedding import Embedder
     from rationer.embedding.batcher import MicroBatcher
@@ -91,15 +95,16 @@ async def assemble(settings: RouterSettings) -> Assembled:
     embedder = Embedder(settings.embedder_model_dir, threads=settings.embedder_threads)
     batcher = MicroBatcher(embedder.embed, window_s=settings.embed_batch_window_ms / 1000, max_batch=32)
     scorer = ComplexityScorer(settings.classifier_artifact)
-    ledger_channel = grpc.aio.insecure_channel(settings.ledger_address)
+    token = service_token_of(settings)
+    ledger_channel = internal_channel(settings.ledger_address, token)
     ledger = GrpcLedger(ledger_channel)
     closers: list[Callable[[], Awaitable[None]]] = [lambda: ledger_channel.close(None)]
     cache = None
     if settings.cache_address:
-        cache_channel = grpc.aio.insecure_channel(settings.cache_address)
+        cache_channel = internal_channel(settings.cache_address, token)
         cache = GrpcCache(cache_channel, settings.cache_min_similarity)
         closers.append(lambda: cache_channel.close(None))
-    pool = WorkerPool(settings.worker_addresses, refresh_s=settings.worker_refresh_s)
+    pool = WorkerPool(settings.worker_addresses, refresh_s=settings.worker_refresh_s, service_token=token)
     await pool.start()
     closers.append(pool.close)
     backends: dict[str, object] = {}
@@ -225,6 +230,11 @@ async def serve(settings: RouterSettings) -> None:
 
 
 def main(config: Path | None = None) -> None:
-    settings = load_settings(RouterSettings, "router", toml_path=config, environ=os.environ)
+    try:
+        settings = with_service_token(
+            load_settings(RouterSettings, "router", toml_path=config, environ=os.environ), "router"
+        )
+    except InvalidArgument as exc:
+        raise SystemExit(f"router: refusing to start: {exc.message}") from None
     configure_logging(settings.logging.format, settings.logging.level)
     asyncio.run(serve(settings))

@@ -23,4 +23,6 @@ def create_server(address: str, deps: RouterDeps) -> tuple[grpc.aio.Server, int]
     def register(server: grpc.aio.Server) -> None:
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(deps.core), server)
 
-    return build_server(address, service="router", service_names=[SERVICE_NAME], register=register)
+    # No service credential: the router's callers present API keys.
+    return build_server(address, service="router", service_names=[SERVICE_NAME], register=register,
+                        credential=None)  # fmt: skip

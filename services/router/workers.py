@@ -23,7 +23,7 @@ import structlog
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
-from rationer.platform.client import call_metadata, domain_error
+from rationer.platform.client import call_metadata, domain_error, internal_channel
 from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 from services.router.model_types import Completion, Delta, GenParams, Message
 
@@ -85,8 +85,9 @@ async def _expand(address: str) -> list[str]:
 
 
 class WorkerPool:
-    def __init__(self, addresses: Sequence[str], refresh_s: float = 1.0) -> None:
+    def __init__(self, addresses: Sequence[str], refresh_s: float = 1.0, *, service_token: str = "") -> None:
         self._configured = list(addresses)
+        self._service_token = service_token
         self._workers: list[_Worker] = []
         self._refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
@@ -100,7 +101,7 @@ class WorkerPool:
         for address in wanted:
             w = known.pop(address, None)
             if w is None:
-                channel = grpc.aio.insecure_channel(address)
+                channel = internal_channel(address, self._service_token)
                 w = _Worker(address, worker_pb2_grpc.WorkerServiceStub(channel), channel)
             workers.append(w)
         self._workers = workers

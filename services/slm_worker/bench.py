@@ -99,6 +99,9 @@ async def aggregate(client: WorkerClient, streams: int, n_tokens: int, model: st
     return sum(r.tokens for r in runs) / (time.perf_counter() - t0)
 
 
+SERVICE_TOKEN = "bench-service-token-0123456789"
+
+
 def _config(path: Path, threads: int, n_ctx: int) -> str:
     model = f"path = '{path}'\nn_ctx = {n_ctx}\nqueue_capacity = 16\n"
     return (
@@ -116,6 +119,7 @@ def _config(path: Path, threads: int, n_ctx: int) -> str:
 
 def _start_worker(config: Path) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATIONER_")}
+    env["RATIONER_SERVICE_TOKEN"] = SERVICE_TOKEN
     proc = subprocess.Popen(
         [sys.executable, "-m", "rationer.cli.main", "serve", "slm-worker", "--config", str(config)],
         stderr=subprocess.PIPE,
@@ -146,7 +150,7 @@ async def measure(tokens: int, rounds: int, threads: int) -> dict[str, Any]:
         config.write_text(_config(path, threads, 1024))
         proc, target = await asyncio.to_thread(_start_worker, config)
         try:
-            async with WorkerClient(target) as client:
+            async with WorkerClient(target, service_token=SERVICE_TOKEN) as client:
                 bare_runs, worker_runs = [], []
                 for i in range(rounds * len(PROMPTS)):
                     prompt = PROMPTS[i % len(PROMPTS)]

@@ -16,7 +16,7 @@ from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2 as pb
 from rationer.api.worker.v1 import worker_pb2_grpc as pb_grpc
-from rationer.platform.client import domain_error
+from rationer.platform.client import domain_error, internal_channel
 from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 from rationer.platform.interceptor import REQUEST_ID_KEY
 
@@ -115,11 +115,14 @@ def _usage(u: common_pb2.Usage) -> Usage:
 
 
 class WorkerClient:
-    """One worker's client; share one per worker address (channels are pooled)."""
+    """One worker's client; share one per worker address (channels are pooled).
 
-    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 60.0) -> None:
+    Every RPC needs the deployment's service token (a channel passed in
+    brings its own)."""
+
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 60.0, service_token: str = "") -> None:
         self._own = isinstance(target, str)
-        self._channel = grpc.aio.insecure_channel(target) if isinstance(target, str) else target
+        self._channel = internal_channel(target, service_token) if isinstance(target, str) else target
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._timeout = timeout_s
 

@@ -14,7 +14,7 @@ from rationer.errors import RationerError
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving, start
-from rationer.platform.settings import load_settings
+from rationer.platform.settings import load_settings, service_token_of, with_service_token
 from services.slm_worker.loader import build_worker
 from services.slm_worker.server import WorkerDeps, create_server
 from services.slm_worker.servicer import WorkerRef
@@ -25,7 +25,8 @@ log = structlog.get_logger(__name__)
 
 async def run(settings: WorkerSettings) -> None:
     ref = WorkerRef()
-    server, port = create_server(settings.listen, WorkerDeps(ref))
+    token = service_token_of(settings)
+    server, port = create_server(settings.listen, WorkerDeps(ref), service_token=token)
     # Listen first so health checks see NOT_SERVING (not a refused connection)
     # while the models load.
     await start(server, serving=False)
@@ -58,6 +59,11 @@ def main(config: Path | None = None) -> int:
         settings = load_settings(WorkerSettings, "worker", toml_path=config, environ=os.environ)
     except (RationerError, ValidationError) as exc:
         print(f"slm-worker: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = with_service_token(settings, "worker")
+    except RationerError as exc:
+        print(f"slm-worker: refusing to start: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(settings.logging.format, settings.logging.level)
     try:

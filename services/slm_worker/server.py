@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
-from rationer.api.worker.v1 import worker_pb2
+from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
+from rationer.platform.interceptor import ServiceCredential
 from rationer.platform.server import build_server
-from services.slm_worker.servicer import UndecodableRequest, WorkerRef, WorkerServicer
+from services.slm_worker.servicer import WorkerRef, WorkerServicer
 
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
 
@@ -21,59 +19,25 @@ class WorkerDeps:
     ref: WorkerRef
 
 
-def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except DecodeError as exc:
-            return UndecodableRequest(exc)
-
-    return deserialize
-
-
-def _register(servicer: WorkerServicer) -> Callable[[grpc.aio.Server], None]:
-    # Hand-written instead of add_WorkerServiceServicer_to_server so a request
-    # that fails to parse reaches the servicer (-> INVALID_ARGUMENT) rather
-    # than failing inside gRPC with a bare INTERNAL.
-    handlers = {
-        "Generate": grpc.unary_unary_rpc_method_handler(
-            servicer.Generate,
-            request_deserializer=_lenient(worker_pb2.GenerateRequest.FromString),
-            response_serializer=worker_pb2.GenerateResponse.SerializeToString,
-        ),
-        "GenerateStream": grpc.unary_stream_rpc_method_handler(
-            servicer.GenerateStream,
-            request_deserializer=_lenient(worker_pb2.GenerateRequest.FromString),
-            response_serializer=worker_pb2.GenerateChunk.SerializeToString,
-        ),
-        "ListModels": grpc.unary_unary_rpc_method_handler(
-            servicer.ListModels,
-            request_deserializer=_lenient(worker_pb2.ListModelsRequest.FromString),
-            response_serializer=worker_pb2.ListModelsResponse.SerializeToString,
-        ),
-        "CountTokens": grpc.unary_unary_rpc_method_handler(
-            servicer.CountTokens,
-            request_deserializer=_lenient(worker_pb2.CountTokensRequest.FromString),
-            response_serializer=worker_pb2.CountTokensResponse.SerializeToString,
-        ),
-    }
-
-    def register(server: grpc.aio.Server) -> None:
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-
-    return register
-
-
-def create_server(address: str, deps: WorkerDeps, *, serving: bool = False) -> tuple[grpc.aio.Server, int]:
+def create_server(
+    address: str, deps: WorkerDeps, *, service_token: str, serving: bool = False
+) -> tuple[grpc.aio.Server, int]:
     """A worker server bound to ``address`` (not started).
 
     Health stays NOT_SERVING until the caller has loaded and warmed the
-    models and calls ``rationer.platform.server.set_serving``.
+    models and calls ``rationer.platform.server.set_serving``. Every RPC
+    demands ``service_token``. Undecodable request bytes are answered
+    INVALID_ARGUMENT by the platform interceptor.
     """
+
+    def register(server: grpc.aio.Server) -> None:
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(deps.ref), server)
+
     return build_server(
         address,
         service="slm_worker",
         service_names=(SERVICE_NAME,),
-        register=_register(WorkerServicer(deps.ref)),
+        register=register,
+        credential=ServiceCredential(service_token),
         serving=serving,
     )

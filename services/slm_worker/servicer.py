@@ -7,26 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from google.protobuf.message import DecodeError
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
-from rationer.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from rationer.errors import DeadlineExceeded, Unavailable
 from rationer.platform.convert import FINISH_TO_PROTO
 from services.slm_worker.engine import GenerationOutcome, TextPiece
 from services.slm_worker.prompts import Message
 from services.slm_worker.worker import Params, Worker
-
-
-class UndecodableRequest:
-    """Stands in for a request protobuf could not parse (e.g. invalid UTF-8).
-
-    gRPC would otherwise answer a failed deserialization with a bare
-    INTERNAL; the servicer turns this into INVALID_ARGUMENT instead.
-    """
-
-    def __init__(self, error: DecodeError) -> None:
-        self.error = error
 
 
 class WorkerRef:
@@ -42,8 +30,6 @@ class WorkerRef:
 
 
 def _checked(request: Any) -> Any:
-    if isinstance(request, UndecodableRequest):
-        raise InvalidArgument(f"request could not be decoded ({request.error}); string fields must be valid UTF-8")
     if getattr(request, "request_id", ""):
         # Callers that cannot set metadata name the call in the message.
         structlog.contextvars.bind_contextvars(request_id=request.request_id)

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from rationer.platform.server import set_serving, shutdown, start
+from rationer.platform.testing import SERVICE_TOKEN
 from services.slm_worker.client import WorkerClient
 from services.slm_worker.loader import build_worker
 from services.slm_worker.server import WorkerDeps, create_server
@@ -51,7 +52,8 @@ class RunningWorker:
     target: str
     server: grpc.aio.Server
     worker: Worker
-    client: WorkerClient
+    client: WorkerClient  # presents SERVICE_TOKEN, which every RPC demands
+    service_token: str = SERVICE_TOKEN
 
     async def drain(self, grace_s: float) -> None:
         """What SIGTERM does: NOT_SERVING, refuse new work, finish in-flight calls."""
@@ -63,7 +65,7 @@ async def running_worker(settings: WorkerSettings | None = None) -> AsyncIterato
     """A real, warmed worker gRPC server on 127.0.0.1:<free port>, with a client."""
     settings = settings or smollm2_settings()
     ref = WorkerRef()
-    server, port = create_server("127.0.0.1:0", WorkerDeps(ref))
+    server, port = create_server("127.0.0.1:0", WorkerDeps(ref), service_token=SERVICE_TOKEN)
     await start(server, serving=False)
     target = f"127.0.0.1:{port}"
     try:
@@ -73,7 +75,7 @@ async def running_worker(settings: WorkerSettings | None = None) -> AsyncIterato
         raise
     ref.worker = worker
     await set_serving(server, True)
-    client = WorkerClient(target)
+    client = WorkerClient(target, service_token=SERVICE_TOKEN)
     try:
         yield RunningWorker(target, server, worker, client)
     finally:

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from rationer.client import AsyncClient, Route
-from rationer.errors import ResourceExhausted
+from rationer.errors import ResourceExhausted, Unauthenticated
 from rationer.platform.net import free_port, free_port_block
 from rationer.up import Supervisor, UpOptions
 from services.ledger.admin_client import LedgerAdminClient
@@ -212,6 +212,29 @@ async def test_ledger_report_shows_every_call(stack: Stack) -> None:
     assert report["total"]["savings_nano_usd"] == savings > 0
 
 
+async def test_internal_services_refuse_callers_without_the_service_token(stack: Stack) -> None:
+    """`rationer up` turns the trust boundary on: ledger, cache and worker answer only the router's token."""
+    from services.cache.client import CacheClient
+    from services.ledger.client import LedgerClient
+    from services.slm_worker.client import WorkerClient
+
+    ports = {c.name: c.address for c in stack.sup.children}
+    token = stack.creds["service_token"]
+    for presented in ("", "x" * len(token)):
+        async with LedgerClient(stack.ledger, service_token=presented) as led:
+            with pytest.raises(Unauthenticated, match="x-rationer-service-token"):
+                await led.authorize(stack.creds["demo_key_id"], "local-small", prompt_tokens=10**7,
+                                    max_completion_tokens=10**7)  # fmt: skip
+        async with CacheClient(ports["cache"], service_token=presented) as cache:
+            with pytest.raises(Unauthenticated, match="x-rationer-service-token"):
+                await cache.lookup(stack.creds["org_id"], "Write a haiku about spreadsheets.")
+        async with WorkerClient(ports["worker0"], service_token=presented) as worker:
+            with pytest.raises(Unauthenticated, match="x-rationer-service-token"):
+                await worker.list_models()
+    async with WorkerClient(ports["worker0"], service_token=token) as worker:
+        assert (await worker.list_models()).models  # the generated token is the one they demand
+
+
 async def test_worker_killed_mid_stream_falls_back_without_leaking(stack: Stack) -> None:
     secret, key_id = await stack.new_key(budget_nano=NANO)
     worker = next(ch for ch in stack.sup.children if ch.name == "worker0")
@@ -255,3 +278,4 @@ async def test_bad_input_gets_precise_status(stack: Stack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Complete(req, metadata=good)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rationer.platform.server import start
+from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.testing import RunningLedger, TestKey, make_key, running_ledger, settings_for
 from services.router.core import RouterCore
 from services.router.http import HttpRunner, start_http
@@ -117,6 +118,7 @@ async def running_stack(
             "worker_addresses": workers, "tiers": [t.model_dump() for t in tiers], "auth_cache_ttl_s": 0.5,
             "http": (http or HttpSettings(enabled=True, listen="127.0.0.1:0")).model_dump(),
             "settlement_journal": str(tmp_path / "router-settlements.sqlite3"),
+            "service_token": SERVICE_TOKEN,
             **router_overrides,
         })  # fmt: skip
         assembled = await assemble(settings)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rationer import errors
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
-from services.cache.client import CacheClient
+from rationer.platform.client import internal_channel
 from services.cache.testing import running_cache, shared_embedder
 from services.cache.types import CacheContext, EntryMetadata
 
@@ -24,7 +24,7 @@ A = "Settings > Security > Two-factor authentication > Turn on."
 
 
 async def test_exact_semantic_and_trap_lookups_with_metadata() -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         meta = EntryMetadata(model="gemma3-270m", tier="local", saved_nano_usd=1234, prompt_tokens=9)
         stored = await client.store("acme", Q, A, metadata=meta)
         exact = await client.lookup("acme", "how do I turn ON two-factor authentication")
@@ -43,14 +43,14 @@ async def test_exact_semantic_and_trap_lookups_with_metadata() -> None:
 
 async def test_router_passes_its_own_vector() -> None:
     vec = shared_embedder().embed([Q])[0]
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         await client.store("acme", Q, A, vec)
         result = await client.lookup("acme", "How can I turn on two-factor authentication?", list(vec))
         assert result.hit and result.similarity > 0.99
 
 
 async def test_tenant_isolation_and_unknown_tenant_is_not_found() -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         await client.store("acme", Q, A)
         await client.store("globex", "Where is the office?", "Leeds")
         assert not (await client.lookup("globex", Q)).hit  # another tenant's entry is never served
@@ -73,7 +73,7 @@ async def test_tenant_isolation_and_unknown_tenant_is_not_found() -> None:
     )
 )
 async def test_isolation_property_over_grpc(ops: list[tuple[bool, str, str]]) -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         owners: dict[str, str] = {}
         for is_store, tenant, text in ops:
             if is_store:
@@ -88,14 +88,14 @@ async def test_isolation_property_over_grpc(ops: list[tuple[bool, str, str]]) ->
 
 
 async def test_context_is_part_of_the_key() -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         await client.store("acme", Q, A, context=CacheContext(tier_class="local", max_tokens=256))
         assert not (await client.lookup("acme", Q, context=CacheContext(tier_class="frontier"))).hit
         assert (await client.lookup("acme", Q, context=CacheContext(tier_class="local", max_tokens=256))).hit
 
 
 async def test_ttl_eviction_and_invalidate() -> None:
-    async with running_cache(capacity_per_tenant=2) as running, CacheClient(running.address) as client:
+    async with running_cache(capacity_per_tenant=2) as running, running.client() as client:
         short = await client.store("acme", "What is the wifi password?", "guest123", ttl_s=0.2)
         await asyncio.sleep(0.4)
         assert not (await client.lookup("acme", "What is the wifi password?")).hit
@@ -110,19 +110,19 @@ async def test_ttl_eviction_and_invalidate() -> None:
 
 
 async def test_persistence_across_restart_and_corrupt_snapshot(tmp_path: Path) -> None:
-    async with running_cache(tmp_path) as running, CacheClient(running.address) as client:
+    async with running_cache(tmp_path) as running, running.client() as client:
         await client.store("acme", Q, A)
-    async with running_cache(tmp_path) as running, CacheClient(running.address) as client:
+    async with running_cache(tmp_path) as running, running.client() as client:
         assert running.cache.loaded_from == "snapshot"
         assert (await client.lookup("acme", "How can I turn on two-factor authentication?")).hit
     snap = tmp_path / "index.snapshot"
     snap.write_bytes(snap.read_bytes()[:-7])  # truncated on disk
-    async with running_cache(tmp_path, save_snapshot=False) as running, CacheClient(running.address) as client:
+    async with running_cache(tmp_path, save_snapshot=False) as running, running.client() as client:
         assert running.cache.loaded_from == "rebuild"
         assert (tmp_path / "index.corrupt").exists()
         assert (await client.lookup("acme", Q)).hit
         await client.store("acme", "Where is the office?", "Leeds")  # then "crash": no snapshot
-    async with running_cache(tmp_path) as running, CacheClient(running.address) as client:
+    async with running_cache(tmp_path) as running, running.client() as client:
         assert running.cache.loaded_from == "rebuild"
         assert (await client.lookup("acme", "where is the office")).answer == "Leeds"
 
@@ -135,7 +135,7 @@ async def _status(call: object) -> grpc.StatusCode:
 
 async def test_bad_inputs_get_invalid_argument_and_not_found() -> None:
     async with running_cache() as running:
-        channel = grpc.aio.insecure_channel(running.address)
+        channel = internal_channel(running.address, running.service_token)
         stub = cache_pb2_grpc.CacheServiceStub(channel)
         bad = [
             stub.Lookup(cache_pb2.LookupRequest(tenant="acme", text="")),
@@ -161,7 +161,7 @@ async def test_bad_inputs_get_invalid_argument_and_not_found() -> None:
 
 
 async def test_client_maps_errors_to_domain_errors() -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         with pytest.raises(errors.InvalidArgument, match="384"):
             await client.lookup("acme", Q, np.zeros(10, dtype=np.float32))
         with pytest.raises(errors.InvalidArgument, match="negative"):
@@ -169,8 +169,8 @@ async def test_client_maps_errors_to_domain_errors() -> None:
 
 
 async def test_exact_only_lookup_skips_embedding_and_search() -> None:
-    async with running_cache() as running, grpc.aio.insecure_channel(running.address) as channel:
-        client = CacheClient(running.address)
+    async with running_cache() as running, internal_channel(running.address, running.service_token) as channel:
+        client = running.client()
         await client.store("acme", Q, A)
         stub = cache_pb2_grpc.CacheServiceStub(channel)
         exact = await stub.Lookup(cache_pb2.LookupRequest(tenant="acme", text=Q.upper(), exact_only=True))

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from rationer.cli.main import app
-from rationer.platform.settings import load_settings
+from rationer.errors import InvalidArgument
+from rationer.platform.settings import load_settings, read_toml, with_service_token
 from services.cache.settings import CacheSettings
 from services.ledger.settings import LedgerSettings
 from services.router.settings import RouterSettings
@@ -99,3 +100,21 @@ def test_persistent_state_sits_on_volumes(compose: dict[str, Any]) -> None:
     assert any(str(v).endswith(":/data") for v in router["volumes"]) and str(journal).startswith("/data/")
     assert "router-data" in compose["volumes"]
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_every_service_takes_the_service_token_from_the_environment(compose: dict[str, Any]) -> None:
+    """compose refuses to start without RATIONER_SERVICE_TOKEN, and each service then resolves it."""
+    for name, svc in _rationer_services(compose).items():
+        env = svc.get("environment") or {}
+        assert str(env.get("RATIONER_SERVICE_TOKEN", "")).startswith("${RATIONER_SERVICE_TOKEN:?set "), name
+        command = svc["command"]
+        cls, section = SETTINGS[command[1]]
+        config = ROOT / "deploy" / Path(command[command.index("--config") + 1]).name
+        assert "service_token" not in read_toml(config).get(section, {}), "no secret in gateway.toml"
+        with pytest.raises(InvalidArgument, match="no service token configured"):
+            with_service_token(load_settings(cls, section, toml_path=config, environ={}), section)
+        token = "compose-test-token-0123456789"
+        resolved = with_service_token(
+            load_settings(cls, section, toml_path=config, environ={"RATIONER_SERVICE_TOKEN": token}), section
+        )
+        assert resolved.service_token.get_secret_value() == token, name

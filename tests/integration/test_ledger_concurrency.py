@@ -27,7 +27,7 @@ async def test_200_concurrent_requests_never_overspend(
         limit = 50 * PER_REQUEST + PER_REQUEST // 2  # fits 50 requests, not 51
         await led.admin.set_budget("team", k.team_id, unit="usd", period="monthly", hard_limit=limit)
         # separate channels so the calls really arrive concurrently on several connections
-        clients = [LedgerClient(led.target, timeout_s=60) for _ in range(8)]
+        clients = [LedgerClient(led.target, timeout_s=60, service_token=led.service_token) for _ in range(8)]
 
         async def one(i: int) -> bool:
             c = clients[i % len(clients)]

@@ -13,6 +13,7 @@ import pytest
 
 from rationer.errors import RationerError
 from rationer.platform.net import free_port
+from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, make_key
@@ -24,7 +25,7 @@ def write_config(path: Path, backend: str, port: int, pg_dsn: str) -> Path:
         "[ledger]\n"
         f'listen = "127.0.0.1:{port}"\nbackend = "{backend}"\n'
         f'sqlite_path = "{path / "ledger.sqlite3"}"\npostgres_dsn = "{pg_dsn}"\n'
-        f'admin_token = "{ADMIN_TOKEN}"\n',
+        f'admin_token = "{ADMIN_TOKEN}"\nservice_token = "{SERVICE_TOKEN}"\n',
         encoding="utf-8",
     )
     return cfg
@@ -61,7 +62,7 @@ async def test_acknowledged_commits_survive_sigkill(
         async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
             k = await make_key(admin)
             await admin.set_budget("key", k.key_id, unit="tokens", period="lifetime", hard_limit=10**12)
-        async with LedgerClient(target, timeout_s=5) as c:
+        async with LedgerClient(target, timeout_s=5, service_token=SERVICE_TOKEN) as c:
 
             async def worker(w: int) -> None:
                 for i in range(10_000):
@@ -85,7 +86,8 @@ async def test_acknowledged_commits_survive_sigkill(
             await proc.wait()
     proc = await start_ledger(cfg, port)
     try:
-        async with LedgerAdminClient(target, ADMIN_TOKEN) as admin, LedgerClient(target) as c:
+        async with LedgerAdminClient(target, ADMIN_TOKEN) as admin, \
+                LedgerClient(target, service_token=SERVICE_TOKEN) as c:
             charges = await admin.list_events(kind="charge")
             by_id = {e.event_id for e in charges}
             assert set(acked.values()) <= by_id, "an acknowledged commit was lost"

@@ -12,6 +12,7 @@ import pytest
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
+from rationer.platform.client import internal_channel
 from services.ledger import ops_data
 from services.ledger.client import LedgerClient
 from services.ledger.money import period_bounds
@@ -146,7 +147,7 @@ async def test_hierarchy_denial_names_limit_and_reset(settings: LedgerSettings) 
         ok = await led.client.authorize(k.key_id, "local-small", prompt_tokens=2000, max_completion_tokens=1000)
         assert ok.soft_alerts == (f"budget:org:{k.org_id}:tokens:daily",)
         assert await led.admin.list_events(kind="soft_alert")
-        stub = pb_grpc.LedgerServiceStub(grpc.aio.insecure_channel(led.target))
+        stub = pb_grpc.LedgerServiceStub(internal_channel(led.target, led.service_token))
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.Authorize(pb.AuthorizeRequest(key_id=k.key_id, tier="local-small",
                                                      estimated_prompt_tokens=1500, max_completion_tokens=600))

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rationer.platform.net import free_port
+from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, make_key
@@ -36,6 +37,7 @@ async def _serve(tmp_path: Path, env: dict[str, str]) -> tuple[asyncio.subproces
     # the TOML says console logs and a wrong port; the environment overrides both
     cfg.write_text(
         f'[ledger]\nlisten = "127.0.0.1:1"\nsqlite_path = "{db}"\nadmin_token = "{ADMIN_TOKEN}"\n'
+        f'service_token = "{SERVICE_TOKEN}"\n'
         '[ledger.logging]\nformat = "console"\n',
         encoding="utf-8",
     )
@@ -97,7 +99,7 @@ async def test_sigterm_lets_in_flight_call_finish(tmp_path: Path) -> None:
         # Hold SQLite's write lock from outside, so the next Authorize is stuck in flight.
         blocker = sqlite3.connect(db, isolation_level=None, timeout=10)
         blocker.execute("BEGIN IMMEDIATE")
-        async with LedgerClient(target, timeout_s=30) as c:
+        async with LedgerClient(target, timeout_s=30, service_token=SERVICE_TOKEN) as c:
             call = asyncio.create_task(
                 c.authorize(k.key_id, "local-small", prompt_tokens=5, max_completion_tokens=5)
             )

@@ -22,6 +22,7 @@ from aiohttp import web
 from rationer.errors import Unavailable
 from rationer.platform.net import free_port
 from rationer.platform.server import start
+from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.main import close_deps, open_deps
 from services.ledger.models import UsageEvent
@@ -55,7 +56,7 @@ async def _slow_upstream(port: int) -> web.AppRunner:
 
 async def _ledger(tmp_path: Path, port: int, **overrides: Any) -> tuple[object, object]:
     deps = await open_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
-    server, _ = create_ledger(f"127.0.0.1:{port}", deps)
+    server, _ = create_ledger(f"127.0.0.1:{port}", deps, service_token=SERVICE_TOKEN)
     await start(server)
     return server, deps
 
@@ -65,7 +66,7 @@ def _router_settings(ledger: str, upstream_port: int, journal: Path) -> RouterSe
         "ledger_address": ledger, "cache_address": "", "worker_addresses": [],
         "tiers": [{"name": "frontier", "kind": "frontier", "rank": 0, "model": "slow",
                    "base_url": f"http://127.0.0.1:{upstream_port}/v1", "max_retries": 0}],
-        "settlement_journal": str(journal),
+        "settlement_journal": str(journal), "service_token": SERVICE_TOKEN,
     })  # fmt: skip
 
 

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 import pytest_asyncio
 
 from rationer.errors import ResourceExhausted
+from rationer.platform.client import internal_channel
 from services.slm_worker.client import ChatMessage, GenerationParams, StreamChunk, WorkerClient
 from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
@@ -51,7 +51,7 @@ async def test_cancelled_stream_frees_its_slot(worker: RunningWorker) -> None:
 async def test_client_disconnect_frees_its_slot(worker: RunningWorker) -> None:
     pool = worker.worker.model(SMOLLM2).pool
     before = pool.finished["cancelled"]
-    channel = grpc.aio.insecure_channel(worker.target)
+    channel = internal_channel(worker.target, worker.service_token)
     client = WorkerClient(channel)
     stream = client.generate_stream("local-small", STORY, LONG)
     await anext(stream)

@@ -15,6 +15,8 @@ import pytest_asyncio
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.errors import FailedPrecondition, InvalidArgument
+from rationer.platform.client import internal_channel
+from rationer.platform.testing import SERVICE_TOKEN
 from services.slm_worker.client import ChatMessage, GenerationParams
 from services.slm_worker.loader import build_worker
 from services.slm_worker.registry import resolve_model_path
@@ -80,7 +82,7 @@ def _raw_request(content: bytes) -> bytes:
 async def test_invalid_utf8_on_the_wire_is_invalid_argument(worker: RunningWorker, method: str) -> None:
     # A client that skips protobuf's own checks can still send such bytes.
     payload = _raw_request(b"bad \xff\xfe utf8")
-    async with grpc.aio.insecure_channel(worker.target) as channel:
+    async with internal_channel(worker.target, worker.service_token) as channel:
         path = f"/rationer.worker.v1.WorkerService/{method}"
         if method == "GenerateStream":
             call = channel.unary_stream(path)(payload, timeout=10)  # type: ignore[call-arg]
@@ -126,6 +128,7 @@ def test_truncated_gguf_makes_the_worker_exit_nonzero(tmp_path: Path) -> None:
         f"[[worker.models]]\nname = 'broken'\ntier = 'local-large'\npath = '{truncated}'\nn_ctx = 128\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATIONER_")}
+    env["RATIONER_SERVICE_TOKEN"] = SERVICE_TOKEN
     proc = subprocess.run(
         [sys.executable, "-m", "rationer.cli.main", "serve", "slm-worker", "--config", str(config)],
         capture_output=True,

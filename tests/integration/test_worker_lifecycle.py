@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rationer.errors import Unavailable
+from rationer.platform.testing import SERVICE_TOKEN
 from services.slm_worker.client import ChatMessage, GenerationParams, WorkerClient
 from services.slm_worker.testing import running_worker, smollm2_settings
 
@@ -68,6 +69,7 @@ async def test_sigterm_drains_the_cli_worker_process(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATIONER_")}
     env["RATIONER_WORKER__WORKER_ID"] = "cli-worker-1"  # env overrides the TOML file
+    env["RATIONER_SERVICE_TOKEN"] = SERVICE_TOKEN  # one variable for every service
     proc = subprocess.Popen(
         [sys.executable, "-m", "rationer.cli.main", "serve", "slm-worker", "--config", str(config)],
         stderr=subprocess.PIPE,
@@ -79,7 +81,7 @@ async def test_sigterm_drains_the_cli_worker_process(tmp_path: Path) -> None:
         port = await asyncio.to_thread(_serving_port, proc)
         target = f"127.0.0.1:{port}"
         assert await _health(target) == health_pb2.HealthCheckResponse.SERVING
-        async with WorkerClient(target) as client:
+        async with WorkerClient(target, service_token=SERVICE_TOKEN) as client:
             assert (await client.list_models()).worker_id == "cli-worker-1"
             stream = client.generate_stream("smol", STORY, GenerationParams(max_tokens=24, temperature=0))
             await anext(stream)
@@ -115,7 +117,7 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_models_load
     monkeypatch.setattr(worker_main, "serve_until_signal", until_stopped)
     port = free_port()
     target = f"127.0.0.1:{port}"
-    task = asyncio.ensure_future(worker_main.run(smollm2_settings(listen=target)))
+    task = asyncio.ensure_future(worker_main.run(smollm2_settings(listen=target, service_token=SERVICE_TOKEN)))
     try:
         for _ in range(500):  # the port opens before the models load
             try:
@@ -124,7 +126,7 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_models_load
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.02)
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-        async with WorkerClient(target) as client:
+        async with WorkerClient(target, service_token=SERVICE_TOKEN) as client:
             with pytest.raises(Unavailable, match="still loading"):
                 await client.generate("local-small", STORY, GenerationParams(max_tokens=2))
             loading.set()

@@ -20,11 +20,10 @@ async def test_load_gauges_follow_busy_slots() -> None:
         assert 'rationer_worker_busy_slots{model="smollm2-135m-instruct",tier="local-small"} 0.0' in idle
 
         msgs = [common_pb2.ChatMessage(role="user", content="Count slowly from one to fifty.")]
-        import grpc
-
         from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
+        from rationer.platform.client import internal_channel
 
-        async with grpc.aio.insecure_channel(w.target) as ch:
+        async with internal_channel(w.target, w.service_token) as ch:
             stub = worker_pb2_grpc.WorkerServiceStub(ch)
             call = stub.GenerateStream(
                 worker_pb2.GenerateRequest(model="local-small", messages=msgs,

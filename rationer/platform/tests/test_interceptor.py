@@ -23,6 +23,7 @@ RAISES: dict[str, Exception] = {
         resets_at=datetime(2026, 12, 1, tzinfo=UTC), retry_after_s=12.5,
     ),
     "bug": ZeroDivisionError("division by zero"),
+    "echo": errors.NotFound(f"no tenant {'ꙮ' * 300_000!r}"),
 }
 
 
@@ -41,7 +42,7 @@ def _register(server: grpc.aio.Server) -> None:
 
 @pytest.fixture
 async def channel() -> Any:
-    server, port = build_server("127.0.0.1:0", service="test", service_names=(), register=_register)
+    server, port = build_server("127.0.0.1:0", service="test", service_names=(), register=_register, credential=None)
     await start(server)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield ch
@@ -72,6 +73,16 @@ async def test_domain_errors_map_to_status(channel: grpc.aio.Channel, name: str,
         assert trailers["retry-after"] == "12.500"
     else:
         assert "x-rationer-limit" not in trailers
+
+
+async def test_a_huge_message_is_cut_so_the_client_still_gets_the_status(channel: grpc.aio.Channel) -> None:
+    # Uncut, the trailer would exceed the client's 16 KiB metadata limit and it
+    # would see RESOURCE_EXHAUSTED "Stream removed" instead of NOT_FOUND.
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await channel.unary_unary("/test.Errors/Raise", None, None)(b"echo")
+    details = exc.value.details() or ""
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    assert details.startswith("no tenant 'ꙮꙮ") and details.endswith("characters, cut)") and len(details) <= 1000
 
 
 async def test_success_passes_through(channel: grpc.aio.Channel) -> None:
