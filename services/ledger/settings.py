@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rationer.platform.secrets import read_secret
 from rationer.platform.settings import ServiceSettings
 
 
@@ -52,6 +53,9 @@ class LedgerSettings(ServiceSettings):
     # Bearer token for LedgerAdminService; admin API keys also count. None and
     # no admin key: admin RPCs are refused.
     admin_token: str | None = None
+    # The same token read from a 0600 file, so the config file itself holds no
+    # secret (what `rationer up` writes). Set one of the two, not both.
+    admin_token_file: Path | None = None
     reservation_ttl_s: float = Field(300.0, gt=0)
     max_reservation_ttl_s: float = Field(3600.0, gt=0)
     sweep_interval_s: float = Field(30.0, gt=0)
@@ -62,3 +66,13 @@ class LedgerSettings(ServiceSettings):
     default_soft_fraction: float = Field(0.8, gt=0, le=1)
     reference_tier: str = "frontier"
     prices: list[PriceSetting] = Field(default_factory=lambda: list(DEFAULT_PRICES))
+
+    @model_validator(mode="after")
+    def _load_admin_token_file(self) -> LedgerSettings:
+        if self.admin_token_file is not None:
+            token = read_secret(self.admin_token_file, "ledger admin_token_file")
+            # Equal values: these settings were dumped and validated again.
+            if self.admin_token and self.admin_token != token:
+                raise ValueError("set ledger admin_token or admin_token_file, not both")
+            self.admin_token = token
+        return self

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rationer.platform.secrets import read_secret
 from rationer.platform.settings import ServiceSettings
 
 
@@ -23,6 +24,19 @@ class TierSettings(BaseModel):
     base_url: str = ""
     api_key: str = ""
     max_retries: int = 2
+    # The key read from a 0600 file instead (`rationer up` writes one), so
+    # the config file holds no secret. Set one of the two, not both.
+    api_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load_api_key_file(self) -> TierSettings:
+        if self.api_key_file is not None:
+            key = read_secret(self.api_key_file, f"tier {self.name} api_key_file")
+            # Equal values: these settings were dumped and validated again.
+            if self.api_key and self.api_key != key:
+                raise ValueError(f"tier {self.name}: set api_key or api_key_file, not both")
+            self.api_key = key
+        return self
 
 
 class PressureSettings(BaseModel):
