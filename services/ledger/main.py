@@ -70,5 +70,6 @@ async def run(s: LedgerSettings) -> None:
 
 def main(config: Path | None = None) -> None:
     settings = load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ)
-    configure_logging(settings.logging.format, settings.logging.level)
+    # The admin token is scrubbed from every log line, whatever its format.
+    configure_logging(settings.logging.format, settings.logging.level, secrets=[settings.admin_token])
     asyncio.run(run(settings))

@@ -207,5 +207,6 @@ async def serve(settings: RouterSettings) -> None:
 
 def main(config: Path | None = None) -> None:
     settings = load_settings(RouterSettings, "router", toml_path=config, environ=os.environ)
-    configure_logging(settings.logging.format, settings.logging.level)
+    # Frontier keys are scrubbed from every log line, whatever their format.
+    configure_logging(settings.logging.format, settings.logging.level, secrets=[t.api_key for t in settings.tiers])
     asyncio.run(serve(settings))
