@@ -62,6 +62,9 @@ class HttpSettings(BaseModel):
     max_embedding_inputs: int = Field(default=256, gt=0)
     # How long in-flight requests get to finish on shutdown.
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    # A request body must arrive within this long once the handler reads it;
+    # a stalled upload gets 408 and its connection is closed (docs/http.md).
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
 
 def default_tiers() -> list[TierSettings]:
