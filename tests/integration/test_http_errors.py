@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from logcheck import sensitive
 from openai.types.chat import ChatCompletionMessageParam
 from stack import Stack, frontier_tiers, running_stack
 
@@ -22,6 +23,7 @@ from services.router.http import start_http
 from services.router.settings import HttpSettings, TierSettings
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello in three words."}]
+sensitive("Say hello in three words.", "Write a long story about a cat.")  # never in a log (tests/logcheck.py)
 
 
 @pytest.fixture(scope="module")
