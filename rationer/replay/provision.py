@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rationer.errors import FailedPrecondition, InvalidArgument
+from rationer.platform.secrets import write_private
 from rationer.replay.trace import Trace
 
 NANO = 1_000_000_000
@@ -49,9 +50,8 @@ class KeyBook:
         return entry
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"ledger": self.ledger, "org_ids": self.org_ids,
-                                    "keys": {k: asdict(v) for k, v in self.keys.items()}}, indent=1))  # fmt: skip
-        path.chmod(0o600)
+        write_private(path, json.dumps({"ledger": self.ledger, "org_ids": self.org_ids,
+                                        "keys": {k: asdict(v) for k, v in self.keys.items()}}, indent=1))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> KeyBook:

@@ -56,5 +56,6 @@ def main(config: Path | None = None) -> None:
         )
     except InvalidArgument as exc:
         raise SystemExit(f"cache: refusing to start: {exc.message}") from None
-    configure_logging(settings.logging.format, settings.logging.level)
+    # The service token is scrubbed from every log line, whatever its format.
+    configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
     asyncio.run(run(settings))

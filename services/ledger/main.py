@@ -83,5 +83,7 @@ def main(config: Path | None = None) -> None:
         )
     except InvalidArgument as exc:
         raise SystemExit(f"ledger: refusing to start: {exc.message}") from None
-    configure_logging(settings.logging.format, settings.logging.level)
+    # The admin and service tokens are scrubbed from every log line, whatever its format.
+    configure_logging(settings.logging.format, settings.logging.level,
+                      secrets=[settings.admin_token, service_token_of(settings)])  # fmt: skip
     asyncio.run(run(settings))

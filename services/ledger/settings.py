@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rationer.platform.secrets import read_secret
 from rationer.platform.settings import ServiceSettings
 
 
@@ -57,6 +58,9 @@ class LedgerSettings(ServiceSettings):
     # Bearer token for LedgerAdminService; admin API keys also count. None and
     # no admin key: admin RPCs are refused.
     admin_token: str | None = None
+    # The same token read from a 0600 file, so the config file itself holds no
+    # secret (what `rationer up` writes). Set one of the two, not both.
+    admin_token_file: Path | None = None
     reservation_ttl_s: float = Field(300.0, gt=0)
     max_reservation_ttl_s: float = Field(3600.0, gt=0)
     sweep_interval_s: float = Field(30.0, gt=0)
@@ -76,3 +80,13 @@ class LedgerSettings(ServiceSettings):
         if any(p.tier == "embeddings" for p in prices):
             return prices
         return [*prices, *(p for p in DEFAULT_PRICES if p.tier == "embeddings")]
+
+    @model_validator(mode="after")
+    def _load_admin_token_file(self) -> LedgerSettings:
+        if self.admin_token_file is not None:
+            token = read_secret(self.admin_token_file, "ledger admin_token_file")
+            # Equal values: these settings were dumped and validated again.
+            if self.admin_token and self.admin_token != token:
+                raise ValueError("set ledger admin_token or admin_token_file, not both")
+            self.admin_token = token
+        return self

@@ -69,8 +69,28 @@ def _payload(model: str, messages: Sequence[Message], params: GenParams, stream:
 # the router's ids are not UUIDs when a caller supplied its own.
 
 
+def _upstream_detail(text: str) -> str:
+    """The provider's own error message, never its raw body.
+
+    Error messages reach the caller and the router's log; a raw body (an HTML
+    page from a proxy, a validation error listing the input) can echo the
+    prompt or the gateway's credentials back.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return f"(a {len(text)}-byte body that is not JSON)"
+    err = data.get("error") if isinstance(data, dict) else None
+    message = err.get("message") if isinstance(err, dict) else err
+    if not isinstance(message, str) and isinstance(data, dict):
+        message = data.get("detail")
+    if isinstance(message, str) and message:
+        return message[:300]
+    return f"(a {len(text)}-byte body without an error message)"
+
+
 def _error_for(status: int, text: str, retry_after: str | None) -> RationerError:
-    detail = text[:300]
+    detail = _upstream_detail(text)
     if status == 400:
         return InvalidArgument(f"frontier rejected the request: {detail}")
     if status in (401,):

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
-from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError, Unauthenticated
+from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError
 from services.router.core import RouterCore
 from services.router.http_embeddings import BatchEmbedder, Billing, embeddings
 from services.router.http_errors import (
@@ -34,6 +34,16 @@ from services.router.http_errors import (
     json_error,
     sse_error,
 )
+from services.router.http_input import (
+    bearer_key,
+    parse_json,
+    quiet_protocol_errors,
+    read_body,
+    text_header,
+    timeout_header,
+    token_list_header,
+)
+from services.router.http_openapi import openapi_document
 from services.router.http_schema import ChunkWriter, completion_body, parse_chat, route_headers
 from services.router.request_ids import check_request_id
 from services.router.settings import HttpSettings
@@ -57,16 +67,6 @@ RID = web.RequestKey("rid", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def api_key(request: web.Request) -> str:
-    raw = request.headers.get("Authorization")
-    if raw is None:
-        raise Unauthenticated("missing Authorization header; send 'Authorization: Bearer <rationer key>'")
-    scheme, _, token = raw.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("malformed Authorization header; expected 'Bearer <rationer key>'")
-    return token.strip()
-
-
 def _route_name(request: web.Request) -> str:
     info = request.match_info
     route = info.route if info is not None else None
@@ -83,6 +83,7 @@ class FrontDoor:
         self.embedder: BatchEmbedder = embedder if embedder is not None else core.embedder  # type: ignore[assignment]
         self.draining = False
         self._cors = set(settings.cors_origins)
+        self._openapi = json.dumps(openapi_document(core.limits, settings)).encode()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
@@ -96,6 +97,7 @@ class FrontDoor:
         for path in ("/ready", "/readyz"):
             app.router.add_get(path, self.ready)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/openapi.json", self.openapi)
         return app
 
     # ---- middleware: request id, errors, metrics, CORS ---------------------
@@ -119,6 +121,8 @@ class FrontDoor:
                 resp = await self._guarded(request, handler, rid)
         if not resp.prepared:
             self._add_cors(request, resp)
+            if resp.keep_alive is False:
+                await _send_and_close(request, resp)
         route = _route_name(request)
         HTTP_REQUESTS.labels(route, request.method, str(resp.status)).inc()
         HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
@@ -163,8 +167,9 @@ class FrontDoor:
         return web.Response(status=204, headers={
             "Access-Control-Allow-Origin": origin if "*" not in self._cors else "*",
             "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": request.headers.get(
-                "Access-Control-Request-Headers", "authorization, content-type"),
+            # Echoed only when it is a plain list of header names.
+            "Access-Control-Allow-Headers": token_list_header(
+                request, "Access-Control-Request-Headers", "authorization, content-type"),
             "Access-Control-Max-Age": "600",
             "Vary": "Origin",
         })  # fmt: skip
@@ -172,24 +177,11 @@ class FrontDoor:
     # ---- helpers ------------------------------------------------------------
 
     async def _json(self, request: web.Request) -> Any:
-        raw = await request.read()
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HttpError(400, f"the request body is not valid JSON: {exc}") from exc
+        return parse_json(await read_body(request, self.settings.body_timeout_s))
 
     def _deadline(self, request: web.Request) -> float:
-        timeout = self.settings.request_timeout_s
-        raw = request.headers.get("x-rationer-timeout")
-        if raw is not None:
-            try:
-                timeout = float(raw)
-            except ValueError:
-                raise InvalidArgument(f"x-rationer-timeout is {raw!r}; send seconds as a number") from None
-            if not timeout > 0:
-                raise InvalidArgument("x-rationer-timeout must be a positive number of seconds")
-            timeout = min(timeout, self.settings.request_timeout_s)
-        return time.monotonic() + timeout
+        asked = timeout_header(request, self.settings.request_timeout_s)
+        return time.monotonic() + (asked if asked is not None else self.settings.request_timeout_s)
 
     @staticmethod
     def _no_cache(request: web.Request) -> bool:
@@ -201,10 +193,11 @@ class FrontDoor:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         # A bad key is 401 before any body is read (the core's own check then
         # hits the auth cache).
-        await self.core.auth.principal(api_key(request))
-        body = await self._json(request)
-        call = parse_chat(body, project=request.headers.get("x-rationer-project", ""), no_cache=self._no_cache(request))
-        key, rid, deadline = api_key(request), request[RID], self._deadline(request)
+        key = bearer_key(request)
+        await self.core.auth.principal(key)
+        project, deadline = text_header(request, "x-rationer-project"), self._deadline(request)
+        call = parse_chat(await self._json(request), project=project, no_cache=self._no_cache(request))
+        rid = request[RID]
         if call.stream:
             events = stream_completion(self.core, key, call.request, request_id=rid, deadline=deadline,
                                        allow_restart=call.allow_restart)  # fmt: skip
@@ -269,11 +262,11 @@ class FrontDoor:
         return [{"id": i, "object": "model", "created": 0, "owned_by": "rationer"} for i in ids]
 
     async def models(self, request: web.Request) -> web.Response:
-        principal = await self.core.auth.principal(api_key(request))
+        principal = await self.core.auth.principal(bearer_key(request))
         return web.json_response({"object": "list", "data": self._model_list(principal.allowed_tiers)})
 
     async def model(self, request: web.Request) -> web.Response:
-        principal = await self.core.auth.principal(api_key(request))
+        principal = await self.core.auth.principal(bearer_key(request))
         wanted = request.match_info["model"]
         for entry in self._model_list(principal.allowed_tiers):
             if entry["id"] == wanted:
@@ -282,7 +275,7 @@ class FrontDoor:
                         code="model_not_found", param="model")  # fmt: skip
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        principal = await self.core.auth.principal(api_key(request))
+        principal = await self.core.auth.principal(bearer_key(request))
         body = await self._json(request)
         bill = Billing(self.core.ledger, self.core.settler, principal, request[RID],
                        request.headers.get("x-rationer-project", ""))  # fmt: skip
@@ -302,6 +295,22 @@ class FrontDoor:
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+
+async def _send_and_close(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send a refusal whose body cannot be read on (stalled, undecodable), then close.
+
+    Left to aiohttp, the connection would first be drained for the lingering
+    time, holding a stalled client past the body timeout.
+    """
+    with contextlib.suppress(ConnectionError):
+        await resp.prepare(request)
+        await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # after the buffered response is flushed
 
 
 class HttpRunner:
@@ -335,8 +344,14 @@ async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: Batc
     """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
     door = FrontDoor(core, settings, embedder=embedder)
     # handler_cancellation: a client that disconnects cancels its handler, so
-    # generation stops at once and is settled for what it produced.
-    runner = web.AppRunner(door.application(), handler_cancellation=True, access_log=None)
+    # generation stops at once and is settled for what it produced. The body
+    # timeout also bounds a connection that stalls in its headers or sits idle
+    # (keepalive_timeout), and how long an unread body is drained after a
+    # refusal (lingering_time), so no connection is held open past it.
+    quiet_protocol_errors()
+    runner = web.AppRunner(door.application(), handler_cancellation=True, access_log=None,
+                           keepalive_timeout=settings.body_timeout_s,
+                           lingering_time=min(settings.body_timeout_s, 10.0))  # fmt: skip
     await runner.setup()
     host, port = split_listen(settings.listen)
     site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=settings.shutdown_timeout_s)

@@ -45,14 +45,28 @@ UPSTREAM_MAIN = "from services.router.http_bench import serve_upstream; serve_up
 
 
 def upstream_app() -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        model = body.get("model", MODEL)
+        usage = {"prompt_tokens": 24, "completion_tokens": 10, "total_tokens": 34}
+        if body.get("stream"):  # OpenAI's SSE shape, with include_usage's last chunk
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            chunks: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ANSWER},
+                                    "finish_reason": None}]},
+                      {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                      {"choices": [], "usage": usage}]  # fmt: skip
+            for c in chunks:
+                chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": model, **c}
+                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
         return web.json_response({
             "id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", MODEL),
+            "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 24, "completion_tokens": 10, "total_tokens": 34},
+            "usage": usage,
         })  # fmt: skip
 
     async def models(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,12 +61,15 @@ def parse_inputs(body: Any, max_inputs: int) -> tuple[list[str], str]:
             raise InvalidArgument(f"input[{i}] is empty; every input needs text to embed")
         if len(t) > MAX_INPUT_CHARS:
             raise InvalidArgument(f"input[{i}] has {len(t)} characters; at most {MAX_INPUT_CHARS}")
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise InvalidArgument(f"encoding_format is {fmt!r}; use 'float' or 'base64'")
+    fmt = body.get("encoding_format")
+    fmt = "float" if fmt is None else fmt
+    if not isinstance(fmt, str) or fmt not in ("float", "base64"):
+        raise InvalidArgument(f"encoding_format is {json.dumps(fmt)[:40]}; use 'float' or 'base64'")
     dims = body.get("dimensions")
-    if dims is not None and dims != DIM:
-        raise InvalidArgument(f"dimensions is {dims!r}; {MODEL_ID} produces {DIM}-dimensional vectors only")
+    if dims is not None and (isinstance(dims, bool) or dims != DIM):
+        raise InvalidArgument(
+            f"dimensions is {json.dumps(dims)[:40]}; {MODEL_ID} produces {DIM}-dimensional vectors only"
+        )
     return texts, fmt
 
 

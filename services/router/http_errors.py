@@ -52,9 +52,11 @@ class HttpError(Exception):
     """A failure found in the HTTP layer itself (malformed JSON, body too big)."""
 
     def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None) -> None:  # fmt: skip
+                 code: str | None = None, param: str | None = None, close: bool = False) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        # The connection cannot be reused (an unread or undecodable body).
+        self.close = close
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, object]:
@@ -130,7 +132,10 @@ def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> 
 
 def http_error_response(exc: HttpError, request_id: str = "") -> web.Response:
     headers = {"x-request-id": request_id} if request_id else {}
-    return json_error(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
+    resp = json_error(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
+    if exc.close:
+        resp.force_close()
+    return resp
 
 
 def json_error(status: int, body: dict[str, object], headers: dict[str, str]) -> web.Response:

@@ -22,6 +22,8 @@ FINISH = {"stop": "stop", "length": "length"}
 # what the caller asked for. Sampling knobs the backends lack (presence and
 # frequency penalties, logit_bias) are ignored instead; see docs/http.md.
 _UNSUPPORTED_TRUTHY = ("tools", "functions", "logprobs", "top_logprobs", "audio", "prediction")
+# `seed` travels as a protobuf int64 to the workers.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -87,21 +89,29 @@ def _stop(raw: Any) -> tuple[str, ...]:
 def _max_tokens(body: dict[str, Any]) -> int:
     newer = _opt(body, "max_completion_tokens", (int,), "a positive integer")
     older = _opt(body, "max_tokens", (int,), "a positive integer")
+    for name, given in (("max_completion_tokens", newer), ("max_tokens", older)):
+        if given is not None and given < 1:
+            raise InvalidArgument(f"{name} is {str(given)[:30]}; it must be at least 1")
     value = newer if newer is not None else older
-    if value is None:
-        return 0  # the core fills its default
-    if value < 1:
-        raise InvalidArgument(f"max_tokens is {value}; it must be at least 1")
-    return int(value)
+    return 0 if value is None else int(value)  # 0: the core fills its default
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed: int | None = _opt(body, "seed", (int,), "an integer")
+    if seed is not None and not INT64_MIN <= seed <= INT64_MAX:
+        raise InvalidArgument(
+            f"'seed' is {str(seed)[:30]}; it must fit in a signed 64-bit integer ({INT64_MIN}..{INT64_MAX})"
+        )
+    return seed
 
 
 def _check_unsupported(body: dict[str, Any]) -> None:
     for name in _UNSUPPORTED_TRUTHY:
         if body.get(name):
             raise InvalidArgument(f"'{name}' is not supported by this gateway; remove it from the request")
-    n = body.get("n")
+    n = _opt(body, "n", (int,), "the integer 1")
     if n is not None and n != 1:
-        raise InvalidArgument(f"'n' is {n}; the gateway returns exactly one choice (n=1)")
+        raise InvalidArgument(f"'n' is {str(n)[:20]}; the gateway returns exactly one choice (n=1)")
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type", "text") != "text"):
         raise InvalidArgument("'response_format' other than {'type': 'text'} is not supported")
@@ -115,7 +125,7 @@ def parse_chat(body: Any, *, project: str = "", no_cache: bool = False) -> ChatC
     model = _opt(body, "model", (str,), "a string ('auto', a tier or a model name)") or "auto"
     temperature = _opt(body, "temperature", (int, float), "a number")
     top_p = _opt(body, "top_p", (int, float), "a number")
-    seed = _opt(body, "seed", (int,), "an integer")
+    seed = _seed(body)
     stream = bool(_opt(body, "stream", (bool,), "true or false"))
     options = _opt(body, "stream_options", (dict,), "an object") or {}
     if options and not stream:

@@ -236,5 +236,7 @@ def main(config: Path | None = None) -> None:
         )
     except InvalidArgument as exc:
         raise SystemExit(f"router: refusing to start: {exc.message}") from None
-    configure_logging(settings.logging.format, settings.logging.level)
+    # Frontier keys and the service token are scrubbed from every log line, whatever its format.
+    configure_logging(settings.logging.format, settings.logging.level,
+                      secrets=[service_token_of(settings), *(t.api_key for t in settings.tiers)])  # fmt: skip
     asyncio.run(serve(settings))

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rationer.platform.secrets import read_secret
 from rationer.platform.settings import ServiceSettings
 
 
@@ -53,6 +54,19 @@ class TierSettings(BaseModel):
     # for the chat template (docs/router.md, "How holds are sized").
     hold_template_tokens_per_message: int = Field(default=16, ge=0)
     hold_template_tokens_fixed: int = Field(default=128, ge=0)
+    # The key read from a 0600 file instead (`rationer up` writes one), so
+    # the config file holds no secret. Set one of the two, not both.
+    api_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load_api_key_file(self) -> TierSettings:
+        if self.api_key_file is not None:
+            key = read_secret(self.api_key_file, f"tier {self.name} api_key_file")
+            # Equal values: these settings were dumped and validated again.
+            if self.api_key and self.api_key != key:
+                raise ValueError(f"tier {self.name}: set api_key or api_key_file, not both")
+            self.api_key = key
+        return self
 
 
 class PressureSettings(BaseModel):
@@ -78,6 +92,9 @@ class HttpSettings(BaseModel):
     max_embedding_inputs: int = Field(default=256, gt=0)
     # How long in-flight requests get to finish on shutdown.
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    # A request body must arrive within this long once the handler reads it;
+    # a stalled upload gets 408 and its connection is closed (docs/http.md).
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
 
 def default_tiers() -> list[TierSettings]:

@@ -65,7 +65,8 @@ def main(config: Path | None = None) -> int:
     except RationerError as exc:
         print(f"slm-worker: refusing to start: {exc.message}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging.format, settings.logging.level)
+    # The service token is scrubbed from every log line, whatever its format.
+    configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
     try:
         asyncio.run(run(settings))
     except RationerError as exc:

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from logcheck import sensitive
 from openai._legacy_response import LegacyAPIResponse
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from stack import Stack, running_stack
@@ -23,6 +24,7 @@ from stack import Stack, running_stack
 from rationer.api.ledger.v1 import ledger_pb2
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello in three words."}]
+sensitive("Say hello in three words.", "Name the capital of France in one word.")  # never in a log (tests/logcheck.py)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from logcheck import sensitive
 from openai.types.chat import ChatCompletionMessageParam
 from stack import Stack, frontier_tiers, running_stack
 
@@ -25,6 +26,7 @@ from services.router.http import start_http
 from services.router.settings import HttpSettings, TierSettings
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello in three words."}]
+sensitive("Say hello in three words.", "Write a long story about a cat.")  # never in a log (tests/logcheck.py)
 
 
 @pytest.fixture(scope="module")

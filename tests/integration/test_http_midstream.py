@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from logcheck import sensitive
 from stack import Stack, running_stack
 
 from rationer.errors import DeadlineExceeded, Unavailable
@@ -30,6 +31,7 @@ from services.router.model_types import GenParams, Message
 from services.router.settings import TierSettings
 
 STORY = [{"role": "user", "content": "Tell me a short story about a lighthouse."}]
+sensitive(STORY[0]["content"])  # never in a log (tests/logcheck.py)
 
 
 class DyingUpstream:
