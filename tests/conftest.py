@@ -17,7 +17,7 @@ import pytest
 # The log-secrets check (tests/logcheck.py): in-process services log at DEBUG
 # into the session's temp dir, and every *.log there is scanned at the end for
 # keys, bearer tokens and the prompts tests registered with `sensitive`.
-from logcheck import pytest_sessionfinish, pytest_sessionstart, service_log  # noqa: F401
+from logcheck import _services_log_at_debug, pytest_sessionfinish, pytest_sessionstart, service_log  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import TextIO
 
 import pytest
+import structlog
 
 SESSION_LOG = "in-process-services.log"
 KEY = re.compile(r"\brk-[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
 BEARER = re.compile(r"(?i)\bbearer\s+(?!\[REDACTED\]|<)[A-Za-z0-9._~+/=\-]{8,}")
 _sensitive: set[str] = set()
-_state: dict[str, Path] = {}
+_state: dict[str, object] = {}
 
 
 def sensitive(*values: str) -> None:
@@ -70,20 +71,40 @@ class _Tee:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    path = basetemp / SESSION_LOG
+    _state["basetemp"], _state["log"] = basetemp, path
+    _streams.append(_Tee(path.open("a", encoding="utf-8")))
+    _configure()
+
+
+_streams: list[_Tee] = []
+
+
+def _configure() -> None:
     from rationer.platform.logging import configure_logging
     from rationer.platform.testing import SERVICE_TOKEN
     from services.ledger.testing import ADMIN_TOKEN
 
-    basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-    path = basetemp / SESSION_LOG
-    _state["basetemp"], _state["log"] = basetemp, path
-    stream = _Tee(path.open("a", encoding="utf-8"))
-    configure_logging("console", "DEBUG", stream=stream, secrets=[ADMIN_TOKEN, SERVICE_TOKEN],
-                      cache=False)  # type: ignore[arg-type]
+    configure_logging("console", "DEBUG", stream=_streams[0], secrets=[ADMIN_TOKEN, SERVICE_TOKEN],  # type: ignore[arg-type]
+                      cache=False)  # fmt: skip
+    _state["config"] = structlog.get_config()["processors"]
     # The tests' own HTTP clients log request bodies at DEBUG: that is the
     # client's output, not the gateway's.
     logging.getLogger("openai").setLevel(logging.INFO)
     sensitive(ADMIN_TOKEN, SERVICE_TOKEN)
+
+
+@pytest.fixture(autouse=True)
+def _services_log_at_debug() -> None:
+    """Re-apply the session's logging if a test ran an entry point in-process.
+
+    CLI commands configure logging as entry points do (``rationer eval cache``
+    at WARNING, say); without this, every later test's service logs would
+    escape the scan.
+    """
+    if _streams and structlog.get_config()["processors"] is not _state.get("config"):
+        _configure()
 
 
 @dataclass(frozen=True)

@@ -68,5 +68,8 @@ async def test_secret_files_left_readable_by_an_older_version_are_tightened(tmp_
         (data / name).chmod(0o644)
     sup = Supervisor(options(data))
     assert admin_token(data) == "old-admin-token-123456"  # kept, not rotated
-    assert await sup.credentials() == {"demo_api_key": "x"}
+    creds = await sup.credentials()
+    # Kept as they were; a data dir from before the service token gains one.
+    assert creds["demo_api_key"] == "x" and set(creds) == {"demo_api_key", "service_token"}
+    assert creds["service_token"] == (data / "service_token").read_text().strip()
     assert [p.name for p in [data, *data.rglob("*")] if not is_private(p)] == []
