@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pytest
 import structlog
@@ -75,7 +75,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     path = basetemp / SESSION_LOG
     _state["basetemp"], _state["log"] = basetemp, path
     _streams.append(_Tee(path.open("a", encoding="utf-8")))
+    _never_cache_loggers()
     _configure()
+
+
+def _never_cache_loggers() -> None:
+    """In-process entry points (CLI commands run through CliRunner) configure
+    logging too. With structlog's cache_logger_on_first_use, a module logger
+    first used meanwhile would keep that level for the rest of the session,
+    whatever is configured later; so under the tests nothing is cached."""
+    import rationer.platform.logging as platform_logging
+
+    original = platform_logging.configure_logging
+
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        kwargs["cache"] = False
+        original(*args, **kwargs)
+
+    platform_logging.configure_logging = uncached  # type: ignore[assignment]
 
 
 _streams: list[_Tee] = []
@@ -88,7 +105,7 @@ def _configure() -> None:
 
     configure_logging("console", "DEBUG", stream=_streams[0], secrets=[ADMIN_TOKEN, SERVICE_TOKEN],  # type: ignore[arg-type]
                       cache=False)  # fmt: skip
-    _state["config"] = structlog.get_config()["processors"]
+    _state["config"] = (structlog.get_config()["processors"], logging.getLogger().handlers[:])
     # The tests' own HTTP clients log request bodies at DEBUG: that is the
     # client's output, not the gateway's.
     logging.getLogger("openai").setLevel(logging.INFO)
@@ -103,7 +120,11 @@ def _services_log_at_debug() -> None:
     at WARNING, say); without this, every later test's service logs would
     escape the scan.
     """
-    if _streams and structlog.get_config()["processors"] is not _state.get("config"):
+    root = logging.getLogger()
+    ours = _state.get("config")
+    now = (structlog.get_config()["processors"], root.handlers[:])
+    # A test's own restore may put back processors and handlers but not the level.
+    if _streams and (ours is None or now[0] is not ours[0] or now[1] != ours[1] or root.level != logging.DEBUG):
         _configure()
 
 
