@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rationer.api.ledger.v1 import ledger_pb2 as pb
+from rationer.cli.credentials import admin_credential
 from rationer.errors import InvalidArgument
 from services.ledger import convert as cv
 from services.ledger.admin_client import LedgerAdminClient
@@ -13,9 +14,8 @@ from services.ledger.report import period_range, render, usd
 
 
 def _need_token(token: str) -> str:
-    if not token:
-        raise InvalidArgument("admin credential missing: pass --admin-token or set RATIONER_ADMIN_TOKEN")
-    return token
+    # The option, RATIONER_ADMIN_TOKEN, or credentials.json; else UNAUTHENTICATED.
+    return admin_credential(token)
 
 
 async def create_key(ledger: str, token: str, org: str, team: str, user: str, service_account: str,

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file ([router] section).")]
 AddressOpt = Annotated[str, typer.Option("--address", envvar="RATIONER_ADDRESS", help="Router gRPC address.")]
-KeyOpt = Annotated[str, typer.Option("--api-key", envvar="RATIONER_API_KEY", help="Your Rationer API key.")]
+KeyOpt = Annotated[str, typer.Option("--api-key", envvar="RATIONER_API_KEY",
+                                     help="Your Rationer API key (default: the demo key in credentials.json).")]
 
 
 def serve(config: ConfigOpt = None) -> None:
@@ -80,9 +81,10 @@ def chat(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ask the gateway; prints the answer and the routing metadata."""
+    from rationer.cli.credentials import api_key as resolve_key
     from rationer.client import Answer, Client
 
-    with Client(address, api_key) as client:
+    with Client(address, resolve_key(api_key)) as client:
         if not stream:
             _print_answer(client.complete(prompt, model=model, max_tokens=max_tokens), as_json)
             return
@@ -110,13 +112,22 @@ def complete(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Complete a prompt read from a file (plain text, or a JSON list of {role, content})."""
+    from rationer.cli.credentials import api_key as resolve_key
     from rationer.client import Client
+    from rationer.errors import InvalidArgument
 
-    raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+    key = resolve_key(api_key)
+    try:
+        raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read --file {file}: {exc.strerror}") from None
     messages: Any = raw
     if raw.lstrip().startswith("["):
-        messages = json.loads(raw)
-    with Client(address, api_key) as client:
+        try:
+            messages = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument(f"--file {file} starts with '[' but is not JSON: {exc}") from None
+    with Client(address, key) as client:
         _print_answer(client.complete(messages, model=model, max_tokens=max_tokens), as_json)
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError
+from rationer.platform.ports import port_busy_error, port_in_use
 from services.router.core import RouterCore
 from services.router.http_embeddings import BatchEmbedder, Billing, embeddings
 from services.router.http_errors import (
@@ -355,7 +356,14 @@ async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: Batc
     await runner.setup()
     host, port = split_listen(settings.listen)
     site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=settings.shutdown_timeout_s)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if port_in_use(host, port):
+            raise port_busy_error(port, f"router HTTP listen {settings.listen}",
+                                  "stop what holds it, or choose another (rationer up --http-port N)") from exc
+        raise
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("http front door serving", host=host, port=bound)
     return HttpRunner(runner, door, host, int(bound))
