@@ -6,11 +6,15 @@ from collections.abc import Sequence
 
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.cli.credentials import admin_credential
-from rationer.errors import InvalidArgument
+from rationer.errors import InvalidArgument, RationerError
+from rationer.platform.money import usd_to_nano
 from services.ledger import convert as cv
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
-from services.ledger.report import period_range, render, usd
+from services.ledger.report import period_label, period_range, render, usd
+
+# The ledger's hard-limit ceiling (10**18 nano-USD), in the USD the operator types.
+MAX_USD_LIMIT = 1_000_000_000
 
 
 def _need_token(token: str) -> str:
@@ -67,7 +71,11 @@ def _budget_line(b: pb.Budget) -> str:
 async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | None, tokens: int | None,
                      period: str, soft: float) -> str:  # fmt: skip
     kind, scope_id = _parse_scope(scope)
-    unit, limit = ("usd", round(usd_limit * 1_000_000_000)) if usd_limit is not None else ("tokens", tokens or 0)
+    if usd_limit is not None and not 0 <= usd_limit <= MAX_USD_LIMIT:
+        raise InvalidArgument(f"--usd must be between 0 and {MAX_USD_LIMIT:,}, got {usd_limit:g}")
+    if tokens is not None and tokens < 0:
+        raise InvalidArgument(f"--tokens must be 0 or more, got {tokens:,}")
+    unit, limit = ("usd", usd_to_nano(usd_limit)) if usd_limit is not None else ("tokens", tokens or 0)
     if period not in cv.PERIOD_PB:
         raise InvalidArgument("--period must be daily, monthly or lifetime")
     async with LedgerAdminClient(ledger, _need_token(token)) as c:
@@ -82,10 +90,32 @@ async def show_budgets(ledger: str, token: str, scope: str) -> str:
     return "\n".join(_budget_line(b) for b in budgets) or "(no budgets)"
 
 
+def report_period(period: str) -> tuple[int | None, int | None, str]:
+    """``--period``: empty = the ledger's current month, ``today`` = its current day, else a fixed one."""
+    if not period:
+        return None, None, "monthly"
+    if period == "today":
+        return None, None, "daily"
+    start, end = period_range(period)
+    return start, end, ""
+
+
+async def _key_owners(ledger: str, token: str) -> dict[str, str] | None:
+    """key id -> who holds it, to label `--by key` rows (None for a non-admin reader)."""
+    try:
+        async with LedgerAdminClient(ledger, token) as c:
+            keys = await c.list_keys(include_revoked=True)
+    except RationerError:
+        return None
+    return {k.key_id: k.user_id or f"{k.team_id} service account {k.service_account}" for k in keys}
+
+
 async def chargeback(ledger: str, token: str, period: str, by: str, fmt: str) -> str:
     if by not in cv.GROUP_PB:
         raise InvalidArgument(f"--by must be one of {', '.join(cv.GROUP_PB)}")
-    start, end = period_range(period)
-    async with LedgerClient(ledger, bearer=_need_token(token)) as c:
-        rows = await c.usage(start_us=start, end_us=end, group_by=[by])
-    return render(rows, by, fmt, period)
+    start, end, current = report_period(period)
+    token = _need_token(token)
+    async with LedgerClient(ledger, bearer=token) as c:
+        rows, start, end = await c.usage_report(start_us=start, end_us=end, group_by=[by], current_period=current)
+    names = await _key_owners(ledger, token) if by == "key" else None
+    return render(rows, by, fmt, period_label(start, end), names)

@@ -58,6 +58,8 @@ def up(
 
 
 def _print_answer(answer: Any, as_json: bool) -> None:
+    from rationer.platform.money import usd_text
+
     r = answer.route
     if as_json:
         print(json.dumps({"text": answer.text, "route": r.__dict__}, default=list))
@@ -65,8 +67,8 @@ def _print_answer(answer: Any, as_json: bool) -> None:
     print(answer.text)
     print(
         f"\n[tier={r.tier} model={r.model} complexity={r.complexity:.2f} cache_hit={r.cache_hit} "
-        f"tokens={r.prompt_tokens}+{r.completion_tokens} cost=${r.cost_usd:.6f} "
-        f"saved=${r.savings_usd:.6f} overhead={r.gateway_overhead_ms:.1f}ms request={r.request_id}]",
+        f"tokens={r.prompt_tokens}+{r.completion_tokens} cost={usd_text(r.cost_nano_usd)} "
+        f"saved={usd_text(r.savings_nano_usd)} overhead={r.gateway_overhead_ms:.1f}ms request={r.request_id}]",
         file=sys.stderr,
     )
 
