@@ -148,6 +148,9 @@ class FrontDoor:
         except web.HTTPException as exc:
             # aiohttp's own refusals (no route, wrong method, body too large).
             message = exc.text or exc.reason
+            if exc.status == 404:
+                message = (f"no such path: {request.method} {request.path}; the API is under /v1 "
+                           "(chat/completions, completions, embeddings, models); see /openapi.json")  # fmt: skip
             if exc.status == 413:
                 message = f"request body is larger than {self.settings.max_body_bytes} bytes"
             body = error_body(message, "invalid_request_error", "not_found" if exc.status == 404 else None)
