@@ -103,6 +103,12 @@ def test_chunks_end_with_usage_and_done() -> None:
     assert events[2] == "data: [DONE]"
 
 
+def test_invalid_argument_param_reaches_the_error_json() -> None:
+    resp = domain_response(InvalidArgument("x", param="seed"), NOW, "rid")
+    assert resp.body is not None
+    assert json.loads(resp.body)["error"]["param"] == "seed"  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
@@ -115,12 +121,6 @@ def test_chunks_end_with_usage_and_done() -> None:
         (DeadlineExceeded("x"), 504, "timeout"),
     ],
 )
-def test_invalid_argument_param_reaches_the_error_json() -> None:
-    resp = domain_response(InvalidArgument("x", param="seed"), NOW, "rid")
-    assert resp.body is not None
-    assert json.loads(resp.body)["error"]["param"] == "seed"  # type: ignore[arg-type]
-
-
 def test_domain_errors_map_to_statuses(exc: Exception, status: int, code: str | None) -> None:
     resp = domain_response(exc, NOW, "rid")  # type: ignore[arg-type]
     assert resp.status == status and resp.headers["x-request-id"] == "rid"
