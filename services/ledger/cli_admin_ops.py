@@ -8,7 +8,7 @@ from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.errors import InvalidArgument
 from rationer.platform.money import usd_text, usd_to_nano
 from services.ledger.admin_client import LedgerAdminClient
-from services.ledger.cli_ops import _need_token, _parse_scope
+from services.ledger.cli_ops import need_token, parse_scope
 from services.ledger.money import to_datetime
 from services.ledger.report import period_range
 
@@ -17,12 +17,12 @@ MAX_PRICE_USD = 100
 
 
 async def set_limit(ledger: str, token: str, scope: str, rpm: int, tpm: int) -> str:
-    kind, scope_id = _parse_scope(scope)
+    kind, scope_id = parse_scope(scope)
     if kind not in ("key", "team"):
         raise InvalidArgument(f"rate limits apply to a key or a team (key:k_... or team:acme/eng), got {scope!r}")
     if rpm < 0 or tpm < 0:
         raise InvalidArgument("--rpm and --tpm must be 0 (no limit) or more")
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         r = await c.set_rate_limit(kind, scope_id, rpm=rpm, tpm=tpm)
     return (f"rate limit {kind}:{scope_id}  requests/min={r.requests_per_minute or 'unlimited'}  "
             f"tokens/min={r.tokens_per_minute or 'unlimited'}")  # fmt: skip
@@ -37,7 +37,7 @@ def _price_nano(flag: str, usd: float) -> int:
 async def set_price(ledger: str, token: str, tier: str, model: str, inp_usd: float, out_usd: float,
                     reference: bool) -> str:  # fmt: skip
     inp, out = _price_nano("--input", inp_usd), _price_nano("--output", out_usd)
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         p = await c.set_price(tier, model, inp, out, is_reference=reference)
     ref = "  (reference for savings)" if p.is_reference else ""
     return (f"price {p.tier} v{p.version}: {p.model}  input {usd_text(p.input_per_million.nano_usd)}/M  "
@@ -63,7 +63,7 @@ async def list_events(ledger: str, token: str, kind: str, period: str, limit: in
     if not 1 <= limit <= 10_000:
         raise InvalidArgument(f"--limit must be between 1 and 10,000, got {limit:,}")
     start, end = period_range(period) if period else (None, None)
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         events = await c.list_events(kind=kind, limit=limit, start_us=start, end_us=end)
     if as_json:
         return json.dumps([_event_json(e) for e in events])
