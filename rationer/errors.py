@@ -23,8 +23,14 @@ class RationerError(Exception):
 
 
 class InvalidArgument(RationerError):
+    """``param``: the request field at fault where known (the HTTP door's OpenAI ``param``)."""
+
     code = "INVALID_ARGUMENT"
     http_status = 400
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class Unauthenticated(RationerError):

@@ -35,6 +35,8 @@ import grpc
 import tomli_w
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rationer.errors import Unavailable
+from rationer.platform.ports import port_busy_error, port_in_use
 from rationer.platform.secrets import ensure_secret, open_private_append, private_dir, tighten, write_private
 
 # Files the services create (SQLite databases and journals, cache snapshots)
@@ -159,13 +161,26 @@ class Child:
             self.proc.wait()
 
 
+def check_ports(opts: UpOptions) -> None:
+    """Refuse to start when a port is taken, naming it, before any child runs.
+
+    Without this a second ``rationer up`` would talk to the first one's
+    ledger with its own fresh credentials and fail with "unknown API key".
+    """
+    wanted = [*ports(opts).items(), ("router HTTP", opts.http_port)]
+    for name, port in wanted:
+        if port_in_use(opts.host, port):
+            hint = "--http-port N" if name == "router HTTP" else f"--base-port {opts.base_port + 100}"
+            raise port_busy_error(port, f"{name}", f"is another `rationer up` running? stop it, or pass {hint}")
+
+
 async def wait_serving(address: str, timeout_s: float, child: Child | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if child is not None and not child.alive():
-                raise RuntimeError(f"{child.name} exited during start-up; see {child.log_path}")
+                raise Unavailable(f"{child.name} exited during start-up; see {child.log_path}")
             try:
                 resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                 if resp.status == health_pb2.HealthCheckResponse.SERVING:
@@ -173,7 +188,7 @@ async def wait_serving(address: str, timeout_s: float, child: Child | None = Non
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{address} did not report SERVING within {timeout_s:.0f} s")
+                raise Unavailable(f"{address} did not report SERVING within {timeout_s:.0f} s")
             await asyncio.sleep(0.2)
 
 
@@ -261,6 +276,11 @@ def banner(opts: UpOptions, creds: dict[str, str]) -> str:
     router = f"{opts.host}:{opts.base_port}"
     http = f"http://{opts.host}:{opts.http_port}/v1"
     key = creds["demo_api_key"]
+    # chat and the admin commands find credentials.json by themselves when
+    # run from here with the default data dir and ports.
+    extra = "" if opts.data_dir == Path(".rationer") else f" --data-dir {opts.data_dir}"
+    address = "" if opts.base_port == 7400 else f" --address {router}"
+    ledger = "" if opts.base_port == 7400 else f" --ledger {opts.host}:{opts.base_port + 1}"
     return f"""
 Rationer is up.
   gRPC router : {router}
@@ -269,8 +289,10 @@ Rationer is up.
   demo key    : {key}
   admin key   : {creds.get("admin_api_key", "(see credentials.json)")}  (for rationer keys/budgets/report)
 
-Try it:
-  rationer chat --address {router} --api-key {key} "Write a one-line thank-you note"
+Try it from another shell in this directory (`rationer` is ./scripts/rationer, or run
+`. .venv/bin/activate` first; both read the keys from credentials.json):
+  ./scripts/rationer{extra} chat{address} "Write a one-line thank-you note"
+  ./scripts/rationer{extra} report chargeback{ledger}
   curl -s {http}/chat/completions -H 'authorization: Bearer {key}' \\
        -H 'content-type: application/json' \\
        -d '{{"model":"auto","messages":[{{"role":"user","content":"hi"}}]}}'
@@ -279,6 +301,7 @@ Ctrl-C stops every service.
 
 
 async def run_up(opts: UpOptions) -> None:
+    check_ports(opts)
     sup = Supervisor(opts)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rationer.errors import InvalidArgument
 from rationer.platform.interceptor import PlatformInterceptor, ServiceCredential
+from rationer.platform.ports import port_busy_error, port_in_use, split_host_port
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +63,16 @@ def build_server(
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc >= 1.60 raises instead of returning 0
+        port = 0
     if port == 0:
-        raise InvalidArgument(f"cannot bind gRPC server to {address!r}: address in use or invalid")
+        host, wanted = split_host_port(address)
+        if port_in_use(host, wanted):
+            raise port_busy_error(wanted, f"{service} listen address {address}",
+                                  "stop what holds it, or choose another port (rationer up --base-port N)")
+        raise InvalidArgument(f"cannot bind gRPC server to {address!r}: invalid address")
     _HEALTH[server] = health_servicer
     _SERVICES[server] = tuple(service_names)
     return server, port

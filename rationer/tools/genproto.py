@@ -38,7 +38,8 @@ def generate(out_root: Path) -> None:
     ]
     if shutil.which("protoc-gen-mypy_grpc", path=str(Path(sys.executable).parent)):
         plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
-        args += [f"--plugin=protoc-gen-mypy_grpc={plugin}", f"--mypy_grpc_out={out_root}"]
+        # quiet: the plugin otherwise prints "Writing mypy to ..." per file on every run.
+        args += [f"--plugin=protoc-gen-mypy_grpc={plugin}", f"--mypy_grpc_out=quiet:{out_root}"]
     args += [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")

@@ -30,6 +30,7 @@ from services.ledger.models import (
     UsageRow,
     User,
 )
+from services.ledger.money import format_usd, period_bounds
 from services.ledger.settings import LedgerSettings
 
 SECRET_PREFIX = "rk-"
@@ -104,6 +105,7 @@ class LedgerAdmin:
             raise InvalidArgument("at most 16 allowed tiers")
         for tier in spec.allowed_tiers:
             validate.name("allowed tier", tier)
+        await self._priced_tiers(spec.allowed_tiers)
         if spec.ttl_s < 0:
             raise InvalidArgument(f"key ttl must be positive (or 0 = never expires), got {spec.ttl_s:g}s")
         if spec.ttl_s > MAX_KEY_TTL_S:
@@ -142,6 +144,10 @@ class LedgerAdmin:
             raise InvalidArgument(f"budget unit must be one of {', '.join(UNITS)}")
         if spec.period not in PERIODS:
             raise InvalidArgument(f"budget period must be one of {', '.join(PERIODS)}")
+        if spec.unit == "usd" and not 0 <= spec.hard_limit <= MAX_LIMIT:
+            # In dollars, as the operator typed it: the nano-USD wire unit is an internal detail.
+            raise InvalidArgument(f"hard_limit must be between $0 and {format_usd(MAX_LIMIT)}, "
+                                  f"got {format_usd(spec.hard_limit)}")  # fmt: skip
         validate.int_range("hard_limit", spec.hard_limit, 0, MAX_LIMIT)
         soft = spec.soft_fraction or self._s.default_soft_fraction
         if not 0 < soft <= 1:
@@ -165,6 +171,17 @@ class LedgerAdmin:
         validate.int_range("output_per_million nano-USD", out, 0, MAX_LIMIT // 10**7)
         now = self._ledger.now()
         return await self._store.write(lambda: ops_admin.set_price(tier, model, inp, out, is_reference, now))
+
+    async def _priced_tiers(self, tiers: tuple[str, ...]) -> None:
+        # A tier with no price cannot be authorized, so a key limited to it
+        # would be refused on every request: say so when the key is made.
+        if not tiers:
+            return
+        priced = {p.tier for p in await self.list_prices()}
+        unknown = [t for t in tiers if t not in priced]
+        if unknown:
+            raise InvalidArgument(f"no tier {', '.join(map(repr, unknown))} has a price; priced tiers: "
+                                  f"{', '.join(sorted(priced)) or '(none)'} (add one with `rationer prices set`)")
 
     async def list_prices(self) -> list[Price]:
         return await self._store.read(ops_admin.list_prices)
@@ -192,11 +209,22 @@ class LedgerAdmin:
         validate.int_range("limit", limit or 1000, 1, 10_000)
         return await self._store.read(lambda: ops_admin.list_events(start, end, kind, limit or 1000))
 
+    def resolve_period(self, q: ops_admin.UsageQuery) -> ops_admin.UsageQuery:
+        """``current_period`` as [start, end) of the ledger's current UTC day or month (its clock)."""
+        if not q.current_period:
+            return q
+        if q.current_period not in ("daily", "monthly"):
+            raise InvalidArgument(f"current_period must be daily or monthly, got {q.current_period!r}")
+        if q.start_us is not None or q.end_us is not None:
+            raise InvalidArgument("give a period start/end or current_period, not both")
+        start, end = period_bounds(q.current_period, self._ledger.now())
+        return ops_admin.UsageQuery(q.scope_kind, q.scope_id, start, end, q.group_by)
+
     async def usage(self, caller: Principal | None, q: ops_admin.UsageQuery) -> list[UsageRow]:
         if q.scope_kind:
             self._scope(q.scope_kind, q.scope_id)
         kind, scope_id = await self._ledger.visible_scope(caller, q.scope_kind, q.scope_id)
-        q = ops_admin.UsageQuery(kind, scope_id, q.start_us, q.end_us, q.group_by)
+        q = ops_admin.UsageQuery(kind, scope_id, q.start_us, q.end_us, q.group_by, q.current_period)
         if len(set(q.group_by)) != len(q.group_by):
             raise InvalidArgument("group_by lists a dimension twice")
         return await self._store.read(lambda: ops_admin.usage(q))

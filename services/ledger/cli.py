@@ -105,17 +105,57 @@ def budgets_show(
 
 
 def chargeback(
-    period: str = typer.Option(..., help="UTC month 2026-11 or day 2026-11-28."),
-    by: str = typer.Option("team", help="team | user | project | model | day | tier"),
+    period: str = typer.Option("", help="A UTC month (YYYY-MM), a day (YYYY-MM-DD), or 'today'; "
+                                        "default: the current month by the ledger's clock."),
+    by: str = typer.Option("team", help="org | team | user | key | project | model | day | tier"),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
-    """Spend, tokens, requests, cache hits and savings per group."""
+    """Spend, tokens, requests, cache hits, savings (cache, routing), denials and soft alerts per group."""
     from services.ledger.cli_ops import chargeback as run_report
 
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
     typer.echo(_run(run_report(ledger, admin_token, period, by, fmt)))
+
+
+def limits_set(
+    scope: str = typer.Argument(..., help="team:acme/eng or key:k_..."),
+    rpm: int = typer.Option(0, "--rpm", help="Requests per minute (0 = no limit)."),
+    tpm: int = typer.Option(0, "--tpm", help="Tokens per minute (0 = no limit)."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Set the rate limits of a team or a key (replaces both)."""
+    from services.ledger.cli_admin_ops import set_limit
+
+    typer.echo(_run(set_limit(ledger, admin_token, scope, rpm, tpm)))
+
+
+def prices_set(
+    tier: str = typer.Argument(..., help="Tier name, e.g. frontier."),
+    model: str = typer.Option(..., help="The model the tier serves, e.g. gpt-4o."),
+    input_usd: float = typer.Option(..., "--input", help="USD per million prompt tokens."),
+    output_usd: float = typer.Option(..., "--output", help="USD per million completion tokens."),
+    reference: bool = typer.Option(False, "--reference", help="Savings are measured against this price."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Add a new price version for a tier; earlier charges keep their price."""
+    from services.ledger.cli_admin_ops import set_price
+
+    typer.echo(_run(set_price(ledger, admin_token, tier, model, input_usd, output_usd, reference)))
+
+
+def events_list(
+    kind: str = typer.Option("", help="charge | cache_hit | embedding | denied | soft_alert | ... (default: all)"),
+    period: str = typer.Option("", help="A UTC month (YYYY-MM) or day (YYYY-MM-DD); default: all time."),
+    limit: int = typer.Option(100, help="At most this many, oldest first (<= 10,000)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Usage events, including budget denials and soft-limit alerts."""
+    from services.ledger.cli_admin_ops import list_events
+
+    typer.echo(_run(list_events(ledger, admin_token, kind, period, limit, as_json)))
 
 
 def bench(
@@ -141,4 +181,7 @@ def register(groups: CliGroups) -> None:
     groups.budgets.command("set")(budgets_set)
     groups.budgets.command("show")(budgets_show)
     groups.report.command("chargeback")(chargeback)
+    groups.limits.command("set")(limits_set)
+    groups.prices.command("set")(prices_set)
+    groups.events.command("list")(events_list)
     groups.bench.command("ledger")(bench)

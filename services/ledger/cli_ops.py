@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rationer.api.ledger.v1 import ledger_pb2 as pb
-from rationer.errors import InvalidArgument
+from rationer.cli.credentials import admin_credential
+from rationer.errors import InvalidArgument, RationerError
+from rationer.platform.money import usd_to_nano
 from services.ledger import convert as cv
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
-from services.ledger.report import period_range, render, usd
+from services.ledger.report import period_label, period_range, render, usd
+
+# The ledger's hard-limit ceiling (10**18 nano-USD), in the USD the operator types.
+MAX_USD_LIMIT = 1_000_000_000
 
 
-def _need_token(token: str) -> str:
-    if not token:
-        raise InvalidArgument("admin credential missing: pass --admin-token or set RATIONER_ADMIN_TOKEN")
-    return token
+def need_token(token: str) -> str:
+    # The option, RATIONER_ADMIN_TOKEN, or credentials.json; else UNAUTHENTICATED.
+    return admin_credential(token)
 
 
 async def create_key(ledger: str, token: str, org: str, team: str, user: str, service_account: str,
                      tiers: Sequence[str], ttl_days: float, name: str, admin: bool,
                      project: str = "") -> pb.CreateKeyResponse:  # fmt: skip
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         o = await c.create_org(org)
         t = await c.create_team(o.id, team)
         user_id = (await c.create_user(t.id, user)).id if user else ""
@@ -39,17 +43,17 @@ def _key_line(k: pb.ApiKey) -> str:
 
 
 async def list_keys(ledger: str, token: str, org: str, team: str, include_revoked: bool) -> str:
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         keys = await c.list_keys(org, team, include_revoked)
     return "\n".join(_key_line(k) for k in keys) or "(no keys)"
 
 
 async def revoke_key(ledger: str, token: str, key_id: str) -> str:
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         return "revoked: " + _key_line(await c.revoke_key(key_id))
 
 
-def _parse_scope(scope: str) -> tuple[str, str]:
+def parse_scope(scope: str) -> tuple[str, str]:
     kind, sep, scope_id = scope.partition(":")
     if not sep or kind not in cv.SCOPE_KIND_PB or not scope_id:
         raise InvalidArgument(f"scope must look like org:acme or team:acme/eng, got {scope!r}")
@@ -66,26 +70,52 @@ def _budget_line(b: pb.Budget) -> str:
 
 async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | None, tokens: int | None,
                      period: str, soft: float) -> str:  # fmt: skip
-    kind, scope_id = _parse_scope(scope)
-    unit, limit = ("usd", round(usd_limit * 1_000_000_000)) if usd_limit is not None else ("tokens", tokens or 0)
+    kind, scope_id = parse_scope(scope)
+    if usd_limit is not None and not 0 <= usd_limit <= MAX_USD_LIMIT:
+        raise InvalidArgument(f"--usd must be between 0 and {MAX_USD_LIMIT:,}, got {usd_limit:g}")
+    if tokens is not None and tokens < 0:
+        raise InvalidArgument(f"--tokens must be 0 or more, got {tokens:,}")
+    unit, limit = ("usd", usd_to_nano(usd_limit)) if usd_limit is not None else ("tokens", tokens or 0)
     if period not in cv.PERIOD_PB:
         raise InvalidArgument("--period must be daily, monthly or lifetime")
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         b = await c.set_budget(kind, scope_id, unit=unit, period=period, hard_limit=limit, soft_fraction=soft)
     return _budget_line(b)
 
 
 async def show_budgets(ledger: str, token: str, scope: str) -> str:
-    kind, scope_id = _parse_scope(scope) if scope else ("", "")
-    async with LedgerAdminClient(ledger, _need_token(token)) as c:
+    kind, scope_id = parse_scope(scope) if scope else ("", "")
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
         budgets = await c.list_budgets(kind, scope_id)
     return "\n".join(_budget_line(b) for b in budgets) or "(no budgets)"
+
+
+def report_period(period: str) -> tuple[int | None, int | None, str]:
+    """``--period``: empty = the ledger's current month, ``today`` = its current day, else a fixed one."""
+    if not period:
+        return None, None, "monthly"
+    if period == "today":
+        return None, None, "daily"
+    start, end = period_range(period)
+    return start, end, ""
+
+
+async def _key_owners(ledger: str, token: str) -> dict[str, str] | None:
+    """key id -> who holds it, to label `--by key` rows (None for a non-admin reader)."""
+    try:
+        async with LedgerAdminClient(ledger, token) as c:
+            keys = await c.list_keys(include_revoked=True)
+    except RationerError:
+        return None
+    return {k.key_id: k.user_id or f"{k.team_id} service account {k.service_account}" for k in keys}
 
 
 async def chargeback(ledger: str, token: str, period: str, by: str, fmt: str) -> str:
     if by not in cv.GROUP_PB:
         raise InvalidArgument(f"--by must be one of {', '.join(cv.GROUP_PB)}")
-    start, end = period_range(period)
-    async with LedgerClient(ledger, bearer=_need_token(token)) as c:
-        rows = await c.usage(start_us=start, end_us=end, group_by=[by])
-    return render(rows, by, fmt, period)
+    start, end, current = report_period(period)
+    token = need_token(token)
+    async with LedgerClient(ledger, bearer=token) as c:
+        rows, start, end = await c.usage_report(start_us=start, end_us=end, group_by=[by], current_period=current)
+    names = await _key_owners(ledger, token) if by == "key" else None
+    return render(rows, by, fmt, period_label(start, end), names)

@@ -121,13 +121,22 @@ class LedgerClient:
 
     async def usage(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,
                     end_us: int | None = None, group_by: Sequence[str] = ()) -> list[m.UsageRow]:  # fmt: skip
+        rows, _, _ = await self.usage_report(scope=scope, start_us=start_us, end_us=end_us, group_by=group_by)
+        return rows
+
+    async def usage_report(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,
+                           end_us: int | None = None, group_by: Sequence[str] = (),
+                           current_period: str = "") -> tuple[list[m.UsageRow], int | None, int | None]:  # fmt: skip
+        """Rows and the [start, end) they cover (``current_period`` resolved by the ledger's clock)."""
         req = pb.UsageRequest(
             scope=cv.scope(*scope) if scope else None,
             period=common_pb2.TimeRange(start=cv.ts(start_us), end=cv.ts(end_us)),
-            group_by=[cv.GROUP_PB[g] for g in group_by],
-        )
+            group_by=[cv.GROUP_PB[g] for g in group_by], current_period=current_period,
+        )  # fmt: skip
         r = await call(self._stub.Usage, req, self._timeout, self._md)
-        return [cv.usage_row_in(row) for row in r.rows]
+        start = cv.us_of(r.period.start, r.period.HasField("start"), "period.start")
+        end = cv.us_of(r.period.end, r.period.HasField("end"), "period.end")
+        return [cv.usage_row_in(row) for row in r.rows], start, end
 
     async def list_prices(self) -> list[m.Price]:
         r = await call(self._stub.ListPrices, pb.ListPricesRequest(), self._timeout)

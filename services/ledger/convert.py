@@ -19,7 +19,8 @@ UNIT = {pb.BUDGET_UNIT_USD: "usd", pb.BUDGET_UNIT_TOKENS: "tokens"}
 PERIOD = {pb.BUDGET_PERIOD_DAILY: "daily", pb.BUDGET_PERIOD_MONTHLY: "monthly",
           pb.BUDGET_PERIOD_LIFETIME: "lifetime"}  # fmt: skip
 GROUP = {pb.GROUP_BY_TEAM: "team", pb.GROUP_BY_USER: "user", pb.GROUP_BY_PROJECT: "project",
-         pb.GROUP_BY_MODEL: "model", pb.GROUP_BY_DAY: "day", pb.GROUP_BY_TIER: "tier"}  # fmt: skip
+         pb.GROUP_BY_MODEL: "model", pb.GROUP_BY_DAY: "day", pb.GROUP_BY_TIER: "tier", pb.GROUP_BY_ORG: "org",
+         pb.GROUP_BY_KEY: "key"}  # fmt: skip
 SCOPE_KIND_PB = {v: k for k, v in SCOPE_KIND.items()}
 UNIT_PB = {v: k for k, v in UNIT.items()}
 PERIOD_PB = {v: k for k, v in PERIOD.items()}
@@ -133,10 +134,12 @@ def usage_row(r: m.UsageRow) -> pb.UsageRow:
         group=r.group, requests=r.requests, prompt_tokens=r.prompt_tokens,
         completion_tokens=r.completion_tokens, cost=money(r.cost),
         counterfactual_cost=money(r.counterfactual_cost), cache_hits=r.cache_hits, savings=money(r.savings),
-        overage=money(r.overage),
+        overage=money(r.overage), cache_savings=money(r.cache_savings), denials=r.denials,
+        soft_alerts=r.soft_alerts,
     )  # fmt: skip
 
 
 def usage_row_in(r: pb.UsageRow) -> m.UsageRow:
     return m.UsageRow(dict(r.group), r.requests, r.prompt_tokens, r.completion_tokens, r.cost.nano_usd,
-                      r.counterfactual_cost.nano_usd, r.cache_hits, r.overage.nano_usd)  # fmt: skip
+                      r.counterfactual_cost.nano_usd, r.cache_hits, r.overage.nano_usd, r.cache_savings.nano_usd,
+                      r.denials, r.soft_alerts)  # fmt: skip

@@ -197,6 +197,13 @@ class UsageRow:
     counterfactual_cost: int = 0
     cache_hits: int = 0
     overage: int = 0
+    cache_savings: int = 0  # the part of savings from cache hits; the rest is routing
+    denials: int = 0  # budget refusals ("denied" events), not in requests
+    soft_alerts: int = 0
+
+    @property
+    def routing_savings(self) -> int:
+        return self.savings - self.cache_savings
 
     @property
     def savings(self) -> int:

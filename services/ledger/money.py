@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from rationer.platform.money import usd_text
 from services.ledger.models import Price
 
 US = 1_000_000
@@ -51,4 +52,5 @@ def utc_day(us: int) -> str:
 
 
 def format_usd(nano: int) -> str:
-    return f"${nano / NANO_PER_USD:,.6f}"
+    # Significant digits for sub-cent amounts: never "$0.000000" for a non-zero cost.
+    return usd_text(nano)

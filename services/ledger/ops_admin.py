@@ -237,7 +237,9 @@ def all_rate_limits() -> Op[list[RateLimit]]:
 
 
 _GROUP_COLUMNS = {"team": "team_id", "user": "user_id", "project": "project", "model": "model",
-                  "day": "day", "tier": "tier"}  # fmt: skip
+                  "day": "day", "tier": "tier", "org": "org_id", "key": "key_id"}  # fmt: skip
+# Events that record a refusal or an alert rather than an answer.
+SIGNAL_KINDS = ("denied", "soft_alert")
 _SCOPE_COLUMNS = {"org": "org_id", "team": "team_id", "user": "user_id", "key": "key_id"}
 
 
@@ -248,6 +250,7 @@ class UsageQuery:
     start_us: int | None
     end_us: int | None
     group_by: tuple[str, ...]
+    current_period: str = ""  # "daily" | "monthly": the ledger's current one, when start/end are unset
 
 
 def _where(scope_kind: str, scope_id: str, start: int | None, end: int | None) -> tuple[str, list[object]]:
@@ -264,20 +267,30 @@ def _where(scope_kind: str, scope_id: str, start: int | None, end: int | None) -
     return sql, params
 
 
+def _when(cond: str, value: str) -> str:
+    return f"SUM(CASE WHEN {cond} THEN {value} ELSE 0 END)"
+
+
 def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     cols = [_GROUP_COLUMNS[g] for g in q.group_by]
     where, params = _where(q.scope_kind, q.scope_id, q.start_us, q.end_us)
-    kinds = ", ".join(f"'{k}'" for k in USAGE_KINDS)
-    select = ", ".join([*cols, "COUNT(*)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cost)",
-                        "SUM(counterfactual_cost)", "SUM(cache_hit)", "SUM(overage)"])  # fmt: skip
+    served_kinds = ", ".join(f"'{k}'" for k in USAGE_KINDS)
+    served = f"kind IN ({served_kinds})"
+    kinds = ", ".join(f"'{k}'" for k in (*USAGE_KINDS, *SIGNAL_KINDS))
+    # Denials and soft alerts are counted beside the usage, never in it.
+    sums = [_when(served, v) for v in ("1", "prompt_tokens", "completion_tokens", "cost", "counterfactual_cost",
+                                       "cache_hit", "overage")]  # fmt: skip
+    sums += [_when("kind = 'cache_hit'", "counterfactual_cost - cost"), _when("kind = 'denied'", "1"),
+             _when("kind = 'soft_alert'", "1")]  # fmt: skip
     group = f" GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
-    rows = yield (f"SELECT {select} FROM events{where} AND kind IN ({kinds}){group}", tuple(params))
+    rows = yield (f"SELECT {', '.join([*cols, *sums])} FROM events{where} AND kind IN ({kinds}){group}",
+                  tuple(params))  # fmt: skip
     out = []
     n = len(cols)
     for r in rows:
-        if int(r[n]) == 0:
-            continue  # an empty aggregate over no rows
         nums = [int(x or 0) for x in r[n:]]
+        if nums[0] == 0 and nums[-2] == 0 and nums[-1] == 0:
+            continue  # an empty aggregate over no rows
         out.append(UsageRow(dict(zip(q.group_by, (str(x) for x in r[:n]), strict=True)), *nums))
     return out
 

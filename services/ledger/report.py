@@ -8,8 +8,9 @@ import json
 from datetime import UTC, datetime
 
 from rationer.errors import InvalidArgument
+from rationer.platform.money import usd_text
 from services.ledger.models import UsageRow
-from services.ledger.money import NANO_PER_USD, from_datetime
+from services.ledger.money import from_datetime, to_datetime
 
 
 def period_range(period: str) -> tuple[int, int]:
@@ -28,10 +29,32 @@ def period_range(period: str) -> tuple[int, int]:
 
 
 def usd(nano: int) -> str:
-    # Exact decimal from integers: no float rounding in a money report.
-    sign = "-" if nano < 0 else ""
-    whole, frac = divmod(abs(nano), NANO_PER_USD)
-    return f"{sign}{whole}.{frac:09d}"[: len(f"{sign}{whole}") + 7]
+    # Exact decimal from integers, with significant digits for sub-cent amounts.
+    return usd_text(nano, dollar=False, grouping=False)
+
+
+def period_label(start_us: int | None, end_us: int | None) -> str:
+    """'2031-03' for a whole UTC month, '2031-03-15' for a day, else 'start..end'."""
+    if start_us is None or end_us is None:
+        return "all time"
+    start, end = to_datetime(start_us), to_datetime(end_us)
+    if (from_datetime(start), end_us) == period_range(start.strftime("%Y-%m")):
+        return start.strftime("%Y-%m")
+    if (start_us, end_us) == period_range(start.strftime("%Y-%m-%d")):
+        return start.strftime("%Y-%m-%d")
+    return f"{start.isoformat()}..{end.isoformat()}"
+
+
+# An empty group value is traffic without that attribute: keys of team
+# service accounts have no user, requests without a project tag no project.
+EMPTY_LABELS = {"user": "(service accounts)", "project": "(untagged)"}
+
+
+def label(r: UsageRow, by: str, names: dict[str, str] | None = None) -> str:
+    value = r.group.get(by, "")
+    if not value:
+        return EMPTY_LABELS.get(by, "(none)")
+    return f"{value} ({names[value]})" if names and value in names else value
 
 
 def _total(rows: list[UsageRow], key: str) -> UsageRow:
@@ -39,39 +62,48 @@ def _total(rows: list[UsageRow], key: str) -> UsageRow:
         {key: "TOTAL"}, sum(r.requests for r in rows), sum(r.prompt_tokens for r in rows),
         sum(r.completion_tokens for r in rows), sum(r.cost for r in rows),
         sum(r.counterfactual_cost for r in rows), sum(r.cache_hits for r in rows), sum(r.overage for r in rows),
+        sum(r.cache_savings for r in rows), sum(r.denials for r in rows), sum(r.soft_alerts for r in rows),
     )  # fmt: skip
 
 
 # overage: true cost not charged because a budget was at its hard limit
 # (docs/ledger.md, "Usage above the hold"); spend + overage = true cost.
+# savings = cache_savings + routing_savings; denials and soft_alerts are
+# budget refusals and alerts, not requests.
 HEADERS = ["requests", "prompt_tokens", "completion_tokens", "cache_hits", "spend_usd",
-           "counterfactual_usd", "savings_usd", "overage_usd"]  # fmt: skip
+           "counterfactual_usd", "savings_usd", "cache_savings_usd", "routing_savings_usd", "overage_usd",
+           "denials", "soft_alerts"]  # fmt: skip
 
 
 def _cells(r: UsageRow) -> list[str]:
     return [str(r.requests), str(r.prompt_tokens), str(r.completion_tokens), str(r.cache_hits),
-            usd(r.cost), usd(r.counterfactual_cost), usd(r.savings), usd(r.overage)]  # fmt: skip
+            usd(r.cost), usd(r.counterfactual_cost), usd(r.savings), usd(r.cache_savings),
+            usd(r.routing_savings), usd(r.overage), str(r.denials), str(r.soft_alerts)]  # fmt: skip
 
 
-def render(rows: list[UsageRow], by: str, fmt: str, period: str) -> str:
+def _json_row(r: UsageRow) -> dict[str, int]:
+    return {"requests": r.requests, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "cache_hits": r.cache_hits, "spend_nano_usd": r.cost, "counterfactual_nano_usd": r.counterfactual_cost,
+            "savings_nano_usd": r.savings, "cache_savings_nano_usd": r.cache_savings,
+            "routing_savings_nano_usd": r.routing_savings, "overage_nano_usd": r.overage, "denials": r.denials,
+            "soft_alerts": r.soft_alerts}  # fmt: skip
+
+
+def render(rows: list[UsageRow], by: str, fmt: str, period: str, names: dict[str, str] | None = None) -> str:
+    """``names``: optional labels for group values (e.g. the owner of each key id)."""
     if fmt == "json":
         return json.dumps({
             "period": period, "by": by,
-            "rows": [{by: r.group.get(by, ""), "requests": r.requests, "prompt_tokens": r.prompt_tokens,
-                      "completion_tokens": r.completion_tokens, "cache_hits": r.cache_hits,
-                      "spend_nano_usd": r.cost, "counterfactual_nano_usd": r.counterfactual_cost,
-                      "savings_nano_usd": r.savings, "overage_nano_usd": r.overage} for r in rows],
-            "total": {"spend_nano_usd": sum(r.cost for r in rows),
-                      "savings_nano_usd": sum(r.savings for r in rows),
-                      "overage_nano_usd": sum(r.overage for r in rows),
-                      "requests": sum(r.requests for r in rows)},
+            "rows": [{by: r.group.get(by, ""), "label": label(r, by, names), **_json_row(r)} for r in rows],
+            "total": _json_row(_total(rows, by)),
         })  # fmt: skip
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow([by, *HEADERS])
-        for r in [*rows, _total(rows, by)]:
-            w.writerow([r.group.get(by, ""), *_cells(r)])
+        for r in rows:
+            w.writerow([label(r, by, names), *_cells(r)])
+        w.writerow(["TOTAL", *_cells(_total(rows, by))])
         return buf.getvalue().rstrip("\n")
     from rich.console import Console
     from rich.table import Table
@@ -81,9 +113,9 @@ def render(rows: list[UsageRow], by: str, fmt: str, period: str) -> str:
     for h in HEADERS:
         table.add_column(h, justify="right")
     for r in rows:
-        table.add_row(r.group.get(by, ""), *_cells(r))
+        table.add_row(label(r, by, names), *_cells(r))
     table.add_section()
-    table.add_row(*([ "TOTAL", *_cells(_total(rows, by))]))
+    table.add_row(*(["TOTAL", *_cells(_total(rows, by))]))
     out = io.StringIO()
-    Console(file=out, width=160, force_terminal=False).print(table)
+    Console(file=out, width=240, force_terminal=False).print(table)
     return out.getvalue().rstrip("\n")

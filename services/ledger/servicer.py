@@ -6,6 +6,7 @@ from typing import Any
 
 from grpc.aio import ServicerContext
 
+from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from services.ledger import convert as cv
@@ -96,10 +97,12 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             kind, request.scope.id if has_scope else "",
             cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
             cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
-            tuple(cv.enum_in(cv.GROUP, g, "group_by") for g in request.group_by),
+            tuple(cv.enum_in(cv.GROUP, g, "group_by") for g in request.group_by), request.current_period,
         )  # fmt: skip
+        q = self._admin.resolve_period(q)
         rows = await self._admin.usage(caller, q)
-        return pb.UsageResponse(rows=[cv.usage_row(r) for r in rows])
+        period = common_pb2.TimeRange(start=cv.ts(q.start_us), end=cv.ts(q.end_us))
+        return pb.UsageResponse(rows=[cv.usage_row(r) for r in rows], period=period)
 
     async def ListPrices(self, request: pb.ListPricesRequest, context: Ctx) -> pb.ListPricesResponse:
         return pb.ListPricesResponse(prices=[cv.price(p) for p in await self._admin.list_prices()])

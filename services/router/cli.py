@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file ([router] section).")]
 AddressOpt = Annotated[str, typer.Option("--address", envvar="RATIONER_ADDRESS", help="Router gRPC address.")]
-KeyOpt = Annotated[str, typer.Option("--api-key", envvar="RATIONER_API_KEY", help="Your Rationer API key.")]
+KeyOpt = Annotated[str, typer.Option("--api-key", envvar="RATIONER_API_KEY",
+                                     help="Your Rationer API key (default: the demo key in credentials.json).")]
 
 
 def serve(config: ConfigOpt = None) -> None:
@@ -57,6 +58,8 @@ def up(
 
 
 def _print_answer(answer: Any, as_json: bool) -> None:
+    from rationer.platform.money import usd_text
+
     r = answer.route
     if as_json:
         print(json.dumps({"text": answer.text, "route": r.__dict__}, default=list))
@@ -64,8 +67,8 @@ def _print_answer(answer: Any, as_json: bool) -> None:
     print(answer.text)
     print(
         f"\n[tier={r.tier} model={r.model} complexity={r.complexity:.2f} cache_hit={r.cache_hit} "
-        f"tokens={r.prompt_tokens}+{r.completion_tokens} cost=${r.cost_usd:.6f} "
-        f"saved=${r.savings_usd:.6f} overhead={r.gateway_overhead_ms:.1f}ms request={r.request_id}]",
+        f"tokens={r.prompt_tokens}+{r.completion_tokens} cost={usd_text(r.cost_nano_usd)} "
+        f"saved={usd_text(r.savings_nano_usd)} overhead={r.gateway_overhead_ms:.1f}ms request={r.request_id}]",
         file=sys.stderr,
     )
 
@@ -80,9 +83,10 @@ def chat(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ask the gateway; prints the answer and the routing metadata."""
+    from rationer.cli.credentials import api_key as resolve_key
     from rationer.client import Answer, Client
 
-    with Client(address, api_key) as client:
+    with Client(address, resolve_key(api_key)) as client:
         if not stream:
             _print_answer(client.complete(prompt, model=model, max_tokens=max_tokens), as_json)
             return
@@ -110,13 +114,22 @@ def complete(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Complete a prompt read from a file (plain text, or a JSON list of {role, content})."""
+    from rationer.cli.credentials import api_key as resolve_key
     from rationer.client import Client
+    from rationer.errors import InvalidArgument
 
-    raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+    key = resolve_key(api_key)
+    try:
+        raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read --file {file}: {exc.strerror}") from None
     messages: Any = raw
     if raw.lstrip().startswith("["):
-        messages = json.loads(raw)
-    with Client(address, api_key) as client:
+        try:
+            messages = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument(f"--file {file} starts with '[' but is not JSON: {exc}") from None
+    with Client(address, key) as client:
         _print_answer(client.complete(messages, model=model, max_tokens=max_tokens), as_json)
 
 

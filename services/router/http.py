@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError
+from rationer.platform.ports import port_busy_error, port_in_use
 from services.router.core import RouterCore
 from services.router.http_embeddings import BatchEmbedder, Billing, embeddings
 from services.router.http_errors import (
@@ -147,6 +148,9 @@ class FrontDoor:
         except web.HTTPException as exc:
             # aiohttp's own refusals (no route, wrong method, body too large).
             message = exc.text or exc.reason
+            if exc.status == 404:
+                message = (f"no such path: {request.method} {request.path}; the API is under /v1 "
+                           "(chat/completions, completions, embeddings, models); see /openapi.json")  # fmt: skip
             if exc.status == 413:
                 message = f"request body is larger than {self.settings.max_body_bytes} bytes"
             body = error_body(message, "invalid_request_error", "not_found" if exc.status == 404 else None)
@@ -355,7 +359,14 @@ async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: Batc
     await runner.setup()
     host, port = split_listen(settings.listen)
     site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=settings.shutdown_timeout_s)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if port_in_use(host, port):
+            raise port_busy_error(port, f"router HTTP listen {settings.listen}",
+                                  "stop what holds it, or choose another (rationer up --http-port N)") from exc
+        raise
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("http front door serving", host=host, port=bound)
     return HttpRunner(runner, door, host, int(bound))

@@ -84,6 +84,12 @@ def _code_of(exc: RationerError) -> str | None:
     return None
 
 
+def _param_of(exc: RationerError) -> str | None:
+    if isinstance(exc, InvalidArgument):
+        return exc.param
+    return "model" if isinstance(exc, NotFound) else None
+
+
 def retry_after_s(exc: ResourceExhausted, now: datetime) -> int:
     """Whole seconds until the limit frees up (at least 1), for ``Retry-After``.
 
@@ -127,7 +133,7 @@ def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> 
         if exc.resets_at is not None:
             headers["x-rationer-resets-at"] = exc.resets_at.isoformat()
     status = exc.http_status if 400 <= exc.http_status < 600 else 500
-    return json_error(status, error_body(message, _type_of(exc), _code_of(exc)), headers)
+    return json_error(status, error_body(message, _type_of(exc), _code_of(exc), _param_of(exc)), headers)
 
 
 def http_error_response(exc: HttpError, request_id: str = "") -> web.Response:

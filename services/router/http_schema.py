@@ -42,7 +42,7 @@ def _opt(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) ->
     # bool is an int subclass; JSON true must not pass as a token count.
     if value is None or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
         return value
-    raise InvalidArgument(f"'{name}' must be {what}, got {json.dumps(value)[:60]}")
+    raise InvalidArgument(f"'{name}' must be {what}, got {json.dumps(value)[:60]}", param=name)
 
 
 def _content(raw: Any, i: int) -> str:
@@ -56,20 +56,22 @@ def _content(raw: Any, i: int) -> str:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise InvalidArgument(
                     f"messages[{i}].content[{j}] is not a text part; only {{'type': 'text', 'text': ...}} "
-                    "parts are supported (no images or audio)"
+                    "parts are supported (no images or audio)", param=f"messages[{i}].content[{j}]",
                 )
             parts.append(part["text"])
         return "".join(parts)
-    raise InvalidArgument(f"messages[{i}].content must be a string or a list of text parts")
+    raise InvalidArgument(f"messages[{i}].content must be a string or a list of text parts",
+                          param=f"messages[{i}].content")
 
 
 def parse_messages(raw: Any) -> tuple[Message, ...]:
     if not isinstance(raw, list):
-        raise InvalidArgument("'messages' is required and must be a list of {role, content} objects")
+        raise InvalidArgument("'messages' is required and must be a list of {role, content} objects",
+                              param="messages")
     out = []
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise InvalidArgument(f"messages[{i}] must be an object with a string 'role'")
+            raise InvalidArgument(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
         role: str = m["role"]
         role = ROLE_ALIASES.get(role, role)
         out.append(Message(role, _content(m.get("content"), i)))
@@ -83,7 +85,7 @@ def _stop(raw: Any) -> tuple[str, ...]:
         return (raw,)
     if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
         return tuple(raw)
-    raise InvalidArgument("'stop' must be a string or a list of strings")
+    raise InvalidArgument("'stop' must be a string or a list of strings", param="stop")
 
 
 def _max_tokens(body: dict[str, Any]) -> int:
@@ -91,7 +93,7 @@ def _max_tokens(body: dict[str, Any]) -> int:
     older = _opt(body, "max_tokens", (int,), "a positive integer")
     for name, given in (("max_completion_tokens", newer), ("max_tokens", older)):
         if given is not None and given < 1:
-            raise InvalidArgument(f"{name} is {str(given)[:30]}; it must be at least 1")
+            raise InvalidArgument(f"{name} is {str(given)[:30]}; it must be at least 1", param=name)
     value = newer if newer is not None else older
     return 0 if value is None else int(value)  # 0: the core fills its default
 
@@ -100,7 +102,8 @@ def _seed(body: dict[str, Any]) -> int | None:
     seed: int | None = _opt(body, "seed", (int,), "an integer")
     if seed is not None and not INT64_MIN <= seed <= INT64_MAX:
         raise InvalidArgument(
-            f"'seed' is {str(seed)[:30]}; it must fit in a signed 64-bit integer ({INT64_MIN}..{INT64_MAX})"
+            f"'seed' is {str(seed)[:30]}; it must fit in a signed 64-bit integer ({INT64_MIN}..{INT64_MAX})",
+            param="seed",
         )
     return seed
 
@@ -108,13 +111,15 @@ def _seed(body: dict[str, Any]) -> int | None:
 def _check_unsupported(body: dict[str, Any]) -> None:
     for name in _UNSUPPORTED_TRUTHY:
         if body.get(name):
-            raise InvalidArgument(f"'{name}' is not supported by this gateway; remove it from the request")
+            raise InvalidArgument(f"'{name}' is not supported by this gateway; remove it from the request",
+                                  param=name)
     n = _opt(body, "n", (int,), "the integer 1")
     if n is not None and n != 1:
-        raise InvalidArgument(f"'n' is {str(n)[:20]}; the gateway returns exactly one choice (n=1)")
+        raise InvalidArgument(f"'n' is {str(n)[:20]}; the gateway returns exactly one choice (n=1)", param="n")
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type", "text") != "text"):
-        raise InvalidArgument("'response_format' other than {'type': 'text'} is not supported")
+        raise InvalidArgument("'response_format' other than {'type': 'text'} is not supported",
+                              param="response_format")
 
 
 def parse_chat(body: Any, *, project: str = "", no_cache: bool = False) -> ChatCall:
@@ -129,10 +134,11 @@ def parse_chat(body: Any, *, project: str = "", no_cache: bool = False) -> ChatC
     stream = bool(_opt(body, "stream", (bool,), "true or false"))
     options = _opt(body, "stream_options", (dict,), "an object") or {}
     if options and not stream:
-        raise InvalidArgument("'stream_options' is only allowed when 'stream' is true")
+        raise InvalidArgument("'stream_options' is only allowed when 'stream' is true", param="stream_options")
     include_usage = options.get("include_usage", False)
     if not isinstance(include_usage, bool):
-        raise InvalidArgument("'stream_options.include_usage' must be true or false")
+        raise InvalidArgument("'stream_options.include_usage' must be true or false",
+                              param="stream_options.include_usage")
     user = _opt(body, "user", (str,), "a string") or ""
     request = CompletionRequest(
         messages=parse_messages(body.get("messages")),

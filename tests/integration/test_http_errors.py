@@ -266,3 +266,35 @@ async def test_generated_request_ids_get_200_or_400_by_the_rule(stack: Stack, ri
     assert resp.status_code == (200 if valid else 400)
     if not valid:
         assert error_of(resp)["param"] == "x-request-id"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "auto", "messages": []}, "messages"),
+        ({"model": "auto"}, "messages"),
+        ({"model": "auto", "messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"model": "auto", "messages": HELLO, "max_completion_tokens": 100_000}, "max_tokens"),
+        ({"model": "auto", "messages": HELLO, "temperature": "hot"}, "temperature"),
+        ({"model": "auto", "messages": HELLO, "temperature": 7}, "temperature"),
+        ({"model": "auto", "messages": HELLO, "n": 3}, "n"),
+        ({"model": 5, "messages": HELLO}, "model"),
+        ({"model": "auto", "messages": HELLO, "stop": 3}, "stop"),
+        ({"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+         "messages[0].content[0]"),
+        ({"model": "auto", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"model": "no-such-model", "messages": HELLO}, "model"),
+    ],
+)
+async def test_openai_errors_name_the_field_in_param(stack: Stack, body: Any, param: str) -> None:
+    resp = await post(stack, body)
+    assert resp.status_code in (400, 404)
+    assert error_of(resp)["param"] == param
+
+
+async def test_an_unknown_path_is_404_error_json_naming_the_path(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.http_base_url, timeout=60) as http:
+        resp = await http.get("/v2/chat/completions", headers={"Authorization": f"Bearer {stack.api_key}"})
+    assert resp.status_code == 404
+    err = error_of(resp)
+    assert err["code"] == "not_found" and "GET /v2/chat/completions" in err["message"] and "/v1" in err["message"]

@@ -103,6 +103,12 @@ def test_chunks_end_with_usage_and_done() -> None:
     assert events[2] == "data: [DONE]"
 
 
+def test_invalid_argument_param_reaches_the_error_json() -> None:
+    resp = domain_response(InvalidArgument("x", param="seed"), NOW, "rid")
+    assert resp.body is not None
+    assert json.loads(resp.body)["error"]["param"] == "seed"  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
@@ -120,7 +126,8 @@ def test_domain_errors_map_to_statuses(exc: Exception, status: int, code: str | 
     assert resp.status == status and resp.headers["x-request-id"] == "rid"
     assert resp.body is not None
     body = json.loads(resp.body)  # type: ignore[arg-type]
-    assert body["error"]["code"] == code and body["error"]["param"] is None
+    # NOT_FOUND is always about the model; other errors name a field only when the raiser knew it.
+    assert body["error"]["code"] == code and body["error"]["param"] == ("model" if status == 404 else None)
     if status == 429:
         assert resp.headers["Retry-After"] == "3" and resp.headers["x-should-retry"] == "true"
 
