@@ -22,6 +22,7 @@ from rationer.errors import InvalidArgument, NotFound, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.cache import guard, keys, snapshot, validation
 from services.cache.index import IndexConfig, NamespaceIndex
+from services.cache.pair_features import HARD_RULES
 from services.cache.store import Entry, EntryStore, NewEntry
 from services.cache.types import (
     CacheStats,
@@ -31,6 +32,7 @@ from services.cache.types import (
     StoreCommand,
     StoreResult,
 )
+from services.cache.verifier import Verifier
 
 log = structlog.get_logger(__name__)
 
@@ -67,8 +69,11 @@ class SemanticCache:
         policy: CachePolicy | None = None,
         index_config: IndexConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        verifier: Verifier | None = None,
     ) -> None:
         self._batcher = batcher
+        # None: the lexical guard and the two thresholds decide (the legacy path).
+        self._verifier = verifier
         self._policy = policy or CachePolicy()
         self._index_config = index_config or IndexConfig()
         self._clock = clock
@@ -88,6 +93,10 @@ class SemanticCache:
     @property
     def policy(self) -> CachePolicy:
         return self._policy
+
+    @property
+    def verifier(self) -> Verifier | None:
+        return self._verifier
 
     # ---- start / stop -------------------------------------------------------
 
@@ -218,6 +227,15 @@ class SemanticCache:
                 continue
             if not use_guard:
                 return self._hit(entry, sim, "semantic", now)
+            if self._verifier is not None:
+                score, verdict = self._verifier.score(entry.text, text, sim)
+                if self._verifier.accepts(score):
+                    return self._hit(entry, sim, "semantic", now)
+                # The guard's hard rule when one fired (the field's meaning
+                # since before the verifier), else "verifier": the score was too low.
+                vetoed = verdict.reason in HARD_RULES
+                rejection = rejection or (verdict.reason if vetoed else "verifier")
+                continue
             verdict = guard.check(entry.text, text)
             if verdict.ok and (not verdict.reworded or sim >= reworded_threshold):
                 return self._hit(entry, sim, "semantic", now)
