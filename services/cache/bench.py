@@ -146,7 +146,8 @@ def verify_cost(pairs: list[tuple[str, str]], cos: npt.NDArray[np.float32]) -> d
     for name, fn in (("guard", lambda a, b, c: guard.check(a, b)), ("verifier", verifier.score)):
         samples = []
         for (a, b), c in zip(pairs, cos, strict=True):
-            features.cache_clear(), same_word.cache_clear(), stem.cache_clear()
+            for cached in (features, same_word, stem):
+                cached.cache_clear()
             t = time.perf_counter()
             fn(a, b, float(c))
             samples.append(time.perf_counter() - t)
