@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import structlog
+from prometheus_client import Counter
 
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.cache import guard, keys, snapshot, validation
+from services.cache.feedback import FeedbackBook
 from services.cache.index import IndexConfig, NamespaceIndex
 from services.cache.pair_features import HARD_RULES
 from services.cache.store import Entry, EntryStore, NewEntry
@@ -31,6 +33,7 @@ from services.cache.types import (
     LookupResult,
     StoreCommand,
     StoreResult,
+    WrongHitResult,
 )
 from services.cache.verifier import Verifier
 
@@ -58,6 +61,10 @@ class _Counters:
     misses: int = 0
     guard_rejections: int = 0
     evictions: int = 0
+    wrong_hits: int = 0
+
+
+WRONG_HITS = Counter("rationer_cache_wrong_hits_total", "cached answers reported wrong by the caller", ["tenant"])
 
 
 class SemanticCache:
@@ -70,6 +77,7 @@ class SemanticCache:
         index_config: IndexConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
         verifier: Verifier | None = None,
+        feedback: FeedbackBook | None = None,
     ) -> None:
         self._batcher = batcher
         # None: the lexical guard and the two thresholds decide (the legacy path).
@@ -77,6 +85,7 @@ class SemanticCache:
         self._policy = policy or CachePolicy()
         self._index_config = index_config or IndexConfig()
         self._clock = clock
+        self._feedback = feedback or FeedbackBook(clock)
         self._data_dir = data_dir
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +192,7 @@ class SemanticCache:
         counters = self._counters[tenant]
         entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
         if entry is not None:
-            return self._hit(entry, 1.0, "exact", now)
+            return self._served(q, self._hit(entry, 1.0, "exact", now))
         if q.exact_only:
             return LookupResult(hit=False)  # the caller follows up with a full lookup
         index = self._indexes.get((tenant, ctx))
@@ -194,7 +203,7 @@ class SemanticCache:
             vector = await self._batcher.embed(text)
         result = self._semantic(index, (tenant, ctx), text, vector, threshold, q.disable_guard, now)
         if result.hit:
-            return result
+            return self._served(q, result)
         counters.misses += 1
         if result.guard_rejection:
             counters.guard_rejections += 1
@@ -241,6 +250,10 @@ class SemanticCache:
                 return self._hit(entry, sim, "semantic", now)
             rejection = rejection or (verdict.reason or "reworded")
         return LookupResult(hit=False, similarity=best, guard_rejection=rejection)
+
+    def _served(self, q: LookupQuery, result: LookupResult) -> LookupResult:
+        self._feedback.record(q.tenant, q.request_id, q.key_id, result.entry_id)
+        return result
 
     def _hit(self, entry: Entry, similarity: float, kind: str, now: float) -> LookupResult:
         self._store.touch(entry.row_id, now)
@@ -349,21 +362,28 @@ class SemanticCache:
         if tenant not in self._tenants:
             raise NotFound(f"tenant {tenant!r} has stored nothing in this cache yet; a lookup for it is a miss")
 
+    def report_wrong_hit(self, tenant: str, key_id: str, request_id: str) -> WrongHitResult:
+        """The caller says the answer served for ``request_id`` was wrong:
+        evict the entry (so no one else gets it) and count the report once."""
+        self._require_ready()
+        tenant = validation.tenant(tenant)
+        report = self._feedback.report(tenant, key_id, request_id)
+        entry = self._store.by_entry_id(report.entry_id)
+        evicted = entry is not None and entry.tenant == tenant and self._remove_rows([entry.row_id]) == 1
+        if not report.already_reported:
+            self._counters[tenant].wrong_hits += 1
+            WRONG_HITS.labels(tenant).inc()
+            log.info("cached answer reported wrong; entry evicted", tenant=tenant, entry_id=report.entry_id,
+                     evicted=evicted)  # fmt: skip
+        return WrongHitResult(entry_id=report.entry_id, evicted=evicted, already_reported=report.already_reported)
+
     def stats(self, tenant: str = "") -> CacheStats:
         if tenant:
             self._require_known(tenant)
-            c = self._counters.get(tenant, _Counters())
-            return CacheStats(
-                entries=self._store.count(tenant), tenants=1 if self._store.count(tenant) else 0,
-                hits=c.hits, misses=c.misses, guard_rejections=c.guard_rejections, evictions=c.evictions,
-            )  # fmt: skip
+            n = self._store.count(tenant)
+            return CacheStats(entries=n, tenants=1 if n else 0, **asdict(self._counters.get(tenant, _Counters())))
         total = _Counters()
         for c in self._counters.values():
-            total.hits += c.hits
-            total.misses += c.misses
-            total.guard_rejections += c.guard_rejections
-            total.evictions += c.evictions
-        return CacheStats(
-            entries=self._store.count(), tenants=self._store.tenant_count(), hits=total.hits,
-            misses=total.misses, guard_rejections=total.guard_rejections, evictions=total.evictions,
-        )  # fmt: skip
+            for name, value in asdict(c).items():
+                setattr(total, name, getattr(total, name) + value)
+        return CacheStats(entries=self._store.count(), tenants=self._store.tenant_count(), **asdict(total))
