@@ -25,6 +25,7 @@ from services.cache import guard, keys, snapshot, validation
 from services.cache.feedback import FeedbackBook
 from services.cache.index import IndexConfig, NamespaceIndex
 from services.cache.pair_features import HARD_RULES
+from services.cache.rebuilds import Rebuilder
 from services.cache.store import Entry, EntryStore, NewEntry
 from services.cache.types import (
     CacheStats,
@@ -91,6 +92,7 @@ class SemanticCache:
             data_dir.mkdir(parents=True, exist_ok=True)
         self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
         self._indexes: dict[Namespace, NamespaceIndex] = {}
+        self._rebuilder = Rebuilder()  # index rebuilds, never on the event loop
         self._counters: defaultdict[str, _Counters] = defaultdict(_Counters)
         # Tenants that have stored something (since the data was created):
         # a lookup for any other tenant is NOT_FOUND, which the router
@@ -129,6 +131,8 @@ class SemanticCache:
         for ns, rows in vectors.items():
             index = NamespaceIndex(self._index_config)
             index.add(np.fromiter(rows.keys(), dtype=np.int64), np.stack(list(rows.values())))
+            if index.rebuild_due:
+                index.rebuild_now()  # at start, off the event loop
             self._indexes[ns] = index
         self.loaded_from = "rebuild" if vectors else "empty"
         log.info("cache index built from the database", namespaces=len(vectors))
@@ -172,6 +176,7 @@ class SemanticCache:
     def close(self, *, save: bool = True) -> None:
         if save and self.ready:
             self.save_snapshot()
+        self._rebuilder.close()
         self._store.close()
 
     def _require_ready(self) -> None:
@@ -304,6 +309,7 @@ class SemanticCache:
         if index is None:
             index = self._indexes[(tenant, ctx)] = NamespaceIndex(self._index_config)
         index.add(np.array([row_id], dtype=np.int64), vector.reshape(1, -1))
+        self._schedule_rebuild(index)
         self._remove_rows(self._store.expired(now, tenant))
         evicted = self._remove_rows(self._store.lru_victims(tenant, policy.capacity_per_tenant))
         self._counters[tenant].evictions += evicted
@@ -316,6 +322,14 @@ class SemanticCache:
             index.remove(entry.row_id)
             if not len(index):
                 del self._indexes[ns]
+            else:
+                self._schedule_rebuild(index)
+
+    def _schedule_rebuild(self, index: NamespaceIndex) -> None:
+        self._rebuilder.schedule(index)
+
+    async def wait_for_rebuilds(self) -> None:
+        await self._rebuilder.wait()
 
     def _remove_rows(self, row_ids: list[int]) -> int:
         removed = self._store.delete(row_ids)
