@@ -48,6 +48,9 @@ def register(groups: CliGroups) -> None:
         only: list[str] = typer.Option([], "--set", help="only these data sets (fow-cache, msrp, sick)"),
         conversations: bool = typer.Option(False, "--conversations", help="also fow-cache's 240 conversation pairs"),
         embed_cache: Path | None = typer.Option(None, "--embed-cache", help="folder for cached embeddings"),
+        leave_one_out: bool = typer.Option(
+            False, "--leave-one-out", help="also refit/recalibrate without each data set (needs the train extra)"
+        ),
     ) -> None:
         """Recall and false hits on fow-cache, MSRP test and SICK test through the real cache."""
         import asyncio
@@ -60,6 +63,11 @@ def register(groups: CliGroups) -> None:
         report = asyncio.run(evaluate.evaluate(
             data_dir=data_dir, max_false_hit_rate=bound, sets=tuple(only) or DATASETS,
             with_conversations=conversations, cache_dir=embed_cache))  # fmt: skip
+        if leave_one_out:
+            from rationer.embedding import Embedder
+            from services.cache.verifier_train import leave_one_out as loo
+
+            report["leave_one_out"] = loo(Embedder(), data_dir, embed_cache, bound)
         if plot is not None:
             evaluate_report.plot(report, plot)
         typer.echo(json.dumps(report) if as_json else evaluate_report.format_report(report))

@@ -36,6 +36,11 @@ def format_report(report: dict[str, Any]) -> str:
     for t in report["targets"]:
         mark = "met" if t["met"] else "MISSED"
         lines.append(f"  {t['data']:<10} {t['metric']:<30} {t['value']:+.3%} (target {t['target']})  {mark}")
+    if "leave_one_out" in report:
+        lines += ["", "leave one data set out (fit and calibration without it; scored on its test split):"]
+        for ds, r in report["leave_one_out"].items():
+            lines.append(f"  {ds:<10} fit on {r['fitted_on']}, threshold {r['threshold']:.4f}: {_cell(r)}; "
+                         f"plain cosine at that rate {r['cosine_at_same_false_hit']:.1%}")  # fmt: skip
     for name, r in report.get("conversations", {}).items():
         lines.append(f"fow-cache conversations, {name} key: verifier {_cell(r['verifier'])}; guard {_cell(r['guard'])}")
     return "\n".join(lines)
@@ -62,6 +67,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("false hits (share of traps served)")
         ax.set_ylabel("recall (should-hit served)")
         ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
