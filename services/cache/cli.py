@@ -48,6 +48,7 @@ def register(groups: CliGroups) -> None:
         only: list[str] = typer.Option([], "--set", help="only these data sets (fow-cache, msrp, sick)"),
         conversations: bool = typer.Option(False, "--conversations", help="also fow-cache's 240 conversation pairs"),
         embed_cache: Path | None = typer.Option(None, "--embed-cache", help="folder for cached embeddings"),
+        quantized: bool = typer.Option(False, "--int8", help="the int8 embedder (the verifier was calibrated on fp32)"),
         leave_one_out: bool = typer.Option(
             False, "--leave-one-out", help="also refit/recalibrate without each data set (needs the train extra)"
         ),
@@ -60,11 +61,12 @@ def register(groups: CliGroups) -> None:
         from services.cache.pairsets import DATASETS
 
         configure_logging(level="WARNING")  # keep stdout to the one report
+        from rationer.embedding import Embedder
+
         report = asyncio.run(evaluate.evaluate(
-            data_dir=data_dir, max_false_hit_rate=bound, sets=tuple(only) or DATASETS,
-            with_conversations=conversations, cache_dir=embed_cache))  # fmt: skip
+            embedder=Embedder(quantized=quantized), data_dir=data_dir, max_false_hit_rate=bound,
+            sets=tuple(only) or DATASETS, with_conversations=conversations, cache_dir=embed_cache))  # fmt: skip
         if leave_one_out:
-            from rationer.embedding import Embedder
             from services.cache.verifier_train import leave_one_out as loo
 
             report["leave_one_out"] = loo(Embedder(), data_dir, embed_cache, bound)
