@@ -26,7 +26,10 @@ from rationer.errors import FailedPrecondition, InvalidArgument
 SECTION = "router"
 KEY = "strong_threshold"
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_KEY_LINE = re.compile(rf"^\s*{KEY}\s*=")
+
+
+def _key_line(key: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*{re.escape(key)}\s*=")
 
 
 def text_from_messages(messages: list[Any]) -> str:
@@ -100,40 +103,46 @@ def _toml_float(x: float) -> str:
     return repr(float(x))
 
 
-def update_config_text(text: str, threshold: float, note: str = "") -> str:
-    """``text`` with ``[router] strong_threshold`` set, everything else untouched."""
+def update_config_text(text: str, threshold: float, note: str = "", *, section: str = SECTION,
+                       key: str = KEY) -> str:  # fmt: skip
+    """``text`` with ``[router] strong_threshold`` (or ``[section] key``) set,
+    everything else untouched. Shared by ``rationer calibrate cache``."""
     try:
         before = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InvalidArgument(f"router config is not valid TOML: {exc}") from exc
-    line = f"{KEY} = {_toml_float(threshold)}" + (f"  # {note}" if note else "")
+        raise InvalidArgument(f"{section} config is not valid TOML: {exc}") from exc
+    line = f"{key} = {_toml_float(threshold)}" + (f"  # {note}" if note else "")
     lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if (m := _HEADER.match(ln)) and m.group(1) == SECTION), None)
+    start = next((i for i, ln in enumerate(lines) if (m := _HEADER.match(ln)) and m.group(1) == section), None)
     if start is None:
-        if SECTION in before:
+        if section in before:
             raise FailedPrecondition(
-                f"the config defines '{SECTION}' without a [{SECTION}] header (dotted keys or inline "
-                f"table); add `{KEY} = {_toml_float(threshold)}` to it by hand"
+                f"the config defines '{section}' without a [{section}] header (dotted keys or inline "
+                f"table); add `{key} = {_toml_float(threshold)}` to it by hand"
             )
         sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        out = text + sep + f"[{SECTION}]\n{line}\n"
+        out = text + sep + f"[{section}]\n{line}\n"
     else:
         end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])), len(lines))
-        hit = next((i for i in range(start + 1, end) if _KEY_LINE.match(lines[i])), None)
+        hit = next((i for i in range(start + 1, end) if _key_line(key).match(lines[i])), None)
         if hit is None:
             lines.insert(start + 1, line)
         else:
             lines[hit] = line
         out = "\n".join(lines) + "\n"
     after = tomllib.loads(out)
-    if after[SECTION][KEY] != float(threshold):
+    if after[section][key] != float(threshold):
         raise FailedPrecondition("writing the threshold did not round-trip; the config was left unchanged")
     return out
 
 
-def write_threshold(config_path: Path, threshold: float, note: str = "") -> None:
+def write_threshold(config_path: Path, threshold: float, note: str = "", *, section: str = SECTION,
+                    key: str = KEY, also: dict[str, float] | None = None) -> None:  # fmt: skip
+    """Set ``[section] key`` (and each of ``also``) in one atomic rewrite."""
     text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
-    out = update_config_text(text, threshold, note)
+    out = update_config_text(text, threshold, note, section=section, key=key)
+    for other, value in (also or {}).items():
+        out = update_config_text(out, value, section=section, key=other)
     config_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=config_path.parent, suffix=".toml.tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

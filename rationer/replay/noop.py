@@ -36,6 +36,11 @@ class NoopRouter(router_pb2_grpc.RouterServiceServicer):
         tier = common_pb2.Tier(name="noop", kind=common_pb2.TIER_KIND_LOCAL, rank=0, model="noop")
         return router_pb2.ListTiersResponse(tiers=[tier])
 
+    async def ReportWrongHit(
+        self, request: router_pb2.ReportWrongHitRequest, context: Any
+    ) -> router_pb2.ReportWrongHitResponse:
+        return router_pb2.ReportWrongHitResponse()  # the no-op router has no cache
+
 
 @asynccontextmanager
 async def running_noop_router() -> AsyncIterator[str]:

@@ -133,6 +133,109 @@ async def grpc_lookup(entries: int, lookups: int) -> dict[str, float]:
             "text_only_p50_ms": _pct(text_only, 50), "entries": entries}  # fmt: skip
 
 
+def verify_cost(pairs: list[tuple[str, str]], cos: npt.NDArray[np.float32]) -> dict[str, float]:
+    """Per-candidate cost in process: today's guard vs the verifier (features,
+    guard included, plus the ONNX call), text features cold as for a new prompt."""
+    from services.cache import guard
+    from services.cache.guard_text import features, same_word, stem
+    from services.cache.verifier import Verifier
+
+    verifier = Verifier()
+    out: dict[str, float] = {}
+    for name, fn in (("guard", lambda a, b, c: guard.check(a, b)), ("verifier", verifier.score)):
+        samples = []
+        for (a, b), c in zip(pairs, cos, strict=True):
+            for cached in (features, same_word, stem):
+                cached.cache_clear()
+            t = time.perf_counter()
+            fn(a, b, float(c))
+            samples.append(time.perf_counter() - t)
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _pct(samples, 50), _pct(samples, 99)
+    return out
+
+
+async def verifier_overhead(rounds: int) -> dict[str, Any]:
+    """Semantic-hit Lookup over gRPC, verifier vs today's guard, interleaved in
+    one run: fow-cache should-hit pairs that both configurations serve."""
+    from fow_cache.data import load_questions
+
+    from services.cache.client import CacheClient
+    from services.cache.testing import running_cache, shared_embedder
+
+    qs = [q for q in load_questions() if q["same_answer"] and q["category"] in ("paraphrase", "near_repeat")]
+    vecs = shared_embedder().embed([q["a"] for q in qs] + [q["b"] for q in qs])
+    n = len(qs)
+    async with (
+        running_cache(verifier=True) as rv, running_cache(verifier=False) as rg,
+        CacheClient(rv.address) as cv, CacheClient(rg.address) as cg,
+    ):  # fmt: skip
+        for i, q in enumerate(qs):
+            for c in (cv, cg):
+                await c.store(f"bench-{i}", q["a"], "answer", vecs[i])
+        both = []
+        for i, q in enumerate(qs):
+            hits = [await c.lookup(f"bench-{i}", q["b"], vecs[n + i]) for c in (cv, cg)]
+            if all(h.hit and h.match_kind == "semantic" for h in hits):
+                both.append(i)
+        times: dict[str, list[float]] = {"verifier": [], "guard": []}
+        for _ in range(rounds):
+            for i in both:
+                for name, c in (("verifier", cv), ("guard", cg)):
+                    t = time.perf_counter()
+                    await c.lookup(f"bench-{i}", qs[i]["b"], vecs[n + i])
+                    times[name].append(time.perf_counter() - t)
+    pairs = [(q["a"], q["b"]) for q in qs]
+    cos = np.sum(vecs[:n] * vecs[n:], axis=1)
+    return {"pairs": len(both), **{f"{k}_p50_ms": _pct(v, 50) for k, v in times.items()},
+            **{f"{k}_p99_ms": _pct(v, 99) for k, v in times.items()},
+            "p50_overhead_ms": _pct(times["verifier"], 50) - _pct(times["guard"], 50),
+            "in_process": verify_cost(pairs, cos)}  # fmt: skip
+
+
+async def rebuild_stall(entries: int, hnsw_m: int = 32) -> dict[str, Any]:
+    """Another tenant's Lookup latency while one namespace crosses into HNSW
+    at ``entries`` and rebuilds in the background (in process, vectors given)."""
+    from services.cache.cache import CachePolicy, SemanticCache
+    from services.cache.testing import shared_embedder
+    from services.cache.types import LookupQuery, StoreCommand
+
+    rng = np.random.default_rng(3)
+    cache = SemanticCache(MicroBatcher(shared_embedder().embed), policy=CachePolicy(guard=False),
+                          index_config=IndexConfig(kind="auto", hnsw_m=hnsw_m, hnsw_min_entries=entries))  # fmt: skip
+    await cache.start()
+    try:
+        probe = _unit(rng, 1)[0]
+        await cache.store(StoreCommand("probe", "probe", "answer", probe))
+        # The big namespace's index is filled directly: the probe tenant's
+        # lookups never read its rows, and 100k Stores would take far longer
+        # than the rebuild being measured.
+        big = NamespaceIndex(IndexConfig(kind="auto", hnsw_m=hnsw_m, hnsw_min_entries=entries))
+        big.add(np.arange(entries - 1, dtype=np.int64), _unit(rng, entries - 1))
+        cache._indexes[("big", "")] = big
+        baseline = [await _timed_lookup(cache, LookupQuery("probe", "x", probe)) for _ in range(200)]
+        t0 = time.perf_counter()
+        big.add(np.array([entries - 1], dtype=np.int64), _unit(rng, 1))  # crosses the HNSW threshold
+        cache._schedule_rebuild(big)  # what Store does after adding
+        during: list[float] = []
+        done = asyncio.ensure_future(cache.wait_for_rebuilds())
+        while not done.done():
+            during.append(await _timed_lookup(cache, LookupQuery("probe", "x", probe)))
+            await asyncio.sleep(0.002)
+        build_s = time.perf_counter() - t0
+    finally:
+        cache.close(save=False)
+    return {"entries": entries, "rebuild_s": build_s, "lookups_during": len(during),
+            "idle_p50_ms": _pct(baseline, 50), "idle_p99_ms": _pct(baseline, 99),
+            "during_p50_ms": _pct(during, 50), "during_p99_ms": _pct(during, 99),
+            "during_max_ms": max(during) * 1000 if during else 0.0}  # fmt: skip
+
+
+async def _timed_lookup(cache: Any, q: Any) -> float:
+    t = time.perf_counter()
+    await cache.lookup(q)
+    return time.perf_counter() - t
+
+
 def run(*, quick: bool = False, hnsw_m: int = 32) -> dict[str, Any]:
     fp32 = Embedder()
     int8 = Embedder(quantized=True)
@@ -147,6 +250,8 @@ def run(*, quick: bool = False, hnsw_m: int = 32) -> dict[str, Any]:
     sizes = (10_000,) if quick else (10_000, 100_000)
     report["search"] = search_latency(sizes, 100 if quick else 300, hnsw_m)
     report["grpc_lookup"] = asyncio.run(grpc_lookup(200 if quick else 1000, 100 if quick else 500))
+    report["verifier_hit_path"] = asyncio.run(verifier_overhead(2 if quick else 5))
+    report["rebuild"] = asyncio.run(rebuild_stall(20_000 if quick else 100_000, hnsw_m))
     return report
 
 
@@ -169,4 +274,15 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"gRPC Lookup ({g['entries']} entries): p50 {g['with_vector_p50_ms']:.2f} ms with vector, "
                  f"p99 {g['with_vector_p99_ms']:.2f} ms; p50 {g['text_only_p50_ms']:.2f} ms text only "
                  "(cache embeds)")  # fmt: skip
+    v = r["verifier_hit_path"]
+    ip = v["in_process"]
+    lines.append(f"semantic-hit Lookup, {v['pairs']} fow-cache pairs: verifier p50 {v['verifier_p50_ms']:.2f} ms "
+                 f"p99 {v['verifier_p99_ms']:.2f} ms vs guard p50 {v['guard_p50_ms']:.2f} ms p99 "
+                 f"{v['guard_p99_ms']:.2f} ms = {v['p50_overhead_ms']:+.2f} ms p50; per candidate in process "
+                 f"verifier {ip['verifier_p50_ms']:.3f} ms vs guard {ip['guard_p50_ms']:.3f} ms p50")  # fmt: skip
+    rb = r["rebuild"]
+    lines.append(f"another tenant's Lookup while {rb['entries']} entries rebuild to HNSW ({rb['rebuild_s']:.1f} s, "
+                 f"{rb['lookups_during']} lookups): p50 {rb['during_p50_ms']:.2f} ms p99 {rb['during_p99_ms']:.2f} ms "
+                 f"max {rb['during_max_ms']:.1f} ms (idle p50 {rb['idle_p50_ms']:.2f} ms p99 "
+                 f"{rb['idle_p99_ms']:.2f} ms)")  # fmt: skip
     return "\n".join(lines)

@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import structlog
+from prometheus_client import Counter
 
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.cache import guard, keys, snapshot, validation
+from services.cache.feedback import FeedbackBook
 from services.cache.index import IndexConfig, NamespaceIndex
+from services.cache.pair_features import HARD_RULES
+from services.cache.rebuilds import Rebuilder
 from services.cache.store import Entry, EntryStore, NewEntry
 from services.cache.types import (
     CacheStats,
@@ -30,7 +34,9 @@ from services.cache.types import (
     LookupResult,
     StoreCommand,
     StoreResult,
+    WrongHitResult,
 )
+from services.cache.verifier import Verifier
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +62,10 @@ class _Counters:
     misses: int = 0
     guard_rejections: int = 0
     evictions: int = 0
+    wrong_hits: int = 0
+
+
+WRONG_HITS = Counter("rationer_cache_wrong_hits_total", "cached answers reported wrong by the caller", ["tenant"])
 
 
 class SemanticCache:
@@ -67,16 +77,22 @@ class SemanticCache:
         policy: CachePolicy | None = None,
         index_config: IndexConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        verifier: Verifier | None = None,
+        feedback: FeedbackBook | None = None,
     ) -> None:
         self._batcher = batcher
+        # None: the lexical guard and the two thresholds decide (the legacy path).
+        self._verifier = verifier
         self._policy = policy or CachePolicy()
         self._index_config = index_config or IndexConfig()
         self._clock = clock
+        self._feedback = feedback or FeedbackBook(clock)
         self._data_dir = data_dir
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
         self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
         self._indexes: dict[Namespace, NamespaceIndex] = {}
+        self._rebuilder = Rebuilder()  # index rebuilds, never on the event loop
         self._counters: defaultdict[str, _Counters] = defaultdict(_Counters)
         # Tenants that have stored something (since the data was created):
         # a lookup for any other tenant is NOT_FOUND, which the router
@@ -88,6 +104,10 @@ class SemanticCache:
     @property
     def policy(self) -> CachePolicy:
         return self._policy
+
+    @property
+    def verifier(self) -> Verifier | None:
+        return self._verifier
 
     # ---- start / stop -------------------------------------------------------
 
@@ -111,6 +131,8 @@ class SemanticCache:
         for ns, rows in vectors.items():
             index = NamespaceIndex(self._index_config)
             index.add(np.fromiter(rows.keys(), dtype=np.int64), np.stack(list(rows.values())))
+            if index.rebuild_due:
+                index.rebuild_now()  # at start, off the event loop
             self._indexes[ns] = index
         self.loaded_from = "rebuild" if vectors else "empty"
         log.info("cache index built from the database", namespaces=len(vectors))
@@ -154,6 +176,7 @@ class SemanticCache:
     def close(self, *, save: bool = True) -> None:
         if save and self.ready:
             self.save_snapshot()
+        self._rebuilder.close()
         self._store.close()
 
     def _require_ready(self) -> None:
@@ -174,7 +197,7 @@ class SemanticCache:
         counters = self._counters[tenant]
         entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
         if entry is not None:
-            return self._hit(entry, 1.0, "exact", now)
+            return self._served(q, self._hit(entry, 1.0, "exact", now))
         if q.exact_only:
             return LookupResult(hit=False)  # the caller follows up with a full lookup
         index = self._indexes.get((tenant, ctx))
@@ -185,7 +208,7 @@ class SemanticCache:
             vector = await self._batcher.embed(text)
         result = self._semantic(index, (tenant, ctx), text, vector, threshold, q.disable_guard, now)
         if result.hit:
-            return result
+            return self._served(q, result)
         counters.misses += 1
         if result.guard_rejection:
             counters.guard_rejections += 1
@@ -218,11 +241,24 @@ class SemanticCache:
                 continue
             if not use_guard:
                 return self._hit(entry, sim, "semantic", now)
+            if self._verifier is not None:
+                score, verdict = self._verifier.score(entry.text, text, sim)
+                if self._verifier.accepts(score):
+                    return self._hit(entry, sim, "semantic", now)
+                # The guard's hard rule when one fired (the field's meaning
+                # since before the verifier), else "verifier": the score was too low.
+                vetoed = verdict.reason in HARD_RULES
+                rejection = rejection or (verdict.reason if vetoed else "verifier")
+                continue
             verdict = guard.check(entry.text, text)
             if verdict.ok and (not verdict.reworded or sim >= reworded_threshold):
                 return self._hit(entry, sim, "semantic", now)
             rejection = rejection or (verdict.reason or "reworded")
         return LookupResult(hit=False, similarity=best, guard_rejection=rejection)
+
+    def _served(self, q: LookupQuery, result: LookupResult) -> LookupResult:
+        self._feedback.record(q.tenant, q.request_id, q.key_id, result.entry_id)
+        return result
 
     def _hit(self, entry: Entry, similarity: float, kind: str, now: float) -> LookupResult:
         self._store.touch(entry.row_id, now)
@@ -273,6 +309,7 @@ class SemanticCache:
         if index is None:
             index = self._indexes[(tenant, ctx)] = NamespaceIndex(self._index_config)
         index.add(np.array([row_id], dtype=np.int64), vector.reshape(1, -1))
+        self._schedule_rebuild(index)
         self._remove_rows(self._store.expired(now, tenant))
         evicted = self._remove_rows(self._store.lru_victims(tenant, policy.capacity_per_tenant))
         self._counters[tenant].evictions += evicted
@@ -285,6 +322,14 @@ class SemanticCache:
             index.remove(entry.row_id)
             if not len(index):
                 del self._indexes[ns]
+            else:
+                self._schedule_rebuild(index)
+
+    def _schedule_rebuild(self, index: NamespaceIndex) -> None:
+        self._rebuilder.schedule(index)
+
+    async def wait_for_rebuilds(self) -> None:
+        await self._rebuilder.wait()
 
     def _remove_rows(self, row_ids: list[int]) -> int:
         removed = self._store.delete(row_ids)
@@ -331,21 +376,28 @@ class SemanticCache:
         if tenant not in self._tenants:
             raise NotFound(f"tenant {tenant!r} has stored nothing in this cache yet; a lookup for it is a miss")
 
+    def report_wrong_hit(self, tenant: str, key_id: str, request_id: str) -> WrongHitResult:
+        """The caller says the answer served for ``request_id`` was wrong:
+        evict the entry (so no one else gets it) and count the report once."""
+        self._require_ready()
+        tenant = validation.tenant(tenant)
+        report = self._feedback.report(tenant, key_id, request_id)
+        entry = self._store.by_entry_id(report.entry_id)
+        evicted = entry is not None and entry.tenant == tenant and self._remove_rows([entry.row_id]) == 1
+        if not report.already_reported:
+            self._counters[tenant].wrong_hits += 1
+            WRONG_HITS.labels(tenant).inc()
+            log.info("cached answer reported wrong; entry evicted", tenant=tenant, entry_id=report.entry_id,
+                     evicted=evicted)  # fmt: skip
+        return WrongHitResult(entry_id=report.entry_id, evicted=evicted, already_reported=report.already_reported)
+
     def stats(self, tenant: str = "") -> CacheStats:
         if tenant:
             self._require_known(validation.tenant(tenant))
-            c = self._counters.get(tenant, _Counters())
-            return CacheStats(
-                entries=self._store.count(tenant), tenants=1 if self._store.count(tenant) else 0,
-                hits=c.hits, misses=c.misses, guard_rejections=c.guard_rejections, evictions=c.evictions,
-            )  # fmt: skip
+            n = self._store.count(tenant)
+            return CacheStats(entries=n, tenants=1 if n else 0, **asdict(self._counters.get(tenant, _Counters())))
         total = _Counters()
         for c in self._counters.values():
-            total.hits += c.hits
-            total.misses += c.misses
-            total.guard_rejections += c.guard_rejections
-            total.evictions += c.evictions
-        return CacheStats(
-            entries=self._store.count(), tenants=self._store.tenant_count(), hits=total.hits,
-            misses=total.misses, guard_rejections=total.guard_rejections, evictions=total.evictions,
-        )  # fmt: skip
+            for name, value in asdict(c).items():
+                setattr(total, name, getattr(total, name) + value)
+        return CacheStats(entries=self._store.count(), tenants=self._store.tenant_count(), **asdict(total))

@@ -14,7 +14,7 @@ from rationer import errors
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.platform.client import domain_error, internal_channel
 from rationer.platform.interceptor import PRINCIPAL_KEY, REQUEST_ID_KEY
-from services.cache.types import CacheContext, CacheStats, EntryMetadata, LookupResult, StoreResult
+from services.cache.types import CacheContext, CacheStats, EntryMetadata, LookupResult, StoreResult, WrongHitResult
 
 VectorLike = npt.NDArray[np.float32] | Sequence[float] | None
 
@@ -79,10 +79,13 @@ class CacheClient:
         disable_guard: bool = False,
         request_id: str = "",
         principal: str = "",
+        key_id: str = "",
     ) -> LookupResult:
+        """With ``key_id`` (and ``request_id``), a hit can later be reported wrong by that key."""
         req = cache_pb2.LookupRequest(
             tenant=tenant, text=text, vector=_vec(vector), context=_ctx(context),
             min_similarity=min_similarity, disable_guard=disable_guard,
+            request_id=request_id if key_id else "", key_id=key_id,
         )  # fmt: skip
         resp = await self._call(self._stub.Lookup, req, request_id, principal)
         meta = None
@@ -142,5 +145,10 @@ class CacheClient:
         resp = await self._call(self._stub.Stats, cache_pb2.StatsRequest(tenant=tenant), "", "")
         return CacheStats(
             entries=resp.entries, tenants=resp.tenants, hits=resp.hits, misses=resp.misses,
-            guard_rejections=resp.guard_rejections, evictions=resp.evictions,
+            guard_rejections=resp.guard_rejections, evictions=resp.evictions, wrong_hits=resp.wrong_hits,
         )  # fmt: skip
+
+    async def report_wrong_hit(self, tenant: str, key_id: str, request_id: str) -> WrongHitResult:
+        req = cache_pb2.ReportWrongHitRequest(tenant=tenant, key_id=key_id, request_id=request_id)
+        resp = await self._call(self._stub.ReportWrongHit, req, "", "")
+        return WrongHitResult(entry_id=resp.entry_id, evicted=resp.evicted, already_reported=resp.already_reported)

@@ -1,179 +1,171 @@
-"""``rationer eval cache``: the fow-cache labelled pairs through the real cache.
+"""``rationer eval cache``: every labelled pair set through the real cache.
 
-For each pair a fresh tenant stores question ``a`` and looks up ``b`` through
-:class:`SemanticCache` (real ONNX embedder, real FAISS, the guard and the
-default thresholds), so the table is what the service would do. The sweep
-re-judges the same similarities and guard verdicts at other thresholds.
+For each pair a fresh tenant stores ``a`` and looks up ``b`` through
+:class:`SemanticCache` (real ONNX embedder, real FAISS, SQLite), once with
+the verifier at the operator's bound and once with today's lexical guard,
+so the table is what the service would do. The sweep re-scores the same
+pairs offline at other bounds (the cache's own answers must agree with the
+offline scores; ``mismatches`` says if they do not). Plain-cosine
+baselines at 0.90 and 0.95 and "cosine at the verifier's false-hit rate"
+come from the same embeddings.
+
+Data: fow-cache (all 600 questions, the set the guard was tuned on), MSRP
+test and SICK test (``../shared/data/paraphrase``), never their train parts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from rationer.embedding import Embedder
 from rationer.embedding.batcher import MicroBatcher
-from services.cache import guard, keys
+from services.cache import keys, pairsets
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.types import LookupQuery, StoreCommand
+from services.cache.verifier import Verifier, operating_point
+from services.cache.verifier_train import TEST_SETS, Scored, score_pairs, served_scores
 
-TRAP_CATEGORIES = ("negation", "entity_swap", "number_date", "scope")
-HIT_CATEGORIES = ("paraphrase", "near_repeat")
-SWEEP = (0.4, 0.45, 0.5, 0.55, 0.6, 0.62, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-
-
-@dataclass(frozen=True)
-class PairResult:
-    group: str
-    same_answer: bool
-    similarity: float
-    served: bool
-    guard_ok: bool
-    reworded: bool
-    exact: bool
-
-
-def _rates(results: list[PairResult], served: list[bool]) -> dict[str, Any]:
-    hits = [s for r, s in zip(results, served, strict=True) if r.same_answer]
-    traps = [s for r, s in zip(results, served, strict=True) if not r.same_answer]
-    by_group: dict[str, list[bool]] = defaultdict(list)
-    for r, s in zip(results, served, strict=True):
-        by_group[r.group].append(s)
-    return {
-        "hit_rate": float(np.mean(hits)) if hits else 0.0,
-        "wrong_rate": float(np.mean(traps)) if traps else 0.0,
-        "by_group": {g: float(np.mean(v)) for g, v in by_group.items()},
-        "n_should_hit": len(hits),
-        "n_traps": len(traps),
-    }
+SWEEP_BOUNDS = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+COSINE_BASELINES = (0.90, 0.95)
+TARGETS = (  # (data set, metric, comparison, value): the issue's targets at the default bound
+    ("msrp", "false_hit:msrp", "<=", 0.01),
+    ("sick", "false_hit:sick/contradiction", "<=", 0.005),
+    ("sick", "false_hit:sick/neutral", "<=", 0.02),
+    ("fow-cache", "recall", ">=", 0.60),
+    ("fow-cache", "false_hit:fow-cache", "<=", 0.01),
+    ("msrp", "recall_vs_cosine", ">=", 0.0),
+    ("sick", "recall_vs_cosine", ">=", 0.0),
+)
 
 
-def _served_at(r: PairResult, t: float, t_reworded: float, use_guard: bool) -> bool:
-    if r.exact:
-        return True
-    if not use_guard:
-        return r.similarity >= t
-    return r.guard_ok and r.similarity >= (max(t, t_reworded) if r.reworded else t)
+def rates(served: npt.NDArray[np.bool_], s: Scored) -> dict[str, Any]:
+    y, groups = s.y, np.array(s.trap_group())
+    fh = {g: float(served[groups == g].mean()) for g in sorted(set(groups) - {""})}
+    return {"recall": float(served[y].mean()) if y.any() else 0.0, "false_hit": fh,
+            "false_hit_all": float(served[~y].mean()) if (~y).any() else 0.0}  # fmt: skip
 
 
-def sweep(results: list[PairResult], policy: CachePolicy) -> list[dict[str, Any]]:
-    """Three curves: similarity alone at t; the guard with both thresholds at
-    t (reworded = max(t, default)); the guard with the verified threshold at
-    its default and the reworded threshold at t."""
-    rows = []
-    for t in SWEEP:
-        for mode in ("similarity_only", "guard", "guard_reworded_at_t"):
-            verified = policy.min_similarity if mode == "guard_reworded_at_t" else t
-            reworded = t if mode == "guard_reworded_at_t" else max(t, policy.reworded_similarity)
-            served = [_served_at(r, verified, reworded, mode != "similarity_only") for r in results]
-            rates = _rates(results, served)
-            rows.append({"threshold": t, "mode": mode, "hit_rate": rates["hit_rate"],
-                         "wrong_rate": rates["wrong_rate"]})  # fmt: skip
-    return rows
+def cosine_recall_at(cos: npt.NDArray[np.float32], s: Scored, fh: float) -> float:
+    """Recall of a plain cosine threshold that serves at most ``fh`` of the traps."""
+    c = np.where(s.exact, 2.0, cos.astype(np.float64))
+    y = s.y
+    neg = np.sort(c[~y])[::-1]
+    k = int(np.floor(fh * len(neg) + 1e-9))
+    t = neg[k] + 1e-9 if k < len(neg) else -np.inf
+    return float(((c >= t) & y).sum() / max(int(y.sum()), 1))
 
 
-async def run_pairs(
-    cache: SemanticCache, pairs: list[tuple[str, str, str, bool]], embedder_batch: int = 64
-) -> list[PairResult]:
-    """pairs: (group, cached text, new text, same_answer)."""
-    texts = [p[1] for p in pairs] + [p[2] for p in pairs]
-    vecs = np.concatenate([
-        await cache._batcher.embed_many(texts[i : i + embedder_batch])
-        for i in range(0, len(texts), embedder_batch)
-    ])  # fmt: skip
-    n = len(pairs)
-    out = []
-    for i, (group, a, b, same) in enumerate(pairs):
+async def through_cache(cache: SemanticCache, s: Scored, vecs: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Store ``a`` in a fresh tenant, look up ``b``: was it served?"""
+    n = len(s.pairs)
+    out = np.zeros(n, dtype=bool)
+    for i, p in enumerate(s.pairs):
         tenant = f"eval-{i}"
-        await cache.store(StoreCommand(tenant=tenant, text=a, answer=f"answer to {a}", vector=vecs[i]))
-        res = await cache.lookup(LookupQuery(tenant=tenant, text=b, vector=vecs[n + i]))
-        sim = float(np.dot(vecs[i], vecs[n + i]))
-        verdict = guard.check(a, b)
-        exact = keys.normalize(a) == keys.normalize(b)
-        out.append(PairResult(group, same, sim, res.hit, verdict.ok, verdict.reworded, exact))
+        await cache.store(StoreCommand(tenant=tenant, text=p.a, answer=f"answer to {p.a}", vector=vecs[i]))
+        res = await cache.lookup(LookupQuery(tenant=tenant, text=p.b, vector=vecs[n + i]))
+        out[i] = res.hit
         cache.invalidate(tenant=tenant)
     return out
 
 
-def question_pairs() -> list[tuple[str, str, str, bool]]:
-    from fow_cache.data import load_questions
+def _vectors(s: Scored, embedder: Embedder, cache_dir: Path | None) -> npt.NDArray[np.float32]:
+    from rationer.classifier.embed_cache import cached_embed
 
-    # Ambiguous pairs count as traps (fow-cache's strict default).
-    return [(q.get("ambiguous") or q["category"], q["a"], q["b"], bool(q["same_answer"]) and
-             not q.get("ambiguous")) for q in load_questions()]  # fmt: skip
+    return cached_embed(embedder, [p.a for p in s.pairs] + [p.b for p in s.pairs], cache_dir=cache_dir)
 
 
-def conversation_pairs(last_message_only: bool) -> list[tuple[str, str, str, bool]]:
-    from fow_cache.data import load_conversations
-
-    out = []
-    for c in load_conversations():
-        if last_message_only:
-            a, b = c["a"][-1]["content"], c["b"][-1]["content"]
-        else:
-            a, b = keys.canonical_text(c["a"]), keys.canonical_text(c["b"])
-        out.append((c["subtype"], a, b, bool(c["same_answer"])))
+async def evaluate_set(s: Scored, vecs: npt.NDArray[np.float32], verifier: Verifier, embedder: Embedder,
+                       policy: CachePolicy) -> dict[str, Any]:  # fmt: skip
+    batcher = MicroBatcher(embedder.embed)
+    with tempfile.TemporaryDirectory() as tmp:
+        served: dict[str, npt.NDArray[np.bool_]] = {}
+        for name, ver in (("verifier", verifier), ("guard", None)):
+            cache = SemanticCache(batcher, data_dir=Path(tmp) / name, policy=policy, verifier=ver)
+            await cache.start()
+            try:
+                served[name] = await through_cache(cache, s, vecs)
+            finally:
+                cache.close(save=False)
+    scores = served_scores(verifier.probabilities(s.x), s, policy.min_similarity)
+    offline = scores >= verifier.threshold if verifier.threshold < 1.0 else s.exact
+    out: dict[str, Any] = {
+        "n_should_hit": int(s.y.sum()),
+        "n_traps": {g: int(np.sum(np.array(s.trap_group()) == g)) for g in sorted(set(s.trap_group()) - {""})},
+        "verifier": rates(served["verifier"], s),
+        "guard": rates(served["guard"], s),
+        "mismatches": int(np.sum(offline != served["verifier"])),
+    }
+    for t in COSINE_BASELINES:
+        out[f"cosine_{t:.2f}"] = rates((s.cos >= t) | s.exact, s)
+    out["cosine_at_same_false_hit"] = cosine_recall_at(s.cos, s, out["verifier"]["false_hit_all"])
+    sweep = []
+    for bound in SWEEP_BOUNDS:
+        point = operating_point(verifier.card["calibration"], bound)
+        at = (scores >= point.threshold) if point.threshold < 1.0 else s.exact
+        r = rates(at, s)
+        sweep.append({"bound": bound, "threshold": point.threshold, **r,
+                      "cosine_same_false_hit": cosine_recall_at(s.cos, s, r["false_hit_all"])})  # fmt: skip
+    out["sweep"] = sweep
     return out
 
 
-async def evaluate(
-    *, quantized: bool = False, conversations: bool = False, policy: CachePolicy | None = None,
-    embedder: Embedder | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    embedder = embedder or Embedder(quantized=quantized)
-    policy = policy or CachePolicy()
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = SemanticCache(MicroBatcher(embedder.embed), data_dir=Path(tmp), policy=policy)
-        await cache.start()
-        try:
-            results = await run_pairs(cache, question_pairs())
-            report: dict[str, Any] = {
-                "embedder": embedder.identity,
-                "min_similarity": policy.min_similarity,
-                "reworded_similarity": policy.reworded_similarity,
-                "questions": _rates(results, [r.served for r in results]),
-                "guard_refusals_on_should_hit": dict(Counter(
-                    "served" if r.guard_ok else "refused" for r in results if r.same_answer)),
-                "sweep": sweep(results, policy),
-            }  # fmt: skip
-            if conversations:
-                report["conversations"] = {}
-                for name, last in (("whole_conversation", False), ("last_message", True)):
-                    conv = await run_pairs(cache, conversation_pairs(last))
-                    report["conversations"][name] = _rates(conv, [r.served for r in conv])
-        finally:
-            cache.close(save=False)
+def check_targets(sets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for ds, metric, op, target in TARGETS:
+        if ds not in sets:
+            continue
+        v = sets[ds]["verifier"]
+        if metric == "recall":
+            value = v["recall"]
+        elif metric == "recall_vs_cosine":
+            value = v["recall"] - sets[ds]["cosine_at_same_false_hit"]
+        else:
+            value = v["false_hit"][metric.split(":", 1)[1]]
+        met = value <= target + 1e-12 if op == "<=" else value >= target - 1e-12
+        out.append({"data": ds, "metric": metric, "value": value, "target": f"{op} {target}", "met": bool(met)})
+    return out
+
+
+async def conversations(embedder: Embedder, verifier: Verifier, policy: CachePolicy,
+                        cache_dir: Path | None) -> dict[str, Any]:  # fmt: skip
+    from fow_cache.data import load_conversations
+
+    out = {}
+    for name, last in (("whole_conversation", False), ("last_message", True)):
+        pairs = []
+        for c in load_conversations():
+            a, b = (c["a"][-1]["content"], c["b"][-1]["content"]) if last else (
+                keys.canonical_text(c["a"]), keys.canonical_text(c["b"]))  # fmt: skip
+            pairs.append(pairsets.Pair("fow-conversations", "all", c["subtype"], a, b, bool(c["same_answer"])))
+        s = score_pairs(pairs, embedder, cache_dir)
+        res = await evaluate_set(s, _vectors(s, embedder, cache_dir), verifier, embedder, policy)
+        out[name] = {k: res[k] for k in ("n_should_hit", "verifier", "guard", "cosine_0.95")}
+    return out
+
+
+async def evaluate(*, embedder: Embedder | None = None, data_dir: Path | None = None,
+                   max_false_hit_rate: float = 0.01, threshold: float | None = None,
+                   artifact_dir: Path | None = None, sets: tuple[str, ...] = pairsets.DATASETS,
+                   with_conversations: bool = False, cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    embedder = embedder or Embedder()
+    verifier = Verifier(artifact_dir, max_false_hit_rate=max_false_hit_rate, threshold=threshold)
+    policy = CachePolicy()
+    report: dict[str, Any] = {
+        "embedder": embedder.identity, "max_false_hit_rate": max_false_hit_rate,
+        "threshold": verifier.threshold, "calibration_point": verifier.point.__dict__, "sets": {},
+    }  # fmt: skip
+    for ds, split in TEST_SETS:
+        if ds not in sets:
+            continue
+        s = score_pairs(pairsets.load(ds, split, data_dir), embedder, cache_dir)
+        res = await evaluate_set(s, _vectors(s, embedder, cache_dir), verifier, embedder, policy)
+        report["sets"][ds] = {"split": split, **res}
+    report["targets"] = check_targets(report["sets"])
+    if with_conversations:
+        report["conversations"] = await conversations(embedder, verifier, policy, cache_dir)
     return report
-
-
-def format_report(report: dict[str, Any]) -> str:
-    q = report["questions"]
-    lines = [
-        f"fow-cache questions ({q['n_should_hit']} should-hit, {q['n_traps']} traps), embedder {report['embedder']}",
-        f"thresholds: verified {report['min_similarity']}, reworded {report['reworded_similarity']}",
-        f"  should-hit served        {q['hit_rate']:6.1%}",
-    ]
-    groups = q["by_group"]
-    lines += [f"    {g:<22}{groups[g]:6.1%}" for g in HIT_CATEGORIES if g in groups]
-    lines += [f"  traps answered wrongly   {q['wrong_rate']:6.1%}"]
-    lines += [f"    {g:<22}{v:6.1%}" for g, v in groups.items() if g not in HIT_CATEGORIES]
-    lines += ["", "sweep t: similarity only | guard, both thresholds t | guard, reworded threshold t"]
-    by_t: dict[float, dict[str, Any]] = defaultdict(dict)
-    for row in report["sweep"]:
-        by_t[row["threshold"]][row["mode"]] = row
-    for t, modes in by_t.items():
-        cells = [f"{m['hit_rate']:6.1%} / {m['wrong_rate']:5.1%}" for m in modes.values()]
-        lines.append(f"  {t:4.2f}: " + "  |  ".join(cells))
-    for name, rates in report.get("conversations", {}).items():
-        lines.append(f"conversations, {name} key: hit {rates['hit_rate']:.1%}, wrong {rates['wrong_rate']:.1%}")
-    return "\n".join(lines)
-
-
-def main(*, quantized: bool, conversations: bool) -> dict[str, Any]:
-    return asyncio.run(evaluate(quantized=quantized, conversations=conversations))

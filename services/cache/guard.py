@@ -55,7 +55,9 @@ class Verdict:
 
 
 def _unmatched(left: tuple[str, ...], right: frozenset[str] | tuple[str, ...], strict: bool = False) -> list[str]:
-    return [w for w in left if not any(same_word(w, v, strict) for v in right)]
+    # The membership test first: most words match exactly, and the pairwise
+    # same_word scan is the guard's only cost that grows with text length.
+    return [w for w in left if w not in right and not any(same_word(w, v, strict) for v in right)]
 
 
 def _prefix_flip(left: tuple[str, ...], right: tuple[str, ...]) -> bool:

@@ -39,6 +39,7 @@ class Features:
     slots: tuple[frozenset[str], frozenset[str]]  # content words right after "from"; after "to"/"into"
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """Light stemming (plurals, -ing/-ed/-est, final e): enough for "Sundays" /
     "Sunday" and "submitting" / "submit"; the same word always gets the same stem."""

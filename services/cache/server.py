@@ -16,6 +16,7 @@ from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.index import IndexConfig
 from services.cache.servicer import CacheServicer
 from services.cache.settings import CacheSettings
+from services.cache.verifier import Verifier
 
 SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
 
@@ -51,7 +52,18 @@ def build_cache(settings: CacheSettings, embedder: Embedder | None = None) -> Se
         hnsw_min_entries=settings.hnsw_min_entries,
     )
     data_dir = Path(settings.data_dir) if settings.data_dir else None
-    return SemanticCache(batcher, data_dir=data_dir, policy=policy, index_config=index)
+    verifier = build_verifier(settings)
+    return SemanticCache(batcher, data_dir=data_dir, policy=policy, index_config=index, verifier=verifier)
+
+
+def build_verifier(settings: CacheSettings) -> Verifier | None:
+    if not settings.verifier:
+        return None
+    return Verifier(
+        Path(settings.verifier_artifact) if settings.verifier_artifact else None,
+        max_false_hit_rate=settings.max_false_hit_rate,
+        threshold=settings.verifier_threshold,
+    )
 
 
 def create_server(address: str, deps: CacheDeps, *, service_token: str) -> tuple[grpc.aio.Server, int]:

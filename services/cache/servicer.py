@@ -63,6 +63,8 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                 min_similarity=request.min_similarity,
                 disable_guard=request.disable_guard,
                 exact_only=request.exact_only,
+                request_id=request.request_id,
+                key_id=request.key_id,
             )
         )
         return cache_pb2.LookupResponse(
@@ -109,4 +111,13 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             misses=s.misses,
             guard_rejections=s.guard_rejections,
             evictions=s.evictions,
+            wrong_hits=s.wrong_hits,
+        )
+
+    async def ReportWrongHit(
+        self, request: cache_pb2.ReportWrongHitRequest, context: Any
+    ) -> cache_pb2.ReportWrongHitResponse:
+        r = self._cache.report_wrong_hit(request.tenant, request.key_id, request.request_id)
+        return cache_pb2.ReportWrongHitResponse(
+            entry_id=r.entry_id, evicted=r.evicted, already_reported=r.already_reported
         )

@@ -35,6 +35,16 @@ class CacheSettings(ServiceSettings):
     min_similarity: float = Field(default=0.5, gt=0.0, le=1.0)
     reworded_similarity: float = Field(default=0.6, gt=0.0, le=1.0)
     guard: bool = True
+    # The verifier (docs/cache.md, "The verifier"): a calibrated model decides
+    # each candidate above min_similarity. max_false_hit_rate picks its
+    # operating point from the calibration curve shipped with the artifact;
+    # verifier_threshold, written by `rationer calibrate cache`, overrides it.
+    # verifier = false falls back to the lexical guard and the two
+    # thresholds above.
+    verifier: bool = True
+    max_false_hit_rate: float = Field(default=0.01, gt=0.0, lt=1.0)
+    verifier_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    verifier_artifact: str | None = None
     candidates: int = Field(default=4, ge=1, le=64)
     default_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     max_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)

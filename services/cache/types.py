@@ -47,6 +47,9 @@ class LookupQuery:
     min_similarity: float = 0.0  # 0 = the service default
     disable_guard: bool = False
     exact_only: bool = False
+    # Set by the router so that this key can later report a hit as wrong.
+    request_id: str = ""
+    key_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,11 @@ class CacheStats:
     misses: int = 0
     guard_rejections: int = 0
     evictions: int = 0
+    wrong_hits: int = 0
+
+
+@dataclass(frozen=True)
+class WrongHitResult:
+    entry_id: str
+    evicted: bool  # False when the entry had already gone (TTL, eviction, an earlier report)
+    already_reported: bool

@@ -20,7 +20,7 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from rationer.errors import NotFound
 from rationer.platform.client import call_metadata, domain_error
-from services.router.ports import CachedAnswer, Charge, Principal, Reservation
+from services.router.ports import CachedAnswer, Charge, Principal, Reservation, WrongHitReport
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -184,6 +184,8 @@ class GrpcCache:
         vector: npt.NDArray[np.float32],
         context: dict[str, object],
         exact_only: bool = False,
+        request_id: str = "",
+        key_id: str = "",
     ) -> CachedAnswer | None:
         req = cache_pb2.LookupRequest(
             tenant=tenant,
@@ -192,6 +194,8 @@ class GrpcCache:
             context=_context(context),
             min_similarity=self._min_similarity,
             exact_only=exact_only,
+            request_id=request_id,
+            key_id=key_id,
         )
         try:
             resp = await _call("cache", self._stub.Lookup, req, CACHE_TIMEOUT_S)
@@ -209,6 +213,11 @@ class GrpcCache:
             prompt_tokens=md.prompt_tokens,
             completion_tokens=md.completion_tokens,
         )
+
+    async def report_wrong_hit(self, *, tenant: str, key_id: str, request_id: str) -> WrongHitReport:
+        req = cache_pb2.ReportWrongHitRequest(tenant=tenant, key_id=key_id, request_id=request_id)
+        resp = await _call("cache", self._stub.ReportWrongHit, req, CACHE_TIMEOUT_S)
+        return WrongHitReport(entry_id=resp.entry_id, evicted=resp.evicted, already_reported=resp.already_reported)
 
     async def store(
         self,

@@ -217,6 +217,9 @@ class RouterCore:
                 vector=prep.vector,
                 context=prep.cache_context,
                 exact_only=exact_only,
+                # so that this key can report the hit as wrong (POST /v1/cache/feedback)
+                request_id=prep.request_id,
+                key_id=prep.principal.key_id,
             )
         except RationerError as exc:
             # A cache outage must not take the gateway down: degrade to a miss.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
+from services.router.cache_feedback import http_cache_feedback
 from services.router.core import RouterCore
 from services.router.http_embeddings import BatchEmbedder, Billing, embeddings
 from services.router.http_errors import (
@@ -93,6 +95,7 @@ class FrontDoor:
         # Model ids may hold a slash ("org/model", as on Hugging Face).
         app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/cache/feedback", functools.partial(http_cache_feedback, self.core, bearer_key, self._json))
         for path in ("/health", "/healthz"):
             app.router.add_get(path, self.health)
         for path in ("/ready", "/readyz"):

@@ -53,6 +53,15 @@ class CachedAnswer:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class WrongHitReport:
+    """The cache's answer to ``POST /v1/cache/feedback`` / ``ReportWrongHit``."""
+
+    entry_id: str
+    evicted: bool
+    already_reported: bool
+
+
 class LedgerPort(Protocol):
     async def authenticate(self, api_key: str) -> Principal: ...
 
@@ -112,7 +121,11 @@ class CachePort(Protocol):
         vector: npt.NDArray[np.float32],
         context: dict[str, object],
         exact_only: bool = False,
+        request_id: str = "",
+        key_id: str = "",
     ) -> CachedAnswer | None: ...
+
+    async def report_wrong_hit(self, *, tenant: str, key_id: str, request_id: str) -> WrongHitReport: ...
 
     async def store(
         self,

@@ -14,6 +14,7 @@ from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.errors import Unauthenticated
 from rationer.platform.convert import FINISH_TO_PROTO
 from rationer.platform.interceptor import REQUEST_ID_KEY
+from services.router.cache_feedback import report_wrong_hit
 from services.router.core import RouterCore
 from services.router.model_types import GenParams, Message
 from services.router.request_ids import check_request_id
@@ -141,3 +142,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 for t in tiers
             ]
         )
+
+    async def ReportWrongHit(
+        self, request: router_pb2.ReportWrongHitRequest, context: Any
+    ) -> router_pb2.ReportWrongHitResponse:
+        report = await report_wrong_hit(self._core, bearer_token(_metadata(context)), request.request_id)
+        return router_pb2.ReportWrongHitResponse(evicted=report.evicted, already_reported=report.already_reported)

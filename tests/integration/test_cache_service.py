@@ -31,7 +31,9 @@ async def test_exact_semantic_and_trap_lookups_with_metadata() -> None:
         assert exact.hit and exact.match_kind == "exact" and exact.entry_id == stored.entry_id
         assert exact.metadata is not None and exact.metadata.model == "gemma3-270m"
         assert exact.metadata.saved_nano_usd == 1234 and exact.metadata.created_at > 0
-        typo = await client.lookup("acme", "How do I turn on two-factor authentcation?")
+        # A rewording the verifier serves at the default bound (a typo at
+        # cos 0.82 is below its operating point: docs/cache.md).
+        typo = await client.lookup("acme", "How can I turn on two-factor authentication?")
         assert typo.hit and typo.match_kind == "semantic" and 0.5 < typo.similarity < 1.0
         trap = await client.lookup("acme", "How do I turn off two-factor authentication?")
         assert not trap.hit and trap.guard_rejection == "polarity" and trap.similarity > 0.8

@@ -183,13 +183,13 @@ async def test_invalidating_a_whole_hnsw_tenant_drops_its_index_without_rebuilds
     for i in range(40):
         await cache.store(StoreCommand("t", f"question number {i} here", str(i), unit(100 + i)))
     rebuilds: list[int] = []
-    real = NamespaceIndex._rebuild
+    real = NamespaceIndex.begin_rebuild
 
-    def counting(self: NamespaceIndex, *, hnsw: bool) -> None:
+    def counting(self: NamespaceIndex) -> object:
         rebuilds.append(1)
-        real(self, hnsw=hnsw)
+        return real(self)
 
-    monkeypatch.setattr(NamespaceIndex, "_rebuild", counting)
+    monkeypatch.setattr(NamespaceIndex, "begin_rebuild", counting)
     # Row by row, a quarter of tombstones would rebuild the index ~3 times per N.
     assert cache.invalidate(tenant="t") == 40
     assert rebuilds == [] and ("t", CacheContext().key) not in cache._indexes
