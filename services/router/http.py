@@ -95,7 +95,8 @@ class FrontDoor:
         # Model ids may hold a slash ("org/model", as on Hugging Face).
         app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_post("/v1/embeddings", self.embeddings)
-        app.router.add_post("/v1/cache/feedback", functools.partial(http_cache_feedback, self.core, bearer_key, self._json))
+        feedback = functools.partial(http_cache_feedback, self.core, bearer_key, self._json)
+        app.router.add_post("/v1/cache/feedback", feedback)
         for path in ("/health", "/healthz"):
             app.router.add_get(path, self.health)
         for path in ("/ready", "/readyz"):
