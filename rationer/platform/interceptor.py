@@ -38,10 +38,17 @@ RESETS_AT_KEY = "x-rationer-resets-at"
 SERVICE_TOKEN_KEY = "x-rationer-service-token"
 
 _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
-# Status messages travel in a trailer that clients cap at 16 KiB after
-# percent-encoding (up to 12 bytes per character); a message that echoes a
-# huge field would make the client see a transport error instead.
+# Status messages travel in a trailer, percent-encoded (up to 12 bytes per
+# character). Clients refuse trailers past 16 KiB and, between their 8 KiB soft
+# limit and that, at random; a message that echoes a huge field would make the
+# client see a transport error instead. So a message is cut to 1,000
+# characters and to 6,000 bytes once encoded, well under the soft limit.
 MAX_MESSAGE_CHARS = 1000
+MAX_MESSAGE_ENCODED = 6000
+
+
+def _encoded_len(ch: str) -> int:
+    return 1 if " " <= ch <= "~" and ch != "%" else 3 * len(ch.encode("utf-8", "surrogatepass"))
 
 
 def _metadata(context: ServicerContext[Any, Any]) -> dict[str, str]:
@@ -54,9 +61,14 @@ def _metadata(context: ServicerContext[Any, Any]) -> dict[str, str]:
 
 
 def _bounded(message: str) -> str:
-    if len(message) <= MAX_MESSAGE_CHARS:
+    sizes = [_encoded_len(ch) for ch in message]
+    if len(message) <= MAX_MESSAGE_CHARS and sum(sizes) <= MAX_MESSAGE_ENCODED:
         return message
-    return message[: MAX_MESSAGE_CHARS - 40] + f" ... ({len(message)} characters, cut)"
+    keep, used = 0, 0
+    while keep < MAX_MESSAGE_CHARS - 40 and used + sizes[keep] <= MAX_MESSAGE_ENCODED - 120:
+        used += sizes[keep]
+        keep += 1
+    return message[:keep] + f" ... ({len(message)} characters, cut)"
 
 
 def _trailers(exc: RationerError) -> tuple[tuple[str, str], ...]:

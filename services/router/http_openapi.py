@@ -228,6 +228,16 @@ def _paths(limits: RequestLimits) -> dict[str, Any]:
             "responses": {"200": _json(_ref("EmbeddingList"), "one vector per input"),
                           **_errors(400, 401, 408, 413, 429)},
         }},
+        "/v1/cache/feedback": {"post": {
+            "operationId": "reportWrongCacheHit",
+            "description": "Flag a cached answer this key received as wrong: the entry is evicted (docs/cache.md).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["request_id"],
+                "properties": {"request_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                                              "pattern": "^[A-Za-z0-9._:-]+$"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "the report was taken"),
+                          **_errors(400, 401, 403, 404, 408, 413, 429)},
+        }},
         "/health": health, "/healthz": health,
         "/ready": {"get": {"security": public, "responses": ready}},
         "/readyz": {"get": {"security": public, "responses": ready}},

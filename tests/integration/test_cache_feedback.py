@@ -17,14 +17,13 @@ from stack import Stack, running_stack
 from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from services.cache.client import CacheClient
 from services.cache.testing import running_cache
 
 Q = "How do I turn on two-factor authentication?"
 
 
 async def test_cache_report_evicts_only_for_the_key_that_received_the_hit() -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         stored = await client.store("acme", Q, "Settings > Security")
         await client.store("globex", Q, "Ask IT")
         hit = await client.lookup("acme", Q, request_id="rq-1", key_id="key-a")
@@ -47,7 +46,7 @@ async def test_cache_report_evicts_only_for_the_key_that_received_the_hit() -> N
 
 
 async def test_cache_reports_are_rate_limited_per_key() -> None:
-    async with running_cache() as running, CacheClient(running.address) as client:
+    async with running_cache() as running, running.client() as client:
         await client.store("acme", Q, "Settings > Security")
         for i in range(11):
             await client.lookup("acme", Q, request_id=f"rq-{i}", key_id="key-a")
