@@ -149,6 +149,18 @@ def with_service_token(settings: SS, section: str) -> SS:
     return settings.model_copy(update={"service_token": SecretStr(token), "service_token_file": None})
 
 
+def load_service_settings(cls: type[SS], section: str, config: Path | None, environ: Mapping[str, str]) -> SS:
+    """For a service's ``main``: its settings with the service token resolved.
+
+    A missing or bad token (or file) ends the process with one line saying
+    how to configure it, instead of a service that refuses every call.
+    """
+    try:
+        return with_service_token(load_settings(cls, section, toml_path=config, environ=environ), section)
+    except InvalidArgument as exc:
+        raise SystemExit(f"{section}: refusing to start: {exc.message}") from None
+
+
 def resolve_service_token(settings: ServiceSettings, service: str) -> str:
     """The service token from ``service_token`` or ``service_token_file``.
 

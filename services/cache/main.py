@@ -8,11 +8,10 @@ from pathlib import Path
 
 import structlog
 
-from rationer.errors import InvalidArgument
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving
-from rationer.platform.settings import load_settings, service_token_of, with_service_token
+from rationer.platform.settings import load_service_settings, service_token_of
 from services.cache.server import CacheDeps, build_cache, create_server
 from services.cache.settings import CacheSettings
 
@@ -50,12 +49,7 @@ async def run(settings: CacheSettings) -> None:
 
 
 def main(config: Path | None = None) -> None:
-    try:
-        settings = with_service_token(
-            load_settings(CacheSettings, "cache", toml_path=config, environ=os.environ), "cache"
-        )
-    except InvalidArgument as exc:
-        raise SystemExit(f"cache: refusing to start: {exc.message}") from None
+    settings = load_service_settings(CacheSettings, "cache", config, os.environ)
     # The service token is scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
     asyncio.run(run(settings))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import structlog
 
-from rationer.errors import InvalidArgument
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
-from rationer.platform.settings import load_settings, service_token_of, with_service_token
+from rationer.platform.settings import load_service_settings, service_token_of
 from services.ledger.admin import LedgerAdmin
 from services.ledger.ledger import Ledger
 from services.ledger.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
@@ -77,12 +76,7 @@ async def run(s: LedgerSettings) -> None:
 
 
 def main(config: Path | None = None) -> None:
-    try:
-        settings = with_service_token(
-            load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ), "ledger"
-        )
-    except InvalidArgument as exc:
-        raise SystemExit(f"ledger: refusing to start: {exc.message}") from None
+    settings = load_service_settings(LedgerSettings, "ledger", config, os.environ)
     # The admin and service tokens are scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level,
                       secrets=[settings.admin_token, service_token_of(settings)])  # fmt: skip

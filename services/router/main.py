@@ -12,12 +12,12 @@ from typing import Any
 
 import structlog
 
-from rationer.errors import InvalidArgument, RationerError
+from rationer.errors import RationerError
 from rationer.platform.client import internal_channel
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
-from rationer.platform.settings import load_settings, service_token_of, with_service_token
+from rationer.platform.settings import load_service_settings, service_token_of
 from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.backends import FrontierBackend
 from services.router.call_state import CoreConfig
@@ -230,12 +230,7 @@ async def serve(settings: RouterSettings) -> None:
 
 
 def main(config: Path | None = None) -> None:
-    try:
-        settings = with_service_token(
-            load_settings(RouterSettings, "router", toml_path=config, environ=os.environ), "router"
-        )
-    except InvalidArgument as exc:
-        raise SystemExit(f"router: refusing to start: {exc.message}") from None
+    settings = load_service_settings(RouterSettings, "router", config, os.environ)
     # Frontier keys and the service token are scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level,
                       secrets=[service_token_of(settings), *(t.api_key for t in settings.tiers)])  # fmt: skip
