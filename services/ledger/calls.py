@@ -1,0 +1,59 @@
+"""The two settlement records, typed end to end.
+
+The router builds one, journals it (``asdict`` plus its ``KIND``), the ledger
+client sends it, the servicer rebuilds it from the proto and ``Ledger`` takes
+it: one name per field from the proto (``ledger.proto`` CommitRequest and
+RecordCacheHitRequest; ``usage`` flattened into its two token counts) to SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class CommitCall:
+    KIND: ClassVar[str] = "commit"
+
+    reservation_id: str
+    key_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str = ""
+    tier: str = ""
+    latency_ms: int = 0
+    fallbacks: int = 0
+    # The model has answered: bill it even if the hold expired meanwhile.
+    bill_late: bool = False
+    finish_note: str = ""  # e.g. "client_disconnected": a partial answer billed as far as it went
+
+
+@dataclass(frozen=True)
+class CacheHitCall:
+    KIND: ClassVar[str] = "cache_hit"
+
+    key_id: str
+    request_id: str
+    project: str
+    tier: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int = 0
+    record_id: str = ""  # idempotency key of this served answer
+    served: bool = False  # already served (a replay after an outage): record past any limit
+
+
+SettlementCall = CommitCall | CacheHitCall
+_BY_KIND: dict[str, type[CommitCall] | type[CacheHitCall]] = {CommitCall.KIND: CommitCall, CacheHitCall.KIND: CacheHitCall}
+
+
+def to_record(call: SettlementCall) -> dict[str, Any]:
+    """The journal's JSON form: the kind and the fields, nothing else."""
+    return {"kind": call.KIND, "fields": asdict(call)}
+
+
+def from_record(record: dict[str, Any]) -> SettlementCall:
+    cls = _BY_KIND[record["kind"]]
+    return cls(**record["fields"])
