@@ -1,5 +1,9 @@
-"""Typed async client for the router: plain dataclasses in and out, gRPC
-errors mapped back to ``rationer.errors``."""
+"""The cache service's one gRPC client: the router, the CLI, the benches and the tests use it.
+
+Plain dataclasses in and out, gRPC errors mapped back to ``rationer.errors``.
+Each call forwards the request id and principal of the call being served
+(``call_metadata``) unless the caller names its own, so logs join up.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import numpy.typing as npt
 
 from rationer import errors
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
-from rationer.platform.client import domain_error, internal_channel
+from rationer.platform.client import call_metadata, domain_error, internal_channel
 from rationer.platform.interceptor import PRINCIPAL_KEY, REQUEST_ID_KEY
 from services.cache.types import CacheContext, CacheStats, EntryMetadata, LookupResult, StoreResult, WrongHitResult
 
@@ -43,12 +47,12 @@ def _ctx(context: CacheContext | None) -> cache_pb2.CacheContext:
 class CacheClient:
     """``async with CacheClient("127.0.0.1:50052", service_token=t) as cache: await cache.lookup(...)``.
 
-    Every RPC needs the deployment's service token (a ``channel`` passed in
-    brings its own)."""
+    Every RPC needs the deployment's service token (a channel passed in
+    brings its own, and stays the caller's to close)."""
 
-    def __init__(self, address: str, *, timeout_s: float = 2.0, channel: grpc.aio.Channel | None = None,
-                 service_token: str = "") -> None:  # fmt: skip
-        self._channel = channel or internal_channel(address, service_token)
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 2.0, service_token: str = "") -> None:
+        self._own = isinstance(target, str)
+        self._channel = internal_channel(target, service_token) if isinstance(target, str) else target
         self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -59,12 +63,14 @@ class CacheClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        if self._own:
+            await self._channel.close(None)
 
     async def _call(self, method: Any, request: Any, request_id: str, principal: str) -> Any:
-        md = tuple((k, v) for k, v in ((REQUEST_ID_KEY, request_id), (PRINCIPAL_KEY, principal)) if v)
+        md = dict(call_metadata())
+        md.update((k, v) for k, v in ((REQUEST_ID_KEY, request_id), (PRINCIPAL_KEY, principal)) if v)
         try:
-            return await method(request, timeout=self._timeout_s, metadata=md)
+            return await method(request, timeout=self._timeout_s, metadata=tuple(md.items()))
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc) from exc
 
@@ -76,15 +82,17 @@ class CacheClient:
         *,
         context: CacheContext | None = None,
         min_similarity: float = 0.0,
+        exact_only: bool = False,
         disable_guard: bool = False,
         request_id: str = "",
         principal: str = "",
         key_id: str = "",
     ) -> LookupResult:
-        """With ``key_id`` (and ``request_id``), a hit can later be reported wrong by that key."""
+        """With ``key_id`` (and ``request_id``), a hit can later be reported wrong by that key.
+        ``exact_only`` asks for the exact match alone (no vector is sent)."""
         req = cache_pb2.LookupRequest(
-            tenant=tenant, text=text, vector=_vec(vector), context=_ctx(context),
-            min_similarity=min_similarity, disable_guard=disable_guard,
+            tenant=tenant, text=text, vector=[] if exact_only else _vec(vector), context=_ctx(context),
+            min_similarity=min_similarity, exact_only=exact_only, disable_guard=disable_guard,
             request_id=request_id if key_id else "", key_id=key_id,
         )  # fmt: skip
         resp = await self._call(self._stub.Lookup, req, request_id, principal)

@@ -1,14 +1,16 @@
-"""Typed async client of the ledger's data plane, for the router and tools.
+"""The ledger data plane's one gRPC client: the router, the CLI, replay and the benches use it.
 
 Returns the ledger's plain dataclasses and raises ``rationer.errors`` classes
 (mapped back from gRPC status codes; RESOURCE_EXHAUSTED keeps its limit id,
-reset time and retry-after from the trailers).
+reset time and retry-after from the trailers). Settlement takes the typed
+records of ``services.ledger.calls``. Every call forwards the request id and
+principal of the call being served (``call_metadata``), so logs join up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -17,13 +19,13 @@ from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from rationer.platform.client import domain_error, internal_channel
+from rationer.platform.client import call_metadata, domain_error, internal_channel
+from rationer.platform.identity import Principal
 from services.ledger import convert as cv
 from services.ledger import models as m
+from services.ledger.calls import CacheHitCall, CommitCall
 
 R = TypeVar("R")
-
-
 
 def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
     """The domain error a gRPC failure stands for."""
@@ -33,7 +35,7 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
 async def call(fn: Callable[..., Awaitable[R]], request: Any, timeout: float,
                metadata: Sequence[tuple[str, str]] = ()) -> R:  # fmt: skip
     try:
-        return await fn(request, timeout=timeout, metadata=tuple(metadata))
+        return await fn(request, timeout=timeout, metadata=(*call_metadata(), *metadata))
     except grpc.aio.AioRpcError as exc:
         raise map_rpc_error(exc) from None
 
@@ -68,11 +70,10 @@ class LedgerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def authenticate(self, api_key: str) -> m.Principal:
+    async def authenticate(self, api_key: str) -> Principal:
         r = await call(self._stub.Authenticate, pb.AuthenticateRequest(api_key=api_key), self._timeout)
-        p = cv.principal_in(r.principal)
         exp = cv.us_of(r.key_expires_at, r.HasField("key_expires_at"))
-        return m.Principal(**{**p.__dict__, "expires_at_us": exp})
+        return replace(cv.principal_in(r.principal), expires_at_us=exp)
 
     async def headroom(self, key_id: str, project: str = "") -> HeadroomResult:
         r = await call(self._stub.GetHeadroom, pb.GetHeadroomRequest(key_id=key_id, project=project),
@@ -93,14 +94,11 @@ class LedgerClient:
         return m.Reservation(r.reservation_id, r.held.nano_usd, cv.us_of(r.expires_at) or 0,
                              tuple(r.soft_alerts), r.min_remaining_fraction, r.replayed)  # fmt: skip
 
-    async def commit(self, reservation_id: str, key_id: str, prompt_tokens: int, completion_tokens: int, *,
-                     model: str = "", tier: str = "", latency_ms: int = 0,
-                     fallbacks: int = 0, bill_late: bool = False) -> m.CommitResult:  # fmt: skip
-        usage = common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                 total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
-        req = pb.CommitRequest(reservation_id=reservation_id, key_id=key_id, usage=usage, model=model,
-                               tier=tier, latency_ms=latency_ms, fallbacks=fallbacks,
-                               bill_late=bill_late)  # fmt: skip
+    async def commit(self, c: CommitCall) -> m.CommitResult:
+        req = pb.CommitRequest(reservation_id=c.reservation_id, key_id=c.key_id,
+                               usage=_usage(c.prompt_tokens, c.completion_tokens), model=c.model, tier=c.tier,
+                               latency_ms=c.latency_ms, fallbacks=c.fallbacks, bill_late=c.bill_late,
+                               finish_note=c.finish_note)  # fmt: skip
         r = await call(self._stub.Commit, req, self._timeout)
         return m.CommitResult(cv.event_in(r.event), r.replayed)
 
@@ -108,15 +106,13 @@ class LedgerClient:
         req = pb.ReleaseRequest(reservation_id=reservation_id, key_id=key_id, reason=reason)
         return (await call(self._stub.Release, req, self._timeout)).released
 
-    async def record_cache_hit(self, key_id: str, request_id: str, *, tier: str = "", model: str = "",
-                               prompt_tokens: int = 0, completion_tokens: int = 0, project: str = "",
-                               latency_ms: int = 0, record_id: str = "",
-                               served: bool = False) -> m.UsageEvent:  # fmt: skip
-        usage = common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                 total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
-        req = pb.RecordCacheHitRequest(key_id=key_id, request_id=request_id, project=project, tier=tier,
-                                       model=model, usage=usage, latency_ms=latency_ms, record_id=record_id,
-                                       served=served)  # fmt: skip
+    async def record_cache_hit(self, c: CacheHitCall) -> m.UsageEvent:
+        """``replayed`` in the reply means this very record already landed (a retry): success.
+        Another answer reusing the request id is ALREADY_EXISTS."""
+        req = pb.RecordCacheHitRequest(key_id=c.key_id, request_id=c.request_id, project=c.project, tier=c.tier,
+                                       model=c.model, usage=_usage(c.prompt_tokens, c.completion_tokens),
+                                       latency_ms=c.latency_ms, record_id=c.record_id,
+                                       served=c.served)  # fmt: skip
         return cv.event_in((await call(self._stub.RecordCacheHit, req, self._timeout)).event)
 
     async def usage(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,
@@ -142,3 +138,7 @@ class LedgerClient:
         r = await call(self._stub.ListPrices, pb.ListPricesRequest(), self._timeout)
         return [m.Price(p.tier, p.model, p.input_per_million.nano_usd, p.output_per_million.nano_usd,
                         p.version, cv.us_of(p.effective_from) or 0, p.is_reference) for p in r.prices]  # fmt: skip
+
+
+def _usage(prompt: int, completion: int) -> common_pb2.Usage:
+    return common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

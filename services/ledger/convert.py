@@ -76,8 +76,9 @@ def principal(p: m.Principal) -> common_pb2.Principal:
 
 
 def principal_in(p: common_pb2.Principal) -> m.Principal:
-    return m.Principal(p.org_id, p.team_id, p.user_id, p.key_id, p.service_account,
-                       tuple(p.allowed_tiers), p.tenant, p.is_admin, project=p.project)  # fmt: skip
+    return m.Principal(org_id=p.org_id, team_id=p.team_id, user_id=p.user_id, key_id=p.key_id,
+                       service_account=p.service_account, allowed_tiers=tuple(p.allowed_tiers), tenant=p.tenant,
+                       is_admin=p.is_admin, project=p.project)  # fmt: skip
 
 
 def api_key(k: m.KeyRecord) -> pb.ApiKey:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# One definition for every service; the ledger's modules keep reading it from here.
+from rationer.platform.identity import Principal as Principal
+
 SCOPE_KINDS = ("org", "team", "user", "key", "project")
 UNITS = ("usd", "tokens")
 PERIODS = ("daily", "monthly", "lifetime")
@@ -13,20 +16,6 @@ USAGE_KINDS = ("charge", "embedding", "cache_hit")
 # The tier /v1/embeddings is billed on: open to every key (allowed_tiers
 # restrict completion tiers), and its charges are "embedding" events.
 EMBEDDINGS_TIER = "embeddings"
-
-
-@dataclass(frozen=True)
-class Principal:
-    org_id: str
-    team_id: str
-    user_id: str
-    key_id: str
-    service_account: str
-    allowed_tiers: tuple[str, ...]
-    tenant: str
-    is_admin: bool
-    expires_at_us: int | None = None
-    project: str = ""  # the project the key is bound to; "" = unbound
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from grpc.aio import ServicerContext
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from rationer.errors import Unauthenticated
+from rationer.platform import identity
 from services.ledger import convert as cv
 from services.ledger import ops_admin
 from services.ledger.admin import KeySpec, LedgerAdmin
@@ -20,11 +22,17 @@ Ctx = ServicerContext[Any, Any]
 
 
 def bearer(context: Ctx) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-    return ""
+    """The caller's bearer token, or "" when it sent none (or a malformed one).
+
+    "" rather than the parser's error: ``LedgerAdmin.caller`` answers it with
+    the message that names both credentials the ledger takes.
+    """
+    raw = next((v for k, v in context.invocation_metadata() or ()
+                if k.lower() == "authorization" and isinstance(v, str)), None)  # fmt: skip
+    try:
+        return identity.bearer(raw)
+    except Unauthenticated:
+        return ""
 
 
 class LedgerServicer(pb_grpc.LedgerServiceServicer):

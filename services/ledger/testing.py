@@ -12,6 +12,7 @@ from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.server import start
 from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.calls import CacheHitCall
 from services.ledger.client import LedgerClient
 from services.ledger.main import close_deps, open_deps
 from services.ledger.server import LedgerDeps, create_server
@@ -76,3 +77,10 @@ async def make_key(admin: LedgerAdminClient, org: str = "acme", team: str = "eng
     u = await admin.create_user(t.id, email)
     created = await admin.create_key(user_id=u.id, **kw)
     return TestKey(created.key.key_id, created.secret, o.id, t.id, u.id)
+
+
+def cache_hit(key_id: str, request_id: str, *, project: str = "", tier: str = "", model: str = "",
+              prompt_tokens: int = 0, completion_tokens: int = 0, **rest: Any) -> CacheHitCall:  # fmt: skip
+    """A ``CacheHitCall`` with the defaults tests leave out (``rest``: latency_ms, record_id, served)."""
+    return CacheHitCall(key_id=key_id, request_id=request_id, project=project, tier=tier, model=model,
+                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, **rest)  # fmt: skip

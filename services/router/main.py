@@ -13,16 +13,16 @@ from typing import Any
 import structlog
 
 from rationer.errors import RationerError
-from rationer.platform.client import internal_channel
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
 from rationer.platform.settings import load_service_settings, service_token_of
+from services.cache.client import CacheClient
+from services.ledger.client import LedgerClient
 from services.router.adapters import GrpcCache, GrpcLedger
-from services.router.backends import FrontierBackend
+from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
 from services.router.call_state import CoreConfig
 from services.router.core import RouterCore
-from services.router.frontier import FrontierClient, FrontierConfig
 from services.router.journal import SettlementJournal
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
 from services.router.pricing import PriceBook
@@ -30,7 +30,6 @@ from services.router.requests import RequestLimits
 from services.router.server import RouterDeps, create_server
 from services.router.settings import RouterSettings, TierSettings
 from services.router.tokens import GgufCounter, TokenCounter, tier_counter, verify_counters
-from services.router.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
 
@@ -96,14 +95,12 @@ async def assemble(settings: RouterSettings) -> Assembled:
     batcher = MicroBatcher(embedder.embed, window_s=settings.embed_batch_window_ms / 1000, max_batch=32)
     scorer = ComplexityScorer(settings.classifier_artifact)
     token = service_token_of(settings)
-    ledger_channel = internal_channel(settings.ledger_address, token)
-    ledger = GrpcLedger(ledger_channel)
-    closers: list[Callable[[], Awaitable[None]]] = [lambda: ledger_channel.close(None)]
+    ledger = GrpcLedger(LedgerClient(settings.ledger_address, service_token=token))
+    closers: list[Callable[[], Awaitable[None]]] = [ledger.client.close]
     cache = None
     if settings.cache_address:
-        cache_channel = internal_channel(settings.cache_address, token)
-        cache = GrpcCache(cache_channel, settings.cache_min_similarity)
-        closers.append(lambda: cache_channel.close(None))
+        cache = GrpcCache(CacheClient(settings.cache_address, service_token=token), settings.cache_min_similarity)
+        closers.append(cache.client.close)
     pool = WorkerPool(settings.worker_addresses, refresh_s=settings.worker_refresh_s, service_token=token)
     await pool.start()
     closers.append(pool.close)

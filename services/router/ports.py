@@ -14,26 +14,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+# One Principal and one Reservation for every service, re-exported for the router's modules.
+from rationer.platform.identity import Principal as Principal
+from rationer.platform.identity import Reservation as Reservation
+from services.ledger.calls import CacheHitCall, CommitCall
 from services.router.model_types import Completion, Delta, GenParams, Message
-
-
-@dataclass(frozen=True)
-class Principal:
-    org_id: str
-    team_id: str
-    user_id: str
-    key_id: str
-    tenant: str
-    allowed_tiers: tuple[str, ...] = ()
-    project: str = ""  # the project the key is bound to ("" = unbound)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    reservation_id: str
-    held_nano_usd: int
-    min_remaining_fraction: float = 1.0
-    replayed: bool = False  # the ledger returned an earlier call's reservation
 
 
 @dataclass(frozen=True)
@@ -79,37 +64,11 @@ class LedgerPort(Protocol):
         request_id: str,
     ) -> Reservation: ...
 
-    async def commit(
-        self,
-        *,
-        reservation_id: str,
-        key_id: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        model: str,
-        tier: str,
-        latency_ms: int,
-        fallbacks: int,
-        bill_late: bool = True,
-        finish_note: str = "",
-    ) -> Charge: ...
+    async def commit(self, call: CommitCall) -> Charge: ...
 
     async def release(self, *, reservation_id: str, key_id: str, reason: str) -> None: ...
 
-    async def record_cache_hit(
-        self,
-        *,
-        key_id: str,
-        request_id: str,
-        project: str,
-        tier: str,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        latency_ms: int,
-        record_id: str = "",
-        served: bool = False,
-    ) -> Charge: ...
+    async def record_cache_hit(self, call: CacheHitCall) -> Charge: ...
 
 
 class CachePort(Protocol):

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from rationer.errors import Cancelled, DeadlineExceeded, FailedPrecondition, RationerError, Unavailable
+from services.ledger.calls import CacheHitCall, CommitCall
 from services.router.journal import PendingSettlement, SettlementJournal
 from services.router.ports import Charge, LedgerPort
 
@@ -153,12 +154,12 @@ class Settler:
 
     def _send(self, kind: str, args: dict[str, Any], *, replay: bool = False) -> Coroutine[Any, Any, Charge]:
         if kind == "commit":
-            return self._ledger.commit(**args)
+            return self._ledger.commit(CommitCall(**args))
         # A replayed cache-hit record was served already (the inline attempt
         # failed transiently): the ledger must take it past any limit.
         if replay:
-            return self._ledger.record_cache_hit(**args, served=True)
-        return self._ledger.record_cache_hit(**args)
+            return self._ledger.record_cache_hit(CacheHitCall(**{**args, "served": True}))
+        return self._ledger.record_cache_hit(CacheHitCall(**args))
 
     async def _drain(self) -> None:
         delay = min(0.5, self._max_backoff_s)

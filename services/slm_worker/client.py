@@ -1,8 +1,10 @@
-"""Typed async client of the SLM worker, for the router and tools.
+"""The SLM worker's one gRPC client: the router's worker pool, the benches and the tests use it.
 
 Returns plain dataclasses and raises ``rationer.errors`` classes mapped back
 from gRPC status codes (RESOURCE_EXHAUSTED keeps the queue's limit id and
 retry-after hint, so the router can move on to another worker or tier).
+Each call forwards the request id and principal of the call being served
+(``call_metadata``) unless the caller names its own request id.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2 as pb
 from rationer.api.worker.v1 import worker_pb2_grpc as pb_grpc
-from rationer.platform.client import domain_error, internal_channel
+from rationer.platform.client import call_metadata, domain_error, internal_channel
 from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 from rationer.platform.interceptor import REQUEST_ID_KEY
 
@@ -84,9 +86,9 @@ class WorkerModels:
     models: list[ModelLoad] = field(default_factory=list)
 
 
-def map_rpc_error(exc: grpc.aio.AioRpcError) -> errors.RationerError:
-    """The domain error a gRPC failure stands for."""
-    return domain_error(exc, service="slm_worker")
+def map_rpc_error(exc: grpc.aio.AioRpcError, service: str = "slm_worker") -> errors.RationerError:
+    """The domain error a gRPC failure stands for (its message starts with ``service``)."""
+    return domain_error(exc, service=service)
 
 
 def _request(
@@ -118,13 +120,17 @@ class WorkerClient:
     """One worker's client; share one per worker address (channels are pooled).
 
     Every RPC needs the deployment's service token (a channel passed in
-    brings its own)."""
+    brings its own, and stays the caller's to close). ``timeout_s=None``
+    sets no deadline of its own (the router passes each call's). ``label``
+    starts every error message ("worker 10.0.0.7:50051: ...")."""
 
-    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 60.0, service_token: str = "") -> None:
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float | None = 60.0, service_token: str = "",
+                 label: str = "slm_worker") -> None:  # fmt: skip
         self._own = isinstance(target, str)
         self._channel = internal_channel(target, service_token) if isinstance(target, str) else target
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._timeout = timeout_s
+        self._label = label
 
     async def close(self) -> None:
         if self._own:
@@ -136,8 +142,14 @@ class WorkerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _md(self, request_id: str) -> tuple[tuple[str, str], ...]:
-        return ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    def _md(self, request_id: str = "") -> tuple[tuple[str, str], ...]:
+        md = dict(call_metadata())
+        if request_id:
+            md[REQUEST_ID_KEY] = request_id
+        return tuple(md.items())
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> errors.RationerError:
+        return map_rpc_error(exc, self._label)
 
     async def generate(
         self,
@@ -155,7 +167,7 @@ class WorkerClient:
                 metadata=self._md(request_id),
             )
         except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc) from None
+            raise self._error(exc) from None
         return Completion(
             text=r.text,
             usage=_usage(r.usage),
@@ -194,15 +206,16 @@ class WorkerClient:
                     so_far = _usage(c.usage_so_far) if c.HasField("usage_so_far") else None
                     yield StreamChunk(delta=c.delta, usage=so_far)
         except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc) from None
+            raise self._error(exc) from None
         finally:
             call.cancel()  # no-op once finished; frees the worker's slot if we stopped early
 
     async def list_models(self, *, timeout_s: float | None = None) -> WorkerModels:
         try:
-            r = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s or self._timeout)
+            r = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s or self._timeout,
+                                            metadata=self._md())  # fmt: skip
         except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc) from None
+            raise self._error(exc) from None
         return WorkerModels(worker_id=r.worker_id, models=[_model_load(m) for m in r.models])
 
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage], *, timeout_s: float | None = None) -> int:
@@ -210,7 +223,7 @@ class WorkerClient:
             model=model, messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]
         )
         try:
-            r = await self._stub.CountTokens(request, timeout=timeout_s or self._timeout)
+            r = await self._stub.CountTokens(request, timeout=timeout_s or self._timeout, metadata=self._md())
         except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc) from None
+            raise self._error(exc) from None
         return int(r.tokens)

@@ -16,8 +16,9 @@ import pytest
 
 from rationer.errors import ResourceExhausted
 from rationer.platform.clock import ShiftedClock
+from services.ledger.calls import CommitCall
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import RunningLedger, running_ledger, settings_for
+from services.ledger.testing import RunningLedger, cache_hit, running_ledger, settings_for
 from tests.integration.test_ledger_cli import rationer
 
 CLOCK_AT = datetime(2031, 3, 15, 12, tzinfo=UTC)
@@ -36,7 +37,7 @@ async def new_key(t: str, *args: str) -> str:
 async def spend(led: RunningLedger, key_id: str, n: int, prompt: int = 1000, completion: int = 500) -> None:
     for _ in range(n):
         r = await led.client.authorize(key_id, "local-small", prompt_tokens=prompt, max_completion_tokens=completion)
-        await led.client.commit(r.reservation_id, key_id, prompt, completion)
+        await led.client.commit(CommitCall(r.reservation_id, key_id, prompt, completion))
 
 
 async def test_limits_prices_and_tiers_through_the_cli(tmp_path: Path) -> None:
@@ -102,7 +103,8 @@ async def test_chargeback_defaults_to_the_ledgers_month_with_labels_splits_and_s
         with pytest.raises(ResourceExhausted):  # 9000 tokens do not fit: one denial
             await led.client.authorize(bot, "local-small", prompt_tokens=8000, max_completion_tokens=1000)
         await spend(led, alice, 1, prompt=10, completion=0)  # 100 nano-USD: a sub-cent cost
-        await led.client.record_cache_hit(alice, "hit-1", tier="frontier", prompt_tokens=100, completion_tokens=50)
+        hit = cache_hit(alice, "hit-1", tier="frontier", prompt_tokens=100, completion_tokens=50)
+        await led.client.record_cache_hit(hit)
 
         rc, out, err = await rationer(t, "report", "chargeback", "--by", "org", "--format", "json")
         assert rc == 0, err

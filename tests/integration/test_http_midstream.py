@@ -26,7 +26,7 @@ from stack import Stack, running_stack
 
 from rationer.errors import DeadlineExceeded, Unavailable
 from rationer.platform.net import free_port
-from services.router.frontier import FrontierClient, FrontierConfig
+from services.router.backends.frontier import FrontierClient, FrontierConfig
 from services.router.model_types import GenParams, Message
 from services.router.settings import TierSettings
 

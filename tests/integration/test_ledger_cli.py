@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rationer.platform.clock import ShiftedClock
+from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
-from services.ledger.testing import ADMIN_TOKEN, running_ledger, settings_for
+from services.ledger.testing import ADMIN_TOKEN, cache_hit, running_ledger, settings_for
 
 
 async def rationer(target: str, *args: str, token: str = ADMIN_TOKEN) -> tuple[int, str, str]:
@@ -48,8 +49,9 @@ async def test_keys_budgets_and_chargeback(tmp_path: Path) -> None:
         for kid, n in ((key_id, 3), (ml_key, 2)):
             for _ in range(n):
                 r = await led.client.authorize(kid, "local-small", prompt_tokens=1000, max_completion_tokens=500)
-                await led.client.commit(r.reservation_id, kid, 1000, 500)
-        await led.client.record_cache_hit(key_id, "hit-1", tier="frontier", prompt_tokens=100, completion_tokens=50)
+                await led.client.commit(CommitCall(r.reservation_id, kid, 1000, 500))
+        hit = cache_hit(key_id, "hit-1", tier="frontier", prompt_tokens=100, completion_tokens=50)
+        await led.client.record_cache_hit(hit)
         rc, out, _ = await rationer(t, "budgets", "show", "team:acme/eng")
         assert rc == 0 and "spent=0.000" in out
         month = "2031-03"

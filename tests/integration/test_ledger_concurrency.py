@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rationer.errors import ResourceExhausted
+from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.testing import make_key, running_ledger, settings_for
 
@@ -37,7 +38,7 @@ async def test_200_concurrent_requests_never_overspend(
             except ResourceExhausted as exc:
                 assert exc.limit_id == f"budget:team:{k.team_id}:usd:monthly"
                 return False
-            await c.commit(res.reservation_id, k.key_id, PROMPT, COMPLETION)
+            await c.commit(CommitCall(res.reservation_id, k.key_id, PROMPT, COMPLETION))
             return True
 
         try:

@@ -15,6 +15,7 @@ from rationer.errors import RationerError
 from rationer.platform.net import free_port
 from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, make_key
 
@@ -69,7 +70,7 @@ async def test_acknowledged_commits_survive_sigkill(
                     try:
                         r = await c.authorize(k.key_id, "local-small", prompt_tokens=10, max_completion_tokens=10,
                                               request_id=f"w{w}-{i}")
-                        done = await c.commit(r.reservation_id, k.key_id, 10, 5)
+                        done = await c.commit(CommitCall(r.reservation_id, k.key_id, 10, 5))
                     except RationerError:
                         return  # the server died under us
                     acked[r.reservation_id] = done.event.event_id
@@ -99,7 +100,7 @@ async def test_acknowledged_commits_survive_sigkill(
             # a retried Commit after the crash replays, never charges twice
             sample = list(acked)[:20]
             for res_id in sample:
-                again = await c.commit(res_id, k.key_id, 10, 5)
+                again = await c.commit(CommitCall(res_id, k.key_id, 10, 5))
                 assert again.replayed and again.event.event_id == acked[res_id]
             assert len(await admin.list_events(kind="charge")) == len(charges)
     finally:

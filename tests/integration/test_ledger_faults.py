@@ -21,6 +21,7 @@ from rationer.errors import (
     Unavailable,
 )
 from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.calls import CommitCall
 from services.ledger.store import SQLiteStore
 from services.ledger.testing import make_key, running_ledger, settings_for
 
@@ -47,14 +48,14 @@ async def test_bad_keys_tokens_fields_and_reservations(tmp_path: Path) -> None:
             await c.authorize("k_nope", "frontier", prompt_tokens=1, max_completion_tokens=1)
         res = await c.authorize(k.key_id, "frontier", prompt_tokens=10, max_completion_tokens=10)
         with pytest.raises(NotFound, match="does not exist"):
-            await c.commit("r_does_not_exist", k.key_id, 1, 1)
+            await c.commit(CommitCall("r_does_not_exist", k.key_id, 1, 1))
         with pytest.raises(PermissionDenied, match="another API key"):
-            await c.commit(res.reservation_id, other.key_id, 1, 1)
+            await c.commit(CommitCall(res.reservation_id, other.key_id, 1, 1))
         with pytest.raises(PermissionDenied, match="another API key"):
             await c.release(res.reservation_id, other.key_id)
         with pytest.raises(InvalidArgument, match=r"usage\.completion_tokens"):
-            await c.commit(res.reservation_id, k.key_id, 1, -1)
-        await c.commit(res.reservation_id, k.key_id, 10, 10)  # the hold survived every bad call
+            await c.commit(CommitCall(res.reservation_id, k.key_id, 1, -1))
+        await c.commit(CommitCall(res.reservation_id, k.key_id, 10, 10))  # the hold survived every bad call
         await led.admin.revoke_key(k.key_id)
         with pytest.raises(Unauthenticated, match="revoked"):
             await c.authenticate(k.secret)
@@ -115,19 +116,19 @@ async def test_postgres_outage_gives_unavailable_then_recovers(
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         for _ in range(3):
             with pytest.raises(Unavailable, match="unavailable"):
-                await led.client.commit(ok.reservation_id, k.key_id, 5, 5)
+                await led.client.commit(CommitCall(ok.reservation_id, k.key_id, 5, 5))
         with psycopg.connect(pg_schema.base_dsn, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         deadline = time.monotonic() + 30
         while True:
             try:
-                done = await led.client.commit(ok.reservation_id, k.key_id, 5, 5)
+                done = await led.client.commit(CommitCall(ok.reservation_id, k.key_id, 5, 5))
                 break
             except Unavailable:
                 assert time.monotonic() < deadline, "ledger did not recover after PostgreSQL came back"
                 await asyncio.sleep(0.2)
         assert not done.replayed
-        assert (await led.client.commit(ok.reservation_id, k.key_id, 5, 5)).replayed
+        assert (await led.client.commit(CommitCall(ok.reservation_id, k.key_id, 5, 5))).replayed
         (b,) = await led.admin.list_budgets("key", k.key_id)
         assert b.spent == done.event.cost and b.held == 0
 

@@ -14,11 +14,12 @@ from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 from rationer.platform.client import internal_channel
 from services.ledger import ops_data
+from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.money import period_bounds
 from services.ledger.ops_common import load_budgets
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import ADMIN_TOKEN, make_key, running_ledger, settings_for
+from services.ledger.testing import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
 
 # frontier default price: $2.50/M input, $10/M output (nano-USD per million)
 IN_PRICE, OUT_PRICE = 2_500_000_000, 10_000_000_000
@@ -43,11 +44,11 @@ async def test_authorize_commit_charges_true_cost_once(settings: LedgerSettings)
         assert res.held_nano_usd == cost(1000, 500)
         room = await led.client.headroom(k.key_id)
         assert room.budgets[0].remaining == 10**9 - cost(1000, 500)
-        first = await led.client.commit(res.reservation_id, k.key_id, 900, 123, latency_ms=42)
+        first = await led.client.commit(CommitCall(res.reservation_id, k.key_id, 900, 123, latency_ms=42))
         assert not first.replayed
         assert first.event.cost == cost(900, 123)
         assert first.event.counterfactual_cost == cost(900, 123)  # frontier is the reference
-        again = await led.client.commit(res.reservation_id, k.key_id, 900, 123)
+        again = await led.client.commit(CommitCall(res.reservation_id, k.key_id, 900, 123))
         assert again.replayed and again.event.event_id == first.event.event_id
         budgets = await led.admin.list_budgets("team", k.team_id)
         assert budgets[0].spent == cost(900, 123) and budgets[0].held == 0
@@ -71,10 +72,10 @@ async def test_release_frees_hold_and_blocks_commit(settings: LedgerSettings) ->
         assert await led.client.release(res.reservation_id, k.key_id, "client went away")
         assert not await led.client.release(res.reservation_id, k.key_id)
         with pytest.raises(FailedPrecondition, match="released"):
-            await led.client.commit(res.reservation_id, k.key_id, 10, 10)
+            await led.client.commit(CommitCall(res.reservation_id, k.key_id, 10, 10))
         # the freed hold is available again
         res2 = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
-        await led.client.commit(res2.reservation_id, k.key_id, 1000, 1000)
+        await led.client.commit(CommitCall(res2.reservation_id, k.key_id, 1000, 1000))
         with pytest.raises(FailedPrecondition, match="already committed"):
             await led.client.release(res2.reservation_id, k.key_id)
 
@@ -92,13 +93,13 @@ async def test_expired_hold_never_counts_even_before_sweep(settings: LedgerSetti
         # no sweeper runs here: the expired hold stops counting by itself
         fresh = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
         with pytest.raises(FailedPrecondition, match=r"expired at .* set bill_late"):
-            await led.client.commit(leaked.reservation_id, k.key_id, 1000, 1000)
+            await led.client.commit(CommitCall(leaked.reservation_id, k.key_id, 1000, 1000))
         # Releasing the expired hold frees nothing, but it is the caller's word
         # that nothing was used: a later Commit is refused.
         assert not await led.client.release(leaked.reservation_id, k.key_id)
         with pytest.raises(FailedPrecondition, match="released"):
-            await led.client.commit(leaked.reservation_id, k.key_id, 1000, 1000)
-        await led.client.commit(fresh.reservation_id, k.key_id, 1000, 1000)
+            await led.client.commit(CommitCall(leaked.reservation_id, k.key_id, 1000, 1000))
+        await led.client.commit(CommitCall(fresh.reservation_id, k.key_id, 1000, 1000))
         (b,) = await led.admin.list_budgets("org", k.org_id)
         assert b.spent == limit and b.held == 0
 
@@ -115,13 +116,13 @@ async def test_late_commit_after_expiry_is_billed_once(settings: LedgerSettings)
                                           max_completion_tokens=1000, ttl_s=0.3)  # fmt: skip
         await asyncio.sleep(0.5)
         other = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
-        await led.client.commit(other.reservation_id, k.key_id, 1000, 1000)
+        await led.client.commit(CommitCall(other.reservation_id, k.key_id, 1000, 1000))
         # The sweeper's marking does not change the outcome.
         await led.deps.ledger.sweep_once()
         with pytest.raises(FailedPrecondition, match="expired"):
-            await led.client.commit(late.reservation_id, k.key_id, 1000, 1000)
-        first = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000, bill_late=True)
-        again = await led.client.commit(late.reservation_id, k.key_id, 1000, 1000, bill_late=True)
+            await led.client.commit(CommitCall(late.reservation_id, k.key_id, 1000, 1000))
+        first = await led.client.commit(CommitCall(late.reservation_id, k.key_id, 1000, 1000, bill_late=True))
+        again = await led.client.commit(CommitCall(late.reservation_id, k.key_id, 1000, 1000, bill_late=True))
         assert (first.replayed, again.replayed) == (False, True)
         assert again.event.event_id == first.event.event_id
         assert first.event.detail.startswith("late: hold expired at")
@@ -176,17 +177,17 @@ async def test_tiers_prices_versions_and_cache_hits(settings: LedgerSettings) ->
         await led.admin.set_price("local-small", small.model, small.input_per_million * 3,
                                   small.output_per_million * 3)
         r2 = await led.client.authorize(k.key_id, "local-small", prompt_tokens=10, max_completion_tokens=10)
-        e1 = (await led.client.commit(r1.reservation_id, k.key_id, 1000, 1000)).event
-        e2 = (await led.client.commit(r2.reservation_id, k.key_id, 1000, 1000)).event
+        e1 = (await led.client.commit(CommitCall(r1.reservation_id, k.key_id, 1000, 1000))).event
+        e2 = (await led.client.commit(CommitCall(r2.reservation_id, k.key_id, 1000, 1000))).event
         assert (e1.price_version, e2.price_version) == (1, 2)
         assert e1.cost == cost(1000, 1000, small.input_per_million, small.output_per_million)
         assert e2.cost == cost(1000, 1000, small.input_per_million * 3, small.output_per_million * 3)
         assert e1.counterfactual_cost == cost(1000, 1000)
-        hit = await led.client.record_cache_hit(k.key_id, "rq-cache-1", tier="frontier", model="gpt-4o",
-                                                prompt_tokens=400, completion_tokens=200, project="web")
+        hit = await led.client.record_cache_hit(cache_hit(k.key_id, "rq-cache-1", tier="frontier", model="gpt-4o",
+                                                prompt_tokens=400, completion_tokens=200, project="web"))
         assert hit.cost == 0 and hit.cache_hit and hit.counterfactual_cost == cost(400, 200)
-        same = await led.client.record_cache_hit(k.key_id, "rq-cache-1", tier="frontier",
-                                                 prompt_tokens=400, completion_tokens=200)
+        same = await led.client.record_cache_hit(cache_hit(k.key_id, "rq-cache-1", tier="frontier",
+                                                 prompt_tokens=400, completion_tokens=200))
         assert same.event_id == hit.event_id
         async with LedgerClient(led.target, bearer=k.secret) as as_key:
             rows = await as_key.usage(group_by=["tier"])  # a key sees its own org
@@ -229,8 +230,8 @@ async def test_commit_cannot_switch_to_a_disallowed_tier_and_marks_usage_over_th
         k = await make_key(led.admin, allowed_tiers=["local-small"])
         res = await led.client.authorize(k.key_id, "local-small", prompt_tokens=10, max_completion_tokens=10)
         with pytest.raises(PermissionDenied, match="may not use tier 'frontier'"):
-            await led.client.commit(res.reservation_id, k.key_id, 10, 10, tier="frontier")
+            await led.client.commit(CommitCall(res.reservation_id, k.key_id, 10, 10, tier="frontier"))
         # The true usage beat the estimate: charged (the call happened) and marked.
-        done = await led.client.commit(res.reservation_id, k.key_id, 10, 500)
+        done = await led.client.commit(CommitCall(res.reservation_id, k.key_id, 10, 500))
         assert done.event.completion_tokens == 500 and done.event.cost > res.held_nano_usd
         assert "over hold by $" in done.event.detail

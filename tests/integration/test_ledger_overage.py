@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from rationer.errors import ResourceExhausted
 from rationer.platform.clock import FixedClock
+from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.report import render
 from services.ledger.settings import LedgerSettings
@@ -63,11 +64,11 @@ async def test_usage_above_the_hold_is_charged_only_as_far_as_the_budget_has_roo
         a = await led.client.authorize(k.key_id, "frontier", prompt_tokens=100, max_completion_tokens=100)
         b = await led.client.authorize(k.key_id, "frontier", prompt_tokens=100, max_completion_tokens=100)
         # a's call used far more than its hold; b's hold must stay whole.
-        over = await led.client.commit(a.reservation_id, k.key_id, 100, 500)
+        over = await led.client.commit(CommitCall(a.reservation_id, k.key_id, 100, 500))
         assert (over.event.cost, over.event.overage) == (hold, cost(100, 500) - hold)
         assert "over hold by $" in over.event.detail and "is at its hard limit" in over.event.detail
         assert (over.event.prompt_tokens, over.event.completion_tokens) == (100, 500)  # the true usage
-        fits = await led.client.commit(b.reservation_id, k.key_id, 100, 100)
+        fits = await led.client.commit(CommitCall(b.reservation_id, k.key_id, 100, 100))
         assert (fits.event.cost, fits.event.overage) == (hold, 0)
         (budget,) = await led.admin.list_budgets("key", k.key_id)
         assert budget.spent == budget.hard_limit == sum(e.cost.nano_usd for e in await _events(led, k.key_id))
@@ -91,11 +92,11 @@ async def test_a_late_commit_never_takes_room_held_by_another_call(settings: Led
                                           ttl_s=30)  # fmt: skip
         c.advance(31)  # its hold expired; the model's answer arrives later
         live = await led.client.authorize(k.key_id, "frontier", prompt_tokens=1000, max_completion_tokens=1000)
-        billed = await led.client.commit(late.reservation_id, k.key_id, 2000, 2000, bill_late=True)
+        billed = await led.client.commit(CommitCall(late.reservation_id, k.key_id, 2000, 2000, bill_late=True))
         assert billed.event.detail.startswith("late: hold expired at")
         # Room = limit - spent - the live hold of the other call = one call's worth.
         assert (billed.event.cost, billed.event.overage) == (one, cost(2000, 2000) - one)
-        done = await led.client.commit(live.reservation_id, k.key_id, 1000, 1000)
+        done = await led.client.commit(CommitCall(live.reservation_id, k.key_id, 1000, 1000))
         assert (done.event.cost, done.event.overage) == (one, 0)
         (b,) = await led.admin.list_budgets("org", k.org_id)
         assert b.spent == 2 * one == b.hard_limit and b.held == 0
@@ -106,7 +107,7 @@ async def test_token_budgets_cap_tokens_and_record_overage_tokens(settings: Ledg
         k = await make_key(led.admin)
         await led.admin.set_budget("team", k.team_id, unit="tokens", period="monthly", hard_limit=300)
         r = await led.client.authorize(k.key_id, "local-small", prompt_tokens=100, max_completion_tokens=100)
-        done = await led.client.commit(r.reservation_id, k.key_id, 100, 300)
+        done = await led.client.commit(CommitCall(r.reservation_id, k.key_id, 100, 300))
         # No USD budget: the money is charged in full; the token budget is capped.
         assert (done.event.overage, done.event.overage_tokens) == (0, 100)
         assert "overage 100 tokens not counted" in done.event.detail
@@ -118,7 +119,7 @@ async def test_no_budget_means_the_true_cost_is_charged(settings: LedgerSettings
     async with running_ledger(settings, clock=clock()) as led:
         k = await make_key(led.admin)
         r = await led.client.authorize(k.key_id, "frontier", prompt_tokens=10, max_completion_tokens=10)
-        done = await led.client.commit(r.reservation_id, k.key_id, 10, 500)
+        done = await led.client.commit(CommitCall(r.reservation_id, k.key_id, 10, 500))
         assert (done.event.cost, done.event.overage) == (cost(10, 500), 0)
 
 
@@ -170,7 +171,7 @@ async def _play(led: RunningLedger, c: FixedClock, org: str, calls: list[Call], 
         c.advance(wait)
         while len(open_) > overlap or (open_ and wait % 3 == 0):
             res_id, p, u = open_.pop(0)
-            ev = (await led.client.commit(res_id, k.key_id, p, u, bill_late=True)).event
+            ev = (await led.client.commit(CommitCall(res_id, k.key_id, p, u, bill_late=True))).event
             assert ev.cost + ev.overage == cost(p, u) and ev.overage >= 0 and ev.overage_tokens >= 0
     events = await _events(led, k.key_id)
     budgets = {b.unit: b for b in await led.admin.list_budgets("key", k.key_id)}

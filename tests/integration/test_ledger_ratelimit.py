@@ -11,7 +11,8 @@ import redis
 
 from rationer.errors import ResourceExhausted
 from rationer.platform.clock import FixedClock
-from services.ledger.testing import RunningLedger, make_key, running_ledger, settings_for
+from services.ledger.calls import CommitCall
+from services.ledger.testing import RunningLedger, cache_hit, make_key, running_ledger, settings_for
 
 
 async def test_in_process_rpm_and_tpm(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ async def _tpm_refunds(led: RunningLedger) -> None:
     with pytest.raises(ResourceExhausted):
         await reserve()
     # The call used 100 of its 800 reserved tokens: 700 come back.
-    await led.client.commit(first, k.key_id, 60, 40)
+    await led.client.commit(CommitCall(first, k.key_id, 60, 40))
     second = await reserve("tpm-retry")
     # An idempotent retry returns the same hold; the limit is not charged twice.
     assert await reserve("tpm-retry") == second
@@ -143,21 +144,22 @@ async def test_cache_hits_use_up_the_rate_limits(tmp_path: Path) -> None:
         k = await make_key(led.admin)
         await led.admin.set_rate_limit("key", k.key_id, rpm=3)
         await c.authorize(k.key_id, "local-small", prompt_tokens=1, max_completion_tokens=1)
-        one = await c.record_cache_hit(k.key_id, "h-1", tier="frontier", record_id="a-1")
-        await c.record_cache_hit(k.key_id, "h-2", tier="frontier", record_id="a-2")
+        one = await c.record_cache_hit(cache_hit(k.key_id, "h-1", tier="frontier", record_id="a-1"))
+        await c.record_cache_hit(cache_hit(k.key_id, "h-2", tier="frontier", record_id="a-2"))
         with pytest.raises(ResourceExhausted) as exc:
-            await c.record_cache_hit(k.key_id, "h-3", tier="frontier", record_id="a-3")
+            await c.record_cache_hit(cache_hit(k.key_id, "h-3", tier="frontier", record_id="a-3"))
         assert exc.value.limit_id == f"rpm:key:{k.key_id}"
         # A retry of a record that landed is answered though the limit is full,
         # and one that was already served is recorded whatever the limits say.
-        assert (await c.record_cache_hit(k.key_id, "h-1", tier="frontier", record_id="a-1")).event_id == one.event_id
-        await c.record_cache_hit(k.key_id, "h-4", tier="frontier", record_id="a-4", served=True)
+        again = await c.record_cache_hit(cache_hit(k.key_id, "h-1", tier="frontier", record_id="a-1"))
+        assert again.event_id == one.event_id
+        await c.record_cache_hit(cache_hit(k.key_id, "h-4", tier="frontier", record_id="a-4", served=True))
         assert len(await led.admin.list_events(kind="cache_hit")) == 3
         # Tokens per minute count the hit's tokens.
         t = await make_key(led.admin, team="ml", email="carol@acme.com")
         await led.admin.set_rate_limit("team", t.team_id, tpm=1000)
-        await c.record_cache_hit(t.key_id, "t-1", tier="frontier", prompt_tokens=600, completion_tokens=300,
-                                 record_id="b-1")  # fmt: skip
+        await c.record_cache_hit(cache_hit(t.key_id, "t-1", tier="frontier", prompt_tokens=600, completion_tokens=300,
+                                 record_id="b-1"))  # fmt: skip
         with pytest.raises(ResourceExhausted) as exc:
-            await c.record_cache_hit(t.key_id, "t-2", tier="frontier", prompt_tokens=200, record_id="b-2")
+            await c.record_cache_hit(cache_hit(t.key_id, "t-2", tier="frontier", prompt_tokens=200, record_id="b-2"))
         assert exc.value.limit_id == f"tpm:team:{t.team_id}"

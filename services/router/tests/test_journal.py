@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rationer.errors import FailedPrecondition, Unavailable
+from services.ledger.calls import CacheHitCall, CommitCall
 from services.router.journal import SettlementJournal
 from services.router.ports import Charge
 from services.router.settlement import Settler
 
 COMMIT = {"reservation_id": "r_1", "key_id": "k_1", "prompt_tokens": 20, "completion_tokens": 2}
+# The fields every cache-hit record carries besides its ids.
+HIT = {"project": "", "tier": "frontier", "model": "m", "prompt_tokens": 5, "completion_tokens": 1}
 
 
 def test_entries_survive_reopening_the_file(tmp_path: Path) -> None:
@@ -55,7 +59,9 @@ class _Ledger:
         self.hits: list[dict[str, Any]] = []
         self.in_flight = self.max_in_flight = 0
 
-    async def commit(self, **args: Any) -> Charge:
+    async def commit(self, call: CommitCall | CacheHitCall) -> Charge:
+        args = asdict(call)
+        key = args.get("reservation_id") or args["request_id"]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -63,16 +69,16 @@ class _Ledger:
             if self.down_for > 0:
                 self.down_for -= 1
                 raise Unavailable("ledger down")
-            if args["reservation_id"] in self.refuse:
-                raise FailedPrecondition(f"reservation {args['reservation_id']} was released")
-            self.landed.append(args["reservation_id"])
+            if key in self.refuse:
+                raise FailedPrecondition(f"reservation {key} was released")
+            self.landed.append(key)
             return Charge(10, 20)
         finally:
             self.in_flight -= 1
 
-    async def record_cache_hit(self, **args: Any) -> Charge:
-        self.hits.append(args)
-        return await self.commit(reservation_id=args["request_id"])
+    async def record_cache_hit(self, call: CacheHitCall) -> Charge:
+        self.hits.append(asdict(call))
+        return await self.commit(call)
 
 
 def _settler(ledger: _Ledger, journal: SettlementJournal) -> tuple[Settler, set[asyncio.Task[Any]]]:
@@ -111,7 +117,7 @@ async def test_a_cache_hit_record_replayed_by_the_drainer_says_it_was_served() -
     ledger, journal = _Ledger(down_for=8), SettlementJournal()
     settler, _ = _settler(ledger, journal)
     with pytest.raises(Unavailable):
-        await settler.settle("cache_hit", {"request_id": "q_1", "key_id": "k_1", "record_id": "a_1"})
+        await settler.settle("cache_hit", {**HIT, "request_id": "q_1", "key_id": "k_1", "record_id": "a_1"})
     await _until_empty(journal)
     assert [h.get("served", False) for h in ledger.hits] == [False] * 6 + [True] * 3
     assert {h["record_id"] for h in ledger.hits} == {"a_1"} and ledger.landed == ["q_1"]
@@ -122,7 +128,7 @@ async def test_resume_replays_in_order_through_one_caller(tmp_path: Path) -> Non
     earlier = SettlementJournal(path)
     for i in range(50):
         earlier.add("commit", {**COMMIT, "reservation_id": f"r_{i}"})
-    earlier.add("cache_hit", {"request_id": "q_1", "key_id": "k_1"})
+    earlier.add("cache_hit", {**HIT, "request_id": "q_1", "key_id": "k_1"})
     earlier.close()
     ledger = _Ledger(down_for=5, refuse=frozenset({"r_7"}))
     settler, tasks = _settler(ledger, SettlementJournal(path))
@@ -143,7 +149,7 @@ def test_an_empty_setting_keeps_the_journal_in_memory() -> None:
 
 async def test_a_hung_ledger_does_not_hold_the_response() -> None:
     class Hung(_Ledger):
-        async def commit(self, **args: Any) -> Charge:
+        async def commit(self, call: CommitCall | CacheHitCall) -> Charge:
             await asyncio.sleep(30)
             raise AssertionError("unreachable")
 

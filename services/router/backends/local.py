@@ -1,11 +1,13 @@
-"""Client-side load balancing over the slm_worker pool.
+"""The local tiers: a ``ModelBackend`` over the slm_worker pool, balanced client-side.
 
-Every ``refresh_s`` the pool asks each worker for ``ListModels`` (models and
-live load). A call goes to the worker with the most spare capacity for the
-model (free slots minus queue depth minus the calls this router already has
-in flight there, so bursts between refreshes spread out). A worker that
-answers RESOURCE_EXHAUSTED or UNAVAILABLE is skipped for that call and the
-next one is tried; UNAVAILABLE also marks it down until the next refresh.
+Each worker is reached through its ``WorkerClient``; this module keeps only
+what is the router's: discovery, health and the choice of worker. Every
+``refresh_s`` the pool asks each worker for ``ListModels`` (models and live
+load). A call goes to the worker with the most spare capacity for the model
+(free slots minus queue depth minus the calls this router already has in
+flight there, so bursts between refreshes spread out). A worker that answers
+RESOURCE_EXHAUSTED or UNAVAILABLE is skipped for that call and the next one is
+tried; UNAVAILABLE also marks it down until the next refresh.
 """
 
 from __future__ import annotations
@@ -17,30 +19,27 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import structlog
 
-from rationer.api.common.v1 import common_pb2
-from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
-from rationer.platform.client import call_metadata, domain_error, internal_channel
-from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 from services.router.model_types import Completion, Delta, GenParams, Message
+from services.slm_worker.client import ChatMessage, GenerationParams, ModelLoad, StreamChunk, WorkerClient
 
 log = structlog.get_logger(__name__)
 
+COUNT_TOKENS_TIMEOUT_S = 5.0
+LIST_MODELS_TIMEOUT_S = 1.0
 
 
 @dataclass
 class _Worker:
     address: str
-    stub: worker_pb2_grpc.WorkerServiceAsyncStub
-    channel: grpc.aio.Channel
+    client: WorkerClient
     up: bool = False
-    models: dict[str, worker_pb2.ModelInfo] = field(default_factory=dict)
+    models: dict[str, ModelLoad] = field(default_factory=dict)
     inflight: int = 0
 
-    def serves(self, model: str) -> worker_pb2.ModelInfo | None:
+    def serves(self, model: str) -> ModelLoad | None:
         info = self.models.get(model)
         if info is None:
             info = next((m for m in self.models.values() if m.tier == model), None)
@@ -53,12 +52,13 @@ class _Worker:
         return info.free_slots - info.queue_depth - self.inflight
 
 
-def _request(model: str, messages: Sequence[Message], params: GenParams) -> worker_pb2.GenerateRequest:
-    return worker_pb2.GenerateRequest(
-        model=model,
-        messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
-        params=generation_params(params.max_tokens, params.stop, params.temperature, params.top_p, params.seed),
-    )
+def _messages(messages: Sequence[Message]) -> list[ChatMessage]:
+    return [ChatMessage(m.role, m.content) for m in messages]
+
+
+def _params(p: GenParams) -> GenerationParams:
+    return GenerationParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop,
+                            seed=p.seed)  # fmt: skip
 
 
 def _timeout(deadline: float | None) -> float | None:
@@ -68,6 +68,26 @@ def _timeout(deadline: float | None) -> float | None:
     if left <= 0:
         raise DeadlineExceeded("deadline passed before a local worker could start")
     return left
+
+
+def _delta(chunk: StreamChunk, model: str) -> Delta:
+    usage = chunk.usage
+    if chunk.final:
+        return Delta(
+            text=chunk.delta,
+            final=True,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=chunk.finish_reason or "stop",
+            model=chunk.model or model,
+        )
+    # Running usage: what a caller that hangs up here is billed.
+    return Delta(
+        text=chunk.delta,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        usage_exact=usage is not None,
+    )
 
 
 async def _expand(address: str) -> list[str]:
@@ -101,12 +121,14 @@ class WorkerPool:
         for address in wanted:
             w = known.pop(address, None)
             if w is None:
-                channel = internal_channel(address, self._service_token)
-                w = _Worker(address, worker_pb2_grpc.WorkerServiceStub(channel), channel)
+                # No client-side deadline: each call passes what is left of the request's.
+                client = WorkerClient(address, timeout_s=None, service_token=self._service_token,
+                                      label=f"worker {address}")  # fmt: skip
+                w = _Worker(address, client)
             workers.append(w)
         self._workers = workers
         for gone in known.values():
-            await gone.channel.close(None)
+            await gone.client.close()
 
     async def start(self) -> None:
         await self.refresh()
@@ -118,7 +140,7 @@ class WorkerPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for w in self._workers:
-            await w.channel.close(None)
+            await w.client.close()
 
     async def _loop(self) -> None:
         while True:
@@ -131,13 +153,13 @@ class WorkerPool:
 
     async def _refresh_one(self, w: _Worker) -> None:
         try:
-            resp = await w.stub.ListModels(worker_pb2.ListModelsRequest(), timeout=1.0)
-        except grpc.aio.AioRpcError as exc:
+            listed = await w.client.list_models(timeout_s=LIST_MODELS_TIMEOUT_S)
+        except RationerError as exc:
             if w.up:
-                log.warning("worker down", worker=w.address, code=exc.code().name)
+                log.warning("worker down", worker=w.address, error=exc.message)
             w.up = False
             return
-        w.models = {m.name: m for m in resp.models}
+        w.models = {m.name: m for m in listed.models}
         w.up = True
 
     def healthy(self, model: str) -> bool:
@@ -164,28 +186,24 @@ class WorkerPool:
         self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
     ) -> Completion:
         last: RationerError = Unavailable(f"no local worker serves {model!r}")
+        msgs, gen = _messages(messages), _params(params)
         for w in self._ranked(model):
             w.inflight += 1
             started = time.perf_counter()
             try:
-                resp = await w.stub.Generate(
-                    _request(model, messages, params), timeout=_timeout(deadline), metadata=call_metadata()
-                )
-            except grpc.aio.AioRpcError as exc:
-                err = domain_error(exc, service=f"worker {w.address}")
-                if not isinstance(err, ResourceExhausted | Unavailable):
-                    raise err from exc
+                out = await w.client.generate(model, msgs, gen, timeout_s=_timeout(deadline))
+            except (ResourceExhausted, Unavailable) as err:
                 self._skip(w, err)
                 last = err
                 continue
             finally:
                 w.inflight -= 1
             return Completion(
-                text=resp.text,
-                prompt_tokens=resp.usage.prompt_tokens,
-                completion_tokens=resp.usage.completion_tokens,
-                finish_reason=FINISH_FROM_PROTO.get(resp.finish_reason, "stop"),
-                model=resp.model or model,
+                text=out.text,
+                prompt_tokens=out.usage.prompt_tokens,
+                completion_tokens=out.usage.completion_tokens,
+                finish_reason=out.finish_reason,
+                model=out.model or model,
                 # Wall time of the call as the router saw it (queueing on the
                 # worker included), measured the same way as frontier calls.
                 model_ms=(time.perf_counter() - started) * 1000,
@@ -194,59 +212,40 @@ class WorkerPool:
 
     async def count_tokens(self, model: str, messages: Sequence[Message]) -> int | None:
         """A worker's exact prompt count for ``model``, or None when none answers."""
-        request = worker_pb2.CountTokensRequest(
-            model=model, messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]
-        )
+        msgs = _messages(messages)
         for w in [w for w in self._workers if w.up and w.serves(model) is not None]:
             try:
-                resp = await w.stub.CountTokens(request, timeout=5.0, metadata=call_metadata())
-            except grpc.aio.AioRpcError as exc:
-                log.warning("CountTokens failed", worker=w.address, code=exc.code().name)
-                continue
-            return int(resp.tokens)
+                return await w.client.count_tokens(model, msgs, timeout_s=COUNT_TOKENS_TIMEOUT_S)
+            except RationerError as exc:
+                log.warning("CountTokens failed", worker=w.address, error=exc.message)
         return None
 
     async def stream(
         self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
     ) -> AsyncIterator[Delta]:
         last: RationerError = Unavailable(f"no local worker serves {model!r}")
+        msgs, gen = _messages(messages), _params(params)
         for w in self._ranked(model):
             started = False
+            chunks = w.client.generate_stream(model, msgs, gen, timeout_s=_timeout(deadline))
             w.inflight += 1
-            call = w.stub.GenerateStream(
-                _request(model, messages, params), timeout=_timeout(deadline), metadata=call_metadata()
-            )
             try:
-                async for chunk in call:
-                    started = True
-                    if chunk.final:
-                        yield Delta(
-                            text=chunk.delta,
-                            final=True,
-                            prompt_tokens=chunk.usage.prompt_tokens,
-                            completion_tokens=chunk.usage.completion_tokens,
-                            finish_reason=FINISH_FROM_PROTO.get(chunk.finish_reason, "stop"),
-                            model=chunk.model or model,
-                        )
-                        return
-                    # Running usage: what a caller that hangs up here is billed.
-                    so_far = chunk.usage_so_far
-                    yield Delta(
-                        text=chunk.delta,
-                        prompt_tokens=so_far.prompt_tokens,
-                        completion_tokens=so_far.completion_tokens,
-                        usage_exact=chunk.HasField("usage_so_far"),
-                    )
-                raise Unavailable(f"worker {w.address} closed the stream without a final message")
-            except grpc.aio.AioRpcError as exc:
-                err = domain_error(exc, service=f"worker {w.address}")
+                # aclosing: leaving early cancels the call and frees the worker's slot now.
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        started = True
+                        yield _delta(chunk, model)
+                        if chunk.final:
+                            return
+            except (ResourceExhausted, Unavailable) as err:
                 # Once text has flowed, another worker cannot continue it; the
                 # router core decides (it may restart on another tier).
-                if started or not isinstance(err, ResourceExhausted | Unavailable):
-                    raise err from exc
+                if started:
+                    raise
                 self._skip(w, err)
                 last = err
+                continue
             finally:
                 w.inflight -= 1
-                call.cancel()
+            raise Unavailable(f"worker {w.address} closed the stream without a final message")
         raise last
