@@ -82,6 +82,8 @@ class _Opts:
     no_cache: bool = False
     allow_cache_when_sampling: bool = False
     timeout: float | None = 120.0
+    user: str = ""  # the end user the caller acts for (OpenAI's ``user``)
+    request_id: str = ""  # sent as ``x-request-id``; the router makes one up when empty
 
 
 def _messages(messages: MessagesLike) -> list[common_pb2.ChatMessage]:
@@ -101,6 +103,7 @@ def _request(messages: MessagesLike, o: _Opts) -> router_pb2.CompleteRequest:
         model=o.model,
         no_cache=o.no_cache,
         allow_cache_when_sampling=o.allow_cache_when_sampling,
+        user=o.user,
     )
 
 
@@ -127,6 +130,21 @@ def route_from_proto(r: router_pb2.RouteInfo) -> Route:
     )
 
 
+@dataclass(frozen=True)
+class TierInfo:
+    name: str
+    kind: str  # "local" | "frontier" | "unknown"
+    rank: int
+    model: str
+
+
+_TIER_KIND = {common_pb2.TIER_KIND_LOCAL: "local", common_pb2.TIER_KIND_FRONTIER: "frontier"}
+
+
+def _tiers(resp: router_pb2.ListTiersResponse) -> list[TierInfo]:
+    return [TierInfo(t.name, _TIER_KIND.get(t.kind, "unknown"), t.rank, t.model) for t in resp.tiers]
+
+
 def _chunk(c: router_pb2.CompleteChunk) -> Chunk:
     return Chunk(delta=c.delta, restart=c.restart, route=route_from_proto(c.route) if c.final else None)
 
@@ -137,6 +155,9 @@ class _Base:
         if project:
             self._metadata += (("x-rationer-project", project),)
         self.address = address
+
+    def _md(self, o: _Opts) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, ("x-request-id", o.request_id)) if o.request_id else self._metadata
 
 
 class Client(_Base):
@@ -159,14 +180,14 @@ class Client(_Base):
     def complete(self, messages: MessagesLike, **opts: Any) -> Answer:
         o = _Opts(**opts)
         try:
-            resp = self._stub.Complete(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+            resp = self._stub.Complete(_request(messages, o), metadata=self._md(o), timeout=o.timeout)
         except grpc.RpcError as exc:
             raise domain_error(exc, service="router") from exc  # type: ignore[arg-type]
         return Answer(text=resp.text, route=route_from_proto(resp.route))
 
     def stream(self, messages: MessagesLike, **opts: Any) -> Iterator[Chunk]:
         o = _Opts(**opts)
-        call = self._stub.CompleteStream(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+        call = self._stub.CompleteStream(_request(messages, o), metadata=self._md(o), timeout=o.timeout)
         try:
             for c in call:
                 yield _chunk(c)
@@ -176,19 +197,25 @@ class Client(_Base):
             call.cancel()  # type: ignore[no-untyped-call]
 
     def tiers(self) -> list[str]:
+        return [t.name for t in self.list_tiers()]
+
+    def list_tiers(self) -> list[TierInfo]:
         try:
             resp = self._stub.ListTiers(router_pb2.ListTiersRequest(), metadata=self._metadata, timeout=10)
         except grpc.RpcError as exc:
             raise domain_error(exc, service="router") from exc  # type: ignore[arg-type]
-        return [t.name for t in resp.tiers]
+        return _tiers(resp)
 
 
 class AsyncClient(_Base):
     """asyncio client (grpc.aio)."""
 
-    def __init__(self, address: str, api_key: str, project: str = "") -> None:
+    def __init__(self, address: str, api_key: str, project: str = "", *,
+                 channel: grpc.aio.Channel | None = None) -> None:  # fmt: skip
+        """``channel``: share one connection among clients (one per key, say); it stays the caller's to close."""
         super().__init__(address, api_key, project)
-        self._channel = grpc.aio.insecure_channel(address)
+        self._own = channel is None
+        self._channel = channel or grpc.aio.insecure_channel(address)
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
@@ -198,19 +225,20 @@ class AsyncClient(_Base):
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        if self._own:
+            await self._channel.close(None)
 
     async def complete(self, messages: MessagesLike, **opts: Any) -> Answer:
         o = _Opts(**opts)
         try:
-            resp = await self._stub.Complete(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+            resp = await self._stub.Complete(_request(messages, o), metadata=self._md(o), timeout=o.timeout)
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, service="router") from exc
         return Answer(text=resp.text, route=route_from_proto(resp.route))
 
     async def stream(self, messages: MessagesLike, **opts: Any) -> AsyncIterator[Chunk]:
         o = _Opts(**opts)
-        call = self._stub.CompleteStream(_request(messages, o), metadata=self._metadata, timeout=o.timeout)
+        call = self._stub.CompleteStream(_request(messages, o), metadata=self._md(o), timeout=o.timeout)
         try:
             async for c in call:
                 yield _chunk(c)
@@ -220,8 +248,11 @@ class AsyncClient(_Base):
             call.cancel()
 
     async def tiers(self) -> list[str]:
+        return [t.name for t in await self.list_tiers()]
+
+    async def list_tiers(self) -> list[TierInfo]:
         try:
             resp = await self._stub.ListTiers(router_pb2.ListTiersRequest(), metadata=self._metadata, timeout=10)
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, service="router") from exc
-        return [t.name for t in resp.tiers]
+        return _tiers(resp)

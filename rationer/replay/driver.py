@@ -17,15 +17,11 @@ from typing import Any
 
 import grpc
 
-from rationer.api.common.v1 import common_pb2
-from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from rationer.client import route_from_proto
-from rationer.errors import ResourceExhausted
-from rationer.platform.client import domain_error
+from rationer.client import Answer, AsyncClient
+from rationer.errors import RationerError, ResourceExhausted
 from rationer.replay.provision import KeyBook
 from rationer.replay.trace import TraceLine
 
-TIER_KIND = {common_pb2.TIER_KIND_LOCAL: "local", common_pb2.TIER_KIND_FRONTIER: "frontier"}
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
 
 
@@ -88,16 +84,6 @@ class DriveResult:
         return sum(r.status != "error" for r in self.records) / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _request(line: TraceLine) -> router_pb2.CompleteRequest:
-    params = common_pb2.GenerationParams(max_tokens=line.max_tokens)
-    if line.temperature is not None:
-        params.temperature = line.temperature
-    return router_pb2.CompleteRequest(
-        messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in line.messages],
-        params=params, model="auto", user=line.user,
-    )  # fmt: skip
-
-
 def _record(i: int, line: TraceLine, run_id: str) -> Record:
     return Record(
         i=i, id=line.id, ts=line.ts, org=line.org, team=line.team, user=line.user, project=line.project,
@@ -106,9 +92,9 @@ def _record(i: int, line: TraceLine, run_id: str) -> Record:
     )  # fmt: skip
 
 
-def _fill(rec: Record, resp: router_pb2.CompleteResponse) -> None:
-    r = route_from_proto(resp.route)
-    rec.status, rec.text = "ok", resp.text
+def _fill(rec: Record, answer: Answer) -> None:
+    r = answer.route
+    rec.status, rec.text = "ok", answer.text
     rec.tier, rec.model, rec.complexity, rec.cache_hit = r.tier, r.model, r.complexity, r.cache_hit
     rec.prompt_tokens, rec.completion_tokens = r.prompt_tokens, r.completion_tokens
     rec.cost, rec.savings, rec.downgraded = r.cost_nano_usd, r.savings_nano_usd, r.downgraded
@@ -122,29 +108,20 @@ class Driver:
         self.book = book
         self.on_done = on_done or (lambda _r: None)
 
-    async def tiers(self, stub: router_pb2_grpc.RouterServiceAsyncStub, line: TraceLine) -> dict[str, dict[str, Any]]:
-        key = self.book.key_for(line.org, line.team, line.user)
-        try:
-            resp = await stub.ListTiers(router_pb2.ListTiersRequest(), metadata=_md(key.secret), timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc, service="router") from exc
-        return {t.name: {"kind": TIER_KIND.get(t.kind, "unknown"), "rank": t.rank, "model": t.model}
-                for t in resp.tiers}  # fmt: skip
+    async def tiers(self, client: AsyncClient) -> dict[str, dict[str, Any]]:
+        return {t.name: {"kind": t.kind, "rank": t.rank, "model": t.model} for t in await client.list_tiers()}
 
-    async def _one(self, stub: router_pb2_grpc.RouterServiceAsyncStub, rec: Record, line: TraceLine, t0: float) -> None:
-        key = self.book.key_for(line.org, line.team, line.user)
-        md = (*_md(key.secret), ("x-request-id", rec.request_id))
-        if line.project:
-            md += (("x-rationer-project", line.project),)
+    async def _one(self, client: AsyncClient, rec: Record, line: TraceLine, t0: float) -> None:
         sent = time.perf_counter()
         rec.sent_s = sent - t0
         try:
-            resp = await stub.Complete(_request(line), metadata=md, timeout=self.opts.timeout_s)
-            _fill(rec, resp)
-        except grpc.aio.AioRpcError as exc:
-            err = domain_error(exc, service="router")
+            answer = await client.complete(list(line.messages), max_tokens=line.max_tokens,
+                                           temperature=line.temperature, user=line.user,
+                                           request_id=rec.request_id, timeout=self.opts.timeout_s)  # fmt: skip
+            _fill(rec, answer)
+        except RationerError as err:
             rec.status = "denied" if isinstance(err, ResourceExhausted) else "error"
-            rec.error = f"{exc.code().name}: {err.message}"[:500]
+            rec.error = f"{err.code}: {err.message}"[:500]
             rec.limit_id = err.limit_id if isinstance(err, ResourceExhausted) else ""
         rec.latency_ms = (time.perf_counter() - sent) * 1000
         self.on_done(rec)
@@ -152,8 +129,19 @@ class Driver:
     async def run(self, lines: list[TraceLine] | tuple[TraceLine, ...]) -> DriveResult:
         opts = self.opts
         async with grpc.aio.insecure_channel(opts.address, options=CHANNEL_OPTIONS) as channel:
-            stub: router_pb2_grpc.RouterServiceAsyncStub = router_pb2_grpc.RouterServiceStub(channel)
-            tiers = await self.tiers(stub, lines[0])
+            # One SDK client per (key, project), all on the one channel.
+            clients: dict[tuple[str, str], AsyncClient] = {}
+
+            def client_for(line: TraceLine) -> AsyncClient:
+                secret = self.book.key_for(line.org, line.team, line.user).secret
+                got = clients.get((secret, line.project))
+                if got is None:
+                    got = clients[secret, line.project] = AsyncClient(opts.address, secret, line.project,
+                                                                      channel=channel)  # fmt: skip
+                return got
+
+            first = self.book.key_for(lines[0].org, lines[0].team, lines[0].user).secret
+            tiers = await self.tiers(AsyncClient(opts.address, first, channel=channel))
             sem = asyncio.Semaphore(opts.concurrency)
             records = [_record(i, ln, opts.run_id) for i, ln in enumerate(lines)]
             tasks: list[asyncio.Task[None]] = []
@@ -162,7 +150,7 @@ class Driver:
 
             async def guarded(rec: Record, line: TraceLine) -> None:
                 try:
-                    await self._one(stub, rec, line, t0)
+                    await self._one(client_for(line), rec, line, t0)
                 finally:
                     sem.release()
 
@@ -176,7 +164,3 @@ class Driver:
             await asyncio.gather(*tasks)
             wall = time.perf_counter() - t0
         return DriveResult(records, wall, tiers)
-
-
-def _md(secret: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {secret}"),)

@@ -99,35 +99,29 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 async def _load(target: str, key_id: str, clients: int, duration: float, noop: bool) -> dict[str, float]:
-    from rationer.api.common.v1 import common_pb2
-    from rationer.api.ledger.v1 import ledger_pb2 as pb
-    from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
-    from rationer.platform.client import internal_channel
+    from services.ledger.calls import CommitCall
+    from services.ledger.client import LedgerClient
 
-    channels = [internal_channel(target, SERVICE_TOKEN) for _ in range(min(clients, 8))]
-    stubs = [pb_grpc.LedgerServiceStub(ch) for ch in channels]
-    usage = common_pb2.Usage(prompt_tokens=180, completion_tokens=90, total_tokens=270)
+    pool = [LedgerClient(target, service_token=SERVICE_TOKEN) for _ in range(min(clients, 8))]
     auth_lat: list[float] = []
     pairs = 0
     stop_at = time.perf_counter() + duration
 
     async def worker(i: int) -> None:
         nonlocal pairs
-        stub = stubs[i % len(stubs)]
+        client = pool[i % len(pool)]
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            r = await stub.Authorize(pb.AuthorizeRequest(key_id=key_id, tier="local-small",
-                                                         estimated_prompt_tokens=200, max_completion_tokens=256))
+            r = await client.authorize(key_id, "local-small", prompt_tokens=200, max_completion_tokens=256)
             auth_lat.append(time.perf_counter() - t0)
-            await stub.Commit(pb.CommitRequest(reservation_id=r.reservation_id or "noop", key_id=key_id,
-                                               usage=usage, latency_ms=5))  # fmt: skip
+            await client.commit(CommitCall(r.reservation_id or "noop", key_id, 180, 90, latency_ms=5))
             pairs += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(clients)))
     elapsed = time.perf_counter() - started
-    for ch in channels:
-        await ch.close(None)
+    for client in pool:
+        await client.close()
     return {"pairs_per_s": round(pairs / elapsed, 1), "authorize_p50_ms": round(_pct(auth_lat, 0.5) * 1e3, 3),
             "authorize_p99_ms": round(_pct(auth_lat, 0.99) * 1e3, 3), "pairs": pairs}  # fmt: skip
 

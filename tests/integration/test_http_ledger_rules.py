@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from stack import Stack, running_stack
 
 from rationer.errors import Unavailable
+from services.ledger.calls import CacheHitCall
 from services.ledger.client import LedgerClient
 from services.ledger.testing import ADMIN_TOKEN, make_key
 from services.ledger.testing import TestKey as LedgerKey
@@ -148,11 +150,11 @@ async def test_a_cache_hit_the_ledger_cannot_record_yet_is_served_and_recorded_l
     real = stack.core.ledger.record_cache_hit
     calls: list[dict[str, Any]] = []
 
-    async def flaky(**args: Any) -> Any:  # the ledger is away for the inline attempts
-        calls.append(args)
+    async def flaky(call: CacheHitCall) -> Any:  # the ledger is away for the inline attempts
+        calls.append(asdict(call))
         if len(calls) <= 6:
             raise Unavailable("ledger: connection refused")
-        return await real(**args)
+        return await real(call)
 
     monkeypatch.setattr(stack.core.ledger, "record_cache_hit", flaky)
     served = await chat(stack, k.secret, messages, **{"x-request-id": "during-outage"})

@@ -27,6 +27,7 @@ from stack import PRICES, Stack, frontier_tiers, running_stack
 from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from services.ledger.calls import CommitCall
 from services.router.model_types import Message
 from services.router.settings import TierSettings
 from services.slm_worker.testing import SMOLLM2, smollm2_settings
@@ -74,9 +75,9 @@ class LedgerSpy:
         ledger = stack.core.ledger
         commit, release = ledger.commit, ledger.release
 
-        async def spy_commit(**kw: Any) -> Any:
-            self.commits.append(kw["reservation_id"])
-            return await commit(**kw)
+        async def spy_commit(call: CommitCall) -> Any:
+            self.commits.append(call.reservation_id)
+            return await commit(call)
 
         async def spy_release(**kw: Any) -> Any:
             self.releases.append(kw["reservation_id"])
