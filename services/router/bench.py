@@ -25,12 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import tomli_w
 
-from rationer.api.common.v1 import common_pb2
-from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from rationer.client import AsyncClient, Route
 from rationer.platform.net import free_port
 from services.router.http_bench import ADMIN_TOKEN, MODEL, SERVICE_TOKEN, UPSTREAM_MAIN, _api_key
 from services.router.testing import stop_processes
@@ -74,26 +72,17 @@ def _processes(tmp: Path, ports: dict[str, int]) -> Iterator[None]:
         stop_processes(procs)
 
 
-def _request(text: str) -> router_pb2.CompleteRequest:
-    return router_pb2.CompleteRequest(
-        messages=[common_pb2.ChatMessage(role="user", content=text)],
-        params=common_pb2.GenerationParams(max_tokens=16, temperature=0.0),
-        model="auto",
-    )
-
-
 class Driver:
-    def __init__(self, stub: router_pb2_grpc.RouterServiceAsyncStub, key: str) -> None:
-        self.stub = stub
-        self.md = (("authorization", f"Bearer {key}"),)
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
 
-    async def one(self, text: str) -> tuple[float, router_pb2.RouteInfo]:
+    async def one(self, text: str) -> tuple[float, Route]:
         t = time.perf_counter()
-        resp = await self.stub.Complete(_request(text), metadata=self.md, timeout=30)
-        return (time.perf_counter() - t) * 1000, resp.route
+        answer = await self.client.complete(text, max_tokens=16, temperature=0.0, timeout=30)
+        return (time.perf_counter() - t) * 1000, answer.route
 
     async def run(self, texts: list[str], concurrency: int) -> dict[str, Any]:
-        results: list[tuple[float, router_pb2.RouteInfo]] = []
+        results: list[tuple[float, Route]] = []
         queue = iter(texts)
 
         async def worker() -> None:
@@ -105,7 +94,7 @@ class Driver:
         return _summary(results, time.perf_counter() - started, concurrency)
 
 
-def _summary(results: list[tuple[float, router_pb2.RouteInfo]], elapsed: float, concurrency: int) -> dict[str, Any]:
+def _summary(results: list[tuple[float, Route]], elapsed: float, concurrency: int) -> dict[str, Any]:
     e2e = np.array([r[0] for r in results])
     overhead = np.array([r[0] - r[1].model_ms for r in results])
     hits = sum(r[1].cache_hit for r in results)
@@ -158,9 +147,8 @@ async def run_bench(*, requests: int = 200, concurrencies: tuple[int, ...] = (1,
         router = subprocess.Popen(cmd, stdout=(tmp / "router.log").open("wb"), stderr=subprocess.STDOUT)
         try:
             await wait_serving(f"127.0.0.1:{ports['router']}", 120)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['router']}") as channel:
-                driver = Driver(router_pb2_grpc.RouterServiceStub(channel), key)
-                return await _paths(driver, requests, concurrencies)
+            async with AsyncClient(f"127.0.0.1:{ports['router']}", key) as client:
+                return await _paths(Driver(client), requests, concurrencies)
         finally:
             await asyncio.to_thread(stop_processes, [router])
 

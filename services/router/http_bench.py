@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import numpy as np
 import tomli_w
 from aiohttp import web
 
-from rationer.api.common.v1 import common_pb2
-from rationer.api.router.v1 import router_pb2, router_pb2_grpc
+from rationer.client import AsyncClient
 from rationer.platform.net import free_port
 from services.router.testing import stop_processes
 
@@ -212,16 +210,10 @@ async def http_caller(url: str, key: str, concurrency: int, *, model: str = "") 
 
 @contextlib.asynccontextmanager
 async def grpc_caller(address: str, key: str) -> AsyncIterator[Call]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
-        metadata = (("authorization", f"Bearer {key}"),)
+    async with AsyncClient(address, key) as client:
 
         async def call(i: int) -> None:
-            msgs = [common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in _messages(i)]
-            req = router_pb2.CompleteRequest(
-                messages=msgs, params=common_pb2.GenerationParams(max_tokens=16), model=TIER, no_cache=True
-            )
-            await stub.Complete(req, metadata=metadata, timeout=30)
+            await client.complete(_messages(i), model=TIER, max_tokens=16, no_cache=True, timeout=30)
 
         yield call
 
