@@ -51,6 +51,17 @@ async def test_router_passes_its_own_vector() -> None:
         assert result.hit and result.similarity > 0.99
 
 
+async def test_exact_only_lookup_sends_no_vector_and_serves_only_the_exact_match() -> None:
+    vec = shared_embedder().embed([Q])[0]
+    async with running_cache() as running, running.client() as client:
+        await client.store("acme", Q, A, vec)
+        # The same vector that hits semantically above: exact_only ignores it.
+        reworded = await client.lookup("acme", "How can I turn on two-factor authentication?", vec, exact_only=True)
+        assert not reworded.hit
+        exact = await client.lookup("acme", "how do I turn ON two-factor authentication", vec, exact_only=True)
+        assert exact.hit and exact.match_kind == "exact" and exact.answer == A
+
+
 async def test_tenant_isolation_and_unknown_tenant_is_not_found() -> None:
     async with running_cache() as running, running.client() as client:
         await client.store("acme", Q, A)
