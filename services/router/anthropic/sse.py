@@ -1,0 +1,43 @@
+"""Reading a server-sent-events response from httpx, bounded by the caller's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from rationer.errors import DeadlineExceeded
+
+
+async def lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIterator[str]:
+    """The response's lines, never past ``deadline`` (httpx times each read, not the whole stream)."""
+    lines = resp.aiter_lines()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                line = await anext(lines)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DeadlineExceeded("the frontier stream ran past the caller's deadline") from None
+        yield line
+
+
+async def sse_events(resp: httpx.Response, deadline: float | None) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events' JSON data; each event's ``type`` field names it, as the spec guarantees."""
+    data: list[str] = []
+    async for line in lines_until(resp, deadline):
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            parsed = json.loads("\n".join(data))
+            data = []
+            if isinstance(parsed, dict):
+                yield parsed
+    if data:
+        parsed = json.loads("\n".join(data))
+        if isinstance(parsed, dict):
+            yield parsed
