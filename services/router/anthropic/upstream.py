@@ -61,6 +61,9 @@ class AnthropicConfig:
     # A retry-after longer than this is not waited out: the 429 goes to the
     # core at once, which may fall back to another tier.
     max_retry_after_s: float = 10.0
+    # Mark the system prompt cacheable (Anthropic caches only what is
+    # marked, and only from about 1024 tokens up; shorter ones pass uncached).
+    cache_system: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class _Usage:
 
 
 def payload(model: str, messages: Sequence[Message], params: GenParams, stream: bool,
-            top_k: int | None = None) -> dict[str, Any]:  # fmt: skip
+            top_k: int | None = None, cache_system: bool = False) -> dict[str, Any]:  # fmt: skip
     """The Messages body: system messages go to the top-level ``system`` field."""
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     body: dict[str, Any] = {
@@ -116,7 +119,9 @@ def payload(model: str, messages: Sequence[Message], params: GenParams, stream: 
         "max_tokens": params.max_tokens,
         "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
     }
-    if system:
+    if system and cache_system:
+        body["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+    elif system:
         body["system"] = system
     if params.temperature is not None:
         # OpenAI's range is 0..2, Anthropic's 0..1: a caller of the OpenAI
@@ -205,6 +210,10 @@ class AnthropicClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def _payload(self, messages: Sequence[Message], params: GenParams, top_k: int | None, *,
+                 stream: bool) -> dict[str, Any]:  # fmt: skip
+        return payload(self.config.model, messages, params, stream, top_k, self.config.cache_system)
+
     def _remaining(self, deadline: float | None) -> float | None:
         if deadline is None:
             return None
@@ -259,7 +268,7 @@ class AnthropicClient:
         self, messages: Sequence[Message], params: GenParams, deadline: float | None = None,
         top_k: int | None = None,
     ) -> CachedCompletion:  # fmt: skip
-        body = payload(self.config.model, messages, params, stream=False, top_k=top_k)
+        body = self._payload(messages, params, top_k, stream=False)
         started = time.perf_counter()
         for attempt in range(self.config.max_retries + 1):
             try:
@@ -286,7 +295,7 @@ class AnthropicClient:
         Retries happen only before the first text: once text has reached the
         caller, a retry would duplicate it.
         """
-        body = payload(self.config.model, messages, params, stream=True, top_k=top_k)
+        body = self._payload(messages, params, top_k, stream=True)
         sent = False
         for attempt in range(self.config.max_retries + 1):
             try:
