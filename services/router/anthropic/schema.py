@@ -17,7 +17,9 @@ from typing import Any
 from rationer.errors import InvalidArgument
 from services.router.model_types import GenParams, Message
 
-ROLES = ("user", "assistant")
+# "system" inside messages is newer API versions' way to place instructions
+# mid-conversation (the SDKs' SystemMessageParam); the core takes it as is.
+ROLES = ("user", "assistant", "system")
 # Refused when present and not empty: tools, extended thinking, server tools.
 _UNSUPPORTED = ("tools", "tool_choice", "mcp_servers", "container")
 # Block types the gateway cannot pass on yet; each gets its own hint.
@@ -125,11 +127,8 @@ def parse_messages(raw: Any) -> tuple[Message, ...]:
         if not isinstance(m, dict):
             raise _bad("must be an object with 'role' and 'content'", where)
         role = m.get("role")
-        if role == "system":
-            raise _bad("role 'system' is not allowed in messages; put the system prompt in the top-level "
-                       "'system' field", f"{where}.role")  # fmt: skip
         if role not in ROLES:
-            raise _bad(f"must be 'user' or 'assistant', got {_shown(role)}", f"{where}.role")
+            raise _bad(f"must be 'user', 'assistant' or 'system', got {_shown(role)}", f"{where}.role")
         if "content" not in m:
             raise _bad("field required", f"{where}.content")
         out.append(Message(role, _content(m["content"], f"{where}.content")))

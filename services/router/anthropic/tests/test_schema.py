@@ -56,8 +56,7 @@ def test_defaults_without_optional_fields() -> None:
         ({"max_tokens": 5, "messages": USER}, "model", "field required"),
         (body(messages=[]), "messages", "non-empty list"),
         (body(messages="hi"), "messages", "non-empty list"),
-        (body(messages=[{"role": "system", "content": "x"}]), "messages.0.role", "top-level 'system'"),
-        (body(messages=[*USER, {"role": "tool", "content": "x"}]), "messages.1.role", "'user' or 'assistant'"),
+        (body(messages=[*USER, {"role": "tool", "content": "x"}]), "messages.1.role", "'assistant' or 'system'"),
         (body(messages=[{"role": "user"}]), "messages.0.content", "field required"),
         (body(messages=[{"role": "user", "content": 5}]), "messages.0.content", "string or a list"),
         (body(messages=[{"role": "user", "content": [{"type": "text", "text": 1}]}]),
@@ -82,6 +81,12 @@ def test_rejections_name_the_field(raw: dict[str, Any], param: str, words: str) 
     err = rejected(raw)
     assert err.param == param
     assert err.message.startswith(f"{param}: ") and words in err.message
+
+
+def test_system_messages_inside_messages_keep_their_place() -> None:
+    # Newer API versions (and the SDKs' SystemMessageParam) allow them mid-conversation.
+    call = parse_messages_request(body(system="first", messages=[*USER, {"role": "system", "content": "then"}]))
+    assert [(m.role, m.content) for m in call.messages] == [("system", "first"), ("user", "hi"), ("system", "then")]
 
 
 def test_image_blocks_get_a_clear_refusal() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import anthropic
 import pytest
 from aiohttp import web
+from anthropic.types import MessageParam
 
 from rationer.errors import NotFound, RationerError, ResourceExhausted, Unauthenticated, Unavailable
 from rationer.platform.net import free_port
@@ -26,7 +27,7 @@ from services.router.anthropic.version import check_version
 
 KEY = "rk-test"
 NOW = datetime(2030, 6, 15, 12, tzinfo=UTC)
-ASK = [{"role": "user", "content": "say hello world"}]
+ASK: list[MessageParam] = [{"role": "user", "content": "say hello world"}]
 # Model name -> the domain error the app raises for it (before any text).
 FAILURES: dict[str, RationerError] = {
     "limited": ResourceExhausted("rate limit hit", limit_id="rpm:team-a", retry_after_s=7),
