@@ -41,7 +41,7 @@ class Fault:
     ``error``: answer with this Anthropic error type (and its status) at once.
     ``midstream``: stream, then send an ``error`` event of this type after
     ``after`` text deltas. ``drop_after``: stream, then cut the connection after
-    that many deltas. ``no_usage``: leave usage out. ``stall_s``: wait first.
+    that many deltas (``garbage_after``: send undecodable data). ``no_usage``: leave usage out. ``stall_s``: wait first.
     """
 
     error: str = ""
@@ -52,6 +52,7 @@ class Fault:
     drop_after: int | None = None
     no_usage: bool = False
     stall_s: float = 0.0
+    garbage_after: int | None = None  # send an event whose data is not JSON after that many deltas
 
 
 @dataclass
@@ -182,6 +183,9 @@ async def _stream(
             await resp.write(
                 _sse("error", {"type": "error", "error": {"type": fault.midstream, "message": "Overloaded"}})
             )
+            return resp
+        if fault.garbage_after is not None and i == fault.garbage_after:
+            await resp.write(b"event: content_block_delta\ndata: {not json\n\n")
             return resp
         if fault.drop_after is not None and i == fault.drop_after:
             assert request.transport is not None

@@ -196,6 +196,14 @@ async def test_connection_cut_mid_answer_is_unavailable_without_retry(wire: Wire
     assert got == ["echo:"] and len(wire.requests) == 1
 
 
+async def test_undecodable_event_is_unavailable(wire: WireServer) -> None:
+    wire.faults[:] = [Fault(garbage_after=1)]
+    c = client(wire)
+    with pytest.raises(Unavailable, match="not JSON"):
+        await collect(c)
+    await c.aclose()
+
+
 async def test_missing_usage_is_flagged_not_billed_as_zero(wire: WireServer) -> None:
     wire.faults[:] = [Fault(no_usage=True), Fault(no_usage=True)]
     c = client(wire)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from rationer.errors import DeadlineExceeded
+from rationer.errors import DeadlineExceeded, Unavailable
 
 
 async def lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIterator[str]:
@@ -26,6 +26,16 @@ async def lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIter
         yield line
 
 
+def _parse(data: list[str]) -> dict[str, Any]:
+    try:
+        parsed = json.loads("\n".join(data))
+    except ValueError:
+        raise Unavailable("the frontier stream sent an event whose data is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise Unavailable("the frontier stream sent an event whose data is not a JSON object")
+    return parsed
+
+
 async def sse_events(resp: httpx.Response, deadline: float | None) -> AsyncIterator[dict[str, Any]]:
     """Server-sent events' JSON data; each event's ``type`` field names it, as the spec guarantees."""
     data: list[str] = []
@@ -33,11 +43,7 @@ async def sse_events(resp: httpx.Response, deadline: float | None) -> AsyncItera
         if line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
         elif not line and data:
-            parsed = json.loads("\n".join(data))
+            yield _parse(data)
             data = []
-            if isinstance(parsed, dict):
-                yield parsed
     if data:
-        parsed = json.loads("\n".join(data))
-        if isinstance(parsed, dict):
-            yield parsed
+        yield _parse(data)
