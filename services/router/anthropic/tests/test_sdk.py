@@ -64,7 +64,8 @@ class App:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         writer = EventWriter(request_id="r1", model=call.model)
-        await resp.write(writer.start(usage.input_tokens))
+        # As the door does: the exact input count is known only at the end, in message_delta.
+        await resp.write(writer.start())
         for i, piece in enumerate(pieces):
             if call.model == "breaks" and i == 2:
                 await resp.write(stream_error(Unavailable("the tier died mid-answer"), NOW))
