@@ -1,7 +1,8 @@
 """Office-task quality check of the worker's models (issue 18, item 9).
 
-``python -m services.slm_worker.office_check [--threads N] [--max-tokens N]``
-loads every default model through the worker's own loader (so prompt
+``python -m services.slm_worker.office_check [--config worker.toml] [--threads N]``
+loads every model of the worker's settings (the defaults without
+``--config``) through the worker's own loader (so prompt
 formats, BOS handling and stop sequences are the ones served) and asks five
 office prompts with greedy decoding. Each answer is judged by a stated,
 mechanical check (``CHECKS``); the report also gives each answer's
@@ -17,11 +18,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from rationer.platform.settings import load_settings
 from services.slm_worker.engine import GenerationOutcome
 from services.slm_worker.loader import build_worker
 from services.slm_worker.prompts import Message
-from services.slm_worker.settings import ModelEntry, WorkerSettings, default_models
+from services.slm_worker.settings import ModelEntry, WorkerSettings
 from services.slm_worker.worker import Params
 
 PARAGRAPH = (
@@ -159,11 +162,13 @@ def summarize(answers: list[Answer]) -> list[dict[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="a TOML file with a [worker] section")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per model")
     parser.add_argument("--max-tokens", type=int, default=0, help="0 = each model's default_max_tokens")
     parser.add_argument("--answers", action="store_true", help="also print every answer")
     args = parser.parse_args()
-    entries = [m.model_copy(update={"n_threads": args.threads, "slots": 1}) for m in default_models()]
+    models = load_settings(WorkerSettings, "worker", toml_path=args.config).models
+    entries = [m.model_copy(update={"n_threads": args.threads, "slots": 1, "batched": False}) for m in models]
     answers = asyncio.run(run(entries, args.max_tokens))
     if args.answers:
         for a in answers:
