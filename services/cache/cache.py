@@ -86,10 +86,11 @@ class SemanticCache:
         self._policy = policy or CachePolicy()
         self._index_config = index_config or IndexConfig()
         self._clock = clock
-        self._feedback = feedback or FeedbackBook(clock)
         self._data_dir = data_dir
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
+        # Receipts persist beside the entries, so feedback survives a restart.
+        self._feedback = feedback or FeedbackBook(clock, path=data_dir / "receipts.sqlite3" if data_dir else None)
         self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
         self._indexes: dict[Namespace, NamespaceIndex] = {}
         self._rebuilder = Rebuilder()  # index rebuilds, never on the event loop
@@ -178,6 +179,7 @@ class SemanticCache:
             self.save_snapshot()
         self._rebuilder.close()
         self._store.close()
+        self._feedback.close()
 
     def _require_ready(self) -> None:
         if not self.ready:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rationer.embedding import DIM
 from rationer.embedding.batcher import MicroBatcher
-from rationer.errors import InvalidArgument, NotFound, Unavailable
+from rationer.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from rationer.platform.clock import FixedClock
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.testing import shared_embedder
@@ -193,3 +193,29 @@ async def test_invalidating_a_whole_hnsw_tenant_drops_its_index_without_rebuilds
     # Row by row, a quarter of tombstones would rebuild the index ~3 times per N.
     assert cache.invalidate(tenant="t") == 40
     assert rebuilds == [] and ("t", CacheContext().key) not in cache._indexes
+
+
+async def test_hit_receipts_survive_a_restart_so_feedback_is_still_authorized(tmp_path: Path) -> None:
+    clock = Clock()
+    cache = await make(tmp_path, clock)
+    await cache.store(StoreCommand("t", "What is the VAT rate?", "20%", unit(1)))
+    await cache.store(StoreCommand("t", "Who wrote Hamlet?", "Shakespeare", unit(2)))
+    for rid, text, vec in (("req-1", "What is the VAT rate?", unit(1)), ("req-2", "Who wrote Hamlet?", unit(2))):
+        res = await cache.lookup(LookupQuery("t", text, vec, request_id=rid, key_id="key-a"))
+        assert res.hit
+    cache.close()
+
+    cache = await make(tmp_path, clock)  # a new process would see only what is on disk
+    with pytest.raises(PermissionDenied):
+        cache.report_wrong_hit("t", "key-b", "req-1")
+    first = cache.report_wrong_hit("t", "key-a", "req-1")
+    assert first.evicted and not first.already_reported
+    cache.close()
+
+    cache = await make(tmp_path, clock)
+    assert cache.report_wrong_hit("t", "key-a", "req-1").already_reported  # counted once, across restarts too
+    assert not cache.report_wrong_hit("t", "key-a", "req-2").already_reported
+    clock.advance(25 * 3600)
+    with pytest.raises(NotFound):
+        cache.report_wrong_hit("t", "key-a", "req-2")  # reported already, and past the window anyway
+    cache.close()
