@@ -85,7 +85,7 @@ def train_router(
         f"  {r['name']:<32} val APGR mmlu {r['val_apgr']['mmlu']:.3f} gsm8k {r['val_apgr']['gsm8k']:.3f}"
         for r in card["selection"]["candidates"]
     )
-    test = {k: card["metrics"][f"test_{k}"] for k in ("mmlu", "gsm8k")}
+    test = {k[len("test_") :]: v for k, v in card["metrics"].items() if k.startswith("test_")}
     human = (
         f"candidates:\n{rows}\nchosen: {card['classifier']['name']}  threshold {card['threshold']:.4f}\n"
         + "\n".join(
@@ -114,10 +114,9 @@ def eval_router(
     except RationerError as exc:
         _fail(exc)
         return
-    cross = {"gsm8k (trained on MMLU only)": result["cross_dataset_mmlu_to_gsm8k"]}
     human = (
         f"classifier {result['classifier']} (label {result['label']})\nheld-out split:\n"
-        f"{_table(result['held_out'])}\ncross-dataset:\n{_table(cross)}"
+        f"{_table(result['held_out'])}\nleave-one-dataset-out:\n{_table(result['leave_one_dataset_out'])}"
     )
     _emit(result, as_json, human)
 

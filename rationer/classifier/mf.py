@@ -20,9 +20,13 @@ Training-only (numpy, scipy, onnx).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Array = npt.NDArray[np.float64]
 STRONG, WEAK = "strong", "weak"
@@ -54,6 +58,18 @@ class MFModel:
         ps, pw = p[:, 0], p[:, 1]
         loss, gain = pw * (1 - ps), ps * (1 - pw)
         return np.stack([loss, 1.0 - loss - gain, gain], axis=1)
+
+
+def outcome_matrix(sub: pd.DataFrame, aux: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """(n, 2 + len(aux)) right/wrong table: the strong and weak slots, then the
+    ``m:<model>`` columns named in ``aux`` (NaN where a table lacks the model)."""
+    import pandas as pd
+
+    cols = {STRONG: sub["strong"].astype(float).to_numpy(), WEAK: sub["weak"].astype(float).to_numpy()}
+    for name in aux:
+        col = f"m:{name}"
+        cols[col] = sub[col].to_numpy(dtype=float) if col in sub else np.full(len(sub), np.nan)
+    return pd.DataFrame(cols)
 
 
 def fit_mf(
