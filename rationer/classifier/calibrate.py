@@ -89,7 +89,8 @@ def _labels_of(obj: Any) -> tuple[bool, bool] | None:
     """(weak_ok, strong_ok) from a trace line's ``labels`` or top-level keys; None if absent."""
     if not isinstance(obj, dict):
         return None
-    src = obj.get("labels") if isinstance(obj.get("labels"), dict) else obj
+    labels = obj.get("labels")
+    src: dict[str, Any] = labels if isinstance(labels, dict) else obj
     weak, strong = src.get("weak_ok"), src.get("strong_ok")
     if isinstance(weak, bool) and isinstance(strong, bool):
         return weak, strong

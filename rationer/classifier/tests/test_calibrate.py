@@ -153,7 +153,8 @@ def test_quality_threshold_is_the_cheapest_that_keeps_the_target() -> None:
     # Strong-only quality 5/6; weak-only 3/6. One strong call gives 4/6 (80%),
     # the tied pair at 0.8 gives 5/6 (100%): 0.95 needs the pair, 0.8 only the top.
     assert threshold_for_quality(scores, weak, strong, 0.95) == (0.8, 0.5)
-    assert threshold_for_quality(scores, weak, strong, 0.8) == (0.9, pytest.approx(1 / 6))
+    t, share = threshold_for_quality(scores, weak, strong, 0.8)
+    assert t == 0.9 and share == pytest.approx(1 / 6)
     with pytest.raises(InvalidArgument):
         threshold_for_quality(scores, weak, strong, 1.5)
 
