@@ -85,6 +85,62 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
+def _labels_of(obj: Any) -> tuple[bool, bool] | None:
+    """(weak_ok, strong_ok) from a trace line's ``labels`` or top-level keys; None if absent."""
+    if not isinstance(obj, dict):
+        return None
+    labels = obj.get("labels")
+    src: dict[str, Any] = labels if isinstance(labels, dict) else obj
+    weak, strong = src.get("weak_ok"), src.get("strong_ok")
+    if isinstance(weak, bool) and isinstance(strong, bool):
+        return weak, strong
+    return None
+
+
+def read_labelled(path: Path) -> tuple[list[str], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Prompts with both ``weak_ok`` and ``strong_ok`` labels (a trace's ``labels`` or
+    top-level keys); unlabelled lines are skipped, none at all is an error."""
+    prompts = read_prompts(path)
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    objs = [json.loads(ln) for ln in lines] if lines[0].lstrip().startswith("{") else []
+    objs = [o for o in objs if not (isinstance(o, dict) and set(o) == {"header"})]
+    keep, weak, strong = [], [], []
+    for prompt, obj in zip(prompts, objs, strict=False):
+        lab = _labels_of(obj)
+        if lab is not None:
+            keep.append(prompt)
+            weak.append(lab[0])
+            strong.append(lab[1])
+    if not keep:
+        raise InvalidArgument(
+            f"{path} has no lines labelled with weak_ok and strong_ok; --quality needs them "
+            "(a `rationer trace synth` trace has them), or use --strong-share"
+        )
+    return keep, np.asarray(weak, dtype=bool), np.asarray(strong, dtype=bool)
+
+
+def threshold_for_quality(
+    scores: npt.ArrayLike, weak: npt.ArrayLike, strong: npt.ArrayLike, fraction: float
+) -> tuple[float, float]:
+    """The highest threshold (fewest strong calls) whose routing keeps ``fraction``
+    of strong-only quality on these prompts; returns (threshold, strong share)."""
+    if not 0.0 < fraction <= 1.0:
+        raise InvalidArgument(f"--quality must be in (0, 1], got {fraction}")
+    s = np.asarray(scores, dtype=np.float64)
+    w, st = np.asarray(weak, dtype=np.float64), np.asarray(strong, dtype=np.float64)
+    if len(s) == 0:
+        raise InvalidArgument("no prompts to calibrate on")
+    order = np.argsort(-s, kind="stable")
+    gain = np.cumsum((st - w)[order])
+    # Thresholds can only sit at the end of a group of tied scores.
+    ends = np.append(np.flatnonzero(np.diff(s[order]) != 0), len(s) - 1)
+    quality = (w.sum() + gain[ends]) / len(s)
+    ok = np.flatnonzero(quality >= fraction * st.mean() - 1e-12)
+    # Routing everything strong always qualifies, so ``ok`` is never empty.
+    end = int(ends[ok[0]]) if len(ok) else len(s) - 1
+    return float(s[order][end]), (end + 1) / len(s)
+
+
 def threshold_for_share(scores: npt.ArrayLike, share: float) -> float:
     """Routing ``score >= threshold`` to strong sends ``share`` of these prompts there
     (rounded up to whole prompts; ties at the threshold all go strong)."""
@@ -150,24 +206,51 @@ def write_threshold(config_path: Path, threshold: float, note: str = "", *, sect
     os.replace(tmp, config_path)
 
 
-def calibrate(prompts_path: Path, share: float, config_path: Path, artifact_dir: Path | None = None) -> dict[str, Any]:
+def _score_all(scorer: Any, prompts: list[str]) -> npt.NDArray[np.float64]:
+    chunks = [scorer.score_texts(prompts[i : i + 64]) for i in range(0, len(prompts), 64)]
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def calibrate(
+    prompts_path: Path,
+    share: float | None,
+    config_path: Path,
+    artifact_dir: Path | None = None,
+    quality: float | None = None,
+) -> dict[str, Any]:
+    """Strong-share mode (``share``) or quality mode (``quality``: the cheapest
+    threshold keeping that fraction of strong-only quality on labelled prompts)."""
     from rationer.classifier.scorer import ComplexityScorer
 
-    prompts = read_prompts(prompts_path)
+    if (share is None) == (quality is None):
+        raise InvalidArgument("give exactly one of --strong-share and --quality")
     scorer = ComplexityScorer(artifact_dir)
-    scores = np.concatenate([scorer.score_texts(prompts[i : i + 64]) for i in range(0, len(prompts), 64)]).astype(
-        np.float64
-    )
-    threshold = threshold_for_share(scores, share)
-    achieved = float(np.mean(scores >= threshold))
     stamp = dt.date.today().isoformat()
-    write_threshold(
-        config_path, threshold, f"rationer calibrate router: {share:.0%} strong on {len(prompts)} prompts, {stamp}"
-    )
+    extra: dict[str, Any] = {}
+    if quality is not None:
+        prompts, weak, strong = read_labelled(prompts_path)
+        scores = _score_all(scorer, prompts)
+        threshold, _ = threshold_for_quality(scores, weak, strong, quality)
+        routed = scores >= threshold
+        extra = {
+            "requested_quality": quality,
+            "achieved_quality_vs_strong_only": float(np.where(routed, strong, weak).mean() / max(strong.mean(), 1e-12)),
+            "quality_weak_only": float(weak.mean()),
+            "quality_strong_only": float(strong.mean()),
+        }
+        note = f"rationer calibrate router: {quality:.0%} of strong-only quality on {len(prompts)} prompts, {stamp}"
+    else:
+        assert share is not None
+        prompts = read_prompts(prompts_path)
+        scores = _score_all(scorer, prompts)
+        threshold = threshold_for_share(scores, share)
+        extra = {"requested_strong_share": share}
+        note = f"rationer calibrate router: {share:.0%} strong on {len(prompts)} prompts, {stamp}"
+    write_threshold(config_path, threshold, note)
     return {
         "prompts": len(prompts),
-        "requested_strong_share": share,
-        "achieved_strong_share": achieved,
+        **extra,
+        "achieved_strong_share": float(np.mean(scores >= threshold)),
         "strong_threshold": threshold,
         "artifact_default_threshold": scorer.threshold,
         "config": str(config_path),

@@ -110,6 +110,18 @@ def _knn(k: int) -> Callable[[], Any]:
     return build
 
 
+def mf_candidate(rank: int, l2: float, aux: tuple[str, ...], seed: int, feats: bool = True) -> Candidate:
+    """Matrix factorisation over prompts x models (``rationer.classifier.mf``); fitted by ``train.fit``."""
+    tag = f"+{len(aux)}aux" if aux else ""
+    params = {"rank": rank, "l2": l2, "aux": list(aux), "seed": seed}
+    return Candidate(
+        f"mf r={rank} l2={l2}{tag}{'+text' if feats else ''}", "mf", "gain3", feats, params, lambda: params
+    )
+
+
+PRO_AUX = ("llama_3_1_70b", "llama_3_1_8b")
+
+
 def default_candidates(seed: int) -> list[Candidate]:
     """Simplest first: on equal validation APGR the earlier one wins."""
     out: list[Candidate] = []

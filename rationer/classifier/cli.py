@@ -85,7 +85,7 @@ def train_router(
         f"  {r['name']:<32} val APGR mmlu {r['val_apgr']['mmlu']:.3f} gsm8k {r['val_apgr']['gsm8k']:.3f}"
         for r in card["selection"]["candidates"]
     )
-    test = {k: card["metrics"][f"test_{k}"] for k in ("mmlu", "gsm8k")}
+    test = {k[len("test_") :]: v for k, v in card["metrics"].items() if k.startswith("test_")}
     human = (
         f"candidates:\n{rows}\nchosen: {card['classifier']['name']}  threshold {card['threshold']:.4f}\n"
         + "\n".join(
@@ -114,35 +114,45 @@ def eval_router(
     except RationerError as exc:
         _fail(exc)
         return
-    cross = {"gsm8k (trained on MMLU only)": result["cross_dataset_mmlu_to_gsm8k"]}
     human = (
         f"classifier {result['classifier']} (label {result['label']})\nheld-out split:\n"
-        f"{_table(result['held_out'])}\ncross-dataset:\n{_table(cross)}"
+        f"{_table(result['held_out'])}\nleave-one-dataset-out:\n{_table(result['leave_one_dataset_out'])}"
     )
     _emit(result, as_json, human)
 
 
 def calibrate_router(
     prompts: Path = typer.Option(..., help="JSONL ('prompt' or OpenAI 'messages') or one prompt per line."),
-    strong_share: float = typer.Option(..., help="Share of these prompts to send to the strong tier, 0-1."),
+    strong_share: float | None = typer.Option(None, help="Share of these prompts to send to the strong tier, 0-1."),
+    quality: float | None = typer.Option(
+        None,
+        help="Instead: keep this fraction of strong-only quality (e.g. 0.95) at the fewest strong calls; "
+        "needs weak_ok/strong_ok labels per prompt (a synthesized trace has them).",
+    ),
     config: Path = typer.Option(
         Path("router.toml"), help="Router TOML to create or update (key strong_threshold in the router table)."
     ),
     artifact: Path | None = typer.Option(None, help=ARTIFACT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Set the router's strong_threshold so the given share of your prompts goes strong."""
+    """Set the router's strong_threshold: a share of your prompts goes strong, or a quality is kept."""
     _setup_logging()
     from rationer.classifier.calibrate import calibrate
 
     try:
-        result = calibrate(prompts, strong_share, config, artifact)
+        result = calibrate(prompts, strong_share, config, artifact, quality=quality)
     except RationerError as exc:
         _fail(exc)
         return
     human = (
         f"strong_threshold = {result['strong_threshold']:.6f} sends "
-        f"{result['achieved_strong_share']:.1%} of {result['prompts']} prompts strong; wrote {config}"
+        f"{result['achieved_strong_share']:.1%} of {result['prompts']} prompts strong"
+        + (
+            f" at {result['achieved_quality_vs_strong_only']:.1%} of strong-only quality"
+            if "achieved_quality_vs_strong_only" in result
+            else ""
+        )
+        + f"; wrote {config}"
     )
     _emit(result, as_json, human)
 

@@ -34,12 +34,15 @@ def repo_root() -> Path:
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
     """An explicit ``--data-dir`` is taken relative to the cwd; the default
-    ``../shared/data`` is tried relative to the repo root, then the cwd."""
+    ``shared/data`` is tried beside the repo root and each folder above it,
+    then as ``../shared/data`` from the cwd."""
+    # A git worktree sits one level deeper than the main checkout, so the
+    # default is looked for beside every ancestor of the repo root.
     candidates = (
         [data_dir]
         if data_dir is not None
         else [
-            repo_root() / DEFAULT_DATA_DIR,
+            *(anc / "shared" / "data" for anc in repo_root().parents),
             Path.cwd() / DEFAULT_DATA_DIR,
         ]
     )

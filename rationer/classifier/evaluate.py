@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 
     from rationer.classifier.train import Prepared
 
-DATASETS = ("mmlu", "gsm8k")
+TITLES = {
+    "mmlu": "MMLU, held-out subjects",
+    "gsm8k": "GSM8K, held-out 30%",
+    "mmlu_pro": "MMLU-Pro, held-out categories",
+    "alpaca_eval": "AlpacaEval chat (never trained on)",
+    "arc": "ARC-Challenge (never trained on)",
+    "mbpp": "MBPP code (never trained on)",
+    "winogrande": "Winogrande (never trained on)",
+}
 
 
 def report(scores: npt.ArrayLike, sub: pd.DataFrame) -> dict[str, Any]:
@@ -40,36 +48,48 @@ def baseline_scores(sub: pd.DataFrame) -> dict[str, npt.NDArray[np.float64]]:
 
 
 def split_metrics(prep: Prepared, model: Any, cand: cands.Candidate) -> dict[str, Any]:
-    """The chosen model on val and test per dataset, plus MMLU-only -> GSM8K."""
+    """The chosen model on val and test per dataset, plus leave-one-dataset-out."""
     out: dict[str, Any] = {}
     for part in ("test", "val"):
-        for ds in DATASETS:
+        for ds in prep.datasets(part):
             m = prep.mask(part, ds)
             scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
             out[f"{part}_{ds}"] = report(scores, prep.frame[m])
-    out["cross_dataset_mmlu_to_gsm8k"] = cross_dataset(prep, cand)
+    out["leave_one_dataset_out"] = leave_one_dataset_out(prep, cand)
     return out
 
 
-def cross_dataset(prep: Prepared, cand: cands.Candidate) -> dict[str, Any]:
-    """Fit the same configuration on the MMLU train subjects only; test on all of GSM8K."""
+def lodo_train_mask(prep: Prepared, held: str) -> npt.NDArray[np.bool_]:
+    """Training rows without any row of ``held`` (nor MMLU-Pro's rewritten MMLU
+    questions when ``held`` is MMLU: they are the same source)."""
+    f = prep.frame
+    m = prep.mask("train") & (f["dataset"] != held).to_numpy()
+    if held == "mmlu" and "mmlu_subject" in f:
+        m &= (f["mmlu_subject"].fillna("") == "").to_numpy() | (f["dataset"] == "mmlu").to_numpy()
+    return np.asarray(m, dtype=bool)
+
+
+def leave_one_dataset_out(prep: Prepared, cand: cands.Candidate) -> dict[str, Any]:
+    """Per trained-on dataset: the same configuration refitted without it, tested on its test part."""
     from rationer.classifier.train import fit
 
-    mmlu_train = prep.mask("train", "mmlu")
-    model = fit(cand, prep, mmlu_train)
-    gsm = (prep.frame["dataset"] == "gsm8k").to_numpy()
-    sub = prep.frame[gsm]
-    scores = cands.route_score(model, prep.inputs(cand.use_text_features, gsm), cand.label)
-    return {
-        "classifier": report(scores, sub),
-        **{name: report(s, sub) for name, s in baseline_scores(sub).items()},
-    }
+    out: dict[str, Any] = {}
+    for held in prep.datasets("train"):
+        train = lodo_train_mask(prep, held)
+        if len(prep.datasets("train")) < 2 or not train.any():
+            continue
+        model = fit(cand, prep, train)
+        m = prep.mask("test", held)
+        sub = prep.frame[m]
+        scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
+        out[held] = {"classifier": report(scores, sub), **{n: report(s, sub) for n, s in baseline_scores(sub).items()}}
+    return out
 
 
 def full_data_reference(frame: pd.DataFrame) -> dict[str, Any]:
     """Random and oracle on all rows: checks the metric code against published numbers."""
     out = {}
-    for ds in DATASETS:
+    for ds in dict.fromkeys(frame["dataset"]):
         sub = frame[frame["dataset"] == ds]
         out[ds] = {name: report(s, sub) for name, s in baseline_scores(sub).items() if name != "length"}
     return out
@@ -86,8 +106,8 @@ def candidate_from_card(card: dict[str, Any]) -> cands.Candidate:
 def run_eval(
     artifact_dir: Path | None, data_dir: Path, cache_dir: Path | None, plot_path: Path | None
 ) -> dict[str, Any]:
-    from rationer.classifier.data import Split
     from rationer.classifier.scorer import ComplexityScorer
+    from rationer.classifier.split2 import GroupSplit
     from rationer.classifier.train import prepare
     from rationer.embedding import Embedder
 
@@ -100,10 +120,10 @@ def run_eval(
             f"installed embedder {embedder.identity} differs from the artifact's {card['embedder']}; "
             "retrain with `rationer train router`"
         )
-    prep = prepare(data_dir, embedder, int(card["seed"]), cache_dir, split=Split.from_dict(card["split"]))
+    prep = prepare(data_dir, embedder, int(card["seed"]), cache_dir, split=GroupSplit.from_dict(card["split"]))
     held_out: dict[str, Any] = {}
     curves: dict[str, dict[str, metrics.Curve]] = {}
-    for ds in DATASETS:
+    for ds in prep.datasets("test"):
         m = prep.mask("test", ds)
         sub = prep.frame[m]
         served = scorer.score_batch(prep.vectors[m], sub["prompt"].tolist())
@@ -116,12 +136,9 @@ def run_eval(
         "classifier": card["classifier"]["name"],
         "label": card["label"]["name"],
         "embedder": card["embedder"],
-        "split": {
-            "mmlu_test_subjects": card["split"]["mmlu_test_subjects"],
-            "rows": card["data"]["rows"],
-        },
+        "split": {**card["split"], "rows": card["data"]["rows"]},
         "held_out": held_out,
-        "cross_dataset_mmlu_to_gsm8k": cross_dataset(prep, candidate_from_card(card)),
+        "leave_one_dataset_out": leave_one_dataset_out(prep, candidate_from_card(card)),
         "full_data_reference": full_data_reference(prep.frame),
         "threshold": card["threshold"],
     }
@@ -137,18 +154,21 @@ def plot_curves(curves: dict[str, dict[str, metrics.Curve]], path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5))
-    titles = {"mmlu": "MMLU, 12 held-out subjects", "gsm8k": "GSM8K, held-out 30%"}
+    cols = min(4, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.ravel()[len(curves) :]:
+        ax.set_visible(False)
     styles = {"classifier": "-", "length": "--", "random": ":", "oracle": "-."}
-    for ax, (ds, by_name) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+    for ax, (ds, by_name) in zip(axes.ravel(), curves.items(), strict=False):
         for name, curve in by_name.items():
             ax.plot(curve.share * 100, curve.quality * 100, styles.get(name, "-"), label=name)
         target = 0.95 * next(iter(by_name.values())).quality_strong * 100
         ax.axhline(target, color="grey", lw=0.8)
         ax.text(1, target + 0.3, "95% of strong-only", color="grey", fontsize=8)
-        ax.set_title(titles.get(ds, ds))
+        ax.set_title(TITLES.get(ds, ds), fontsize=10)
         ax.set_xlabel("strong-model calls (%)")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel("quality (%)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     fig.tight_layout()

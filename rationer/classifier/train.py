@@ -21,7 +21,7 @@ import numpy.typing as npt
 import structlog
 
 from rationer.classifier import candidates as cands
-from rationer.classifier import metrics
+from rationer.classifier import metrics, mf
 from rationer.classifier.artifact import (
     ARTIFACT_VERSION,
     CARD_FILE,
@@ -31,9 +31,11 @@ from rationer.classifier.artifact import (
     file_sha256,
     write_card,
 )
-from rationer.classifier.data import Split, load_frame, make_split
+from rationer.classifier.data import Split
 from rationer.classifier.embed_cache import cached_embed
 from rationer.classifier.features import FEATURE_NAMES, feature_matrix
+from rationer.classifier.sources import load_all
+from rationer.classifier.split2 import GroupSplit, make_group_split
 from rationer.errors import FailedPrecondition
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ class Prepared:
     """The frame, its split, and every row's model inputs."""
 
     frame: pd.DataFrame
-    split: Split
+    split: GroupSplit | Split
     part: npt.NDArray[np.object_]
     vectors: npt.NDArray[np.float32]
     text_feats: npt.NDArray[np.float32]
@@ -68,7 +70,14 @@ class Prepared:
         m = self.part == part
         if dataset is not None:
             m &= (self.frame["dataset"] == dataset).to_numpy()
+        if part in ("train", "val") and "shippable" in self.frame:
+            # Licences: evaluation-only data never trains or selects a model.
+            m &= self.frame["shippable"].to_numpy(dtype=bool)
         return np.asarray(m, dtype=bool)
+
+    def datasets(self, part: str) -> list[str]:
+        """Data sets with rows in ``part``, in first-appearance order."""
+        return list(dict.fromkeys(self.frame.loc[self.mask(part), "dataset"]))
 
 
 def prepare(
@@ -76,31 +85,48 @@ def prepare(
     embedder: SupportsEmbed,
     seed: int,
     cache_dir: Path | None = None,
-    split: Split | None = None,
+    split: GroupSplit | None = None,
 ) -> Prepared:
-    frame = load_frame(data_dir)
+    """Every data set (``sources.load_all``), its group split and embeddings.
+
+    Embeddings are cached per data set, so adding or changing one file
+    re-embeds only that file's prompts.
+    """
+    frame = load_all(data_dir)
     if split is None:
-        subjects = sorted(frame.loc[frame["dataset"] == "mmlu", "subject"].unique())
-        split = make_split(subjects, seed)
+        split = make_group_split(frame, seed)
     part = split.assign(frame).to_numpy()
     texts = frame["prompt"].tolist()
-    vectors = cached_embed(embedder, texts, cache_dir)
+    vectors: npt.NDArray[np.float32] | None = None
+    for ds in frame["dataset"].unique():
+        m = (frame["dataset"] == ds).to_numpy()
+        vecs = cached_embed(embedder, [t for t, keep in zip(texts, m, strict=True) if keep], cache_dir)
+        if vectors is None:
+            vectors = np.zeros((len(frame), vecs.shape[1]), dtype=np.float32)
+        vectors[m] = vecs
+    assert vectors is not None
     return Prepared(frame, split, part, vectors, feature_matrix(texts), embedder.identity)
 
 
 def _val_apgr(prep: Prepared, scores: npt.NDArray[np.float64]) -> dict[str, float]:
     out = {}
     val = prep.mask("val")
-    for ds in ("mmlu", "gsm8k"):
+    for ds in prep.datasets("val"):
         m = (prep.frame["dataset"] == ds).to_numpy()[val]
         sub = prep.frame[val][m]
         out[ds] = metrics.apgr(metrics.routing_curve(scores[m], sub["weak"], sub["strong"]))
-    out["mean"] = (out["mmlu"] + out["gsm8k"]) / 2
+    out["mean"] = float(np.mean(list(out.values())))
     return out
 
 
 def fit(cand: cands.Candidate, prep: Prepared, train_mask: npt.NDArray[np.bool_]) -> Any:
     sub = prep.frame[train_mask]
+    if cand.kind == "mf":
+        y = mf.outcome_matrix(sub, cand.params.get("aux", ()))
+        return mf.fit_mf(
+            prep.inputs(cand.use_text_features, train_mask), y.to_numpy(), list(y.columns),
+            rank=int(cand.params["rank"]), l2=float(cand.params["l2"]), seed=int(cand.params.get("seed", 7)),
+        )  # fmt: skip
     y = cands.label_vector(sub["weak"], sub["strong"], cand.label)
     n_classes = 3 if cand.label in THREE_WAY_LABELS else 2
     if len(np.unique(y)) != n_classes:
@@ -179,7 +205,7 @@ def train_router(
     best = pool[max(range(len(rows)), key=lambda i: rows[i]["val_apgr"]["mean"])]
     model = fit(best, prep, prep.mask("train"))
     dim = prep.vectors.shape[1] + (len(FEATURE_NAMES) if best.use_text_features else 0)
-    onnx_bytes, prob_output = cands.export_onnx(model, dim)
+    onnx_bytes, prob_output = mf.export_onnx(model) if best.kind == "mf" else cands.export_onnx(model, dim)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_FILE).write_bytes(onnx_bytes)
 
@@ -258,13 +284,17 @@ def _data_summary(prep: Prepared) -> dict[str, Any]:
     f = prep.frame
     counts = {
         f"{ds}_{p}": int(((f["dataset"] == ds).to_numpy() & (prep.part == p)).sum())
-        for ds in ("mmlu", "gsm8k")
-        for p in ("train", "val", "test")
+        for ds in dict.fromkeys(f["dataset"])
+        for p in ("train", "val", "test", "drop")
+        if ((f["dataset"] == ds).to_numpy() & (prep.part == p)).any()
     }
     return {
-        "source": "lm-sys/RouteLLM routellm/evals {mmlu,gsm8k} @ 0b64fdaf",
-        "weak_model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
-        "strong_model": "gpt-4-1106-preview",
+        "source": "lm-sys/RouteLLM routellm/evals {mmlu,gsm8k} @ 0b64fdaf; routing/ (SOURCES.tsv)",
+        "weak_model": "Mixtral-8x7B-Instruct (every table)",
+        "strong_model": "gpt-4-1106-preview (MMLU, GSM8K, RouterBench), gemini-1.5-pro (MMLU-Pro), "
+        "gpt-4-1106-preview as judge-preferred (AlpacaEval)",
+        "trained_on": sorted(set(f.loc[prep.mask("train"), "dataset"])),
+        "evaluation_only": sorted(set(f.loc[~f.get("shippable", True), "dataset"])) if "shippable" in f else [],
         "rows_after_cleaning": len(f),
         "cleaning": "dropped RouteLLM contaminated prompts; deduplicated on prompt text (first kept)",
         "rows": counts,

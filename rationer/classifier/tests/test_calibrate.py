@@ -142,3 +142,46 @@ def test_cli_calibrates_on_real_prompts(tmp_path: Path) -> None:
     assert report["achieved_strong_share"] == pytest.approx(0.3)
     written = tomllib.loads(config.read_text())["router"]
     assert written == {"listen": "127.0.0.1:0", "strong_threshold": report["strong_threshold"]}
+
+
+def test_quality_threshold_is_the_cheapest_that_keeps_the_target() -> None:
+    from rationer.classifier.calibrate import threshold_for_quality
+
+    scores = np.array([0.9, 0.8, 0.8, 0.5, 0.2, 0.1])
+    weak = np.array([0, 0, 1, 1, 1, 0], dtype=bool)
+    strong = np.array([1, 1, 1, 1, 1, 0], dtype=bool)
+    # Strong-only quality 5/6; weak-only 3/6. One strong call gives 4/6 (80%),
+    # the tied pair at 0.8 gives 5/6 (100%): 0.95 needs the pair, 0.8 only the top.
+    assert threshold_for_quality(scores, weak, strong, 0.95) == (0.8, 0.5)
+    t, share = threshold_for_quality(scores, weak, strong, 0.8)
+    assert t == 0.9 and share == pytest.approx(1 / 6)
+    with pytest.raises(InvalidArgument):
+        threshold_for_quality(scores, weak, strong, 1.5)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_quality_mode_on_a_labelled_trace(tmp_path: Path) -> None:
+    from rationer.cli.main import app
+
+    lines = [json.dumps({"header": {"name": "t"}})]
+    for i in range(40):
+        hard = i % 4 == 0
+        text = f"Prove that the series sum of 1/n^{i % 5 + 2} converges, with bounds." if hard else f"Say hi {i}"
+        lines.append(json.dumps({"messages": [{"role": "user", "content": text}],
+                                 "labels": {"weak_ok": not hard, "strong_ok": True}}))  # fmt: skip
+    lines.append(json.dumps({"prompt": "unlabelled, skipped"}))
+    prompts = tmp_path / "trace.jsonl"
+    prompts.write_text("\n".join(lines) + "\n")
+    config = tmp_path / "router.toml"
+    args = ["calibrate", "router", "--prompts", str(prompts), "--quality", "0.95", "--config", str(config), "--json"]
+    result = CliRunner().invoke(app, args)
+    if result.exit_code == 2 and "embedder model not found" in result.output:
+        pytest.skip("embedder not exported on this machine")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["prompts"] == 40
+    assert report["achieved_quality_vs_strong_only"] >= 0.95
+    # The config holds exactly the threshold the report describes.
+    assert tomllib.loads(config.read_text())["router"]["strong_threshold"] == report["strong_threshold"]
+    both = CliRunner().invoke(app, [*args, "--strong-share", "0.3"])
+    assert both.exit_code == 2 and "exactly one" in both.output
