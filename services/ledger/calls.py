@@ -46,7 +46,10 @@ class CacheHitCall:
 
 
 SettlementCall = CommitCall | CacheHitCall
-_BY_KIND: dict[str, type[CommitCall] | type[CacheHitCall]] = {CommitCall.KIND: CommitCall, CacheHitCall.KIND: CacheHitCall}
+_BY_KIND: dict[str, type[CommitCall] | type[CacheHitCall]] = {
+    CommitCall.KIND: CommitCall,
+    CacheHitCall.KIND: CacheHitCall,
+}
 
 
 def to_record(call: SettlementCall) -> dict[str, Any]:
