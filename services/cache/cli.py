@@ -46,7 +46,9 @@ def register(groups: CliGroups) -> None:
             None, "--data-dir", help="holds msrp.jsonl and sick.jsonl (default ../shared/data/paraphrase)"
         ),
         only: list[str] = typer.Option([], "--set", help="only these data sets (fow-cache, msrp, sick)"),
-        conversations: bool = typer.Option(False, "--conversations", help="also fow-cache's 240 conversation pairs"),
+        conversations: bool = typer.Option(
+            True, "--conversations/--no-conversations", help="fow-cache's 240 conversation pairs (held out)"
+        ),
         embed_cache: Path | None = typer.Option(None, "--embed-cache", help="folder for cached embeddings"),
         quantized: bool = typer.Option(False, "--int8", help="the int8 embedder (the verifier was calibrated on fp32)"),
         leave_one_out: bool = typer.Option(

@@ -41,8 +41,13 @@ def format_report(report: dict[str, Any]) -> str:
         for ds, r in report["leave_one_out"].items():
             lines.append(f"  {ds:<10} fit on {r['fitted_on']}, threshold {r['threshold']:.4f}: {_cell(r)}; "
                          f"plain cosine at that rate {r['cosine_at_same_false_hit']:.1%}")  # fmt: skip
+    if report.get("conversations"):
+        lines += ["", "fow-cache conversations (240 pairs, all held out; no target in the issue, reported):"]
     for name, r in report.get("conversations", {}).items():
-        lines.append(f"fow-cache conversations, {name} key: verifier {_cell(r['verifier'])}; guard {_cell(r['guard'])}")
+        traps = sum(r["n_traps"].values())
+        lines.append(f"  {name} key ({r['n_should_hit']} should-hit, {traps} traps):")
+        for kind in ("verifier", "guard", "cosine_0.95"):
+            lines.append(f"    {kind:<12} {_cell(r[kind])}")
     return "\n".join(lines)
 
 

@@ -115,6 +115,12 @@ class LedgerClient:
                                        served=c.served)  # fmt: skip
         return cv.event_in((await call(self._stub.RecordCacheHit, req, self._timeout)).event)
 
+    async def record_wrong_hit(self, key_id: str, request_id: str) -> tuple[m.UsageEvent, bool]:
+        """Count a cache hit the key reported wrong; ``(event, replayed)`` (a repeat adds nothing)."""
+        req = pb.RecordWrongHitRequest(key_id=key_id, request_id=request_id)
+        r = await call(self._stub.RecordWrongHit, req, self._timeout)
+        return cv.event_in(r.event), r.replayed
+
     async def usage(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,
                     end_us: int | None = None, group_by: Sequence[str] = ()) -> list[m.UsageRow]:  # fmt: skip
         rows, _, _ = await self.usage_report(scope=scope, start_us=start_us, end_us=end_us, group_by=group_by)

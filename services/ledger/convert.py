@@ -136,11 +136,11 @@ def usage_row(r: m.UsageRow) -> pb.UsageRow:
         completion_tokens=r.completion_tokens, cost=money(r.cost),
         counterfactual_cost=money(r.counterfactual_cost), cache_hits=r.cache_hits, savings=money(r.savings),
         overage=money(r.overage), cache_savings=money(r.cache_savings), denials=r.denials,
-        soft_alerts=r.soft_alerts,
+        soft_alerts=r.soft_alerts, wrong_hits=r.wrong_hits,
     )  # fmt: skip
 
 
 def usage_row_in(r: pb.UsageRow) -> m.UsageRow:
     return m.UsageRow(dict(r.group), r.requests, r.prompt_tokens, r.completion_tokens, r.cost.nano_usd,
                       r.counterfactual_cost.nano_usd, r.cache_hits, r.overage.nano_usd, r.cache_savings.nano_usd,
-                      r.denials, r.soft_alerts)  # fmt: skip
+                      r.denials, r.soft_alerts, r.wrong_hits)  # fmt: skip

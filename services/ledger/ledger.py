@@ -350,6 +350,14 @@ class Ledger:
             await self._refund(consumed)
         return ev, replayed
 
+    async def record_wrong_hit(self, key_id: str, request_id: str) -> tuple[UsageEvent, bool]:
+        """Count a cache hit this key reported wrong (the cache has already
+        checked that this key received it): ``(event, replayed)``."""
+        validate.text("key_id", key_id, 64, required=True)
+        validate.text("request_id", request_id, 128, required=True)
+        now = self._clock.now_us()
+        return await self._store.write(lambda: ops_usage.record_wrong_hit(key_id, request_id, now))
+
     async def visible_scope(self, caller: Principal | None, kind: str, scope_id: str) -> tuple[str, str]:
         """The scope a Usage caller may read: admins anything, keys their own org."""
         if caller is None or caller.is_admin:

@@ -189,6 +189,7 @@ class UsageRow:
     cache_savings: int = 0  # the part of savings from cache hits; the rest is routing
     denials: int = 0  # budget refusals ("denied" events), not in requests
     soft_alerts: int = 0
+    wrong_hits: int = 0  # cache hits reported wrong ("wrong_hit" events), not in requests
 
     @property
     def routing_savings(self) -> int:

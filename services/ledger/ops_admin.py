@@ -239,7 +239,7 @@ def all_rate_limits() -> Op[list[RateLimit]]:
 _GROUP_COLUMNS = {"team": "team_id", "user": "user_id", "project": "project", "model": "model",
                   "day": "day", "tier": "tier", "org": "org_id", "key": "key_id"}  # fmt: skip
 # Events that record a refusal or an alert rather than an answer.
-SIGNAL_KINDS = ("denied", "soft_alert")
+SIGNAL_KINDS = ("denied", "soft_alert", "wrong_hit")
 _SCOPE_COLUMNS = {"org": "org_id", "team": "team_id", "user": "user_id", "key": "key_id"}
 
 
@@ -281,7 +281,7 @@ def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     sums = [_when(served, v) for v in ("1", "prompt_tokens", "completion_tokens", "cost", "counterfactual_cost",
                                        "cache_hit", "overage")]  # fmt: skip
     sums += [_when("kind = 'cache_hit'", "counterfactual_cost - cost"), _when("kind = 'denied'", "1"),
-             _when("kind = 'soft_alert'", "1")]  # fmt: skip
+             _when("kind = 'soft_alert'", "1"), _when("kind = 'wrong_hit'", "1")]  # fmt: skip
     group = f" GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
     rows = yield (f"SELECT {', '.join([*cols, *sums])} FROM events{where} AND kind IN ({kinds}){group}",
                   tuple(params))  # fmt: skip
@@ -289,7 +289,7 @@ def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     n = len(cols)
     for r in rows:
         nums = [int(x or 0) for x in r[n:]]
-        if nums[0] == 0 and nums[-2] == 0 and nums[-1] == 0:
+        if nums[0] == 0 and not any(nums[-3:]):
             continue  # an empty aggregate over no rows
         out.append(UsageRow(dict(zip(q.group_by, (str(x) for x in r[:n]), strict=True)), *nums))
     return out

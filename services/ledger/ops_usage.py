@@ -1,4 +1,4 @@
-"""Usage events that need no reservation: cache hits (see ops_common for the convention).
+"""Usage events that need no reservation: cache hits and wrong-hit reports (see ops_common).
 
 Every answer served is one event. A record's idempotency key is the
 caller's id of that served answer (``record_id``), scoped to the key, so a
@@ -10,6 +10,8 @@ two ALREADY_EXISTS refusals, as for Authorize.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from rationer.errors import NotFound
 
 from services.ledger.models import UsageEvent
 from services.ledger.money import cost_nano_usd
@@ -23,7 +25,7 @@ from services.ledger.ops_common import (
     reference_price,
     require_active,
 )
-from services.ledger.ops_data import event, reused_request_id
+from services.ledger.ops_data import event, new_id, reused_request_id
 
 
 @dataclass(frozen=True)
@@ -76,4 +78,26 @@ def record_cache_hit(a: CacheHitArgs, now: int) -> Op[tuple[UsageEvent, bool]]:
     if a.served:
         ev = replace(ev, detail="recorded after it was served (the ledger was unreachable then)")
     yield insert_event(ev, None, ev.detail, record_id=a.record)
+    return ev, False
+
+
+def record_wrong_hit(key_id: str, request_id: str, now: int) -> Op[tuple[UsageEvent, bool]]:
+    """A hit this key received was reported wrong: one zero-cost ``wrong_hit``
+    event with the hit's team, user, project, tier and model, so chargeback
+    counts it where the hit was counted; ``(event, replayed)``."""
+    rows = yield (
+        f"SELECT {EVENT_COLS} FROM events WHERE key_id = ? AND request_id = ? AND kind IN ('wrong_hit', 'cache_hit')"
+        " ORDER BY kind DESC, time",
+        (key_id, request_id),
+    )
+    found = [event_from_row(r) for r in rows]
+    if found and found[0].kind == "wrong_hit":
+        return found[0], True
+    if not found:
+        raise NotFound(f"key {key_id} has no cache hit recorded under request id {request_id!r}")
+    hit = found[0]
+    ev = replace(hit, event_id=new_id("e"), time_us=now, kind="wrong_hit", prompt_tokens=0, completion_tokens=0,
+                 cost=0, counterfactual_cost=0, cache_hit=False, latency_ms=0, detail="cache hit reported wrong",
+                 overage=0, overage_tokens=0)  # fmt: skip
+    yield insert_event(ev, None, ev.detail, record_id=request_id)
     return ev, False

@@ -97,6 +97,12 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         )  # fmt: skip
         return pb.RecordCacheHitResponse(event=cv.event(ev), replayed=replayed)
 
+    async def RecordWrongHit(
+        self, request: pb.RecordWrongHitRequest, context: Ctx
+    ) -> pb.RecordWrongHitResponse:
+        ev, replayed = await self._ledger.record_wrong_hit(request.key_id, request.request_id)
+        return pb.RecordWrongHitResponse(event=cv.event(ev), replayed=replayed)
+
     async def Usage(self, request: pb.UsageRequest, context: Ctx) -> pb.UsageResponse:
         caller = await self._admin.caller(bearer(context))
         has_scope = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
