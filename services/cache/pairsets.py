@@ -72,7 +72,7 @@ FOW_SPLITS = ("train", "test", "all")
 
 
 def fow_split(rows: list[dict[str, object]]) -> list[str]:
-    """"train" or "test" for each fow-cache row: per category, the groups of
+    """Split each fow-cache row into "train" or "test": per category, the groups of
     pairs that share a (normalised) text are ordered by a hash of their first
     id and the first half goes to train, so no text is on both sides."""
     from services.cache.keys import normalize

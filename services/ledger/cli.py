@@ -146,7 +146,7 @@ def prices_set(
 
 
 def events_list(
-    kind: str = typer.Option("", help="charge | cache_hit | embedding | denied | soft_alert | wrong_hit | ... (default: all)"),
+    kind: str = typer.Option("", help="charge | cache_hit | embedding | denied | soft_alert | wrong_hit | ..."),
     period: str = typer.Option("", help="A UTC month (YYYY-MM) or day (YYYY-MM-DD); default: all time."),
     limit: int = typer.Option(100, help="At most this many, oldest first (<= 10,000)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON array."),

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rationer.errors import NotFound
-
 from services.ledger.models import UsageEvent
 from services.ledger.money import cost_nano_usd
 from services.ledger.ops_common import (
