@@ -14,7 +14,7 @@ from services.cache.testing import shared_embedder
 async def test_fow_cache_pairs_verifier_within_the_bound_and_the_guard_as_before() -> None:
     report = await evaluate(embedder=shared_embedder(), sets=("fow-cache",))
     r = report["sets"]["fow-cache"]
-    assert r["n_should_hit"] + sum(r["n_traps"].values()) == 600
+    assert r["split"] == "test" and r["n_should_hit"] + sum(r["n_traps"].values()) == 299  # the held-out half
     assert r["mismatches"] == 0  # the cache decides exactly as the offline scores say
     v = r["verifier"]
     assert v["false_hit"]["fow-cache"] <= 0.01, v
