@@ -94,7 +94,7 @@ async def evaluate_set(s: Scored, vecs: npt.NDArray[np.float32], verifier: Verif
                 served[name] = await through_cache(cache, s, vecs)
             finally:
                 cache.close(save=False)
-    scores = served_scores(verifier.probabilities(s.x), s, policy.min_similarity)
+    scores = served_scores(verifier.probabilities(s.x), s, policy.min_similarity, verifier.lexical)
     offline = scores >= verifier.threshold if verifier.threshold < 1.0 else s.exact
     out: dict[str, Any] = {
         "n_should_hit": int(s.y.sum()),
