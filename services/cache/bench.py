@@ -159,7 +159,6 @@ async def verifier_overhead(rounds: int) -> dict[str, Any]:
     one run: fow-cache should-hit pairs that both configurations serve."""
     from fow_cache.data import load_questions
 
-    from services.cache.client import CacheClient
     from services.cache.testing import running_cache, shared_embedder
 
     qs = [q for q in load_questions() if q["same_answer"] and q["category"] in ("paraphrase", "near_repeat")]
@@ -167,7 +166,7 @@ async def verifier_overhead(rounds: int) -> dict[str, Any]:
     n = len(qs)
     async with (
         running_cache(verifier=True) as rv, running_cache(verifier=False) as rg,
-        CacheClient(rv.address) as cv, CacheClient(rg.address) as cg,
+        rv.client() as cv, rg.client() as cg,
     ):  # fmt: skip
         for i, q in enumerate(qs):
             for c in (cv, cg):
