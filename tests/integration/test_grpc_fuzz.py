@@ -173,6 +173,7 @@ async def _ledger_target(channel: grpc.aio.Channel, admin: Any, client: Any) -> 
         "Release": [pb.ReleaseRequest(reservation_id=r, key_id=k.key_id) for r in reservations],
         "RecordCacheHit": [pb.RecordCacheHitRequest(key_id=k.key_id, request_id="rq-hit", tier="local-small",
                                                     usage=usage)],
+        "RecordWrongHit": [pb.RecordWrongHitRequest(key_id=k.key_id, request_id="rq-hit")],
         "Usage": [pb.UsageRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_ORG, id=k.org_id))],
         "ListPrices": [pb.ListPricesRequest()],
         "CreateOrg": [pb.CreateOrgRequest(name="fuzz-org")],

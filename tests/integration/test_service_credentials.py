@@ -81,7 +81,8 @@ async def test_ledger_data_plane_needs_the_service_token(ledger_target: str) -> 
     rpcs = _rpcs(ledger_pb2, "LedgerService")
     guarded = {p for p, _ in rpcs} - OPEN_METHODS
     assert {p.rsplit("/", 1)[1] for p in guarded} == {
-        "Authenticate", "GetHeadroom", "Authorize", "Commit", "Release", "RecordCacheHit"}  # fmt: skip
+        "Authenticate", "GetHeadroom", "Authorize", "Commit", "Release", "RecordCacheHit",
+        "RecordWrongHit"}  # fmt: skip
     await _assert_guarded(ledger_target, rpcs, open_methods=OPEN_METHODS)
 
 
