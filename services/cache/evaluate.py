@@ -130,7 +130,10 @@ def check_targets(sets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             value = v["false_hit"][metric.split(":", 1)[1]]
         met = value <= target + 1e-12 if op == "<=" else value >= target - 1e-12
-        out.append({"data": ds, "metric": metric, "value": value, "target": f"{op} {target}", "met": bool(met)})
+        # How far from the target, in the metric's own unit (0 when met).
+        miss_by = 0.0 if met else abs(value - target)
+        out.append({"data": ds, "metric": metric, "value": value, "target": f"{op} {target}", "met": bool(met),
+                    "miss_by": miss_by})  # fmt: skip
     return out
 
 

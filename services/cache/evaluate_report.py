@@ -34,8 +34,10 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{row['cosine_same_false_hit']:6.1%}")  # fmt: skip
     lines += ["", "targets at the default bound:"]
     for t in report["targets"]:
-        mark = "met" if t["met"] else "MISSED"
+        mark = "met" if t["met"] else f"MISSED by {100 * t['miss_by']:.2f} points"
         lines.append(f"  {t['data']:<10} {t['metric']:<30} {t['value']:+.3%} (target {t['target']})  {mark}")
+    if not all(t["met"] for t in report["targets"]):
+        lines.append("  why each miss happens: docs/cache.md, \"Results at the default bound\"")
     if "leave_one_out" in report:
         lines += ["", "leave one data set out (fit and calibration without it; scored on its test split):"]
         for ds, r in report["leave_one_out"].items():
