@@ -12,11 +12,11 @@ from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import Unauthenticated
 from rationer.platform import identity
 from services.ledger import convert as cv
-from services.ledger import ops_admin
+from services.ledger.sql import admin as sql_admin
 from services.ledger.admin import KeySpec, LedgerAdmin
 from services.ledger.ledger import AuthorizeInput, CommitInput, Ledger
 from services.ledger.models import RateLimit
-from services.ledger.ops_usage import CacheHitArgs
+from services.ledger.sql.cache_hits import CacheHitArgs
 
 Ctx = ServicerContext[Any, Any]
 
@@ -101,7 +101,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         caller = await self._admin.caller(bearer(context))
         has_scope = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
         kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has_scope else ""
-        q = ops_admin.UsageQuery(
+        q = sql_admin.UsageQuery(
             kind, request.scope.id if has_scope else "",
             cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
             cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
@@ -156,7 +156,7 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
 
     async def SetBudget(self, request: pb.SetBudgetRequest, context: Ctx) -> pb.Budget:
         await self._admin.require_admin(bearer(context))
-        spec = ops_admin.BudgetSpec(
+        spec = sql_admin.BudgetSpec(
             cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind"), request.scope.id,
             cv.enum_in(cv.UNIT, request.unit, "unit"), cv.enum_in(cv.PERIOD, request.period, "period"),
             request.hard_limit, request.soft_fraction,

@@ -1,4 +1,4 @@
-"""Usage events that need no reservation: cache hits (see ops_common for the convention).
+"""Usage events that need no reservation: cache hits (see services.ledger.sql for the convention).
 
 Every answer served is one event. A record's idempotency key is the
 caller's id of that served answer (``record_id``), scoped to the key, so a
@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from services.ledger.models import UsageEvent
 from services.ledger.money import cost_nano_usd
-from services.ledger.ops_common import (
+from services.ledger.sql.common import (
     EVENT_COLS,
     Op,
     current_price,
@@ -23,7 +23,7 @@ from services.ledger.ops_common import (
     reference_price,
     require_active,
 )
-from services.ledger.ops_data import event, reused_request_id
+from services.ledger.sql.data import event, reused_request_id
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Data-plane SQL operations: authorize, commit, release, reads (cache hits: ops_usage).
+"""Data-plane SQL operations: authorize, commit, release, reads (cache hits: cache_hits).
 
-See ops_common for the sans-IO convention. Domain errors raised here roll the
+See services.ledger.sql.common for the sans-IO convention. Domain errors raised here roll the
 operation back; a budget denial is *returned* so its audit event commits.
 """
 
@@ -21,7 +21,7 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import cost_nano_usd, format_usd, period_bounds, to_datetime
-from services.ledger.ops_common import (
+from services.ledger.sql.common import (
     EVENT_COLS,
     BudgetState,
     Dialect,
