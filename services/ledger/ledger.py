@@ -27,6 +27,7 @@ from rationer.errors import (
 )
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger import validate
+from services.ledger.calls import CacheHitCall, CommitCall
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql import cache_hits as sql_hits
 from services.ledger.sql import data as sql_data
@@ -64,21 +65,6 @@ class AuthorizeInput:
     project: str = ""
     request_id: str = ""
     ttl_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class CommitInput:
-    reservation_id: str
-    key_id: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int = 0
-    model: str = ""
-    tier: str = ""
-    latency_ms: int = 0
-    fallbacks: int = 0
-    bill_late: bool = False
-    finish_note: str = ""  # e.g. "client_disconnected": a partial answer billed as far as it went
 
 
 class Ledger:
@@ -263,26 +249,18 @@ class Ledger:
             return None
         return await self._store.read(lambda: sql_data.existing_reservation(a.request_id, a.key_id))
 
-    async def commit(self, c: CommitInput) -> CommitResult:
+    async def commit(self, c: CommitCall) -> CommitResult:
         validate.text("reservation_id", c.reservation_id, 64, required=True)
         validate.text("key_id", c.key_id, 64, required=True)
         validate.text("model", c.model, 256)
         validate.text("tier", c.tier, 64)
         validate.tokens("usage.prompt_tokens", c.prompt_tokens)
         validate.tokens("usage.completion_tokens", c.completion_tokens)
-        if c.total_tokens and c.total_tokens != c.prompt_tokens + c.completion_tokens:
-            raise InvalidArgument(
-                f"usage.total_tokens ({c.total_tokens}) must equal prompt_tokens + completion_tokens "
-                f"({c.prompt_tokens + c.completion_tokens}) or be 0"
-            )
         validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
         validate.text("finish_note", c.finish_note, 64)
-        args = sql_data.CommitArgs(c.reservation_id, c.key_id, c.prompt_tokens, c.completion_tokens,
-                                   c.model, c.tier, c.latency_ms, c.fallbacks, c.bill_late,
-                                   c.finish_note)  # fmt: skip
         now, d = self._clock.now_us(), self._store.dialect
-        res: CommitResult = await self._store.write(lambda: sql_data.commit(args, now, d))
+        res: CommitResult = await self._store.write(lambda: sql_data.commit(c, now, d))
         if not res.replayed:
             await self._refund_tokens(c.key_id, res.event.team_id, res.unused_tokens)
         return res
@@ -312,7 +290,7 @@ class Ledger:
         except Unavailable as exc:
             log.warning("rate-limit refund failed", error=exc.message)
 
-    async def record_cache_hit(self, a: sql_hits.CacheHitArgs) -> tuple[UsageEvent, bool]:
+    async def record_cache_hit(self, a: CacheHitCall) -> tuple[UsageEvent, bool]:
         """Record one served cache hit: ``(event, replayed)``.
 
         Before serving (``served`` unset) the hit consumes the key's and

@@ -14,9 +14,8 @@ from rationer.platform import identity
 from services.ledger import convert as cv
 from services.ledger.sql import admin as sql_admin
 from services.ledger.admin import KeySpec, LedgerAdmin
-from services.ledger.ledger import AuthorizeInput, CommitInput, Ledger
+from services.ledger.ledger import AuthorizeInput, Ledger
 from services.ledger.models import RateLimit
-from services.ledger.sql.cache_hits import CacheHitArgs
 
 Ctx = ServicerContext[Any, Any]
 
@@ -72,15 +71,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         )  # fmt: skip
 
     async def Commit(self, request: pb.CommitRequest, context: Ctx) -> pb.CommitResponse:
-        u = request.usage
-        res = await self._ledger.commit(
-            CommitInput(
-                reservation_id=request.reservation_id, key_id=request.key_id, prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens, total_tokens=u.total_tokens, model=request.model,
-                tier=request.tier, latency_ms=request.latency_ms, fallbacks=request.fallbacks,
-                bill_late=request.bill_late, finish_note=request.finish_note,
-            )
-        )
+        res = await self._ledger.commit(cv.commit_call(request))
         return pb.CommitResponse(event=cv.event(res.event), replayed=res.replayed)
 
     async def Release(self, request: pb.ReleaseRequest, context: Ctx) -> pb.ReleaseResponse:
@@ -90,11 +81,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     async def RecordCacheHit(
         self, request: pb.RecordCacheHitRequest, context: Ctx
     ) -> pb.RecordCacheHitResponse:
-        ev, replayed = await self._ledger.record_cache_hit(
-            CacheHitArgs(request.key_id, request.request_id, request.project, request.tier, request.model,
-                         request.usage.prompt_tokens, request.usage.completion_tokens, request.latency_ms,
-                         request.record_id, request.served)
-        )  # fmt: skip
+        ev, replayed = await self._ledger.record_cache_hit(cv.cache_hit_call(request))
         return pb.RecordCacheHitResponse(event=cv.event(ev), replayed=replayed)
 
     async def Usage(self, request: pb.UsageRequest, context: Ctx) -> pb.UsageResponse:

@@ -213,8 +213,8 @@ async def test_commits_out_of_clock_order_at_midnight_lose_nothing(settings: Led
         _, midnight = period_bounds("daily", led.deps.ledger.now())
         store = led.deps.ledger.store
 
-        def args(r: Any) -> sql_data.CommitArgs:
-            return sql_data.CommitArgs(r.reservation_id, k.key_id, 100, 100, "", "", 0, 0, bill_late=True)
+        def args(r: Any) -> CommitCall:
+            return CommitCall(r.reservation_id, k.key_id, 100, 100, bill_late=True)
 
         await store.write(lambda: sql_data.commit(args(new_day), midnight + 5_000, store.dialect))
         await store.write(lambda: sql_data.commit(args(late_day), midnight - 5_000, store.dialect))

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from rationer.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from services.ledger.calls import CommitCall
 from services.ledger.models import (
     EMBEDDINGS_TIER,
     CommitResult,
@@ -50,20 +51,6 @@ class AuthorizeArgs:
     project: str
     request_id: str
     ttl_us: int
-
-
-@dataclass(frozen=True)
-class CommitArgs:
-    reservation_id: str
-    key_id: str
-    prompt_tokens: int
-    completion_tokens: int
-    model: str
-    tier: str
-    latency_ms: int
-    fallbacks: int
-    bill_late: bool = False
-    finish_note: str = ""
 
 
 def new_id(prefix: str) -> str:
@@ -199,7 +186,7 @@ def load_event(event_id: str) -> Op[UsageEvent]:
     return event_from_row(rows[0])
 
 
-def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
+def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     r = yield from _load_reservation(a.reservation_id, a.key_id, d)
     _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h, hu = r
     if state == "committed":
@@ -290,7 +277,7 @@ def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
         )
 
 
-def _commit_notes(a: CommitArgs, expired_at: int | None, over_hold: int, cap: _Cap, cost: int,
+def _commit_notes(a: CommitCall, expired_at: int | None, over_hold: int, cap: _Cap, cost: int,
                   tokens: int) -> list[str]:  # fmt: skip
     notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
     if a.finish_note:
