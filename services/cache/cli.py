@@ -30,8 +30,10 @@ def register(groups: CliGroups) -> None:
         quick: bool = typer.Option(False, "--quick", help="smaller sizes (10k only), for smoke runs"),
     ) -> None:
         """Embedding latency, micro-batching gain, flat vs HNSW search, gRPC Lookup."""
+        from rationer.cli.bench_import import bench_module
         from rationer.platform.logging import configure_logging
-        from services.cache import bench
+
+        bench = bench_module("bench.cache")
 
         configure_logging(level="WARNING")  # logs go to stderr; stdout is the report
         report = bench.run(quick=quick)

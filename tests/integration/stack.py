@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
-from services.ledger.testing import RunningLedger, TestKey, make_key, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
+from testsupport.ledger import RunningLedger, TestKey, make_key, running_ledger, settings_for
 from services.router.core import RouterCore
 from services.router.http import HttpRunner, start_http
 from services.router.main import assemble
@@ -48,7 +48,7 @@ async def instant_frontier() -> AsyncIterator[str]:
     from aiohttp import web
 
     from rationer.platform.net import free_port
-    from services.router.http_bench import upstream_app
+    from bench.router_http import upstream_app
 
     runner = web.AppRunner(upstream_app(), access_log=None)
     await runner.setup()
@@ -117,8 +117,8 @@ async def running_stack(
     WorkerSettings, sizes it) and, unless ``tiers`` is given, puts a
     ``local-small`` tier (rank 0) under the frontier tiers.
     """
-    from services.cache.testing import running_cache
-    from services.slm_worker.testing import SMOLLM2, running_worker
+    from testsupport.cache import running_cache
+    from testsupport.slm_worker import SMOLLM2, running_worker
 
     if tiers is None:
         tiers = frontier_tiers(frontier_base_url)

@@ -19,7 +19,7 @@ from services.ledger.client import LedgerClient
 from services.ledger.money import period_bounds
 from services.ledger.sql.common import load_budgets
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
+from testsupport.ledger import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
 
 # frontier default price: $2.50/M input, $10/M output (nano-USD per million)
 IN_PRICE, OUT_PRICE = 2_500_000_000, 10_000_000_000

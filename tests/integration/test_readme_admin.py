@@ -6,7 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
-from services.ledger.testing import running_ledger, settings_for
+from testsupport.ledger import running_ledger, settings_for
 from tests.integration.test_ledger_cli import rationer
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -22,12 +22,12 @@ from aiohttp import web
 from rationer.errors import Unavailable
 from rationer.platform.net import free_port
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
+from testsupport.platform import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.main import close_deps, open_deps
 from services.ledger.models import UsageEvent
 from services.ledger.server import create_server as create_ledger
-from services.ledger.testing import ADMIN_TOKEN, make_key, settings_for
+from testsupport.ledger import ADMIN_TOKEN, make_key, settings_for
 from services.router.journal import SettlementJournal
 from services.router.main import Assembled, assemble
 from services.router.model_types import GenParams, Message

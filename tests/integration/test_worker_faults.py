@@ -16,12 +16,12 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.errors import FailedPrecondition, InvalidArgument
 from rationer.platform.client import internal_channel
-from rationer.platform.testing import SERVICE_TOKEN
+from testsupport.platform import SERVICE_TOKEN
 from services.slm_worker.client import ChatMessage, GenerationParams
 from services.slm_worker.loader import build_worker
 from services.slm_worker.registry import resolve_model_path
 from services.slm_worker.settings import ModelEntry, WorkerSettings
-from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
+from testsupport.slm_worker import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 HI = [ChatMessage("user", "Say hi.")]
 

@@ -15,9 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rationer.errors import Unavailable
-from rationer.platform.testing import SERVICE_TOKEN
+from testsupport.platform import SERVICE_TOKEN
 from services.slm_worker.client import ChatMessage, GenerationParams, WorkerClient
-from services.slm_worker.testing import running_worker, smollm2_settings
+from testsupport.slm_worker import running_worker, smollm2_settings
 
 STORY = [ChatMessage("user", "Write a long story about a lighthouse keeper.")]
 

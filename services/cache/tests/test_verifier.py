@@ -13,7 +13,7 @@ from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import FailedPrecondition, InvalidArgument
 from services.cache.cache import SemanticCache
 from services.cache.pair_features import FEATURE_NAMES, N_FEATURES
-from services.cache.testing import shared_embedder
+from testsupport.cache import shared_embedder
 from services.cache.types import LookupQuery, StoreCommand
 from services.cache.verifier import NEVER, Verifier, operating_point
 

@@ -172,7 +172,7 @@ def bench(
     from rationer.platform.settings import load_settings
     from services.ledger.settings import LedgerSettings
 
-    bench_main = bench_module("services.ledger.bench").main
+    bench_main = bench_module("bench.ledger").main
     dsn = postgres_dsn or load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ).postgres_dsn
     bench_main(json_out, backend, duration, [int(c) for c in clients.split(",")], dsn)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
+from testsupport.platform import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CacheHitCall
 from services.ledger.client import LedgerClient

@@ -21,7 +21,7 @@ import grpc
 
 from rationer.embedding import Embedder
 from rationer.platform.server import set_serving
-from rationer.platform.testing import SERVICE_TOKEN
+from testsupport.platform import SERVICE_TOKEN
 from services.cache.cache import SemanticCache
 from services.cache.client import CacheClient
 from services.cache.server import CacheDeps, build_cache, create_server

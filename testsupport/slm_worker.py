@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from rationer.platform.server import set_serving, shutdown, start
-from rationer.platform.testing import SERVICE_TOKEN
+from testsupport.platform import SERVICE_TOKEN
 from services.slm_worker.client import WorkerClient
 from services.slm_worker.loader import build_worker
 from services.slm_worker.server import WorkerDeps, create_server

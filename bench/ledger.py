@@ -82,7 +82,7 @@ def _server_process(kind: str, settings: dict[str, Any], conn: Connection) -> No
 
 async def _setup_key(target: str) -> str:
     from services.ledger.admin_client import LedgerAdminClient
-    from services.ledger.testing import make_key
+    from testsupport.ledger import make_key
 
     async with LedgerAdminClient(target, ADMIN) as admin:
         k = await make_key(admin, org="bench", team="load", email="load@bench.io")
