@@ -196,8 +196,8 @@ async def rebuild_stall(entries: int, hnsw_m: int = 32) -> dict[str, Any]:
     """Another tenant's Lookup latency while one namespace crosses into HNSW
     at ``entries`` and rebuilds in the background (in process, vectors given)."""
     from services.cache.cache import CachePolicy, SemanticCache
-    from testsupport.cache import shared_embedder
     from services.cache.types import LookupQuery, StoreCommand
+    from testsupport.cache import shared_embedder
 
     rng = np.random.default_rng(3)
     cache = SemanticCache(MicroBatcher(shared_embedder().embed), policy=CachePolicy(guard=False),

@@ -57,18 +57,18 @@ async def _serve(kind: str, settings: dict[str, Any], conn: Connection) -> None:
         server, port = build_server("127.0.0.1:0", service="noop", service_names=(), register=_noop_register,
                                     credential=ServiceCredential(SERVICE_TOKEN))  # fmt: skip
     else:
-        from services.ledger.main import open_deps
         from services.ledger.server import create_server
         from services.ledger.settings import LedgerSettings
+        from services.ledger.wiring import build_deps
 
-        deps = await open_deps(LedgerSettings.model_validate(settings), sweeper=False)
+        deps = await build_deps(LedgerSettings.model_validate(settings), sweeper=False)
         server, port = create_server("127.0.0.1:0", deps, service_token=SERVICE_TOKEN)
     await start(server)
     conn.send(port)
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)
     await server.stop(None)
     if deps is not None:
-        from services.ledger.main import close_deps
+        from services.ledger.wiring import close_deps
 
         await close_deps(deps)
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from rationer.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.ledger import validate
-from services.ledger.sql import admin as sql_admin
 from services.ledger.ledger import Ledger, hash_secret
 from services.ledger.models import (
     PERIODS,
@@ -33,6 +32,7 @@ from services.ledger.models import (
 )
 from services.ledger.money import format_usd, period_bounds
 from services.ledger.settings import LedgerSettings
+from services.ledger.sql import admin as sql_admin
 
 SECRET_PREFIX = "rk-"
 MAX_LIMIT = 10**18

@@ -28,9 +28,6 @@ from rationer.errors import (
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger import validate
 from services.ledger.calls import CacheHitCall, CommitCall
-from services.ledger.sql import admin as sql_admin
-from services.ledger.sql import cache_hits as sql_hits
-from services.ledger.sql import data as sql_data
 from services.ledger.models import (
     CommitResult,
     Denial,
@@ -43,9 +40,12 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import to_datetime
-from services.ledger.sql.common import bound_project, load_key_by_id, require_active
 from services.ledger.ratelimit import RateCheck, RateLimiter
 from services.ledger.settings import LedgerSettings
+from services.ledger.sql import admin as sql_admin
+from services.ledger.sql import cache_hits as sql_hits
+from services.ledger.sql import data as sql_data
+from services.ledger.sql.common import bound_project, load_key_by_id, require_active
 from services.ledger.store import Store
 
 log = structlog.get_logger(__name__)

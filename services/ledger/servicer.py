@@ -12,10 +12,10 @@ from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import Unauthenticated
 from rationer.platform import identity
 from services.ledger import convert as cv
-from services.ledger.sql import admin as sql_admin
 from services.ledger.admin import KeySpec, LedgerAdmin
 from services.ledger.ledger import AuthorizeInput, Ledger
 from services.ledger.models import RateLimit
+from services.ledger.sql import admin as sql_admin
 
 Ctx = ServicerContext[Any, Any]
 

@@ -20,7 +20,8 @@ def bench_http(
 
     from rationer.cli.bench_import import bench_module
 
-    result = asyncio.run(bench_module("bench.router_http").run_bench(requests_c1=requests_c1, requests_c32=requests_c32, warmup=warmup, rounds=rounds))
+    run_bench = bench_module("bench.router_http").run_bench
+    result = asyncio.run(run_bench(requests_c1=requests_c1, requests_c32=requests_c32, warmup=warmup, rounds=rounds))
     if as_json:
         print(json.dumps(result))
         return

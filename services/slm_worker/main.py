@@ -15,10 +15,10 @@ from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving, start
 from rationer.platform.settings import load_settings, service_token_of, with_service_token
-from services.slm_worker.loader import build_worker
 from services.slm_worker.server import WorkerDeps, create_server
 from services.slm_worker.servicer import WorkerRef
 from services.slm_worker.settings import WorkerSettings
+from services.slm_worker.wiring import build_deps
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ async def run(settings: WorkerSettings) -> None:
     host = settings.listen.rsplit(":", 1)[0]
     log.info("worker listening; loading models", port=port, models=[m.name for m in settings.models])
     try:
-        worker = await build_worker(settings, worker_id=settings.worker_id or f"{host}:{port}")
+        worker = await build_deps(settings, worker_id=settings.worker_id or f"{host}:{port}")
     except BaseException:
         await server.stop(0)
         raise

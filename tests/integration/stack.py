@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rationer.platform.server import start
-from testsupport.platform import SERVICE_TOKEN
-from testsupport.ledger import RunningLedger, TestKey, make_key, running_ledger, settings_for
 from services.router.core import RouterCore
 from services.router.http import HttpRunner, start_http
 from services.router.main import assemble
 from services.router.server import RouterDeps, create_server
 from services.router.settings import HttpSettings, RouterSettings, TierSettings
+from testsupport.ledger import RunningLedger, TestKey, make_key, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
 
 # nano-USD per million tokens (input, output). "frontier" is the ledger's
 # seeded reference tier (gpt-4o list price); the cheaper one is priced here.
@@ -47,8 +47,8 @@ async def instant_frontier() -> AsyncIterator[str]:
     """
     from aiohttp import web
 
-    from rationer.platform.net import free_port
     from bench.router_http import upstream_app
+    from rationer.platform.net import free_port
 
     runner = web.AppRunner(upstream_app(), access_log=None)
     await runner.setup()

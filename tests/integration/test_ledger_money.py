@@ -13,12 +13,12 @@ from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 from rationer.platform.client import internal_channel
-from services.ledger.sql import data as sql_data
 from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.money import period_bounds
-from services.ledger.sql.common import load_budgets
 from services.ledger.settings import LedgerSettings
+from services.ledger.sql import data as sql_data
+from services.ledger.sql.common import load_budgets
 from testsupport.ledger import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
 
 # frontier default price: $2.50/M input, $10/M output (nano-USD per million)

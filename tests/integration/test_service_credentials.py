@@ -23,11 +23,11 @@ from rationer.api.ledger.v1 import ledger_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.platform.client import internal_channel
 from rationer.platform.interceptor import SERVICE_TOKEN_KEY
-from testsupport.platform import SERVICE_TOKEN
 from rationer.up import Supervisor, UpOptions
-from testsupport.cache import running_cache
 from services.ledger.server import OPEN_METHODS
+from testsupport.cache import running_cache
 from testsupport.ledger import ADMIN_TOKEN, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
 from testsupport.slm_worker import running_worker
 
 WRONG = "not-the-service-token-0123456789"
