@@ -37,7 +37,7 @@ async def run(settings: CacheSettings) -> None:
     await server.start()  # health says NOT_SERVING (and RPCs say UNAVAILABLE) until loaded
     log.info("cache listening", port=port, data_dir=settings.data_dir or "(memory)")
     if settings.metrics_port is not None:
-        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     await deps.cache.start()
     await set_serving(server, True)
     log.info("cache serving", loaded_from=deps.cache.loaded_from)

@@ -24,7 +24,9 @@ async def run(s: LedgerSettings) -> None:
     token = service_token_of(s)
     server, port = create_server(s.listen, deps, service_token=token)
     await start(server)
-    metrics_port = start_metrics_endpoint(s.metrics_host, s.metrics_port) if s.metrics_port is not None else None
+    metrics_port = None
+    if s.metrics_port is not None:
+        metrics_port = start_metrics_endpoint(s.metrics_host, s.metrics_port, deps.metrics.registry)
     log.info("ledger serving", port=port, backend=s.backend, metrics_port=metrics_port,
              rate_limits="redis" if s.redis_url else "in-process")  # fmt: skip
     try:

@@ -26,7 +26,8 @@ log = structlog.get_logger(__name__)
 async def run(settings: WorkerSettings) -> None:
     ref = WorkerRef()
     token = service_token_of(settings)
-    server, port = create_server(settings.listen, WorkerDeps(ref), service_token=token)
+    deps = WorkerDeps(ref)
+    server, port = create_server(settings.listen, deps, service_token=token)
     # Listen first so health checks see NOT_SERVING (not a refused connection)
     # while the models load.
     await start(server, serving=False)
@@ -39,12 +40,10 @@ async def run(settings: WorkerSettings) -> None:
         raise
     ref.worker = worker
     if settings.metrics_port is not None:
-        from prometheus_client import REGISTRY
-
         from services.slm_worker.metrics import WorkerLoadCollector
 
-        REGISTRY.register(WorkerLoadCollector(worker))
-        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+        deps.metrics.registry.register(WorkerLoadCollector(worker))
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     await set_serving(server, True)
     log.info("worker serving", port=port, worker_id=worker.worker_id)
     try:
