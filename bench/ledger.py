@@ -217,9 +217,7 @@ def _drop_schema(dsn: str, name: str) -> None:
 
 
 def main(json_out: bool, backend: str, duration: float, clients: list[int], postgres_dsn: str) -> None:
-    from rationer.platform.logging import configure_logging
-
-    configure_logging("console", "ERROR")
+    """The report of ``rationer bench ledger`` (its command configures logging; so does each server process)."""
     result = run(backend, duration, clients, postgres_dsn)
     if json_out:
         print(json.dumps(result))

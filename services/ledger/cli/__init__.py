@@ -169,9 +169,11 @@ def bench(
 ) -> None:  # fmt: skip
     """Authorize+Commit pairs/s and latency vs a no-op gRPC ceiling."""
     from rationer.cli.bench_import import bench_module
+    from rationer.platform.logging import configure_logging
     from rationer.platform.settings import load_settings
     from services.ledger.settings import LedgerSettings
 
+    configure_logging("console", "ERROR")  # stdout stays clean for --json
     bench_main = bench_module("bench.ledger").main
     dsn = postgres_dsn or load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ).postgres_dsn
     bench_main(json_out, backend, duration, [int(c) for c in clients.split(",")], dsn)
