@@ -1,6 +1,6 @@
 """Office-task quality check of the worker's models (issue 18, item 9).
 
-``python -m services.slm_worker.office_check [--config worker.toml] [--threads N]``
+``python -m bench.slm_worker_office [--config worker.toml] [--threads N]``
 loads every model of the worker's settings (the defaults without
 ``--config``) through the worker's own loader (so prompt
 formats, BOS handling and stop sequences are the ones served) and asks five
