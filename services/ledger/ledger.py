@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import structlog
@@ -29,6 +29,7 @@ from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger import validate
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.ledger.models import (
+    AuthorizeInput,
     CommitResult,
     Denial,
     Headroom,
@@ -53,18 +54,6 @@ log = structlog.get_logger(__name__)
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class AuthorizeInput:
-    key_id: str
-    tier: str
-    model: str = ""
-    prompt_tokens: int = 0
-    max_completion_tokens: int = 0
-    project: str = ""
-    request_id: str = ""
-    ttl_s: float = 0.0
 
 
 class Ledger:
@@ -223,11 +212,9 @@ class Ledger:
             if earlier is None:
                 raise
             return earlier
-        args = sql_data.AuthorizeArgs(a.key_id, a.tier, a.model, a.prompt_tokens, a.max_completion_tokens,
-                                      a.project, a.request_id, ttl_us)  # fmt: skip
         now, d = self._clock.now_us(), self._store.dialect
         try:
-            result = await self._store.write(lambda: sql_data.authorize(args, now, d))
+            result = await self._store.write(lambda: sql_data.authorize(a, ttl_us, now, d))
         except (Unavailable, DeadlineExceeded):
             raise  # ambiguous: the hold may exist, and a retry replays it (and refunds then)
         except RationerError:

@@ -13,8 +13,8 @@ from rationer.errors import Unauthenticated
 from rationer.platform import identity
 from services.ledger import convert as cv
 from services.ledger.admin import KeySpec, LedgerAdmin
-from services.ledger.ledger import AuthorizeInput, Ledger
-from services.ledger.models import RateLimit
+from services.ledger.ledger import Ledger
+from services.ledger.models import AuthorizeInput, RateLimit
 from services.ledger.sql import admin as sql_admin
 
 Ctx = ServicerContext[Any, Any]

@@ -13,6 +13,7 @@ from rationer.errors import AlreadyExists, FailedPrecondition, NotFound, Permiss
 from services.ledger.calls import CommitCall
 from services.ledger.models import (
     EMBEDDINGS_TIER,
+    AuthorizeInput,
     CommitResult,
     Denial,
     Headroom,
@@ -39,18 +40,6 @@ from services.ledger.sql.common import (
     reference_price,
     require_active,
 )
-
-
-@dataclass(frozen=True)
-class AuthorizeArgs:
-    key_id: str
-    tier: str
-    model: str
-    prompt_tokens: int
-    max_completion_tokens: int
-    project: str
-    request_id: str
-    ttl_us: int
 
 
 def new_id(prefix: str) -> str:
@@ -104,7 +93,7 @@ def existing_reservation(request_id: str, key_id: str) -> Op[Reservation | None]
     return None
 
 
-def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial]:
+def authorize(a: AuthorizeInput, ttl_us: int, now: int, d: Dialect) -> Op[Reservation | Denial]:
     if a.request_id:
         earlier = yield from existing_reservation(a.request_id, a.key_id)
         if earlier is not None:
@@ -118,7 +107,7 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
     hold_usd = cost_nano_usd(a.prompt_tokens, a.max_completion_tokens, price)
     hold_tokens = a.prompt_tokens + a.max_completion_tokens
     res_id = new_id("r")
-    expires = now + a.ttl_us
+    expires = now + ttl_us
     # The reservation row alone counts against nothing (holds do), so it is
     # written before the budget locks are taken: less time holding them.
     yield (

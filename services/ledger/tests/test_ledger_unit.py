@@ -16,8 +16,8 @@ from rationer.errors import AlreadyExists, FailedPrecondition, ResourceExhausted
 from rationer.platform.clock import FixedClock
 from services.ledger.admin import KeySpec, LedgerAdmin
 from services.ledger.calls import CacheHitCall, CommitCall
-from services.ledger.ledger import AuthorizeInput, Ledger
-from services.ledger.models import RateLimit
+from services.ledger.ledger import Ledger
+from services.ledger.models import AuthorizeInput, RateLimit
 from services.ledger.settings import LedgerSettings
 from services.ledger.sql.admin import BudgetSpec
 from testsupport.ledger_fakes import MemoryStore, RecordingLimiter
