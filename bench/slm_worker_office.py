@@ -1,6 +1,6 @@
 """Office-task quality check of the worker's models (issue 18, item 9).
 
-``python -m services.slm_worker.office_check [--config worker.toml] [--threads N]``
+``python -m bench.slm_worker_office [--config worker.toml] [--threads N]``
 loads every model of the worker's settings (the defaults without
 ``--config``) through the worker's own loader (so prompt
 formats, BOS handling and stop sequences are the ones served) and asks five
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from rationer.platform.settings import load_settings
 from services.slm_worker.engine import GenerationOutcome
-from services.slm_worker.loader import build_worker
 from services.slm_worker.prompts import Message
 from services.slm_worker.settings import ModelEntry, WorkerSettings
+from services.slm_worker.wiring import build_deps
 from services.slm_worker.worker import Params
 
 PARAGRAPH = (
@@ -121,7 +121,7 @@ class Answer:
 
 
 async def run(entries: list[ModelEntry], max_tokens: int) -> list[Answer]:
-    worker = await build_worker(WorkerSettings(models=entries))
+    worker = await build_deps(WorkerSettings(models=entries))
     answers: list[Answer] = []
     try:
         for entry in entries:

@@ -30,13 +30,17 @@ from aiohttp import web
 
 from rationer.client import AsyncClient
 from rationer.platform.net import free_port
-from services.router.testing import stop_processes
+from testsupport.processes import stop_processes
 
 ANSWER = "The quick brown fox jumps over the lazy dog."
 TIER, MODEL = "frontier", "bench-frontier"
 ADMIN_TOKEN = "bench-admin-token"
 SERVICE_TOKEN = "bench-service-token-0123456789"
-UPSTREAM_MAIN = "from services.router.http_bench import serve_upstream; serve_upstream"
+# The child runs ``python -c``: bench/ is not installed, so it is found from this checkout.
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+UPSTREAM_MAIN = (
+    f"import sys; sys.path.insert(0, {CHECKOUT!r}); from bench.router_http import serve_upstream; serve_upstream"
+)
 
 
 # ---- the instant upstream -------------------------------------------------
@@ -147,7 +151,7 @@ async def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], tmp: Path, 
 async def _api_key(ledger: str) -> str:
     from rationer.up import wait_serving
     from services.ledger.admin_client import LedgerAdminClient
-    from services.ledger.testing import make_key
+    from testsupport.ledger import make_key
 
     await wait_serving(ledger, 60)
     async with LedgerAdminClient(ledger, ADMIN_TOKEN) as admin:

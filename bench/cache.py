@@ -112,7 +112,7 @@ def _batched_search_gain(index: NamespaceIndex, q: npt.NDArray[np.float32], roun
 
 
 async def grpc_lookup(entries: int, lookups: int) -> dict[str, float]:
-    from services.cache.testing import running_cache, shared_embedder
+    from testsupport.cache import running_cache, shared_embedder
 
     embedder = shared_embedder()
     texts = [f"{PROMPTS[i % len(PROMPTS)]} variant {i}" for i in range(entries)]
@@ -160,7 +160,7 @@ async def verifier_overhead(rounds: int) -> dict[str, Any]:
     from fow_cache.data import load_questions
 
     from services.cache.client import CacheClient
-    from services.cache.testing import running_cache, shared_embedder
+    from testsupport.cache import running_cache, shared_embedder
 
     qs = [q for q in load_questions() if q["same_answer"] and q["category"] in ("paraphrase", "near_repeat")]
     vecs = shared_embedder().embed([q["a"] for q in qs] + [q["b"] for q in qs])
@@ -196,8 +196,8 @@ async def rebuild_stall(entries: int, hnsw_m: int = 32) -> dict[str, Any]:
     """Another tenant's Lookup latency while one namespace crosses into HNSW
     at ``entries`` and rebuilds in the background (in process, vectors given)."""
     from services.cache.cache import CachePolicy, SemanticCache
-    from services.cache.testing import shared_embedder
     from services.cache.types import LookupQuery, StoreCommand
+    from testsupport.cache import shared_embedder
 
     rng = np.random.default_rng(3)
     cache = SemanticCache(MicroBatcher(shared_embedder().embed), policy=CachePolicy(guard=False),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.slm_worker.office_check import (
+from bench.slm_worker_office import (
     check_email,
     check_json,
     check_regex,

@@ -1,6 +1,6 @@
 """Design measurements behind the worker's concurrency model.
 
-``python -m services.slm_worker.measure [--json]`` answers two questions on
+``python -m bench.slm_worker_measure [--json]`` answers two questions on
 the host it runs on, with greedy decoding of the same prompt everywhere:
 
 1. Does continuous batching (several sequences decoded in one ``llama_decode``

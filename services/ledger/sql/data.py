@@ -1,6 +1,6 @@
-"""Data-plane SQL operations: authorize, commit, release, reads (cache hits: ops_usage).
+"""Data-plane SQL operations: authorize, commit, release, reads (cache hits: cache_hits).
 
-See ops_common for the sans-IO convention. Domain errors raised here roll the
+See services.ledger.sql.common for the sans-IO convention. Domain errors raised here roll the
 operation back; a budget denial is *returned* so its audit event commits.
 """
 
@@ -10,8 +10,10 @@ import uuid
 from dataclasses import dataclass
 
 from rationer.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from services.ledger.calls import CommitCall
 from services.ledger.models import (
     EMBEDDINGS_TIER,
+    AuthorizeInput,
     CommitResult,
     Denial,
     Headroom,
@@ -21,7 +23,7 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import cost_nano_usd, format_usd, period_bounds, to_datetime
-from services.ledger.ops_common import (
+from services.ledger.sql.common import (
     EVENT_COLS,
     BudgetState,
     Dialect,
@@ -38,32 +40,6 @@ from services.ledger.ops_common import (
     reference_price,
     require_active,
 )
-
-
-@dataclass(frozen=True)
-class AuthorizeArgs:
-    key_id: str
-    tier: str
-    model: str
-    prompt_tokens: int
-    max_completion_tokens: int
-    project: str
-    request_id: str
-    ttl_us: int
-
-
-@dataclass(frozen=True)
-class CommitArgs:
-    reservation_id: str
-    key_id: str
-    prompt_tokens: int
-    completion_tokens: int
-    model: str
-    tier: str
-    latency_ms: int
-    fallbacks: int
-    bill_late: bool = False
-    finish_note: str = ""
 
 
 def new_id(prefix: str) -> str:
@@ -117,7 +93,7 @@ def existing_reservation(request_id: str, key_id: str) -> Op[Reservation | None]
     return None
 
 
-def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial]:
+def authorize(a: AuthorizeInput, ttl_us: int, now: int, d: Dialect) -> Op[Reservation | Denial]:
     if a.request_id:
         earlier = yield from existing_reservation(a.request_id, a.key_id)
         if earlier is not None:
@@ -131,7 +107,7 @@ def authorize(a: AuthorizeArgs, now: int, d: Dialect) -> Op[Reservation | Denial
     hold_usd = cost_nano_usd(a.prompt_tokens, a.max_completion_tokens, price)
     hold_tokens = a.prompt_tokens + a.max_completion_tokens
     res_id = new_id("r")
-    expires = now + a.ttl_us
+    expires = now + ttl_us
     # The reservation row alone counts against nothing (holds do), so it is
     # written before the budget locks are taken: less time holding them.
     yield (
@@ -199,7 +175,7 @@ def load_event(event_id: str) -> Op[UsageEvent]:
     return event_from_row(rows[0])
 
 
-def commit(a: CommitArgs, now: int, d: Dialect) -> Op[CommitResult]:
+def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     r = yield from _load_reservation(a.reservation_id, a.key_id, d)
     _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h, hu = r
     if state == "committed":
@@ -290,7 +266,7 @@ def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
         )
 
 
-def _commit_notes(a: CommitArgs, expired_at: int | None, over_hold: int, cap: _Cap, cost: int,
+def _commit_notes(a: CommitCall, expired_at: int | None, over_hold: int, cap: _Cap, cost: int,
                   tokens: int) -> list[str]:  # fmt: skip
     notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
     if a.finish_note:

@@ -1,4 +1,4 @@
-"""Usage events that need no reservation: cache hits (see ops_common for the convention).
+"""Usage events that need no reservation: cache hits (see services.ledger.sql for the convention).
 
 Every answer served is one event. A record's idempotency key is the
 caller's id of that served answer (``record_id``), scoped to the key, so a
@@ -9,11 +9,12 @@ two ALREADY_EXISTS refusals, as for Authorize.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from services.ledger.calls import CacheHitCall
 from services.ledger.models import UsageEvent
 from services.ledger.money import cost_nano_usd
-from services.ledger.ops_common import (
+from services.ledger.sql.common import (
     EVENT_COLS,
     Op,
     current_price,
@@ -23,25 +24,7 @@ from services.ledger.ops_common import (
     reference_price,
     require_active,
 )
-from services.ledger.ops_data import event, reused_request_id
-
-
-@dataclass(frozen=True)
-class CacheHitArgs:
-    key_id: str
-    request_id: str
-    project: str
-    tier: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: int
-    record_id: str = ""  # "" = the request id (one record per request id)
-    served: bool = False  # already served: record even if the request id was used
-
-    @property
-    def record(self) -> str:
-        return self.record_id or self.request_id
+from services.ledger.sql.data import event, reused_request_id
 
 
 def existing_hit(key_id: str, record: str) -> Op[UsageEvent | None]:
@@ -52,7 +35,7 @@ def existing_hit(key_id: str, record: str) -> Op[UsageEvent | None]:
     return event_from_row(rows[0]) if rows else None
 
 
-def record_cache_hit(a: CacheHitArgs, now: int) -> Op[tuple[UsageEvent, bool]]:
+def record_cache_hit(a: CacheHitCall, now: int) -> Op[tuple[UsageEvent, bool]]:
     """Append the hit's zero-cost event; ``(event, replayed)``."""
     earlier = yield from existing_hit(a.key_id, a.record)
     if earlier is not None:

@@ -17,13 +17,13 @@ from typing import Any
 import grpc
 
 from rationer.platform.server import set_serving, shutdown, start
-from rationer.platform.testing import SERVICE_TOKEN
 from services.slm_worker.client import WorkerClient
-from services.slm_worker.loader import build_worker
 from services.slm_worker.server import WorkerDeps, create_server
 from services.slm_worker.servicer import WorkerRef
 from services.slm_worker.settings import ModelEntry, WorkerSettings
+from services.slm_worker.wiring import build_deps
 from services.slm_worker.worker import Worker
+from testsupport.platform import SERVICE_TOKEN
 
 SMOLLM2 = "smollm2-135m-instruct"
 
@@ -69,7 +69,7 @@ async def running_worker(settings: WorkerSettings | None = None) -> AsyncIterato
     await start(server, serving=False)
     target = f"127.0.0.1:{port}"
     try:
-        worker = await build_worker(settings, worker_id=target)
+        worker = await build_deps(settings, worker_id=target)
     except BaseException:
         await server.stop(0)
         raise

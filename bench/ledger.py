@@ -57,18 +57,18 @@ async def _serve(kind: str, settings: dict[str, Any], conn: Connection) -> None:
         server, port = build_server("127.0.0.1:0", service="noop", service_names=(), register=_noop_register,
                                     credential=ServiceCredential(SERVICE_TOKEN))  # fmt: skip
     else:
-        from services.ledger.main import open_deps
         from services.ledger.server import create_server
         from services.ledger.settings import LedgerSettings
+        from services.ledger.wiring import build_deps
 
-        deps = await open_deps(LedgerSettings.model_validate(settings), sweeper=False)
+        deps = await build_deps(LedgerSettings.model_validate(settings), sweeper=False)
         server, port = create_server("127.0.0.1:0", deps, service_token=SERVICE_TOKEN)
     await start(server)
     conn.send(port)
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)
     await server.stop(None)
     if deps is not None:
-        from services.ledger.main import close_deps
+        from services.ledger.wiring import close_deps
 
         await close_deps(deps)
 
@@ -82,7 +82,7 @@ def _server_process(kind: str, settings: dict[str, Any], conn: Connection) -> No
 
 async def _setup_key(target: str) -> str:
     from services.ledger.admin_client import LedgerAdminClient
-    from services.ledger.testing import make_key
+    from testsupport.ledger import make_key
 
     async with LedgerAdminClient(target, ADMIN) as admin:
         k = await make_key(admin, org="bench", team="load", email="load@bench.io")
@@ -217,9 +217,7 @@ def _drop_schema(dsn: str, name: str) -> None:
 
 
 def main(json_out: bool, backend: str, duration: float, clients: list[int], postgres_dsn: str) -> None:
-    from rationer.platform.logging import configure_logging
-
-    configure_logging("console", "ERROR")
+    """The report of ``rationer bench ledger`` (its command configures logging; so does each server process)."""
     result = run(backend, duration, clients, postgres_dsn)
     if json_out:
         print(json.dumps(result))

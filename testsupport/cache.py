@@ -21,11 +21,12 @@ import grpc
 
 from rationer.embedding import Embedder
 from rationer.platform.server import set_serving
-from rationer.platform.testing import SERVICE_TOKEN
 from services.cache.cache import SemanticCache
 from services.cache.client import CacheClient
-from services.cache.server import CacheDeps, build_cache, create_server
+from services.cache.server import create_server
 from services.cache.settings import CacheSettings
+from services.cache.wiring import build_deps
+from testsupport.platform import SERVICE_TOKEN
 
 
 @lru_cache(maxsize=2)
@@ -58,8 +59,9 @@ async def running_cache(
     snapshot saved, unless ``save_snapshot`` is False, which models a crash)
     on exit."""
     settings = CacheSettings(data_dir=str(data_dir) if data_dir else "", **overrides)
-    cache = build_cache(settings, shared_embedder(settings.quantized))
-    server, port = create_server("127.0.0.1:0", CacheDeps(cache=cache), service_token=SERVICE_TOKEN)
+    deps = build_deps(settings, shared_embedder(settings.quantized))
+    cache = deps.cache
+    server, port = create_server("127.0.0.1:0", deps, service_token=SERVICE_TOKEN)
     await server.start()
     try:
         await cache.start()

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from bench.router_http import ADMIN_TOKEN, MODEL, SERVICE_TOKEN, UPSTREAM_MAIN, _api_key
 from rationer.client import AsyncClient, Route
 from rationer.platform.net import free_port
-from services.router.http_bench import ADMIN_TOKEN, MODEL, SERVICE_TOKEN, UPSTREAM_MAIN, _api_key
-from services.router.testing import stop_processes
+from testsupport.processes import stop_processes
 
 STAGES = ("auth", "embed", "cache", "headroom", "classify", "authorize", "settle")
 

@@ -1,4 +1,4 @@
-"""Control-plane and reporting SQL operations (see ops_common for the convention)."""
+"""Control-plane and reporting SQL operations (see services.ledger.sql.common for the convention)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from services.ledger.models import (
     User,
 )
 from services.ledger.money import period_bounds
-from services.ledger.ops_common import (
+from services.ledger.sql.common import (
     BUDGET_COLS,
     EVENT_COLS,
     KEY_COLS,
