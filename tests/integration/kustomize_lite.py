@@ -3,11 +3,12 @@
 Supported, with kustomize's meaning: ``resources`` (YAML files and
 directories holding a kustomization.yaml), ``namespace``, ``patches`` given
 by ``path`` (strategic merge patches whose target is the patch's own kind and
-name), and ``replicas``. Strategic merge follows the Kubernetes rules for the
-lists our patches touch: containers, env, volumes and ports merge by their
-key; any other list is replaced; a ``null`` value deletes the key. Anything
-else in a kustomization.yaml is refused, so this renderer cannot silently
-disagree with ``kubectl apply -k``.
+name), ``replicas`` and ``images`` (what ``kustomize edit set image`` writes).
+Strategic merge follows the Kubernetes rules for the lists our patches
+touch: containers, env, volumes and ports merge by their key; any other list
+is replaced; a ``null`` value deletes the key. Anything else in a
+kustomization.yaml is refused, so this renderer cannot silently disagree
+with ``kubectl apply -k``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import yaml
 
 Doc = dict[str, Any]
 
-SUPPORTED = {"apiVersion", "kind", "namespace", "resources", "patches", "replicas"}
+SUPPORTED = {"apiVersion", "kind", "namespace", "resources", "patches", "replicas", "images"}
 # Cluster-scoped kinds keep no namespace.
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
 # patchMergeKey of the list fields our patches touch (from the Kubernetes API).
@@ -95,8 +96,27 @@ def render(directory: Path) -> list[Doc]:
             raise ValueError(f"{directory}: replicas for unknown workload {rep['name']}")
         for d in hits:
             d["spec"]["replicas"] = rep["count"]
+    for image in k.get("images", []):
+        _set_image(docs, image)
     if "namespace" in k:
         for d in docs:
             if d["kind"] not in CLUSTER_SCOPED:
                 d["metadata"]["namespace"] = k["namespace"]
     return docs
+
+
+def _set_image(docs: list[Doc], image: dict[str, str]) -> None:
+    unknown = set(image) - {"name", "newName", "newTag", "digest"}
+    if unknown:
+        raise ValueError(f"images: unknown fields {sorted(unknown)}")
+    for doc in docs:
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            name, _, tag = container["image"].partition(":")
+            if name != image["name"]:
+                continue
+            new = image.get("newName", name)
+            if "digest" in image:
+                container["image"] = f"{new}@{image['digest']}"
+            else:
+                container["image"] = f"{new}:{image.get('newTag', tag)}" if image.get("newTag", tag) else new

@@ -166,6 +166,18 @@ def test_the_validators_reject_broken_documents(rendered: dict[str, list[Doc]]) 
         jsonschema.validate(scaled, KEDA_SCHEMA)
 
 
+def test_the_renderer_sets_images_and_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kustomization = {"resources": [str(K8S / "base")], "images": [{"name": "rationer", "newName": "r.example/rationer",
+                     "newTag": "v1"}]}  # fmt: skip
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    assert _container(render(overlay), "rationer-worker")["image"] == "r.example/rationer:v1"
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({**kustomization, "commonLabels": {"a": "b"}}))
+    with pytest.raises(ValueError, match="does not implement"):
+        render(overlay)
+
+
 # ---- agreement with compose.yaml and the Dockerfile ------------------------------------
 
 
@@ -175,9 +187,12 @@ def test_image_and_commands_are_the_ones_compose_runs(
 ) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["rationer"]' in dockerfile  # so k8s `args` are compose's `command`
+    base = render(K8S / "base")
     for deployment, (service, _, _) in SERVICES.items():
+        assert _container(base, deployment)["image"] == compose["services"][service]["image"] == "rationer:latest"
         container = _container(rendered[overlay], deployment)
-        assert container["image"] == compose["services"][service]["image"] == "rationer:latest", deployment
+        # An overlay may point at a registry (`images:`), never at another image.
+        assert re.fullmatch(r"([^/]+/)*rationer(:[\w.-]+|@sha256:[0-9a-f]{64})?", container["image"]), deployment
         assert "command" not in container, "keep the image's ENTRYPOINT"
         assert container["args"] == compose["services"][service]["command"], deployment
 
