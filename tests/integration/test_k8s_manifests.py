@@ -37,6 +37,11 @@ from services.slm_worker.metrics import DEFERRED, QUEUE_DEPTH, WorkerLoadCollect
 from services.slm_worker.pool import PoolLoad
 from services.slm_worker.settings import WorkerSettings
 from services.slm_worker.worker import ModelStatus, Worker
+from tests.integration.k8s_pods import container as _container
+from tests.integration.k8s_pods import one as _one
+from tests.integration.k8s_pods import pod_settings
+from tests.integration.k8s_pods import port as _port
+from tests.integration.k8s_pods import ports as _ports
 from tests.integration.kustomize_lite import Doc, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,65 +72,8 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def _one(docs: list[Doc], kind: str, name: str) -> Doc:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, (kind, name, len(found))
-    return found[0]
-
-
-def _container(docs: list[Doc], deployment: str) -> dict[str, Any]:
-    pod = _one(docs, "Deployment", deployment)["spec"]["template"]["spec"]
-    assert len(pod["containers"]) == 1, deployment
-    return cast(dict[str, Any], pod["containers"][0])
-
-
-def _ports(container: dict[str, Any]) -> dict[str, int]:
-    return {p["name"]: p["containerPort"] for p in container["ports"]}
-
-
-def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
-
-
 def _settings(docs: list[Doc], deployment: str, tmp: Path, secrets: dict[str, str] | None = None) -> Any:
-    """The service's settings as its pod would build them: ConfigMap file, env, Secret files.
-
-    ``secrets`` overrides the Secret's values (key -> value); None keeps the
-    shipped placeholders.
-    """
-    pod = _one(docs, "Deployment", deployment)["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    remap: dict[str, str] = {}
-    for mount in container["volumeMounts"]:
-        volume = volumes[mount["name"]]
-        here = tmp / deployment / mount["name"]
-        here.mkdir(parents=True, exist_ok=True)
-        if "configMap" in volume:
-            data = _one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
-        elif "secret" in volume:
-            data = dict(_one(docs, "Secret", volume["secret"]["secretName"])["stringData"]) | (secrets or {})
-        else:
-            continue
-        for key, value in data.items():
-            (here / key).write_text(value)
-        remap[mount["mountPath"]] = str(here)
-
-    def local(path: str) -> str:
-        for mounted, here in remap.items():
-            if path.startswith(mounted + "/"):
-                return here + path[len(mounted) :]
-        return path
-
-    env: dict[str, str] = {}
-    for var in container.get("env", []):
-        if "value" in var:
-            env[var["name"]] = local(str(var["value"]))
-        elif "fieldRef" in var["valueFrom"]:
-            env[var["name"]] = "rationer-worker-5d8f7c-abcde"  # a pod name
-    args = container["args"]
-    _, cls, section = SERVICES[deployment]
-    return load_settings(cls, section, toml_path=Path(local(args[args.index("--config") + 1])), environ=env)
+    return pod_settings(docs, deployment, SERVICES[deployment][1:], tmp, secrets)
 
 
 def _filled(docs: list[Doc], deployment: str, tmp: Path) -> Any:
@@ -176,6 +124,34 @@ def test_the_renderer_sets_images_and_refuses_what_it_does_not_implement(tmp_pat
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({**kustomization, "commonLabels": {"a": "b"}}))
     with pytest.raises(ValueError, match="does not implement"):
         render(overlay)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_reference_resolves(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    """What the schemas cannot see: names that must exist elsewhere in the overlay."""
+    docs = rendered[overlay]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    secrets = {d["metadata"]["name"]: set(d["stringData"]) for d in docs if d["kind"] == "Secret"}
+    for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
+        spec, name = workload["spec"], workload["metadata"]["name"]
+        pod = spec["template"]["spec"]
+        assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items(), name
+        claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+        volumes = {v["name"] for v in pod.get("volumes", [])} | claims
+        for v in pod.get("volumes", []):
+            if "configMap" in v:
+                assert ("ConfigMap", v["configMap"]["name"]) in names, (name, v)
+            if "secret" in v:
+                assert v["secret"]["secretName"] in secrets, (name, v)
+            if "persistentVolumeClaim" in v:
+                assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in names, (name, v)
+        for container in pod["containers"]:
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, (name, mount)
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets.get(ref["name"], set()), (name, var)
 
 
 # ---- agreement with compose.yaml and the Dockerfile ------------------------------------
