@@ -132,6 +132,8 @@ def test_every_reference_resolves(rendered: dict[str, list[Doc]], overlay: str) 
     docs = rendered[overlay]
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     secrets = {d["metadata"]["name"]: set(d["stringData"]) for d in docs if d["kind"] == "Secret"}
+    assert ("Namespace", "rationer") in names
+    assert all(d["metadata"].get("namespace") == "rationer" for d in docs if d["kind"] != "Namespace")
     for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
         spec, name = workload["spec"], workload["metadata"]["name"]
         pod = spec["template"]["spec"]
