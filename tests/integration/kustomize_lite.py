@@ -57,14 +57,13 @@ def merge(base: Any, patch: Any, field: str = "") -> Any:
         return out
     key = MERGE_KEYS.get(field)
     if key and isinstance(base, list) and isinstance(patch, list):
-        merged = [copy.deepcopy(item) for item in base]
-        index = {item[key]: i for i, item in enumerate(merged)}
-        for item in patch:
-            if item[key] in index:
-                merged[index[item[key]]] = merge(merged[index[item[key]]], item, field)
-            else:
-                merged.append(copy.deepcopy(item))
-        return merged
+        # kustomize's order: the patch's items first (merged onto their base
+        # item), then the base items the patch does not name.
+        by_key = {item[key]: item for item in base}
+        named = {item[key] for item in patch}
+        merged = [merge(by_key[item[key]], item, field) if item[key] in by_key else copy.deepcopy(item)
+                  for item in patch]  # fmt: skip
+        return merged + [copy.deepcopy(item) for item in base if item[key] not in named]
     return copy.deepcopy(patch)
 
 

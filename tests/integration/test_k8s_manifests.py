@@ -1,7 +1,8 @@
 """deploy/k8s checked offline: schemas, and agreement with the code and compose.yaml.
 
-No cluster and no kubectl here, so each overlay is rendered by kustomize_lite
-(the subset of kustomize the overlays use; it refuses anything else) and every
+No cluster here, so each overlay is rendered by kustomize_lite (the subset of
+kustomize the overlays use; it refuses anything else), compared with
+``kubectl kustomize`` where kubectl is installed (no cluster needed), and every
 document is validated against the Kubernetes JSON schemas bundled in
 ``kubernetes-validate`` (strict: unknown fields fail). The KEDA ScaledObject is
 a CRD those schemas lack; it is checked against schemas/keda-scaledobject-v1alpha1.json,
@@ -17,6 +18,8 @@ from __future__ import annotations
 import collections
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -154,6 +157,19 @@ def test_every_reference_resolves(rendered: dict[str, list[Doc]], overlay: str) 
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     assert ref["key"] in secrets.get(ref["name"], set()), (name, var)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_renderer_agrees_with_kubectl_kustomize(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    """Where kubectl exists (it needs no cluster for this), its kustomize must render the same documents."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; kustomize_lite alone renders the overlays")
+    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    real = [d for d in yaml.safe_load_all(out) if d]
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert sorted(real, key=key) == sorted(rendered[overlay], key=key)
 
 
 # ---- agreement with compose.yaml and the Dockerfile ------------------------------------
