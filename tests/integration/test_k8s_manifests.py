@@ -247,6 +247,10 @@ def test_probes_hit_the_health_services(rendered: dict[str, list[Doc]], overlay:
             else:
                 assert deployment == "rationer-router" and kind == "readinessProbe", (deployment, kind)
                 assert probe["httpGet"] == {"path": "/readyz", "port": _port(settings.http.listen)}
+        # SIGTERM drains first: the pod must get longer than the service's own grace.
+        grace = _one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        drain = settings.grace_period_s + (settings.http.shutdown_timeout_s if deployment == "rationer-router" else 0)
+        assert grace > drain, (deployment, grace, drain)
     # The path the readiness probe asks for is one the router's HTTP door serves.
     front_door = (ROOT / "services" / "router" / "http.py").read_text()
     assert re.search(r'for path in \("/ready", "/readyz"\):\s+app\.router\.add_get\(path, self\.ready\)', front_door)
