@@ -16,6 +16,7 @@ metrics the worker really exports.
 from __future__ import annotations
 
 import collections
+import inspect
 import json
 import re
 import shutil
@@ -35,6 +36,7 @@ from rationer.errors import InvalidArgument
 from rationer.platform.settings import load_settings, with_service_token
 from services.cache.settings import CacheSettings
 from services.ledger.settings import LedgerSettings
+from services.router.core import RouterCore
 from services.router.settings import RouterSettings
 from services.slm_worker.metrics import DEFERRED, QUEUE_DEPTH, WorkerLoadCollector
 from services.slm_worker.pool import PoolLoad
@@ -249,7 +251,10 @@ def test_probes_hit_the_health_services(rendered: dict[str, list[Doc]], overlay:
                 assert probe["httpGet"] == {"path": "/readyz", "port": _port(settings.http.listen)}
         # SIGTERM drains first: the pod must get longer than the service's own grace.
         grace = _one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        drain = settings.grace_period_s + (settings.http.shutdown_timeout_s if deployment == "rationer-router" else 0)
+        drain = settings.grace_period_s
+        if deployment == "rationer-router":  # HTTP door, then pending settlements, then gRPC
+            settle = inspect.signature(RouterCore.drain).parameters["timeout_s"].default
+            drain += settings.http.shutdown_timeout_s + settle
         assert grace > drain, (deployment, grace, drain)
     # The path the readiness probe asks for is one the router's HTTP door serves.
     front_door = (ROOT / "services" / "router" / "http.py").read_text()
