@@ -31,7 +31,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
+from rationer.cli.main import app
 from rationer.errors import InvalidArgument
 from rationer.platform.settings import load_settings, with_service_token
 from services.cache.settings import CacheSettings
@@ -191,6 +193,8 @@ def test_image_and_commands_are_the_ones_compose_runs(
         assert re.fullmatch(r"([^/]+/)*rationer(:[\w.-]+|@sha256:[0-9a-f]{64})?", container["image"]), deployment
         assert "command" not in container, "keep the image's ENTRYPOINT"
         assert container["args"] == compose["services"][service]["command"], deployment
+        result = CliRunner().invoke(app, [*container["args"][:2], "--help"])  # a real `rationer` command
+        assert result.exit_code == 0 and "--config" in result.output, (deployment, result.output)
 
 
 def test_k8s_and_compose_listen_on_the_same_ports(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
