@@ -140,9 +140,9 @@ def bench(
     """Gateway overhead on the miss, exact-hit and semantic-hit paths at concurrency 1 and 32."""
     import asyncio
 
-    from services.router.bench import run_bench
+    from rationer.cli.bench_import import bench_module
 
-    result = asyncio.run(run_bench(requests=requests))
+    result = asyncio.run(bench_module("bench.router").run_bench(requests=requests))
     if as_json:
         print(json.dumps(result))
         return

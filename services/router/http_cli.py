@@ -18,8 +18,9 @@ def bench_http(
     """Added latency and throughput of the HTTP front door (and gRPC) on the cache-miss path."""
     import asyncio
 
-    from services.router.http_bench import run_bench
+    from rationer.cli.bench_import import bench_module
 
+    run_bench = bench_module("bench.router_http").run_bench
     result = asyncio.run(run_bench(requests_c1=requests_c1, requests_c32=requests_c32, warmup=warmup, rounds=rounds))
     if as_json:
         print(json.dumps(result))

@@ -22,17 +22,17 @@ from aiohttp import web
 from rationer.errors import Unavailable
 from rationer.platform.net import free_port
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
-from services.ledger.main import close_deps, open_deps
 from services.ledger.models import UsageEvent
 from services.ledger.server import create_server as create_ledger
-from services.ledger.testing import ADMIN_TOKEN, make_key, settings_for
+from services.ledger.wiring import build_deps, close_deps
 from services.router.journal import SettlementJournal
 from services.router.main import Assembled, assemble
 from services.router.model_types import GenParams, Message
 from services.router.requests import CompletionRequest
 from services.router.settings import RouterSettings
+from testsupport.ledger import ADMIN_TOKEN, make_key, settings_for
+from testsupport.platform import SERVICE_TOKEN
 
 ANSWER_DELAY_S = 2.0
 
@@ -55,7 +55,7 @@ async def _slow_upstream(port: int) -> web.AppRunner:
 
 
 async def _ledger(tmp_path: Path, port: int, **overrides: Any) -> tuple[object, object]:
-    deps = await open_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
+    deps = await build_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
     server, _ = create_ledger(f"127.0.0.1:{port}", deps, service_token=SERVICE_TOKEN)
     await start(server)
     return server, deps
