@@ -21,7 +21,7 @@ from services.cache.types import CacheContext, EntryMetadata
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.models import UsageEvent
-from services.router.ports import CachedAnswer, Charge, WrongHitReport
+from services.router.types import CachedAnswer, Charge, WrongHitReport
 
 
 def _charge(event: UsageEvent) -> Charge:

@@ -5,7 +5,7 @@
 
 Real parts throughout: a SQLite ledger, the semantic cache, optionally an
 SLM worker with SmolLM2, the router
-assembled by ``services.router.main.assemble`` (real embedder and classifier)
+built by ``services.router.wiring.build_deps`` (real embedder and classifier)
 with its gRPC server and HTTP front door, and frontier tiers pointing at a
 real OpenAI-compatible server (``llama_cpp.server`` + SmolLM2; the
 ``frontier_base_url`` session fixture). Everything binds port 0.
@@ -22,11 +22,11 @@ from typing import Any
 from rationer.platform.server import start
 from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.testing import RunningLedger, TestKey, make_key, running_ledger, settings_for
-from services.router.core import RouterCore
-from services.router.http import HttpRunner, start_http
-from services.router.main import assemble
-from services.router.server import RouterDeps, create_server
+from services.router.http.app import HttpRunner, start_http
+from services.router.pipeline import RouterCore
+from services.router.server import create_server
 from services.router.settings import HttpSettings, RouterSettings, TierSettings
+from services.router.wiring import build_deps
 
 # nano-USD per million tokens (input, output). "frontier" is the ledger's
 # seeded reference tier (gpt-4o list price); the cheaper one is priced here.
@@ -144,9 +144,9 @@ async def running_stack(
             "service_token": SERVICE_TOKEN,
             **router_overrides,
         })  # fmt: skip
-        assembled = await assemble(settings)
+        assembled = await build_deps(settings)
         stack.push_async_callback(assembled.close)
-        server, port = create_server(settings.listen, RouterDeps(core=assembled.core))
+        server, port = create_server(settings.listen, assembled)
         await start(server)
         stack.push_async_callback(server.stop, None)
         runner = await start_http(assembled.core, settings.http)

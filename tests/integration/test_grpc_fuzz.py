@@ -52,9 +52,9 @@ from rationer.platform.server import start
 from rationer.platform.testing import SERVICE_TOKEN
 from services.cache.testing import running_cache
 from services.ledger.testing import ADMIN_TOKEN, make_key, running_ledger, settings_for
-from services.router.main import assemble
-from services.router.server import RouterDeps, create_server
+from services.router.server import create_server
 from services.router.settings import RouterSettings
+from services.router.wiring import build_deps
 from services.slm_worker.testing import SMOLLM2, running_worker
 from tests.integration.grpc_fuzz import payloads, raw_call
 
@@ -138,9 +138,9 @@ async def _router(stack: AsyncExitStack, tmp: Path, worker: str, cache: str) -> 
         "default_max_tokens": MAX_FUZZ_TOKENS, "settlement_journal": str(tmp / "journal.sqlite3"),
         "service_token": SERVICE_TOKEN,
     })  # fmt: skip
-    assembled = await assemble(settings)
+    assembled = await build_deps(settings)
     stack.push_async_callback(assembled.close)
-    server, port = create_server(settings.listen, RouterDeps(core=assembled.core))
+    server, port = create_server(settings.listen, assembled)
     await start(server)
     stack.push_async_callback(server.stop, None)
     key = await make_key(ledger.admin, org="fuzz-router")

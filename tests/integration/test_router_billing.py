@@ -28,8 +28,8 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from services.ledger.calls import CommitCall
-from services.router.model_types import Message
 from services.router.settings import TierSettings
+from services.router.types import Message
 from services.slm_worker.testing import SMOLLM2, smollm2_settings
 
 COUNTING = "Count from 1 to 100, separated by commas."  # a long, deterministic answer

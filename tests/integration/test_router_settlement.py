@@ -29,10 +29,9 @@ from services.ledger.models import UsageEvent
 from services.ledger.server import create_server as create_ledger
 from services.ledger.testing import ADMIN_TOKEN, make_key, settings_for
 from services.router.journal import SettlementJournal
-from services.router.main import Assembled, assemble
-from services.router.model_types import GenParams, Message
-from services.router.requests import CompletionRequest
 from services.router.settings import RouterSettings
+from services.router.types import CompletionRequest, GenParams, Message
+from services.router.wiring import RouterDeps, build_deps
 
 ANSWER_DELAY_S = 2.0
 
@@ -87,7 +86,7 @@ async def _charges(target: str, request_id: str) -> list[UsageEvent]:
 
 
 async def _answer_while_the_ledger_goes_down(
-    assembled: Assembled, secret: str, request_id: str, ledger: tuple[object, object]
+    assembled: RouterDeps, secret: str, request_id: str, ledger: tuple[object, object]
 ) -> float:
     req = CompletionRequest(messages=(Message("user", "Say ok."),), params=GenParams(max_tokens=4))
     call = asyncio.ensure_future(assembled.core.complete(secret, req, request_id=request_id))
@@ -108,7 +107,7 @@ async def test_commit_survives_a_ledger_restart_during_the_call(tmp_path: Path) 
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="outage")
-    assembled = await assemble(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
+    assembled = await build_deps(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
     try:
         down_since = await _answer_while_the_ledger_goes_down(assembled, key.secret, "outage-1", (server, deps))
         await asyncio.sleep(max(0.0, 3.5 - (time.monotonic() - down_since)))
@@ -134,7 +133,7 @@ async def test_a_restarted_router_replays_its_journal_and_bills_late(tmp_path: P
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="crash")
-    first = await assemble(_router_settings(target, upstream_port, journal))
+    first = await build_deps(_router_settings(target, upstream_port, journal))
     try:
         await _answer_while_the_ledger_goes_down(first, key.secret, "crash-1", (server, deps))
     finally:
@@ -143,7 +142,7 @@ async def test_a_restarted_router_replays_its_journal_and_bills_late(tmp_path: P
     (entry,) = SettlementJournal(journal).pending()
     assert entry.kind == "commit" and entry.args["completion_tokens"] == 2
     server, deps = await _ledger(tmp_path, ledger_port, reservation_ttl_s=1.0)
-    second = await assemble(_router_settings(target, upstream_port, journal))
+    second = await build_deps(_router_settings(target, upstream_port, journal))
     try:
         events = await _charges(target, "crash-1")
         assert len(events) == 1 and events[0].cost.nano_usd > 0

@@ -31,7 +31,7 @@ from rationer.errors import (
     Unavailable,
 )
 from services.router.anthropic.response import error_event
-from services.router.http_errors import NO_RETRY_AFTER_S, limit_message, retry_after_s
+from services.router.http.errors import NO_RETRY_AFTER_S, limit_message, retry_after_s
 
 # (status, Anthropic error type) by domain error.
 DOMAIN: dict[type[RationerError], tuple[int, str]] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.router.requests import RequestLimits
+from services.router.types import RequestLimits
 
 _NO_NUL = "^[^\\u0000]*$"
 _VISIBLE = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"

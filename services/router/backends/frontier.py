@@ -31,7 +31,7 @@ from rationer.errors import (
     Unauthenticated,
     Unavailable,
 )
-from services.router.model_types import Completion, Delta, GenParams, Message
+from services.router.types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
 

@@ -1,8 +1,9 @@
 """OpenAI-shaped error responses for the HTTP front door.
 
 Every failure leaves as ``{"error": {"message", "type", "param", "code"}}``
-with the status the domain error carries (``RationerError.http_status``), so
-the official SDKs raise their usual exception classes (``AuthenticationError``,
+with the status, type, code and param the domain error carries
+(``rationer/errors.py``: one table for both doors), so the official SDKs
+raise their usual exception classes (``AuthenticationError``,
 ``RateLimitError``...). 429s carry ``Retry-After`` and name the limit.
 """
 
@@ -14,80 +15,28 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from rationer.errors import (
-    AlreadyExists,
-    Cancelled,
-    DeadlineExceeded,
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    RationerError,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
-
-# OpenAI's error ``type`` strings, by domain error.
-ERROR_TYPES: dict[type[RationerError], str] = {
-    InvalidArgument: "invalid_request_error",
-    Unauthenticated: "authentication_error",
-    PermissionDenied: "permission_error",
-    NotFound: "invalid_request_error",
-    AlreadyExists: "invalid_request_error",
-    FailedPrecondition: "invalid_request_error",
-    ResourceExhausted: "rate_limit_error",
-    Unavailable: "service_unavailable_error",
-    DeadlineExceeded: "timeout_error",
-    Cancelled: "request_cancelled",
-    Internal: "server_error",
-}
+from rationer.errors import InvalidArgument, RationerError, ResourceExhausted
 
 # Past this, retrying soon cannot help (a monthly budget): tell the SDKs not to.
 NO_RETRY_AFTER_S = 60.0
 
 
-class HttpError(Exception):
-    """A failure found in the HTTP layer itself (malformed JSON, body too big)."""
+class HttpError(InvalidArgument):
+    """A failure found in the HTTP layer itself (a body that stalls or does not decode): the request's fault.
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, close: bool = False) -> None:  # fmt: skip
+    A member of the domain-error tree, answered through the same attributes
+    as every other; only its status (400, 408...) and code vary.
+    """
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, close: bool = False) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.http_status, self.openai_code = status, code
         # The connection cannot be reused (an unread or undecodable body).
         self.close = close
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def _type_of(exc: RationerError) -> str:
-    for cls in type(exc).__mro__:
-        if cls in ERROR_TYPES:
-            return ERROR_TYPES[cls]
-    return "server_error"
-
-
-def _code_of(exc: RationerError) -> str | None:
-    if isinstance(exc, Unauthenticated):
-        return "invalid_api_key"
-    if isinstance(exc, NotFound):
-        return "model_not_found"
-    if isinstance(exc, PermissionDenied):
-        return exc.reason or "model_not_allowed"
-    if isinstance(exc, ResourceExhausted):
-        return "insufficient_quota" if exc.limit_id.startswith("budget") else "rate_limit_exceeded"
-    if isinstance(exc, DeadlineExceeded):
-        return "timeout"
-    return None
-
-
-def _param_of(exc: RationerError) -> str | None:
-    if isinstance(exc, InvalidArgument):
-        return exc.param
-    return "model" if isinstance(exc, NotFound) else None
 
 
 def retry_after_s(exc: ResourceExhausted, now: datetime) -> int:
@@ -133,13 +82,8 @@ def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> 
         if exc.resets_at is not None:
             headers["x-rationer-resets-at"] = exc.resets_at.isoformat()
     status = exc.http_status if 400 <= exc.http_status < 600 else 500
-    return json_error(status, error_body(message, _type_of(exc), _code_of(exc), _param_of(exc)), headers)
-
-
-def http_error_response(exc: HttpError, request_id: str = "") -> web.Response:
-    headers = {"x-request-id": request_id} if request_id else {}
-    resp = json_error(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
-    if exc.close:
+    resp = json_error(status, error_body(message, exc.openai_type, exc.openai_code, exc.param), headers)
+    if isinstance(exc, HttpError) and exc.close:
         resp.force_close()
     return resp
 
@@ -152,7 +96,7 @@ def sse_error(exc: BaseException, now: datetime) -> bytes:
     """An error after the stream started: OpenAI sends an ``error`` event, then closes."""
     if isinstance(exc, RationerError):
         msg = limit_message(exc, now) if isinstance(exc, ResourceExhausted) else exc.message
-        body = error_body(msg, _type_of(exc), _code_of(exc))
+        body = error_body(msg, exc.openai_type, exc.openai_code)
     else:
         body = error_body("internal error in the gateway; see its logs", "server_error")
     return b"data: " + json.dumps(body).encode() + b"\n\n"

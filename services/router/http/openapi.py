@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from rationer.embedding import DIM
-from services.router.http_embeddings import MAX_INPUT_CHARS, MODEL_ID
-from services.router.http_input import MAX_JSON_DEPTH
-from services.router.http_schema import INT64_MAX, INT64_MIN
-from services.router.requests import RequestLimits
+from services.router.embeddings import MODEL_ID
+from services.router.http.embeddings import MAX_INPUT_CHARS
+from services.router.http.input import MAX_JSON_DEPTH
+from services.router.http.schema import INT64_MAX, INT64_MIN
 from services.router.settings import HttpSettings
+from services.router.types import RequestLimits
 
 _NO_NUL = "^[^\\u0000]*$"
 # Some character other than white space, and no NUL anywhere.
