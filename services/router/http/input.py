@@ -39,7 +39,7 @@ _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 def bearer_key(request: web.Request) -> str:
     """The key from ``Authorization: Bearer <key>``; 401 for anything else, before any lookup."""
-    token = bearer(request.headers.get("Authorization"), where="Authorization header")
+    token = bearer(request.headers.get("Authorization"), where="Authorization header", header="Authorization")
     if len(token) > MAX_KEY_CHARS or not _CREDENTIAL.fullmatch(token):
         raise Unauthenticated(
             "malformed Authorization header: the key must be printable ASCII without spaces "
