@@ -112,11 +112,9 @@ def _embeddings_request(settings: HttpSettings) -> dict[str, Any]:
     }
 
 
-def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
-    nonneg = {"type": "integer", "minimum": 0}
-    usage = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-             "properties": {k: nonneg for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
-    route = {
+def _route_schema() -> dict[str, Any]:
+    """The ``rationer`` object of a completion: how the gateway routed and billed it."""
+    return {
         "type": "object",
         "required": ["request_id", "tier", "model", "cache", "cost_usd", "cost_nano_usd", "savings_usd",
                      "savings_nano_usd", "fallbacks", "downgraded", "usage_exact", "settlement_pending"],
@@ -131,6 +129,13 @@ def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
             "gateway_overhead_ms": {"type": "number"},
         },
     }
+
+
+def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
+    nonneg = {"type": "integer", "minimum": 0}
+    usage = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+             "properties": {k: nonneg for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+    route = _route_schema()
     choice = {
         "type": "object",
         "required": ["index", "message", "finish_reason"],

@@ -252,12 +252,7 @@ async def test_a_stream_the_client_cuts_is_billed_as_far_as_it_went() -> None:
 async def test_a_running_count_bills_what_was_generated_not_only_what_was_delivered() -> None:
     fakes = Fakes()
     fakes.backends["small"] = FakeBackend(pieces=("a", "b", "c"), hang_after=2, running_usage=True)
-    core = fakes.core()
-    task = asyncio.ensure_future(_drain_stream(core.stream(KEY, request())))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _cut_while_waiting(fakes)
     (commit,) = fakes.ledger.commits
     assert (commit.completion_tokens, commit.finish_note) == (2, "client_disconnected")
 
@@ -265,19 +260,23 @@ async def test_a_running_count_bills_what_was_generated_not_only_what_was_delive
 async def test_a_stream_cut_before_any_token_releases_the_hold() -> None:
     fakes = Fakes()
     fakes.backends["small"] = FakeBackend(hang_after=0)
-    core = fakes.core()
-    task = asyncio.ensure_future(_drain_stream(core.stream(KEY, request())))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _cut_while_waiting(fakes)
     assert fakes.ledger.commits == []
     assert fakes.ledger.releases == [("res_0", "stream ended before any token (client_disconnected)")]
 
 
-async def _drain_stream(events: object) -> None:
-    async for _ in events:  # type: ignore[attr-defined]
-        pass
+async def _cut_while_waiting(fakes: Fakes) -> None:
+    """Read a stream until the upstream stalls, then cancel the reader (a client that hangs up)."""
+
+    async def read() -> None:
+        async for _ in fakes.core().stream(KEY, request()):
+            pass
+
+    task = asyncio.ensure_future(read())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 # ---- the façade -----------------------------------------------------------------------
