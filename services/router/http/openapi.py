@@ -1,7 +1,7 @@
 """The front door's OpenAPI 3.1 document, served at ``GET /openapi.json``.
 
-Hand-written to say exactly what the parsers accept (http_schema.py,
-http_embeddings.py, the core's ``validate``), with the limits of this
+Hand-written to say exactly what the parsers accept (schema.py,
+embeddings.py, the core's ``validate``), with the limits of this
 router's own settings filled in, so a generator such as schemathesis can
 drive the door from it: a request the document rejects must get a 4xx, and
 no request may get a 5xx (tests/integration/test_http_fuzz.py). Optional
