@@ -57,8 +57,8 @@ class Embeddings:
 
     async def _reserve(self, principal: Principal, tokens: int, request_id: str, project: str) -> Reservation:
         res = await self._ledger.authorize(
-            key_id=principal.key_id, tier=EMBEDDINGS_TIER, model=MODEL_ID, prompt_tokens=tokens, max_tokens=0,
-            project=resolve_project(principal, project), request_id=request_id,
+            key_id=principal.key_id, tier=EMBEDDINGS_TIER, model=MODEL_ID, prompt_tokens=tokens,
+            max_completion_tokens=0, project=resolve_project(principal, project), request_id=request_id,
         )  # fmt: skip
         if res.replayed:  # as for a chat: another call already used this id
             raise AlreadyExists(

@@ -80,7 +80,7 @@ class Holds:
             tier=tier.name,
             model=tier.model,
             prompt_tokens=await self.prompt_tokens(prep, tier),
-            max_tokens=prep.request.params.max_tokens,
+            max_completion_tokens=prep.request.params.max_tokens,
             project=prep.request.project,
             request_id=ledger_id,
         )

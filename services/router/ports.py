@@ -40,7 +40,7 @@ class LedgerPort(Protocol):
         tier: str,
         model: str,
         prompt_tokens: int,
-        max_tokens: int,
+        max_completion_tokens: int,
         project: str,
         request_id: str,
     ) -> Reservation: ...

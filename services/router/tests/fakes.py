@@ -78,13 +78,14 @@ class FakeLedger:
         return self.headroom_fraction
 
     async def authorize(
-        self, *, key_id: str, tier: str, model: str, prompt_tokens: int, max_tokens: int, project: str,
+        self, *, key_id: str, tier: str, model: str, prompt_tokens: int, max_completion_tokens: int, project: str,
         request_id: str,
     ) -> Reservation:  # fmt: skip
         if tier in self.deny:
             raise ResourceExhausted(f"{tier} is over budget", limit_id=self.deny[tier])
         self.holds.append((tier, request_id))
-        return Reservation(f"res_{next(self._ids)}", (prompt_tokens + max_tokens) * 10, replayed=self.replayed)
+        held = (prompt_tokens + max_completion_tokens) * 10
+        return Reservation(f"res_{next(self._ids)}", held, replayed=self.replayed)
 
     def _settling(self) -> None:
         if self.settle_failures > 0:
