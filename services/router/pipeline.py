@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from typing import Any
 
 import numpy as np
@@ -169,7 +169,7 @@ class RouterCore:
     async def stream(
         self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None,
         allow_restart: bool = True,
-    ) -> AsyncIterator[StreamEvent]:  # fmt: skip
+    ) -> AsyncGenerator[StreamEvent, None]:  # fmt: skip
         """The answer as events: text deltas, maybe a ``restart``, then the final result.
 
         Fallback is possible mid-stream: if a tier dies after sending text, the

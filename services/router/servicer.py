@@ -113,7 +113,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         )
         # aclosing: a caller that cancels closes the core's stream now (which
         # stops the model and bills what it generated), not at garbage collection.
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async with contextlib.aclosing(events):
             async for ev in events:
                 if ev.final is not None:
                     yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))

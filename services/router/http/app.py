@@ -17,7 +17,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -207,9 +207,9 @@ class FrontDoor:
         return web.Response(body=payload, content_type="application/json", headers=route_headers(res))
 
     async def _stream(
-        self, request: web.Request, events: AsyncIterator[StreamEvent], writer: ChunkWriter
+        self, request: web.Request, events: AsyncGenerator[StreamEvent, None], writer: ChunkWriter
     ) -> web.StreamResponse:
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async with contextlib.aclosing(events):
             # Errors up to the first event propagate: the middleware answers
             # them with a real status code, as the non-streaming path does.
             first = await anext(events)

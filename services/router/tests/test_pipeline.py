@@ -241,7 +241,7 @@ async def test_a_stream_the_client_cuts_is_billed_as_far_as_it_went() -> None:
     fakes = Fakes()
     fakes.backends["small"] = FakeBackend(pieces=("an ", "answer", "more"), hang_after=2)
     core = fakes.core()
-    async with contextlib.aclosing(core.stream(KEY, request())) as events:  # type: ignore[type-var]
+    async with contextlib.aclosing(core.stream(KEY, request())) as events:
         assert (await anext(events)).delta == "an "
     (commit,) = fakes.ledger.commits
     # No running count from this upstream: the byte bound of the text delivered.
