@@ -141,7 +141,7 @@ class RouterCore:
     async def complete(
         self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None
     ) -> tuple[str, RouteResult]:
-        prep = await self._prepare(api_key, raw, request_id=request_id, deadline=deadline)
+        prep = await self.prepare(api_key, raw, request_id=request_id, deadline=deadline)
         if prep.cached is not None:
             return await self.billing.serve_hit(prep)
         tries = _Tries(prep)
@@ -179,7 +179,7 @@ class RouterCore:
         that cannot act on ``restart`` (a plain OpenAI client) passes
         ``allow_restart=False`` and gets UNAVAILABLE instead of a spliced answer.
         """
-        prep = await self._prepare(api_key, raw, request_id=request_id, deadline=deadline)
+        prep = await self.prepare(api_key, raw, request_id=request_id, deadline=deadline)
         if prep.cached is not None:
             text, result = await self.billing.serve_hit(prep)
             yield StreamEvent(delta=text)
@@ -214,9 +214,10 @@ class RouterCore:
 
     # ---- stages: authenticate, look up, score, plan ----------------------------------
 
-    async def _prepare(
-        self, api_key: str, raw: CompletionRequest, *, request_id: str, deadline: float | None
+    async def prepare(
+        self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None
     ) -> Prepared:
+        """Every stage before the first hold: authenticate, validate, look up, and on a miss score and plan."""
         started = time.perf_counter()
         if deadline is not None and deadline - time.monotonic() < self.config.min_deadline_s:
             raise DeadlineExceeded(

@@ -257,7 +257,7 @@ async def test_a_hard_budget_that_fits_n_requests_is_never_overspent(
 ) -> None:
     messages = (Message("user", text),)
     spec = next(t for t in stack.core.policy.tiers if t.name == tier)
-    hold_prompt = stack.core.counter(spec).prompt(messages)
+    hold_prompt = stack.core.holds.counter(spec).prompt(messages)
     limit = fits * _cost(hold_prompt, 4, tier)
     key = await _key(stack, f"flood-{tier}-{len(text)}", tier, hard_limit=limit)
     statuses = await _flood(stack, key.secret, tier, text, sent)
