@@ -24,6 +24,7 @@ from rationer.platform.net import free_port
 from rationer.platform.server import start
 from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.calls import CommitCall
 from services.ledger.main import close_deps, open_deps
 from services.ledger.models import UsageEvent
 from services.ledger.server import create_server as create_ledger
@@ -140,7 +141,7 @@ async def test_a_restarted_router_replays_its_journal_and_bills_late(tmp_path: P
         await first.core.drain(timeout_s=0.1)  # gives up on the outage: the commit stays journaled
         await first.close()
     (entry,) = SettlementJournal(journal).pending()
-    assert entry.kind == "commit" and entry.args["completion_tokens"] == 2
+    assert isinstance(entry.call, CommitCall) and entry.call.completion_tokens == 2
     server, deps = await _ledger(tmp_path, ledger_port, reservation_ttl_s=1.0)
     second = await build_deps(_router_settings(target, upstream_port, journal))
     try:
