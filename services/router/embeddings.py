@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 
-from rationer.errors import AlreadyExists
 from services.ledger.calls import CommitCall
 from services.router.auth import resolve_project
 from services.router.ports import EmbedderPort, LedgerPort
+from services.router.request_ids import reused
 from services.router.settlement import TRANSIENT, Settler, best_effort
 from services.router.types import EmbeddingsResult, Principal, Reservation
 
@@ -61,8 +61,5 @@ class Embeddings:
             max_completion_tokens=0, project=resolve_project(principal, project), request_id=request_id,
         )  # fmt: skip
         if res.replayed:  # as for a chat: another call already used this id
-            raise AlreadyExists(
-                f"request id {request_id!r} was already used by another call; send a unique "
-                "x-request-id per request, or none and the gateway makes one"
-            )
+            raise reused(request_id)
         return res

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from rationer.errors import AlreadyExists, DeadlineExceeded
+from rationer.errors import DeadlineExceeded
 from services.router.deadline import within
 from services.router.policy import TierSpec
 from services.router.ports import LedgerPort
+from services.router.request_ids import reused
 from services.router.settlement import TRANSIENT, retry_settlement, settle_later
 from services.router.tokens import ByteBound, TokenCounter, count_prompt
 from services.router.types import Prepared, Reservation
@@ -68,10 +69,7 @@ class Holds:
             # call already used this id: serving this one would ride on that
             # call's hold and charge (a free answer). Its hold is not ours to
             # release either.
-            raise AlreadyExists(
-                f"request id {prep.request_id!r} was already used by another call; send a unique "
-                "x-request-id per request, or none and the gateway makes one"
-            )
+            raise reused(prep.request_id)
         return res
 
     async def _authorize(self, prep: Prepared, tier: TierSpec, ledger_id: str) -> Reservation:

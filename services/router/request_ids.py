@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from rationer.errors import InvalidArgument
+from rationer.errors import AlreadyExists, InvalidArgument
 
 MAX_REQUEST_ID_CHARS = 64
 _ALLOWED = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_CHARS}}}")
@@ -36,6 +36,18 @@ def check_request_id(raw: str) -> str:
         )
     raise InvalidArgument(
         f"x-request-id must be {RULE} (got {len(raw)} characters); send a valid one, or none and the gateway makes one"
+    )
+
+
+def reused(request_id: str) -> AlreadyExists:
+    """The error for a hold the ledger replayed: another call already used this request id.
+
+    The router never retries an Authorize, so serving this call would ride
+    on that call's hold and charge (a free answer).
+    """
+    return AlreadyExists(
+        f"request id {request_id!r} was already used by another call; send a unique "
+        "x-request-id per request, or none and the gateway makes one"
     )
 
 

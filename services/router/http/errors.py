@@ -67,20 +67,29 @@ def limit_message(exc: ResourceExhausted, now: datetime) -> str:
     return "; ".join(parts)
 
 
+def limit_details(
+    exc: ResourceExhausted, now: datetime, *, retry_header: str = "Retry-After"
+) -> tuple[str, dict[str, str]]:
+    """A 429's message and headers (both doors): when to retry, whether to, and which limit."""
+    wait = retry_after_s(exc, now)
+    # The SDKs honour x-should-retry over their own status rules: a monthly
+    # budget will not free up within their backoff.
+    headers = {retry_header: str(wait), "x-should-retry": "false" if wait > NO_RETRY_AFTER_S else "true"}
+    if exc.limit_id:
+        headers["x-rationer-limit"] = exc.limit_id
+    if exc.resets_at is not None:
+        headers["x-rationer-resets-at"] = exc.resets_at.isoformat()
+    return limit_message(exc, now), headers
+
+
 def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> web.Response:
     headers: dict[str, str] = {}
     message = exc.message
     if request_id:
         headers["x-request-id"] = request_id
     if isinstance(exc, ResourceExhausted):
-        wait = retry_after_s(exc, now)
-        message = limit_message(exc, now)
-        headers["Retry-After"] = str(wait)
-        headers["x-should-retry"] = "false" if wait > NO_RETRY_AFTER_S else "true"
-        if exc.limit_id:
-            headers["x-rationer-limit"] = exc.limit_id
-        if exc.resets_at is not None:
-            headers["x-rationer-resets-at"] = exc.resets_at.isoformat()
+        message, limit = limit_details(exc, now)
+        headers.update(limit)
     status = exc.http_status if 400 <= exc.http_status < 600 else 500
     resp = json_error(status, error_body(message, exc.openai_type, exc.openai_code, exc.param), headers)
     if isinstance(exc, HttpError) and exc.close:
