@@ -144,12 +144,12 @@ async def running_stack(
             "service_token": SERVICE_TOKEN,
             **router_overrides,
         })  # fmt: skip
-        assembled = await build_deps(settings)
-        stack.push_async_callback(assembled.close)
-        server, port = create_server(settings.listen, assembled)
+        router_deps = await build_deps(settings)
+        stack.push_async_callback(router_deps.close)
+        server, port = create_server(settings.listen, router_deps)
         await start(server)
         stack.push_async_callback(server.stop, None)
-        runner = await start_http(assembled.core, settings.http)
+        runner = await start_http(router_deps.core, settings.http)
         stack.push_async_callback(runner.stop)
         key = await make_key(ledger.admin)
-        yield Stack(ledger, cache_address, f"127.0.0.1:{port}", runner, assembled.core, key, tiers, workers)
+        yield Stack(ledger, cache_address, f"127.0.0.1:{port}", runner, router_deps.core, key, tiers, workers)

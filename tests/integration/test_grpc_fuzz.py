@@ -138,9 +138,9 @@ async def _router(stack: AsyncExitStack, tmp: Path, worker: str, cache: str) -> 
         "default_max_tokens": MAX_FUZZ_TOKENS, "settlement_journal": str(tmp / "journal.sqlite3"),
         "service_token": SERVICE_TOKEN,
     })  # fmt: skip
-    assembled = await build_deps(settings)
-    stack.push_async_callback(assembled.close)
-    server, port = create_server(settings.listen, assembled)
+    router_deps = await build_deps(settings)
+    stack.push_async_callback(router_deps.close)
+    server, port = create_server(settings.listen, router_deps)
     await start(server)
     stack.push_async_callback(server.stop, None)
     key = await make_key(ledger.admin, org="fuzz-router")

@@ -87,10 +87,10 @@ async def _charges(target: str, request_id: str) -> list[UsageEvent]:
 
 
 async def _answer_while_the_ledger_goes_down(
-    assembled: RouterDeps, secret: str, request_id: str, ledger: tuple[object, object]
+    router_deps: RouterDeps, secret: str, request_id: str, ledger: tuple[object, object]
 ) -> float:
     req = CompletionRequest(messages=(Message("user", "Say ok."),), params=GenParams(max_tokens=4))
-    call = asyncio.ensure_future(assembled.core.complete(secret, req, request_id=request_id))
+    call = asyncio.ensure_future(router_deps.core.complete(secret, req, request_id=request_id))
     await asyncio.sleep(0.7)  # the hold is placed; the model is still answering
     server, deps = ledger
     await server.stop(None)  # type: ignore[attr-defined]
@@ -108,16 +108,16 @@ async def test_commit_survives_a_ledger_restart_during_the_call(tmp_path: Path) 
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="outage")
-    assembled = await build_deps(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
+    router_deps = await build_deps(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
     try:
-        down_since = await _answer_while_the_ledger_goes_down(assembled, key.secret, "outage-1", (server, deps))
+        down_since = await _answer_while_the_ledger_goes_down(router_deps, key.secret, "outage-1", (server, deps))
         await asyncio.sleep(max(0.0, 3.5 - (time.monotonic() - down_since)))
         server, deps = await _ledger(tmp_path, ledger_port)
         events = await _charges(target, "outage-1")
         assert len(events) == 1 and events[0].cost.nano_usd > 0
         assert (events[0].prompt_tokens, events[0].completion_tokens) == (20, 2)
     finally:
-        await assembled.close()
+        await router_deps.close()
         await server.stop(None)  # type: ignore[attr-defined]
         await close_deps(deps)  # type: ignore[arg-type]
         await upstream.cleanup()
