@@ -8,7 +8,7 @@ on its next start. Replays are safe because Commit is idempotent on the
 reservation id and RecordCacheHit on the record id of the served answer.
 
 Each row holds one typed record (``services/ledger/calls.py``): its kind,
-from the record's class, and its fields as JSON. That is the layout earlier
+from the record's class, and its fields as JSON (``to_record``'s form). That is the layout earlier
 runs wrote (a kind and the call's keyword arguments), so a journal left by
 one replays in the next; a field an older row lacks takes its default.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import structlog
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
-from services.ledger.calls import SettlementCall, from_record, to_record
+from services.ledger.calls import SettlementCall, from_record
 
 log = structlog.get_logger(__name__)
 
@@ -67,11 +67,13 @@ class SettlementJournal:
         return self.path is not None
 
     def add(self, call: SettlementCall) -> int:
-        record = to_record(call)
+        # Every field is a scalar, so the instance's own dict is the record's
+        # fields; to_record's asdict deep-copies each one, measurable on the hot path.
+        fields = vars(call)
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO pending (kind, args, created_at) VALUES (?, ?, ?)",
-                (record["kind"], json.dumps(record["fields"], separators=(",", ":")), self._clock.time()),
+                (call.KIND, json.dumps(fields, separators=(",", ":")), self._clock.time()),
             )
         assert cur.lastrowid is not None
         return cur.lastrowid

@@ -33,7 +33,7 @@ def plan_tiers(
     remaining_fraction: float,
     downgrade_on_exhaustion: bool,
 ) -> TierPlan:
-    """The chosen tier and its fallbacks, and where a budget denial on each tier leads."""
+    """The chosen tier and its fallbacks, and the tiers a budget denial may downgrade to."""
     decision = policy.decide(
         score,
         allowed_tiers=allowed_tiers,
@@ -41,14 +41,10 @@ def plan_tiers(
         healthy=healthy,
         remaining_fraction=remaining_fraction,
     )
-    on_denial = {}
-    if downgrade_on_exhaustion:
-        for tier in policy.allowed(allowed_tiers):
-            cheaper = policy.cheaper_than(tier, allowed_tiers)
-            on_denial[tier.name] = tuple(t for t in cheaper if t.name in healthy)
+    usable = tuple(t for t in policy.allowed(allowed_tiers) if t.name in healthy)
     return TierPlan(
         tiers=(decision.tier, *decision.fallbacks),
-        on_budget_denial=on_denial,
+        downgrades=usable if downgrade_on_exhaustion else (),
         complexity=score,
         downgraded=decision.downgraded,
     )

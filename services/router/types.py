@@ -10,7 +10,7 @@ No behaviour beyond small derived properties; the pipeline stages live in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,22 +178,23 @@ class EmbeddingsResult:
 class TierPlan:
     """The tiers one request may try, computed once from policy and scores.
 
-    ``tiers`` is the chosen tier then its fallbacks. ``on_budget_denial`` maps
-    each tier the key may use to the cheaper healthy tiers worth trying when
-    the ledger denies a hold there on a budget (empty when downgrading on
-    exhaustion is off): a dearer tier would be denied too.
+    ``tiers`` is the chosen tier then its fallbacks. ``downgrades`` are the
+    healthy tiers the key may use, cheapest first, when a budget denial may
+    move the request to a cheaper one (empty when downgrading on exhaustion
+    is off): after a denial only cheaper tiers are worth trying, since a
+    dearer one would be denied too.
     """
 
     tiers: tuple[TierSpec, ...]
-    on_budget_denial: Mapping[str, tuple[TierSpec, ...]] = field(default_factory=dict)
+    downgrades: tuple[TierSpec, ...] = ()
     complexity: float = 0.0
     downgraded: bool = False
 
     def after_denial(self, tier: TierSpec, limit_id: str) -> tuple[TierSpec, ...]:
-        """The tiers left after ``tier`` was denied on ``limit_id`` (maybe none)."""
+        """The tiers left after ``tier`` was denied on ``limit_id``, dearest first (maybe none)."""
         if not limit_id.startswith("budget"):
             return ()
-        return self.on_budget_denial.get(tier.name, ())
+        return tuple(t for t in reversed(self.downgrades) if t.rank < tier.rank)
 
 
 @dataclass(frozen=True)
