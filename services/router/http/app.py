@@ -359,11 +359,8 @@ async def start_http(core: RouterCore, settings: HttpSettings) -> HttpRunner:
     except OSError as exc:
         await runner.cleanup()
         if port_in_use(host, port):
-            raise port_busy_error(
-                port,
-                f"router HTTP listen {settings.listen}",
-                "stop what holds it, or choose another (rationer up --http-port N)",
-            ) from exc
+            raise port_busy_error(port, f"router HTTP listen {settings.listen}",
+                                  "stop what holds it, or choose another (rationer up --http-port N)") from exc
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("http front door serving", host=host, port=bound)
