@@ -8,6 +8,20 @@ from dataclasses import dataclass, field
 from rationer.platform.identity import Principal as Principal
 
 SCOPE_KINDS = ("org", "team", "user", "key", "project")
+
+
+@dataclass(frozen=True)
+class AuthorizeInput:
+    """One Authorize, as ``ledger.proto`` AuthorizeRequest names it (``estimated_prompt_tokens`` aside)."""
+
+    key_id: str
+    tier: str
+    model: str = ""
+    prompt_tokens: int = 0
+    max_completion_tokens: int = 0
+    project: str = ""
+    request_id: str = ""
+    ttl_s: float = 0.0  # 0 = the ledger's default
 UNITS = ("usd", "tokens")
 PERIODS = ("daily", "monthly", "lifetime")
 GROUP_BY = ("team", "user", "project", "model", "day", "tier")

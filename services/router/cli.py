@@ -140,9 +140,9 @@ def bench(
     """Gateway overhead on the miss, exact-hit and semantic-hit paths at concurrency 1 and 32."""
     import asyncio
 
-    from services.router.bench import run_bench
+    from rationer.cli.bench_import import bench_module
 
-    result = asyncio.run(run_bench(requests=requests))
+    result = asyncio.run(bench_module("bench.router").run_bench(requests=requests))
     if as_json:
         print(json.dumps(result))
         return
@@ -173,8 +173,9 @@ def bench_http(
     """Added latency and throughput of the HTTP front door (and gRPC) on the cache-miss path."""
     import asyncio
 
-    from services.router.http_bench import run_bench
+    from rationer.cli.bench_import import bench_module
 
+    run_bench = bench_module("bench.router_http").run_bench
     result = asyncio.run(run_bench(requests_c1=requests_c1, requests_c32=requests_c32, warmup=warmup, rounds=rounds))
     if as_json:
         print(json.dumps(result))

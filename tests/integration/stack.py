@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
-from services.ledger.testing import RunningLedger, TestKey, make_key, running_ledger, settings_for
 from services.router.http.app import HttpRunner, start_http
 from services.router.pipeline import RouterCore
 from services.router.server import create_server
 from services.router.settings import HttpSettings, RouterSettings, TierSettings
 from services.router.wiring import build_deps
+from testsupport.ledger import RunningLedger, TestKey, make_key, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
 
 # nano-USD per million tokens (input, output). "frontier" is the ledger's
 # seeded reference tier (gpt-4o list price); the cheaper one is priced here.
@@ -47,8 +47,8 @@ async def instant_frontier() -> AsyncIterator[str]:
     """
     from aiohttp import web
 
+    from bench.router_http import upstream_app
     from rationer.platform.net import free_port
-    from services.router.http_bench import upstream_app
 
     runner = web.AppRunner(upstream_app(), access_log=None)
     await runner.setup()
@@ -117,8 +117,8 @@ async def running_stack(
     WorkerSettings, sizes it) and, unless ``tiers`` is given, puts a
     ``local-small`` tier (rank 0) under the frontier tiers.
     """
-    from services.cache.testing import running_cache
-    from services.slm_worker.testing import SMOLLM2, running_worker
+    from testsupport.cache import running_cache
+    from testsupport.slm_worker import SMOLLM2, running_worker
 
     if tiers is None:
         tiers = frontier_tiers(frontier_base_url)

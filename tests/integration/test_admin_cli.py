@@ -18,8 +18,8 @@ from rationer.errors import ResourceExhausted
 from rationer.platform.clock import ShiftedClock
 from services.ledger.calls import CommitCall
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import RunningLedger, cache_hit, running_ledger, settings_for
 from tests.integration.test_ledger_cli import rationer
+from testsupport.ledger import RunningLedger, cache_hit, running_ledger, settings_for
 
 CLOCK_AT = datetime(2031, 3, 15, 12, tzinfo=UTC)
 

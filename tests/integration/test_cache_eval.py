@@ -8,7 +8,7 @@ import pytest
 from rationer.errors import FailedPrecondition
 from services.cache import pairsets
 from services.cache.evaluate import evaluate
-from services.cache.testing import shared_embedder
+from testsupport.cache import shared_embedder
 
 
 async def test_fow_cache_pairs_verifier_within_the_bound_and_the_guard_as_before() -> None:

@@ -17,7 +17,7 @@ from stack import Stack, running_stack
 from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from services.cache.testing import running_cache
+from testsupport.cache import running_cache
 
 Q = "How do I turn on two-factor authentication?"
 

@@ -49,14 +49,14 @@ from rationer.api.router.v1 import router_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.platform.interceptor import SERVICE_TOKEN_KEY
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
-from services.cache.testing import running_cache
-from services.ledger.testing import ADMIN_TOKEN, make_key, running_ledger, settings_for
 from services.router.server import create_server
 from services.router.settings import RouterSettings
 from services.router.wiring import build_deps
-from services.slm_worker.testing import SMOLLM2, running_worker
 from tests.integration.grpc_fuzz import payloads, raw_call
+from testsupport.cache import running_cache
+from testsupport.ledger import ADMIN_TOKEN, make_key, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
+from testsupport.slm_worker import SMOLLM2, running_worker
 
 pytestmark = pytest.mark.fuzz
 

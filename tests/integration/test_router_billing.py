@@ -30,7 +30,7 @@ from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from services.ledger.calls import CommitCall
 from services.router.settings import TierSettings
 from services.router.types import Message
-from services.slm_worker.testing import SMOLLM2, smollm2_settings
+from testsupport.slm_worker import SMOLLM2, smollm2_settings
 
 COUNTING = "Count from 1 to 100, separated by commas."  # a long, deterministic answer
 

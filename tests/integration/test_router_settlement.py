@@ -22,17 +22,18 @@ from aiohttp import web
 from rationer.errors import Unavailable
 from rationer.platform.net import free_port
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CommitCall
-from services.ledger.main import close_deps, open_deps
 from services.ledger.models import UsageEvent
 from services.ledger.server import create_server as create_ledger
-from services.ledger.testing import ADMIN_TOKEN, make_key, settings_for
+from services.ledger.wiring import build_deps, close_deps
 from services.router.journal import SettlementJournal
 from services.router.settings import RouterSettings
 from services.router.types import CompletionRequest, GenParams, Message
-from services.router.wiring import RouterDeps, build_deps
+from services.router.wiring import RouterDeps
+from services.router.wiring import build_deps as build_router_deps
+from testsupport.ledger import ADMIN_TOKEN, make_key, settings_for
+from testsupport.platform import SERVICE_TOKEN
 
 ANSWER_DELAY_S = 2.0
 
@@ -55,7 +56,7 @@ async def _slow_upstream(port: int) -> web.AppRunner:
 
 
 async def _ledger(tmp_path: Path, port: int, **overrides: Any) -> tuple[object, object]:
-    deps = await open_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
+    deps = await build_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
     server, _ = create_ledger(f"127.0.0.1:{port}", deps, service_token=SERVICE_TOKEN)
     await start(server)
     return server, deps
@@ -108,7 +109,7 @@ async def test_commit_survives_a_ledger_restart_during_the_call(tmp_path: Path) 
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="outage")
-    router_deps = await build_deps(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
+    router_deps = await build_router_deps(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
     try:
         down_since = await _answer_while_the_ledger_goes_down(router_deps, key.secret, "outage-1", (server, deps))
         await asyncio.sleep(max(0.0, 3.5 - (time.monotonic() - down_since)))
@@ -134,7 +135,7 @@ async def test_a_restarted_router_replays_its_journal_and_bills_late(tmp_path: P
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="crash")
-    first = await build_deps(_router_settings(target, upstream_port, journal))
+    first = await build_router_deps(_router_settings(target, upstream_port, journal))
     try:
         await _answer_while_the_ledger_goes_down(first, key.secret, "crash-1", (server, deps))
     finally:
@@ -143,7 +144,7 @@ async def test_a_restarted_router_replays_its_journal_and_bills_late(tmp_path: P
     (entry,) = SettlementJournal(journal).pending()
     assert isinstance(entry.call, CommitCall) and entry.call.completion_tokens == 2
     server, deps = await _ledger(tmp_path, ledger_port, reservation_ttl_s=1.0)
-    second = await build_deps(_router_settings(target, upstream_port, journal))
+    second = await build_router_deps(_router_settings(target, upstream_port, journal))
     try:
         events = await _charges(target, "crash-1")
         assert len(events) == 1 and events[0].cost.nano_usd > 0

@@ -13,9 +13,9 @@ import pytest
 
 from rationer.errors import InvalidArgument
 from services.cache import calibrate, pairsets
-from services.cache.testing import shared_embedder
 from services.cache.verifier import Verifier
 from services.cache.verifier_train import score_pairs, served_scores
+from testsupport.cache import shared_embedder
 
 
 def _write(path: Path, rows: Sequence[object]) -> Path:

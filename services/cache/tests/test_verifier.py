@@ -13,9 +13,9 @@ from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import FailedPrecondition, InvalidArgument
 from services.cache.cache import SemanticCache
 from services.cache.pair_features import FEATURE_NAMES, N_FEATURES
-from services.cache.testing import shared_embedder
 from services.cache.types import LookupQuery, StoreCommand
 from services.cache.verifier import NEVER, Verifier, operating_point
+from testsupport.cache import shared_embedder
 
 CURVE = {
     "thresholds": [0.1, 0.5, 0.8, 0.9, 1.0],
