@@ -38,7 +38,7 @@ from rationer.errors import InvalidArgument
 from rationer.platform.settings import load_settings, with_service_token
 from services.cache.settings import CacheSettings
 from services.ledger.settings import LedgerSettings
-from services.router.core import RouterCore
+from services.router.pipeline import RouterCore
 from services.router.settings import RouterSettings
 from services.slm_worker.metrics import DEFERRED, QUEUE_DEPTH, WorkerLoadCollector
 from services.slm_worker.pool import PoolLoad
@@ -261,7 +261,7 @@ def test_probes_hit_the_health_services(rendered: dict[str, list[Doc]], overlay:
             drain += settings.http.shutdown_timeout_s + settle
         assert grace > drain, (deployment, grace, drain)
     # The path the readiness probe asks for is one the router's HTTP door serves.
-    front_door = (ROOT / "services" / "router" / "http.py").read_text()
+    front_door = (ROOT / "services" / "router" / "http" / "app.py").read_text()
     assert re.search(r'for path in \("/ready", "/readyz"\):\s+app\.router\.add_get\(path, self\.ready\)', front_door)
     server = (ROOT / "rationer" / "platform" / "server.py").read_text()
     assert "add_HealthServicer_to_server" in server

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rationer.errors import InvalidArgument
-from services.router.model_types import GenParams, Message
-from services.router.requests import CompletionRequest, RouteResult
+from services.router.types import CompletionRequest, GenParams, Message, RouteResult
 
 # OpenAI's newer "developer" role is its name for the system prompt.
 ROLE_ALIASES = {"developer": "system"}

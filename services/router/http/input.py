@@ -21,7 +21,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, PayloadEncodingError
 
 from rationer.errors import InvalidArgument, Unauthenticated
-from services.router.http_errors import HttpError
+from rationer.platform.identity import bearer
+from services.router.http.errors import HttpError
 
 MAX_JSON_DEPTH = 32
 MAX_KEY_CHARS = 512
@@ -38,13 +39,7 @@ _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 def bearer_key(request: web.Request) -> str:
     """The key from ``Authorization: Bearer <key>``; 401 for anything else, before any lookup."""
-    raw = request.headers.get("Authorization")
-    if raw is None:
-        raise Unauthenticated("missing Authorization header; send 'Authorization: Bearer <rationer key>'")
-    scheme, _, token = raw.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("malformed Authorization header; expected 'Bearer <rationer key>'")
+    token = bearer(request.headers.get("Authorization"), where="Authorization header", header="Authorization")
     if len(token) > MAX_KEY_CHARS or not _CREDENTIAL.fullmatch(token):
         raise Unauthenticated(
             "malformed Authorization header: the key must be printable ASCII without spaces "

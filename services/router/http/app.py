@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP front door (aiohttp), inside the router process.
 
-A second thin adapter over :class:`RouterCore`, next to the gRPC servicer:
-handlers convert JSON to core requests and back, with no extra hop. aiohttp
+A second thin adapter over :class:`RouterCore`'s façade, next to the gRPC
+servicer: handlers convert JSON to core requests and back, with no extra hop. aiohttp
 was chosen over starlette/uvicorn by measured overhead (docs/http.md).
 
 Streaming waits for the core's first event before sending headers, so every
@@ -17,27 +17,19 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
-from rationer.errors import DeadlineExceeded, InvalidArgument, RationerError
+from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
-from services.router.cache_feedback import http_cache_feedback
-from services.router.core import RouterCore
-from services.router.http_embeddings import BatchEmbedder, Billing, embeddings
-from services.router.http_errors import (
-    HttpError,
-    domain_response,
-    error_body,
-    http_error_response,
-    json_error,
-    sse_error,
-)
-from services.router.http_input import (
+from services.router.http.embeddings import embeddings_body, parse_inputs
+from services.router.http.errors import domain_response, error_body, json_error, sse_error
+from services.router.http.feedback import http_cache_feedback
+from services.router.http.input import (
     bearer_key,
     parse_json,
     quiet_protocol_errors,
@@ -46,11 +38,13 @@ from services.router.http_input import (
     timeout_header,
     token_list_header,
 )
-from services.router.http_openapi import openapi_document
-from services.router.http_schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.http.openapi import openapi_document
+from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.pipeline import RouterCore
+from services.router.policy import TierSpec
 from services.router.request_ids import check_request_id
 from services.router.settings import HttpSettings
-from services.router.streaming import StreamEvent, stream_completion
+from services.router.types import StreamEvent
 
 log = structlog.get_logger(__name__)
 
@@ -80,13 +74,12 @@ def _route_name(request: web.Request) -> str:
 class FrontDoor:
     """Handlers and middleware; one instance per router process."""
 
-    def __init__(self, core: RouterCore, settings: HttpSettings, *, embedder: BatchEmbedder | None = None) -> None:
+    def __init__(self, core: RouterCore, settings: HttpSettings) -> None:
         self.core = core
         self.settings = settings
-        self.embedder: BatchEmbedder = embedder if embedder is not None else core.embedder  # type: ignore[assignment]
         self.draining = False
         self._cors = set(settings.cors_origins)
-        self._openapi = json.dumps(openapi_document(core.limits, settings)).encode()
+        self._openapi = json.dumps(openapi_document(core.request_limits, settings)).encode()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
@@ -120,7 +113,7 @@ class FrontDoor:
         if request.method == "OPTIONS" and self._cors and origin:
             resp: web.StreamResponse = self._preflight(request, origin)
         elif bad_id is not None:
-            resp = http_error_response(HttpError(400, bad_id.message, param="x-request-id"), rid)
+            resp = domain_response(InvalidArgument(bad_id.message, param="x-request-id"), self.core.clock.now(), rid)
         else:
             with structlog.contextvars.bound_contextvars(request_id=rid, path=request.path):
                 resp = await self._guarded(request, handler, rid)
@@ -147,8 +140,6 @@ class FrontDoor:
             if exc.http_status >= 500:
                 log.warning("request failed", status=exc.http_status, error=exc.message)
             return domain_response(exc, self.core.clock.now(), rid)
-        except HttpError as exc:
-            return http_error_response(exc, rid)
         except web.HTTPException as exc:
             # aiohttp's own refusals (no route, wrong method, body too large).
             message = exc.text or exc.reason
@@ -202,13 +193,13 @@ class FrontDoor:
         # A bad key is 401 before any body is read (the core's own check then
         # hits the auth cache).
         key = bearer_key(request)
-        await self.core.auth.principal(key)
+        await self.core.principal(key)
         project, deadline = text_header(request, "x-rationer-project"), self._deadline(request)
         call = parse_chat(await self._json(request), project=project, no_cache=self._no_cache(request))
         rid = request[RID]
         if call.stream:
-            events = stream_completion(self.core, key, call.request, request_id=rid, deadline=deadline,
-                                       allow_restart=call.allow_restart)  # fmt: skip
+            events = self.core.stream(key, call.request, request_id=rid, deadline=deadline,
+                                      allow_restart=call.allow_restart)  # fmt: skip
             writer = ChunkWriter(rid, int(self.core.clock.time()), call.requested_model, call.include_usage)
             return await self._stream(request, events, writer)
         text, res = await self.core.complete(key, call.request, request_id=rid, deadline=deadline)
@@ -216,9 +207,9 @@ class FrontDoor:
         return web.Response(body=payload, content_type="application/json", headers=route_headers(res))
 
     async def _stream(
-        self, request: web.Request, events: AsyncIterator[StreamEvent], writer: ChunkWriter
+        self, request: web.Request, events: AsyncGenerator[StreamEvent, None], writer: ChunkWriter
     ) -> web.StreamResponse:
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async with contextlib.aclosing(events):
             # Errors up to the first event propagate: the middleware answers
             # them with a real status code, as the non-streaming path does.
             first = await anext(events)
@@ -234,7 +225,7 @@ class FrontDoor:
             except asyncio.CancelledError:
                 # The client went away (aiohttp cancels the handler): leaving
                 # the block closes the generator, which stops generation and
-                # commits what was generated (streaming.py), or releases the
+                # commits what was generated (stream.py), or releases the
                 # hold if nothing was.
                 log.info("client disconnected mid-stream")
                 raise
@@ -263,31 +254,24 @@ class FrontDoor:
 
     # ---- models, embeddings -------------------------------------------------
 
-    def _model_list(self, allowed_tiers: tuple[str, ...]) -> list[dict[str, Any]]:
-        ids = ["auto"]
-        for tier in self.core.policy.allowed(allowed_tiers):
-            ids += [i for i in (tier.name, tier.model) if i not in ids]
-        return [{"id": i, "object": "model", "created": 0, "owned_by": "rationer"} for i in ids]
-
     async def models(self, request: web.Request) -> web.Response:
-        principal = await self.core.auth.principal(bearer_key(request))
-        return web.json_response({"object": "list", "data": self._model_list(principal.allowed_tiers)})
+        tiers = await self.core.models_for(bearer_key(request))
+        return web.json_response({"object": "list", "data": _model_list(tiers)})
 
     async def model(self, request: web.Request) -> web.Response:
-        principal = await self.core.auth.principal(bearer_key(request))
+        tiers = await self.core.models_for(bearer_key(request))
         wanted = request.match_info["model"]
-        for entry in self._model_list(principal.allowed_tiers):
+        for entry in _model_list(tiers):
             if entry["id"] == wanted:
                 return web.json_response(entry)
-        raise HttpError(404, f"model {wanted!r} does not exist or this key may not use it; see GET /v1/models",
-                        code="model_not_found", param="model")  # fmt: skip
+        raise NotFound(f"model {wanted!r} does not exist or this key may not use it; see GET /v1/models")
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        principal = await self.core.auth.principal(bearer_key(request))
-        body = await self._json(request)
-        bill = Billing(self.core.ledger, self.core.settler, principal, request[RID],
-                       request.headers.get("x-rationer-project", ""))  # fmt: skip
-        out, headers = await embeddings(self.embedder, body, bill, max_inputs=self.settings.max_embedding_inputs)
+        principal = await self.core.principal(bearer_key(request))
+        texts, fmt = parse_inputs(await self._json(request), self.settings.max_embedding_inputs)
+        result = await self.core.embed(principal, texts, request_id=request[RID],
+                                       project=request.headers.get("x-rationer-project", ""))  # fmt: skip
+        out, headers = embeddings_body(result, fmt, request[RID])
         return web.json_response(out, headers=headers)
 
     # ---- operations ---------------------------------------------------------
@@ -296,7 +280,7 @@ class FrontDoor:
         return web.json_response({"status": "ok"})
 
     async def ready(self, request: web.Request) -> web.Response:
-        healthy = [t.name for t in self.core.policy.tiers if self.core.backends[t.name].healthy(t.model)]
+        healthy = self.core.ready()
         ok = bool(healthy) and not self.draining
         status = "ready" if ok else ("draining" if self.draining else "no healthy tier")
         return web.json_response({"status": status, "healthy_tiers": healthy}, status=200 if ok else 503)
@@ -306,6 +290,13 @@ class FrontDoor:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
+
+
+def _model_list(tiers: tuple[TierSpec, ...]) -> list[dict[str, Any]]:
+    ids = ["auto"]
+    for tier in tiers:
+        ids += [i for i in (tier.name, tier.model) if i not in ids]
+    return [{"id": i, "object": "model", "created": 0, "owned_by": "rationer"} for i in ids]
 
 
 async def _send_and_close(request: web.Request, resp: web.StreamResponse) -> None:
@@ -348,9 +339,9 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def start_http(core: RouterCore, settings: HttpSettings, *, embedder: BatchEmbedder | None = None) -> HttpRunner:
+async def start_http(core: RouterCore, settings: HttpSettings) -> HttpRunner:
     """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
-    door = FrontDoor(core, settings, embedder=embedder)
+    door = FrontDoor(core, settings)
     # handler_cancellation: a client that disconnects cancels its handler, so
     # generation stops at once and is settled for what it produced. The body
     # timeout also bounds a connection that stalls in its headers or sits idle

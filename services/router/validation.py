@@ -1,66 +1,13 @@
-"""Request validation and the plain request/result types of the router core."""
+"""Request validation: bad input refused with a message a person can act on, defaults filled."""
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 
 from rationer.errors import InvalidArgument
-from services.router.model_types import GenParams, Message
+from services.router.types import CompletionRequest, GenParams, RequestLimits
 
 ROLES = frozenset({"system", "user", "assistant"})
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    max_messages: int = 256
-    max_prompt_chars: int = 64 * 1024
-    default_max_tokens: int = 256
-    max_tokens_cap: int = 4096
-    max_stop: int = 8
-    max_stop_chars: int = 64
-    max_tag_chars: int = 128
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    messages: tuple[Message, ...]
-    params: GenParams
-    model: str = ""
-    allow_cache_when_sampling: bool = False
-    no_cache: bool = False
-    project: str = ""
-    user: str = ""
-
-
-@dataclass
-class RouteResult:
-    request_id: str
-    tier: str = ""
-    model: str = ""
-    complexity: float = 0.0
-    cache_hit: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_nano_usd: int = 0
-    savings_nano_usd: int = 0
-    fallbacks: list[str] = field(default_factory=list)
-    downgraded: bool = False
-    budget_remaining_fraction: float = 1.0
-    finish_reason: str = "stop"
-    gateway_overhead_ms: float = 0.0
-    model_ms: float = 0.0
-    usage_exact: bool = True
-    # The ledger could not take the commit yet; it is being retried in the
-    # background (cost fields then read 0 in this response).
-    settlement_pending: bool = False
-    # Time spent per stage of the gateway's own path (auth, embed, cache,
-    # headroom, classify, authorize, settle), for overhead breakdowns.
-    stage_ms: dict[str, float] = field(default_factory=dict)
-
-    def add_stage(self, name: str, started: float) -> None:
-        self.stage_ms[name] = self.stage_ms.get(name, 0.0) + (time.perf_counter() - started) * 1000
 
 
 def _check_text(value: str, what: str) -> None:
@@ -73,13 +20,15 @@ def validate(req: CompletionRequest, limits: RequestLimits) -> CompletionRequest
     if not req.messages:
         raise InvalidArgument("messages is empty; send at least one message with role 'user'", param="messages")
     if len(req.messages) > limits.max_messages:
-        raise InvalidArgument(f"too many messages ({len(req.messages)}); the limit is {limits.max_messages}",
-                              param="messages")
+        raise InvalidArgument(
+            f"too many messages ({len(req.messages)}); the limit is {limits.max_messages}", param="messages"
+        )
     total = 0
     for i, msg in enumerate(req.messages):
         if msg.role not in ROLES:
-            raise InvalidArgument(f"messages[{i}].role is {msg.role!r}; use one of system, user, assistant",
-                                  param=f"messages[{i}].role")
+            raise InvalidArgument(
+                f"messages[{i}].role is {msg.role!r}; use one of system, user, assistant", param=f"messages[{i}].role"
+            )
         _check_text(msg.content, f"messages[{i}].content")
         total += len(msg.content)
     if not any(m.role == "user" and m.content.strip() for m in req.messages):
@@ -121,6 +70,4 @@ def _validate_params(p: GenParams, limits: RequestLimits) -> GenParams:
         if not s or len(s) > limits.max_stop_chars:
             raise InvalidArgument(f"stop sequences must be 1..{limits.max_stop_chars} characters", param="stop")
         _check_text(s, "a stop sequence")
-    return GenParams(
-        max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop, seed=p.seed
-    )
+    return GenParams(max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop, seed=p.seed)

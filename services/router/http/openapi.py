@@ -1,7 +1,7 @@
 """The front door's OpenAPI 3.1 document, served at ``GET /openapi.json``.
 
-Hand-written to say exactly what the parsers accept (http_schema.py,
-http_embeddings.py, the core's ``validate``), with the limits of this
+Hand-written to say exactly what the parsers accept (schema.py,
+embeddings.py, the core's ``validate``), with the limits of this
 router's own settings filled in, so a generator such as schemathesis can
 drive the door from it: a request the document rejects must get a 4xx, and
 no request may get a 5xx (tests/integration/test_http_fuzz.py). Optional
@@ -15,27 +15,28 @@ from __future__ import annotations
 from typing import Any
 
 from rationer.embedding import DIM
-from services.router.http_embeddings import MAX_INPUT_CHARS, MODEL_ID
-from services.router.http_input import MAX_JSON_DEPTH
-from services.router.http_schema import INT64_MAX, INT64_MIN
-from services.router.requests import RequestLimits
+from services.router.embeddings import MODEL_ID
+from services.router.http.embeddings import MAX_INPUT_CHARS
+from services.router.http.input import MAX_JSON_DEPTH
+from services.router.http.schema import INT64_MAX, INT64_MIN
 from services.router.settings import HttpSettings
+from services.router.types import RequestLimits
 
-_NO_NUL = "^[^\\u0000]*$"
+NO_NUL = "^[^\\u0000]*$"
 # Some character other than white space, and no NUL anywhere.
-_VISIBLE = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+VISIBLE = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 _SECONDS = "^[0-9]{1,6}(\\.[0-9]{1,6})?$"
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _ref(name: str) -> dict[str, str]:
+def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -47,11 +48,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         413: "body over max_body_bytes", 429: "rate limit or exhausted budget",
         503: "no allowed tier is available", 504: "deadline passed",
     }
-    return {str(s): _json(_ref("Error"), what[s]) for s in statuses}
+    return {str(s): json_body(ref("Error"), what[s]) for s in statuses}
 
 
 def _chat_request(limits: RequestLimits) -> dict[str, Any]:
-    text = {"type": "string", "maxLength": limits.max_prompt_chars, "pattern": _NO_NUL}
+    text = {"type": "string", "maxLength": limits.max_prompt_chars, "pattern": NO_NUL}
     part = {"type": "object", "required": ["type", "text"],
             "properties": {"type": {"const": "text"}, "text": text}}
     message = {
@@ -63,32 +64,32 @@ def _chat_request(limits: RequestLimits) -> dict[str, Any]:
         },
     }
     tokens = {"type": "integer", "minimum": 1, "maximum": limits.max_tokens_cap}
-    stop = {"type": "string", "minLength": 1, "maxLength": limits.max_stop_chars, "pattern": _NO_NUL}
+    stop = {"type": "string", "minLength": 1, "maxLength": limits.max_stop_chars, "pattern": NO_NUL}
     tag = {"type": "string", "maxLength": limits.max_tag_chars}
-    flag = _nullable({"type": "boolean"})
+    flag = nullable({"type": "boolean"})
     return {
         "type": "object",
         "required": ["messages"],
         "description": "OpenAI chat completions; at least one non-empty user message. "
         "max_completion_tokens wins over max_tokens; the one used must be within the cap.",
         "properties": {
-            "model": _nullable(tag),
+            "model": nullable(tag),
             "messages": {"type": "array", "minItems": 1, "maxItems": limits.max_messages, "items": message,
                          "contains": {"type": "object", "required": ["role", "content"], "properties": {
-                             "role": {"const": "user"}, "content": {**text, "pattern": _VISIBLE}}}},
-            "max_tokens": _nullable({"type": "integer", "minimum": 1}),
-            "max_completion_tokens": _nullable(tokens),
-            "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
-            "top_p": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
+                             "role": {"const": "user"}, "content": {**text, "pattern": VISIBLE}}}},
+            "max_tokens": nullable({"type": "integer", "minimum": 1}),
+            "max_completion_tokens": nullable(tokens),
+            "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
+            "top_p": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
             "stop": {"anyOf": [stop, {"type": "array", "maxItems": limits.max_stop, "items": stop},
                                {"type": "null"}]},
-            "seed": _nullable({"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}),
+            "seed": nullable({"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}),
             "stream": flag,
-            "stream_options": _nullable({"type": "object", "properties": {"include_usage": {"type": "boolean"}},
+            "stream_options": nullable({"type": "object", "properties": {"include_usage": {"type": "boolean"}},
                                          "description": "only with stream: true"}),
-            "n": _nullable({"type": "integer", "minimum": 1, "maximum": 1}),
-            "response_format": _nullable({"type": "object", "properties": {"type": {"const": "text"}}}),
-            "user": _nullable(tag),
+            "n": nullable({"type": "integer", "minimum": 1, "maximum": 1}),
+            "response_format": nullable({"type": "object", "properties": {"type": {"const": "text"}}}),
+            "user": nullable(tag),
             "no_cache": flag,
             "allow_cache_when_sampling": flag,
             "allow_restart": flag,
@@ -105,17 +106,15 @@ def _embeddings_request(settings: HttpSettings) -> dict[str, Any]:
             "input": {"anyOf": [text, {"type": "array", "minItems": 1, "maxItems": settings.max_embedding_inputs,
                                        "items": text}]},
             "model": {"description": f"accepted as given; answered as {MODEL_ID}"},
-            "encoding_format": _nullable({"enum": ["float", "base64"]}),
-            "dimensions": _nullable({"type": "integer", "minimum": DIM, "maximum": DIM}),
+            "encoding_format": nullable({"enum": ["float", "base64"]}),
+            "dimensions": nullable({"type": "integer", "minimum": DIM, "maximum": DIM}),
         },
     }
 
 
-def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
-    nonneg = {"type": "integer", "minimum": 0}
-    usage = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-             "properties": {k: nonneg for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
-    route = {
+def _route_schema() -> dict[str, Any]:
+    """The ``rationer`` object of a completion: how the gateway routed and billed it."""
+    return {
         "type": "object",
         "required": ["request_id", "tier", "model", "cache", "cost_usd", "cost_nano_usd", "savings_usd",
                      "savings_nano_usd", "fallbacks", "downgraded", "usage_exact", "settlement_pending"],
@@ -130,6 +129,13 @@ def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
             "gateway_overhead_ms": {"type": "number"},
         },
     }
+
+
+def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
+    nonneg = {"type": "integer", "minimum": 0}
+    usage = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+             "properties": {k: nonneg for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+    route = _route_schema()
     choice = {
         "type": "object",
         "required": ["index", "message", "finish_reason"],
@@ -170,7 +176,7 @@ def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
         },
         "Model": model,
         "ModelList": {"type": "object", "required": ["object", "data"],
-                      "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}},
+                      "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": ref("Model")}}},
         "EmbeddingsRequest": _embeddings_request(settings),
         "EmbeddingList": {"type": "object", "required": ["object", "data", "model", "usage"],
                           "properties": {"object": {"const": "list"}, "model": {"const": MODEL_ID},
@@ -202,30 +208,30 @@ def _paths(limits: RequestLimits) -> dict[str, Any]:
         "data": {"type": "string", "description": "a chat.completion.chunk, an error object, or [DONE]"}}}
     sse = {"text/event-stream": {"schema": event}}
     chat_ok = {"description": "the answer (JSON), or an SSE stream of chat.completion.chunk events",
-               "content": {"application/json": {"schema": _ref("ChatCompletion")}, **sse}}
+               "content": {"application/json": {"schema": ref("ChatCompletion")}, **sse}}
     public: list[dict[str, list[str]]] = []
-    ready = {"200": _json(_ref("Ready"), "at least one tier is healthy"),
-             "503": _json(_ref("Ready"), "draining, or no tier is healthy")}
-    health = {"get": {"security": public, "responses": {"200": _json(
+    ready = {"200": json_body(ref("Ready"), "at least one tier is healthy"),
+             "503": json_body(ref("Ready"), "draining, or no tier is healthy")}
+    health = {"get": {"security": public, "responses": {"200": json_body(
         {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}, "the process answers")}}}
     return {
         "/v1/chat/completions": {"post": {
             "operationId": "createChatCompletion", "parameters": chat_headers,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ChatRequest")}}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("ChatRequest")}}},
             "responses": {"200": chat_ok, **_errors(400, 401, 403, 404, 408, 409, 413, 429, 503, 504)},
         }},
         "/v1/models": {"get": {"operationId": "listModels", "responses": {
-            "200": _json(_ref("ModelList"), "what this key may use"), **_errors(401)}}},
+            "200": json_body(ref("ModelList"), "what this key may use"), **_errors(401)}}},
         "/v1/models/{model}": {"get": {
             "operationId": "retrieveModel",
             "parameters": [{"name": "model", "in": "path", "required": True,
                             "schema": {"type": "string", "minLength": 1}}],
-            "responses": {"200": _json(_ref("Model"), "the model"), **_errors(401, 404)},
+            "responses": {"200": json_body(ref("Model"), "the model"), **_errors(401, 404)},
         }},
         "/v1/embeddings": {"post": {
             "operationId": "createEmbeddings",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("EmbeddingsRequest")}}},
-            "responses": {"200": _json(_ref("EmbeddingList"), "one vector per input"),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("EmbeddingsRequest")}}},
+            "responses": {"200": json_body(ref("EmbeddingList"), "one vector per input"),
                           **_errors(400, 401, 408, 413, 429)},
         }},
         "/v1/cache/feedback": {"post": {
@@ -235,7 +241,7 @@ def _paths(limits: RequestLimits) -> dict[str, Any]:
                 "type": "object", "additionalProperties": False, "required": ["request_id"],
                 "properties": {"request_id": {"type": "string", "minLength": 1, "maxLength": 64,
                                               "pattern": "^[A-Za-z0-9._:-]+$"}}}}}},
-            "responses": {"200": _json({"type": "object"}, "the report was taken"),
+            "responses": {"200": json_body({"type": "object"}, "the report was taken"),
                           **_errors(400, 401, 403, 404, 408, 413, 429)},
         }},
         "/health": health, "/healthz": health,
@@ -244,7 +250,7 @@ def _paths(limits: RequestLimits) -> dict[str, Any]:
         "/metrics": {"get": {"security": public, "responses": {"200": {
             "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"security": public,
-                                  "responses": {"200": _json({"type": "object"}, "this document")}}},
+                                  "responses": {"200": json_body({"type": "object"}, "this document")}}},
     }
 
 
