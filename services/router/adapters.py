@@ -67,6 +67,9 @@ class GrpcLedger:
     async def record_cache_hit(self, call: CacheHitCall) -> Charge:
         return _charge(await self.client.record_cache_hit(call))
 
+    async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None:
+        await self.client.record_wrong_hit(key_id, request_id)
+
     async def reference_price(self) -> tuple[int, int]:
         for price in await self.client.list_prices():
             if price.is_reference:

@@ -42,7 +42,7 @@ from services.router.policy import TierPolicy, TierSpec
 from services.router.ports import CachePort, EmbedderPort, LedgerPort, ModelBackend, ScorerPort
 from services.router.pricing import PriceBook
 from services.router.request_ids import feedback_request_id
-from services.router.settlement import Settler
+from services.router.settlement import Settler, best_effort
 from services.router.stream import StreamAttempt
 from services.router.tokens import TokenCounter
 from services.router.types import (
@@ -134,7 +134,14 @@ class RouterCore:
         rid = feedback_request_id(request_id)
         if self.cache is None or not self.config.cache_enabled:
             raise FailedPrecondition("this gateway runs without the cache; no answer came from it")
-        return await self.cache.report_wrong_hit(tenant=principal.tenant, key_id=principal.key_id, request_id=rid)
+        report = await self.cache.report_wrong_hit(tenant=principal.tenant, key_id=principal.key_id, request_id=rid)
+        if not report.already_reported:
+            # The chargeback's wrong_hits column; the cache has already evicted the entry, so a ledger
+            # outage here costs one count, never a wrong answer (the ledger ignores a repeat).
+            await best_effort(
+                self.ledger.record_wrong_hit(key_id=principal.key_id, request_id=rid), "record wrong hit"
+            )
+        return report
 
     # ---- unary ---------------------------------------------------------------------
 

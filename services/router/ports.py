@@ -51,6 +51,8 @@ class LedgerPort(Protocol):
 
     async def record_cache_hit(self, call: CacheHitCall) -> Charge: ...
 
+    async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None: ...
+
 
 class CachePort(Protocol):
     async def lookup(

@@ -67,6 +67,7 @@ class FakeLedger:
     commits: list[CommitCall] = field(default_factory=list)
     hits: list[CacheHitCall] = field(default_factory=list)
     releases: list[tuple[str, str]] = field(default_factory=list)  # (reservation id, reason)
+    wrong_hits: list[tuple[str, str]] = field(default_factory=list)  # (key id, request id)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def authenticate(self, api_key: str) -> Principal:
@@ -108,6 +109,10 @@ class FakeLedger:
         self.hits.append(call)
         return Charge(0, 0)
 
+    async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None:
+        self._settling()
+        self.wrong_hits.append((key_id, request_id))
+
 
 @dataclass
 class FakeCache:
@@ -125,8 +130,12 @@ class FakeCache:
             return None
         return self.hit
 
+    reported: set[str] = field(default_factory=set)
+
     async def report_wrong_hit(self, *, tenant: str, key_id: str, request_id: str) -> WrongHitReport:
-        return WrongHitReport(entry_id="e_1", evicted=True, already_reported=False)
+        again = request_id in self.reported
+        self.reported.add(request_id)
+        return WrongHitReport(entry_id="e_1", evicted=not again, already_reported=again)
 
     async def store(
         self, *, tenant: str, text: str, vector: npt.NDArray[np.float32], context: dict[str, object], answer: str,

@@ -20,7 +20,7 @@ from rationer.errors import (
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.router import settlement
 from services.router.journal import SettlementJournal
-from services.router.tests.fakes import KEY, FakeBackend, Fakes, hit, request
+from services.router.tests.fakes import KEY, PRINCIPAL, FakeBackend, Fakes, hit, request
 from services.router.types import StreamEvent
 
 
@@ -296,3 +296,20 @@ async def test_the_facade_answers_for_the_doors() -> None:
     assert fakes.ledger.holds == [("embeddings", "e1")] and fakes.ledger.commits[0].tier == "embeddings"
     with pytest.raises(InvalidArgument):
         await core.report_wrong_hit(KEY, "")
+
+
+async def test_a_first_wrong_hit_report_is_counted_by_the_ledger_once() -> None:
+    fakes = Fakes()
+    core = fakes.core()
+    assert (await core.report_wrong_hit(KEY, "r7")).evicted
+    again = await core.report_wrong_hit(KEY, "r7")
+    assert again.already_reported
+    assert fakes.ledger.wrong_hits == [(PRINCIPAL.key_id, "r7")]
+
+
+async def test_a_ledger_outage_does_not_fail_the_wrong_hit_report() -> None:
+    fakes = Fakes()
+    fakes.ledger.settle_failures = 1
+    core = fakes.core()
+    assert (await core.report_wrong_hit(KEY, "r8")).evicted
+    assert fakes.ledger.wrong_hits == []
