@@ -40,6 +40,7 @@ from services.router.http.input import (
 )
 from services.router.http.openapi import openapi_document
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.http.tracing import tracing_middlewares
 from services.router.pipeline import RouterCore
 from services.router.policy import TierSpec
 from services.router.request_ids import check_request_id
@@ -82,7 +83,8 @@ class FrontDoor:
         self._openapi = json.dumps(openapi_document(core.request_limits, settings)).encode()
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
+                              middlewares=[*tracing_middlewares(), self._envelope])  # fmt: skip
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         # Model ids may hold a slash ("org/model", as on Hugging Face).
