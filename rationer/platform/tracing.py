@@ -2,7 +2,7 @@
 
 Off unless a service's settings name an OTLP/gRPC collector
 (``otlp_endpoint``): then :func:`configure_tracing` gives that service its own
-tracer provider (resource ``service.name=rationer-<service>``) that batches
+tracer provider (resource ``service.name`` ``rationer-router``, ``-ledger``, ``-cache``, ``-slm-worker``) that batches
 spans to the collector. Off, :func:`tracer` answers the API's no-op tracer and
 the hooks below return before touching any span or context, so an untraced
 deployment pays one dict lookup per call.
@@ -79,7 +79,8 @@ def configure_tracing(service: str, endpoint: str, *, exporter: Any = None) -> T
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"))
-    provider = TracerProvider(resource=Resource.create({"service.name": f"rationer-{service}",
+    name = f"rationer-{service.replace('_', '-')}"
+    provider = TracerProvider(resource=Resource.create({"service.name": name,
                                                         "service.namespace": "rationer"}))  # fmt: skip
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _TRACERS[service] = provider.get_tracer(INSTRUMENTATION)

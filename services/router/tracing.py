@@ -77,13 +77,13 @@ def traced_complete(fn: F) -> F:
         try:
             with trace.use_span(span, record_exception=False, set_status_on_exception=False):
                 text, result = await fn(self, api_key, raw, **kw)
+            record_result(span, result)
+            return text, result
         except BaseException as exc:
             _failed(span, exc)
             raise
         finally:
             span.end()
-        record_result(span, result)
-        return text, result
 
     return wrapper  # type: ignore[return-value]
 

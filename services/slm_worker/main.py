@@ -68,7 +68,7 @@ def main(config: Path | None = None) -> int:
     # The service token is scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
     try:
-        with tracing_for("worker", settings.otlp_endpoint):
+        with tracing_for("slm_worker", settings.otlp_endpoint):
             asyncio.run(run(settings))
     except RationerError as exc:
         log.error("worker failed to start", error=exc.message)
