@@ -182,10 +182,13 @@ class _Call:
         return _decoded(self.method, request)
 
     def bind(self) -> Any:
-        scope = contextlib.ExitStack()
-        scope.enter_context(structlog.contextvars.bound_contextvars(
+        log_scope = structlog.contextvars.bound_contextvars(
             request_id=self.request_id, rpc=self.method, principal=self.principal or None
-        ))  # fmt: skip
+        )
+        if not tracing.enabled(self.service):
+            return log_scope
+        scope = contextlib.ExitStack()
+        scope.enter_context(log_scope)
         self.span = scope.enter_context(tracing.server_span(self.service, self.full_method, self.metadata))
         return scope
 

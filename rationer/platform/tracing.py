@@ -98,6 +98,10 @@ def tracing_for(service: str, endpoint: str) -> Iterator[Tracing | None]:
             handle.shutdown()
 
 
+def enabled(service: str) -> bool:
+    return service in _TRACERS
+
+
 def tracer(service: str) -> Tracer:
     """``service``'s tracer; the no-op tracer while its tracing is off."""
     return _TRACERS.get(service, NOOP_TRACER)
@@ -242,5 +246,9 @@ async def _finish_stream(span: Span, call: Any) -> None:
 
 
 def client_interceptors() -> list[Any]:
-    """Interceptors that put each call in a CLIENT span and send the trace context."""
-    return [_UnaryTrace(), _StreamTrace()]
+    """Interceptors that put each call in a CLIENT span and send the trace context.
+
+    None while no service of this process is traced: channels are built after
+    ``main`` configured tracing, so an untraced process has no extra hop.
+    """
+    return [_UnaryTrace(), _StreamTrace()] if _TRACERS else []

@@ -35,9 +35,16 @@ def tracing_middlewares(service: str = "router") -> list[Callable[..., Awaitable
         if route:
             attributes["http.route"] = route
         name = f"{request.method} {route}" if route else request.method
+        # No exception events: an exception's text may quote the request.
         with t.start_as_current_span(name, context=PROPAGATOR.extract(request.headers), kind=SpanKind.SERVER,
-                                     attributes=attributes) as span, use_tracer(t):  # fmt: skip
-            resp = await handler(request)
+                                     attributes=attributes, record_exception=False,
+                                     set_status_on_exception=False) as span, use_tracer(t):  # fmt: skip
+            try:
+                resp = await handler(request)
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
             span.set_attribute("http.response.status_code", resp.status)
             if resp.status >= 500:
                 span.set_status(Status(StatusCode.ERROR, str(resp.status)))
