@@ -23,13 +23,15 @@ from services.router.types import CompletionRequest, RouteResult, StreamEvent
 
 SERVICE = "router"
 NANO = 1_000_000_000
+MAX_MODEL_CHARS = 128
 
 F = TypeVar("F", bound=Callable[..., Awaitable[tuple[str, RouteResult]]])
 G = TypeVar("G", bound=Callable[..., AsyncGenerator[StreamEvent, None]])
 
 
 def _start(raw: CompletionRequest, *, streamed: bool) -> Span:
-    requested = raw.model or "auto"
+    # Cut: the span opens before validation, and the name is the caller's text.
+    requested = (raw.model or "auto")[:MAX_MODEL_CHARS]
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "rationer",
