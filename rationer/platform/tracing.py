@@ -2,10 +2,11 @@
 
 Off unless a service's settings name an OTLP/gRPC collector
 (``otlp_endpoint``): then :func:`configure_tracing` gives that service its own
-tracer provider (resource ``service.name`` ``rationer-router``, ``-ledger``, ``-cache``, ``-slm-worker``) that batches
-spans to the collector. Off, :func:`tracer` answers the API's no-op tracer and
-the hooks below return before touching any span or context, so an untraced
-deployment pays one dict lookup per call.
+tracer provider (``service.name`` ``rationer-router``, ``-ledger``, ``-cache``,
+``-slm-worker``) that batches spans to the collector. Off, :func:`tracer`
+answers the API's no-op tracer, channels get no tracing interceptor and the
+hooks return before touching any span or context, so an untraced deployment
+pays one dict lookup per call.
 
 Providers are per service, not the API's process-wide global, so the
 in-process test stack (all four services in one process) still exports each
