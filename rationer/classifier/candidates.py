@@ -136,6 +136,12 @@ def default_candidates(seed: int) -> list[Candidate]:
         for k in (50, 100):
             out.append(Candidate(f"knn k={k} {label}", "knn", label, False, {"k": k}, _knn(k)))
     out.append(Candidate("logreg C=0.01 weak_fails", "logreg", "weak_fails", False, {"C": 0.01}, _logreg(0.01, seed)))
+    # Matrix factorisation last: on a tie the simpler heads above win. Without
+    # aux it learns from the strong/weak pair only; with aux also from the
+    # MMLU-Pro table's two Llama models (NaN, so ignored, on other rows).
+    out.append(mf_candidate(16, 1e-3, (), seed))
+    out.append(mf_candidate(16, 1e-3, PRO_AUX, seed))
+    out.append(mf_candidate(32, 1e-3, PRO_AUX, seed))
     return out
 
 

@@ -1,10 +1,12 @@
 """``rationer train router``: fit, compare, pick by held-out APGR, export to ONNX.
 
-Protocol: candidates are fitted on the train part (MMLU train subjects plus
-55% of GSM8K), compared on the validation part (8 other MMLU subjects plus 15%
-of GSM8K) by the mean of the two datasets' APGR, and the winner's default
-threshold is also read off the validation part. The test part (12 unseen MMLU
-subjects plus 30% of GSM8K) is only scored, never used for a choice.
+Protocol (group split v2, ``split2``): candidates are fitted on the train
+part (MMLU train subjects, 55% of GSM8K, the MMLU-Pro train categories),
+compared on the validation part (8 other MMLU subjects, 15% of GSM8K, 2
+MMLU-Pro categories) by the mean of the data sets' APGR, and the winner's
+default threshold is also read off the validation part. The test part (12
+unseen MMLU subjects, 30% of GSM8K, 3 MMLU-Pro categories, and every
+evaluation-only data set) is only scored, never used for a choice.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ def train_router(
         "data": _data_summary(prep),
         "split": prep.split.to_dict(),
         "seed": seed,
-        "selection": {"criterion": "mean of MMLU-val and GSM8K-val APGR", "candidates": rows},
+        "selection": {"criterion": "mean over data sets of validation APGR", "candidates": rows},
         "metrics": split_metrics(prep, model, best),
         "card_file": CARD_FILE,
     }
