@@ -94,7 +94,17 @@ def write_data(root: Path, seed: int = 0) -> Path:
     return root
 
 
-SMALL = [c for c in cands.default_candidates(7) if c.name in {"logreg C=0.01 gain3+text", "mf r=16 l2=0.001+2aux+text"}]
+SMALL = [
+    c
+    for c in cands.default_candidates(7)
+    if c.name
+    in {
+        "logreg C=0.01 gain3+text",
+        "mf r=16 l2=0.001+2aux+text",
+        "mf r=16 l2=0.001+2aux+dsbias+text",
+        "logreg C=0.001 gain3+text [gsm8k+mmlu]",
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +118,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path,
 
 def test_training_keeps_evaluation_only_data_out_and_exports(trained: tuple[Path, Path, Path, dict[str, Any]]) -> None:
     _, artifact, _, card = trained
-    assert len(SMALL) == 2
-    assert card["data"]["trained_on"] == ["gsm8k", "mmlu", "mmlu_pro"]
+    assert len(SMALL) == 4
+    chosen = card["classifier"]["params"]
+    assert card["data"]["trained_on"] == chosen.get("train_datasets", ["gsm8k", "mmlu", "mmlu_pro"])
     assert card["data"]["evaluation_only"] == ["alpaca_eval"]
     assert card["split"]["kind"] == "group-v2"
     assert card["onnx"]["max_abs_diff_vs_sklearn_on_val"] < 1e-5
@@ -165,3 +176,23 @@ def test_calibrate_quality_mode_on_the_trained_artifact(
     assert tomllib.loads(config.read_text())["router"]["strong_threshold"] == report["strong_threshold"]
     share = calibrate(prompts, 0.3, config, artifact, embedder=bow)
     assert share["achieved_strong_share"] == pytest.approx(0.3, abs=0.02)
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_mf_onnx_matches_numpy_with_and_without_group_biases(groups: bool) -> None:
+    import onnxruntime as ort
+
+    from rationer.classifier import mf
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 20)).astype(np.float32)
+    hard = x[:, 0] > 0
+    y = np.stack([rng.random(300) > 0.2, ~hard ^ (rng.random(300) < 0.1), rng.random(300) > 0.5], axis=1).astype(float)
+    y[:150, 2] = np.nan  # one table lacks the aux model
+    g = np.repeat(["a", "b"], 150) if groups else None
+    model = mf.fit_mf(x, y, ["strong", "weak", "m:aux"], rank=4, groups=g, max_iter=100)
+    blob, out = mf.export_onnx(model)
+    (probs,) = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run([out], {"X": x})
+    np.testing.assert_allclose(probs, model.predict_proba(x), atol=1e-5)
+    gain = model.predict_proba(x)[:, 2] - model.predict_proba(x)[:, 0]
+    assert gain[hard].mean() > gain[~hard].mean()
