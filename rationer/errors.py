@@ -1,9 +1,12 @@
 """The one typed domain-error tree.
 
-Every service raises these from plain Python code. Each class carries the name
-of its gRPC status code as a string so that this module needs no gRPC import;
-the single server interceptor (``rationer.platform.interceptor``) maps them.
-Messages are written for a person to act on.
+Every service raises these from plain Python code. Each class carries, as
+attributes, everything a door needs to answer with it, so there is one table
+and it is this module: the name of its gRPC status code as a string (so this
+module needs no gRPC import; the single server interceptor,
+``rationer.platform.interceptor``, maps it), the HTTP status, and the OpenAI
+error ``type``, ``code`` and ``param`` the HTTP door sends. Messages are
+written for a person to act on.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ class RationerError(Exception):
 
     code: str = "INTERNAL"
     http_status: int = 500
+    # The OpenAI error body's "type", "code" and "param" (the HTTP door).
+    openai_type: str = "server_error"
+    openai_code: str | None = None
+    param: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -27,6 +34,7 @@ class InvalidArgument(RationerError):
 
     code = "INVALID_ARGUMENT"
     http_status = 400
+    openai_type = "invalid_request_error"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -36,6 +44,8 @@ class InvalidArgument(RationerError):
 class Unauthenticated(RationerError):
     code = "UNAUTHENTICATED"
     http_status = 401
+    openai_type = "authentication_error"
+    openai_code = "invalid_api_key"
 
 
 class PermissionDenied(RationerError):
@@ -44,25 +54,34 @@ class PermissionDenied(RationerError):
 
     code = "PERMISSION_DENIED"
     http_status = 403
+    openai_type = "permission_error"
 
     def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.openai_code = reason or "model_not_allowed"
 
 
 class NotFound(RationerError):
+    """What the caller named does not exist (on the HTTP door: a model, OpenAI's ``model_not_found``)."""
+
     code = "NOT_FOUND"
     http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
+    param = "model"
 
 
 class AlreadyExists(RationerError):
     code = "ALREADY_EXISTS"
     http_status = 409
+    openai_type = "invalid_request_error"
 
 
 class FailedPrecondition(RationerError):
     code = "FAILED_PRECONDITION"
     http_status = 409
+    openai_type = "invalid_request_error"
 
 
 class ResourceExhausted(RationerError):
@@ -74,6 +93,7 @@ class ResourceExhausted(RationerError):
 
     code = "RESOURCE_EXHAUSTED"
     http_status = 429
+    openai_type = "rate_limit_error"
 
     def __init__(
         self,
@@ -87,21 +107,26 @@ class ResourceExhausted(RationerError):
         self.limit_id = limit_id
         self.resets_at = resets_at
         self.retry_after_s = retry_after_s
+        self.openai_code = "insufficient_quota" if limit_id.startswith("budget") else "rate_limit_exceeded"
 
 
 class Unavailable(RationerError):
     code = "UNAVAILABLE"
     http_status = 503
+    openai_type = "service_unavailable_error"
 
 
 class DeadlineExceeded(RationerError):
     code = "DEADLINE_EXCEEDED"
     http_status = 504
+    openai_type = "timeout_error"
+    openai_code = "timeout"
 
 
 class Cancelled(RationerError):
     code = "CANCELLED"
     http_status = 499
+    openai_type = "request_cancelled"
 
 
 class Internal(RationerError):

@@ -22,7 +22,7 @@ from logcheck import _services_log_at_debug, pytest_sessionfinish, pytest_sessio
 
 @pytest.fixture(scope="session")
 def frontier_base_url() -> Iterator[str]:
-    from services.router.testing import openai_compatible_server
+    from rationer.replay.frontier_sim import openai_compatible_server
 
     with openai_compatible_server() as base:
         yield base

@@ -100,8 +100,8 @@ _streams: list[_Tee] = []
 
 def _configure() -> None:
     from rationer.platform.logging import configure_logging
-    from rationer.platform.testing import SERVICE_TOKEN
-    from services.ledger.testing import ADMIN_TOKEN
+    from testsupport.ledger import ADMIN_TOKEN
+    from testsupport.platform import SERVICE_TOKEN
 
     configure_logging("console", "DEBUG", stream=_streams[0], secrets=[ADMIN_TOKEN, SERVICE_TOKEN],  # type: ignore[arg-type]
                       cache=False)  # fmt: skip

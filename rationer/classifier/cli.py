@@ -170,10 +170,10 @@ def bench_classifier(
 ) -> None:
     """Latency: score given a vector, embed only, embed + score (p50/p99, one thread)."""
     _setup_logging()
-    from rationer.classifier.bench import run_bench
+    from rationer.cli.bench_import import bench_module
 
     try:
-        r = run_bench(artifact, iterations)
+        r = bench_module("bench.classifier").run_bench(artifact, iterations)
     except RationerError as exc:
         _fail(exc)
         return

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from rationer.classifier import candidates as cands
 from rationer.classifier import metrics
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rationer.classifier.embed_cache import SupportsEmbed
-    from rationer.classifier.train import Prepared
 
 TITLES = {
     "mmlu": "MMLU, held-out subjects",
@@ -35,64 +33,12 @@ TITLES = {
 }
 
 
-def report(scores: npt.ArrayLike, sub: pd.DataFrame) -> dict[str, Any]:
-    curve = metrics.routing_curve(scores, sub["weak"], sub["strong"])
-    return {"n": len(sub), **metrics.summarize(curve)}
-
-
-def baseline_scores(sub: pd.DataFrame) -> dict[str, npt.NDArray[np.float64]]:
-    return {
-        "random": metrics.random_scores(len(sub)),
-        "length": sub["prompt"].str.len().to_numpy(dtype=np.float64),
-        "oracle": metrics.oracle_scores(sub["weak"], sub["strong"]),
-    }
-
-
-def split_metrics(prep: Prepared, model: Any, cand: cands.Candidate) -> dict[str, Any]:
-    """The chosen model on val and test per dataset, plus leave-one-dataset-out."""
-    out: dict[str, Any] = {}
-    for part in ("test", "val"):
-        for ds in prep.datasets(part):
-            m = prep.mask(part, ds)
-            scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
-            out[f"{part}_{ds}"] = report(scores, prep.frame[m])
-    out["leave_one_dataset_out"] = leave_one_dataset_out(prep, cand)
-    return out
-
-
-def lodo_train_mask(prep: Prepared, held: str) -> npt.NDArray[np.bool_]:
-    """Training rows without any row of ``held`` (nor MMLU-Pro's rewritten MMLU
-    questions when ``held`` is MMLU: they are the same source)."""
-    f = prep.frame
-    m = prep.mask("train") & (f["dataset"] != held).to_numpy()
-    if held == "mmlu" and "mmlu_subject" in f:
-        m &= (f["mmlu_subject"].fillna("") == "").to_numpy() | (f["dataset"] == "mmlu").to_numpy()
-    return np.asarray(m, dtype=bool)
-
-
-def leave_one_dataset_out(prep: Prepared, cand: cands.Candidate) -> dict[str, Any]:
-    """Per trained-on dataset: the same configuration refitted without it, tested on its test part."""
-    from rationer.classifier.train import fit
-
-    out: dict[str, Any] = {}
-    for held in prep.datasets("train"):
-        train = lodo_train_mask(prep, held)
-        if len(prep.datasets("train")) < 2 or not train.any():
-            continue
-        model = fit(cand, prep, train)
-        m = prep.mask("test", held)
-        sub = prep.frame[m]
-        scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
-        out[held] = {"classifier": report(scores, sub), **{n: report(s, sub) for n, s in baseline_scores(sub).items()}}
-    return out
-
-
 def full_data_reference(frame: pd.DataFrame) -> dict[str, Any]:
     """Random and oracle on all rows: checks the metric code against published numbers."""
     out = {}
     for ds in dict.fromkeys(frame["dataset"]):
         sub = frame[frame["dataset"] == ds]
-        out[ds] = {name: report(s, sub) for name, s in baseline_scores(sub).items() if name != "length"}
+        out[ds] = {name: metrics.report(s, sub) for name, s in metrics.baseline_scores(sub).items() if name != "length"}
     return out
 
 
@@ -139,7 +85,7 @@ def run_eval(
     """Held-out rows only: every data set's test part, scored through the served ONNX model."""
     from rationer.classifier.scorer import ComplexityScorer
     from rationer.classifier.split2 import GroupSplit
-    from rationer.classifier.train import prepare
+    from rationer.classifier.train import fit, prepare
 
     base = artifact_dir if artifact_dir is not None else default_artifact_dir()
     card = load_card(base)
@@ -161,10 +107,10 @@ def run_eval(
         sub = prep.frame[m]
         served = scorer.score_batch(prep.vectors[m], sub["prompt"].tolist())
         policies = {"classifier": served.astype(np.float64)}
-        policies.update(baseline_scores(sub))
-        held_out[ds] = {name: report(s, sub) for name, s in policies.items()}
+        policies.update(metrics.baseline_scores(sub))
+        held_out[ds] = {name: metrics.report(s, sub) for name, s in policies.items()}
         curves[ds] = {name: metrics.routing_curve(s, sub["weak"], sub["strong"]) for name, s in policies.items()}
-    lodo = leave_one_dataset_out(prep, candidate_from_card(card))
+    lodo = metrics.leave_one_dataset_out(prep, candidate_from_card(card), fit)
     result = {
         "artifact": str(base),
         "classifier": card["classifier"]["name"],

@@ -17,12 +17,34 @@ a constant score therefore gives exactly the random-routing diagonal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from rationer.classifier import candidates as cands
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 FloatArray = npt.NDArray[np.float64]
+
+
+class PreparedData(Protocol):
+    """What the per-split reports read of ``train.Prepared`` (so this module needs no ``train``)."""
+
+    @property
+    def frame(self) -> pd.DataFrame: ...
+    def inputs(self, use_text_features: bool, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]: ...
+    def mask(self, part: str, dataset: str | None = None) -> npt.NDArray[np.bool_]: ...
+    def datasets(self, part: str) -> list[str]: ...
+
+
+P = TypeVar("P", bound=PreparedData)
+# train.fit: a candidate refitted on the rows of a mask (leave-one-dataset-out).
+Fit = Callable[[cands.Candidate, P, npt.NDArray[np.bool_]], Any]
 
 
 @dataclass(frozen=True)
@@ -113,3 +135,53 @@ def random_scores(n: int) -> FloatArray:
 def oracle_scores(weak: npt.ArrayLike, strong: npt.ArrayLike) -> FloatArray:
     """Strong-only-correct first, weak-only-correct last: the best possible order."""
     return np.asarray(strong, dtype=np.float64) - np.asarray(weak, dtype=np.float64)
+
+
+def report(scores: npt.ArrayLike, sub: pd.DataFrame) -> dict[str, Any]:
+    curve = routing_curve(scores, sub["weak"], sub["strong"])
+    return {"n": len(sub), **summarize(curve)}
+
+
+def baseline_scores(sub: pd.DataFrame) -> dict[str, npt.NDArray[np.float64]]:
+    return {
+        "random": random_scores(len(sub)),
+        "length": sub["prompt"].str.len().to_numpy(dtype=np.float64),
+        "oracle": oracle_scores(sub["weak"], sub["strong"]),
+    }
+
+
+def split_metrics(prep: P, model: Any, cand: cands.Candidate, fit: Fit[P]) -> dict[str, Any]:
+    """The chosen model on val and test per dataset, plus leave-one-dataset-out (refitted by ``fit``)."""
+    out: dict[str, Any] = {}
+    for part in ("test", "val"):
+        for ds in prep.datasets(part):
+            m = prep.mask(part, ds)
+            scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
+            out[f"{part}_{ds}"] = report(scores, prep.frame[m])
+    out["leave_one_dataset_out"] = leave_one_dataset_out(prep, cand, fit)
+    return out
+
+
+def lodo_train_mask(prep: PreparedData, held: str) -> npt.NDArray[np.bool_]:
+    """Training rows without any row of ``held`` (nor MMLU-Pro's rewritten MMLU
+    questions when ``held`` is MMLU: they are the same source)."""
+    f = prep.frame
+    m = prep.mask("train") & (f["dataset"] != held).to_numpy()
+    if held == "mmlu" and "mmlu_subject" in f:
+        m &= (f["mmlu_subject"].fillna("") == "").to_numpy() | (f["dataset"] == "mmlu").to_numpy()
+    return np.asarray(m, dtype=bool)
+
+
+def leave_one_dataset_out(prep: P, cand: cands.Candidate, fit: Fit[P]) -> dict[str, Any]:
+    """Per trained-on dataset: the same configuration refitted without it, tested on its test part."""
+    out: dict[str, Any] = {}
+    for held in prep.datasets("train"):
+        train = lodo_train_mask(prep, held)
+        if len(prep.datasets("train")) < 2 or not train.any():
+            continue
+        model = fit(cand, prep, train)
+        m = prep.mask("test", held)
+        sub = prep.frame[m]
+        scores = cands.route_score(model, prep.inputs(cand.use_text_features, m), cand.label)
+        out[held] = {"classifier": report(scores, sub), **{n: report(s, sub) for n, s in baseline_scores(sub).items()}}
+    return out

@@ -202,8 +202,6 @@ def train_router(
     candidates: list[cands.Candidate] | None = None,
 ) -> TrainResult:
     """Compare candidates, export the best to ``out_dir``, return its card."""
-    from rationer.classifier.evaluate import split_metrics
-
     pool = candidates if candidates is not None else cands.default_candidates(seed)
     rows = compare(prep, pool)
     # max() keeps the first of equal scores: the candidate list runs simplest first.
@@ -248,7 +246,7 @@ def train_router(
         "split": prep.split.to_dict(),
         "seed": seed,
         "selection": {"criterion": "mean over data sets of validation APGR", "candidates": rows},
-        "metrics": split_metrics(prep, model, best),
+        "metrics": metrics.split_metrics(prep, model, best, fit),
         "card_file": CARD_FILE,
     }
     write_card(out_dir, card)

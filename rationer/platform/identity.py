@@ -36,14 +36,14 @@ class Reservation:
     replayed: bool = False  # the ledger returned an earlier call's reservation
 
 
-def bearer(raw: str | None, *, where: str = "'authorization' metadata") -> str:
+def bearer(raw: str | None, *, where: str = "'authorization' metadata", header: str = "authorization") -> str:
     """The token of ``Bearer <token>``; UNAUTHENTICATED naming what to send otherwise.
 
     ``where`` names the carrier in the message ("Authorization header" over
-    HTTP) so a person knows what to fix.
+    HTTP) and ``header`` the line to send, so a person knows what to fix.
     """
     if raw is None:
-        raise Unauthenticated(f"missing {where}; send 'Bearer <rationer key>'")
+        raise Unauthenticated(f"missing {where}; send '{header}: Bearer <rationer key>'")
     scheme, _, token = raw.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

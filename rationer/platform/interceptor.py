@@ -21,7 +21,7 @@ import structlog
 from grpc.aio import ServicerContext
 
 from rationer.errors import InvalidArgument, RationerError, ResourceExhausted, Unauthenticated
-from rationer.platform import metrics
+from rationer.platform.metrics import RpcMetrics, global_rpc_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -194,18 +194,21 @@ class _Call:
             f"internal error (request id {self.request_id}); the operator's logs have details",
         )
 
-    def finish(self) -> None:
-        metrics.observe_rpc(self.service, self.method, self.code, time.perf_counter() - self.started)
+    def finish(self, metrics: RpcMetrics) -> None:
+        metrics.observe(self.service, self.method, self.code, time.perf_counter() - self.started)
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Binds context, checks credentials and bytes, maps domain errors and
-    records metrics for every RPC. ``credential`` None: no service token is
-    required (the router, whose callers present API keys)."""
+    records metrics for every RPC (in ``metrics``; None: the process-wide
+    registry). ``credential`` None: no service token is required (the router,
+    whose callers present API keys)."""
 
-    def __init__(self, service: str, credential: ServiceCredential | None = None) -> None:
+    def __init__(self, service: str, credential: ServiceCredential | None = None,
+                 metrics: RpcMetrics | None = None) -> None:  # fmt: skip
         self._service = service
         self._credential = credential
+        self._metrics = metrics if metrics is not None else global_rpc_metrics()
 
     async def intercept_service(
         self,
@@ -231,7 +234,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler
 
     def _wrap_unary(self, method: str, behavior: Any) -> Any:
-        service, credential = self._service, self._credential
+        service, credential, metrics = self._service, self._credential, self._metrics
 
         async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> Any:
             call = _Call(service, method, context)
@@ -244,12 +247,12 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except Exception as exc:
                     await call.fail(context, exc)
                 finally:
-                    call.finish()
+                    call.finish(metrics)
 
         return wrapper
 
     def _wrap_stream(self, method: str, behavior: Any) -> Any:
-        service, credential = self._service, self._credential
+        service, credential, metrics = self._service, self._credential, self._metrics
 
         async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             call = _Call(service, method, context)
@@ -263,6 +266,6 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except Exception as exc:
                     await call.fail(context, exc)
                 finally:
-                    call.finish()
+                    call.finish(metrics)
 
         return wrapper

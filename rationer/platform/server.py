@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rationer.errors import InvalidArgument
 from rationer.platform.interceptor import PlatformInterceptor, ServiceCredential
+from rationer.platform.metrics import RpcMetrics
 from rationer.platform.ports import port_busy_error, port_in_use, split_host_port
 
 log = structlog.get_logger(__name__)
@@ -44,6 +45,7 @@ def build_server(
     credential: ServiceCredential | None,
     serving: bool = True,
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+    metrics: RpcMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a ``grpc.aio`` server bound to ``address``.
 
@@ -52,9 +54,11 @@ def build_server(
     which case the caller flips them with :func:`set_serving` once it is warm.
     ``credential`` is what every other RPC demands of its caller (None: no
     service token, only for the router, whose callers present API keys).
+    ``metrics``: where the RPC counters go, normally the server's own
+    ``RpcMetrics()`` (None: the process-wide registry).
     """
     server = grpc.aio.server(
-        interceptors=[PlatformInterceptor(service, credential), *extra_interceptors], options=DEFAULT_OPTIONS
+        interceptors=[PlatformInterceptor(service, credential, metrics), *extra_interceptors], options=DEFAULT_OPTIONS
     )
     register(server)
     health_servicer = HealthServicer()

@@ -50,8 +50,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 async def self_hosted(*, base_env: dict[str, str], data_dir: Path | None = None, worker_threads: int = 1,
                       frontier_threads: int = 1,
                       extra: dict[str, Any] | None = None) -> AsyncIterator[Gateway]:  # fmt: skip
+    from rationer.replay.frontier_sim import openai_compatible_server
     from rationer.up import Supervisor, UpOptions, admin_token, ports
-    from services.router.testing import openai_compatible_server
 
     with contextlib.ExitStack() as stack:
         if data_dir is None:

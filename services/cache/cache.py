@@ -21,10 +21,11 @@ from prometheus_client import Counter
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
-from services.cache import guard, keys, snapshot, validation
+from services.cache import guard, keys, persistence, validation
 from services.cache.feedback import FeedbackBook
 from services.cache.index import IndexConfig, NamespaceIndex
 from services.cache.pair_features import HARD_RULES
+from services.cache.persistence import Namespace
 from services.cache.rebuilds import Rebuilder
 from services.cache.store import Entry, EntryStore, NewEntry
 from services.cache.types import (
@@ -39,8 +40,6 @@ from services.cache.types import (
 from services.cache.verifier import Verifier
 
 log = structlog.get_logger(__name__)
-
-Namespace = tuple[str, str]  # (tenant, context key)
 
 
 @dataclass(frozen=True)
@@ -121,58 +120,14 @@ class SemanticCache:
         return self._data_dir / "index.snapshot" if self._data_dir is not None else None
 
     def _load(self) -> None:
-        vectors: dict[Namespace, dict[int, npt.NDArray[np.float32]]] = defaultdict(dict)
-        for row_id, tenant, ctx, vec in self._store.vectors():
-            vectors[(tenant, ctx)][row_id] = vec
-            self._tenants.add(tenant)
-        path = self._snapshot_path()
-        if path is not None and path.exists() and self._load_snapshot(path, vectors):
-            self.loaded_from = "snapshot"
-            return
-        for ns, rows in vectors.items():
-            index = NamespaceIndex(self._index_config)
-            index.add(np.fromiter(rows.keys(), dtype=np.int64), np.stack(list(rows.values())))
-            if index.rebuild_due:
-                index.rebuild_now()  # at start, off the event loop
-            self._indexes[ns] = index
-        self.loaded_from = "rebuild" if vectors else "empty"
-        log.info("cache index built from the database", namespaces=len(vectors))
-
-    def _load_snapshot(self, path: Path, vectors: dict[Namespace, dict[int, npt.NDArray[np.float32]]]) -> bool:
-        try:
-            generation, blobs = snapshot.read(path)
-        except snapshot.SnapshotCorrupt as exc:
-            aside = path.with_suffix(".corrupt")
-            path.replace(aside)
-            log.warning("corrupt index snapshot moved aside; rebuilding from the database",
-                        error=str(exc), moved_to=str(aside))  # fmt: skip
-            return False
-        if generation != self._store.generation() or len(blobs) != len(vectors):
-            log.info("index snapshot is stale; rebuilding from the database")
-            return False
-        indexes: dict[Namespace, NamespaceIndex] = {}
-        try:
-            for blob in blobs:
-                ns = (blob.tenant, blob.ctx)
-                indexes[ns] = NamespaceIndex.restore(self._index_config, blob.index, vectors.get(ns, {}))
-        except (ValueError, RuntimeError) as exc:
-            log.warning("index snapshot does not match the database; rebuilding", error=str(exc))
-            return False
-        self._indexes = indexes
-        log.info("cache index loaded from snapshot", namespaces=len(indexes))
-        return True
+        loaded = persistence.load_indexes(self._store, self._snapshot_path(), self._index_config)
+        self._indexes, self.loaded_from = loaded.indexes, loaded.source
+        self._tenants |= loaded.tenants
 
     def save_snapshot(self) -> None:
         path = self._snapshot_path()
-        if path is None:
-            return
-        blobs = []
-        for (tenant, ctx), index in self._indexes.items():
-            if len(index):
-                data, _ids = index.serialize()
-                blobs.append(snapshot.NamespaceBlob(tenant, ctx, data))
-        snapshot.write(path, self._store.generation(), blobs)
-        log.info("index snapshot written", namespaces=len(blobs), path=str(path))
+        if path is not None:
+            persistence.save_snapshot(path, self._store, self._indexes)
 
     def close(self, *, save: bool = True) -> None:
         if save and self.ready:

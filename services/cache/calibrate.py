@@ -50,7 +50,7 @@ def calibrate_pairs(pairs: list[pairsets.Pair], bound: float, embedder: Embedder
             "should-hit pair: label more pairs or raise --max-false-hit-rate"
         )
     s = score_pairs(pairs, embedder)
-    scores = served_scores(verifier.probabilities(s.x), s, verifier.card.get("candidate_floor", 0.5))
+    scores = served_scores(verifier.probabilities(s.x), s, verifier.card.get("candidate_floor", 0.5), verifier.lexical)
     c = curve(scores, s, points=1000)
     point = operating_point(c, bound)
     shipped = operating_point(verifier.card["calibration"], bound)

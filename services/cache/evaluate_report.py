@@ -34,15 +34,22 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{row['cosine_same_false_hit']:6.1%}")  # fmt: skip
     lines += ["", "targets at the default bound:"]
     for t in report["targets"]:
-        mark = "met" if t["met"] else "MISSED"
+        mark = "met" if t["met"] else f"MISSED by {100 * t['miss_by']:.2f} points"
         lines.append(f"  {t['data']:<10} {t['metric']:<30} {t['value']:+.3%} (target {t['target']})  {mark}")
+    if not all(t["met"] for t in report["targets"]):
+        lines.append("  why each miss happens: docs/cache.md, \"Results at the default bound\"")
     if "leave_one_out" in report:
         lines += ["", "leave one data set out (fit and calibration without it; scored on its test split):"]
         for ds, r in report["leave_one_out"].items():
             lines.append(f"  {ds:<10} fit on {r['fitted_on']}, threshold {r['threshold']:.4f}: {_cell(r)}; "
                          f"plain cosine at that rate {r['cosine_at_same_false_hit']:.1%}")  # fmt: skip
+    if report.get("conversations"):
+        lines += ["", "fow-cache conversations (240 pairs, all held out; no target in the issue, reported):"]
     for name, r in report.get("conversations", {}).items():
-        lines.append(f"fow-cache conversations, {name} key: verifier {_cell(r['verifier'])}; guard {_cell(r['guard'])}")
+        traps = sum(r["n_traps"].values())
+        lines.append(f"  {name} key ({r['n_should_hit']} should-hit, {traps} traps):")
+        for kind in ("verifier", "guard", "cosine_0.95"):
+            lines.append(f"    {kind:<12} {_cell(r[kind])}")
     return "\n".join(lines)
 
 

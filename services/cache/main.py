@@ -12,8 +12,9 @@ from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving
 from rationer.platform.settings import load_service_settings, service_token_of
-from services.cache.server import CacheDeps, build_cache, create_server
+from services.cache.server import CacheDeps, create_server
 from services.cache.settings import CacheSettings
+from services.cache.wiring import build_deps
 
 log = structlog.get_logger(__name__)
 
@@ -30,13 +31,13 @@ async def _sweeper(deps: CacheDeps) -> None:
 
 
 async def run(settings: CacheSettings) -> None:
-    deps = CacheDeps(cache=build_cache(settings))
+    deps = build_deps(settings)
     token = service_token_of(settings)
     server, port = create_server(settings.listen, deps, service_token=token)
     await server.start()  # health says NOT_SERVING (and RPCs say UNAVAILABLE) until loaded
     log.info("cache listening", port=port, data_dir=settings.data_dir or "(memory)")
     if settings.metrics_port is not None:
-        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     await deps.cache.start()
     await set_serving(server, True)
     log.info("cache serving", loaded_from=deps.cache.loaded_from)

@@ -4,7 +4,12 @@ Each pair reads "the answer cached for ``a``: may it be served for ``b``?".
 
 * fow-cache (MIT, the ``fow-cache`` package): 600 question pairs in
   paraphrase/near-repeat (should hit) and trap families, plus 240
-  conversation pairs. No split: it is the set the guard was tuned on.
+  conversation pairs. The package has no split, so :func:`fow_split` makes
+  one: half of each category to ``train`` (fit and calibration), half to
+  ``test`` (reported), pairs that share a text always on one side, chosen
+  by a hash of the pair ids (no randomness, no look at the texts' scores).
+  The conversations are never fitted or calibrated on: all of them are
+  held out (``conversations``).
 * MSRP and SICK (``../shared/data/paraphrase``, read in place, research
   licences: used to evaluate and calibrate, never to fit a shipped model).
   MSRP: ``paraphrase`` true = should hit. SICK: ENTAILMENT with relatedness
@@ -18,6 +23,7 @@ Pure data loading; no embedder, no cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,15 +68,74 @@ def _jsonl(path: Path) -> list[dict[str, object]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def fow_questions() -> list[Pair]:
+FOW_SPLITS = ("train", "test", "all")
+
+
+def fow_split(rows: list[dict[str, object]]) -> list[str]:
+    """Split each fow-cache row into "train" or "test": per category, the groups of
+    pairs that share a (normalised) text are ordered by a hash of their first
+    id and the first half goes to train, so no text is on both sides."""
+    from services.cache.keys import normalize
+
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        for text in (normalize(str(r["a"])), normalize(str(r["b"]))):
+            parent[root(i)] = root(first.setdefault(text, i))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(rows)):
+        groups.setdefault(root(i), []).append(i)
+    out = [""] * len(rows)
+    by_category: dict[str, list[list[int]]] = {}
+    for members in groups.values():
+        by_category.setdefault(str(rows[members[0]]["category"]), []).append(members)
+    for comps in by_category.values():
+        comps.sort(key=lambda m: hashlib.sha256(str(rows[m[0]]["id"]).encode()).hexdigest())
+        total, taken = sum(len(m) for m in comps), 0
+        for members in comps:
+            side = "train" if taken < total / 2 else "test"
+            taken += len(members)
+            for i in members:
+                out[i] = side
+    return out
+
+
+def fow_questions(split: str = "all") -> list[Pair]:
     from fow_cache.data import load_questions
 
+    if split not in FOW_SPLITS:
+        raise InvalidArgument(f"fow-cache has splits {', '.join(FOW_SPLITS)}, not {split!r}")
+    rows = list(load_questions())
+    sides = fow_split(rows)
     # Ambiguous pairs count as traps (fow-cache's strict default).
     return [
-        Pair("fow-cache", "all", str(q.get("ambiguous") or q["category"]), str(q["a"]), str(q["b"]),
+        Pair("fow-cache", side, str(q.get("ambiguous") or q["category"]), str(q["a"]), str(q["b"]),
              bool(q["same_answer"]) and not q.get("ambiguous"))
-        for q in load_questions()
+        for q, side in zip(rows, sides, strict=True) if split in ("all", side)
     ]  # fmt: skip
+
+
+def fow_conversations(last_message: bool = False) -> list[Pair]:
+    """fow-cache's 240 conversation pairs, keyed as the cache keys them (the
+    whole conversation, newest turn first) or, for comparison, by the last
+    message only. All held out: nothing is fitted or calibrated on them."""
+    from fow_cache.data import load_conversations
+
+    from services.cache import keys
+
+    out = []
+    for c in load_conversations():
+        a, b = (c["a"][-1]["content"], c["b"][-1]["content"]) if last_message else (
+            keys.canonical_text(c["a"]), keys.canonical_text(c["b"]))  # fmt: skip
+        out.append(Pair("fow-conversations", "test", str(c["subtype"]), a, b, bool(c["same_answer"])))
+    return out
 
 
 def msrp(data_dir: Path, split: str) -> list[Pair]:
@@ -125,7 +190,7 @@ def operator_pairs(path: Path) -> list[Pair]:
 
 def load(dataset: str, split: str, data_dir: Path | None = None) -> list[Pair]:
     if dataset == "fow-cache":
-        return fow_questions()
+        return fow_questions(split)
     base = resolve_paraphrase_dir(data_dir)
     if dataset == "msrp":
         return msrp(base, split)

@@ -33,6 +33,9 @@ MODEL_FILE = "verifier.onnx"
 CARD_FILE = "verifier_card.json"
 # A threshold no probability reaches: "serve no semantic candidate".
 NEVER = 1.0
+# The score of a lexical match (pair_features.lexical_match): above every
+# operating point except NEVER, so the bound still turns semantic hits off.
+LEXICAL_SCORE = 0.999999
 
 
 def default_artifact_dir() -> Path:
@@ -108,6 +111,8 @@ class Verifier:
         if threshold is not None and not 0.0 < threshold <= NEVER:
             raise InvalidArgument(f"verifier_threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold if threshold is not None else self.point.threshold
+        # Cards written before lexical matches existed were calibrated without them.
+        self.lexical = bool(self.card.get("lexical_match", False))
 
     def probabilities(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         if x.ndim != 2 or x.shape[1] != N_FEATURES:
@@ -116,8 +121,9 @@ class Verifier:
         return np.asarray(out, dtype=np.float64)[:, 1]
 
     def score(self, cached: str, new: str, cos: float) -> tuple[float, guard.Verdict]:
-        row, verdict = pair_features(cached, new, cos)
-        return float(self.probabilities(row.reshape(1, -1))[0]), verdict
+        row, verdict, lexical = pair_features(cached, new, cos)
+        p = float(self.probabilities(row.reshape(1, -1))[0])
+        return (max(p, LEXICAL_SCORE) if lexical and self.lexical else p), verdict
 
     def accepts(self, score: float) -> bool:
         return self.threshold < NEVER and score >= self.threshold

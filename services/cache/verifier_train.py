@@ -2,15 +2,16 @@
 
 Protocol (docs/cache.md, "The verifier"):
 
-* **fit** on fow-cache's 600 question pairs only. MSRP and SICK are under
+* **fit** on fow-cache's train half only (``pairsets.fow_split``). MSRP and SICK are under
   research licences that allow evaluating and calibrating on them but not
   shipping a model trained on them; with these ten features and strong
   regularisation (C = 0.1) a fit on all three train splits ranks the test
   pairs the same way (measured; the figures are in docs/cache.md).
-* **calibrate** on fow-cache, MSRP train+val and SICK train+trial: the
+* **calibrate** on fow-cache train, MSRP train+val and SICK train+trial: the
   curve of false-hit rate per group against the score threshold ships in
   the card, and ``max_false_hit_rate`` picks the operating point from it.
-* **report** on the MSRP and SICK test splits only (``rationer eval cache``).
+* **report** on the fow-cache, MSRP and SICK test splits only (``rationer eval cache``);
+  no test row is ever fitted, calibrated or tuned on.
 
 Offline only: imports sklearn and skl2onnx (the ``train`` extra).
 """
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from services.cache import pairsets
 from services.cache.keys import normalize
 from services.cache.pair_features import FEATURE_NAMES, N_FEATURES, feature_matrix
-from services.cache.verifier import ARTIFACT_VERSION, CARD_FILE, MODEL_FILE
+from services.cache.verifier import ARTIFACT_VERSION, CARD_FILE, LEXICAL_SCORE, MODEL_FILE
 
 if TYPE_CHECKING:
     from rationer.classifier.embed_cache import SupportsEmbed
@@ -40,11 +41,11 @@ CANDIDATE_FLOOR = 0.5  # the cache's min_similarity: candidates below it are nev
 # Scores an exact (normalised) repeat gets in curves: the cache serves it by
 # the exact fast path whatever the threshold.
 EXACT_SCORE = 2.0
-FIT_SETS: tuple[tuple[str, str], ...] = (("fow-cache", "all"),)
+FIT_SETS: tuple[tuple[str, str], ...] = (("fow-cache", "train"),)
 CALIBRATION_SETS: tuple[tuple[str, str], ...] = (
-    ("fow-cache", "all"), ("msrp", "train"), ("msrp", "val"), ("sick", "train"), ("sick", "trial"),
+    ("fow-cache", "train"), ("msrp", "train"), ("msrp", "val"), ("sick", "train"), ("sick", "trial"),
 )  # fmt: skip
-TEST_SETS: tuple[tuple[str, str], ...] = (("fow-cache", "all"), ("msrp", "test"), ("sick", "test"))
+TEST_SETS: tuple[tuple[str, str], ...] = (("fow-cache", "test"), ("msrp", "test"), ("sick", "test"))
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Scored:
     cos: npt.NDArray[np.float32]
     x: npt.NDArray[np.float32]
     exact: npt.NDArray[np.bool_]
+    lexical: npt.NDArray[np.bool_]  # pair_features.lexical_match
 
     @property
     def y(self) -> npt.NDArray[np.bool_]:
@@ -76,9 +78,9 @@ def score_pairs(pairs: list[pairsets.Pair], embedder: SupportsEmbed, cache_dir: 
     vecs = cached_embed(embedder, texts, cache_dir=cache_dir)
     n = len(pairs)
     cos = np.clip(np.sum(vecs[:n] * vecs[n:], axis=1), -1.0, 1.0).astype(np.float32)
-    x = feature_matrix([(p.a, p.b) for p in pairs], cos)
+    x, lexical = feature_matrix([(p.a, p.b) for p in pairs], cos)
     exact = np.array([normalize(p.a) == normalize(p.b) for p in pairs], dtype=bool)
-    return Scored(pairs, cos, x, exact)
+    return Scored(pairs, cos, x, exact, lexical)
 
 
 def load_scored(sets: tuple[tuple[str, str], ...], embedder: SupportsEmbed, data_dir: Path | None,
@@ -87,10 +89,15 @@ def load_scored(sets: tuple[tuple[str, str], ...], embedder: SupportsEmbed, data
     return score_pairs(pairs, embedder, cache_dir)
 
 
-def served_scores(proba: npt.ArrayLike, s: Scored, floor: float = CANDIDATE_FLOOR) -> npt.NDArray[np.float64]:
+def served_scores(proba: npt.ArrayLike, s: Scored, floor: float = CANDIDATE_FLOOR,
+                  lexical: bool = True) -> npt.NDArray[np.float64]:  # fmt: skip
     """What the cache does with each pair: exact repeats always served, pairs
-    under the similarity floor never scored, the rest by probability."""
+    under the similarity floor never scored, lexical matches at
+    ``LEXICAL_SCORE`` (with ``lexical``, as the shipped card says), the rest
+    by probability."""
     out = np.asarray(proba, dtype=np.float64).copy()
+    if lexical:
+        out[s.lexical] = np.maximum(out[s.lexical], LEXICAL_SCORE)
     out[s.cos < floor] = 0.0
     out[s.exact] = EXACT_SCORE
     return out
@@ -174,6 +181,7 @@ def train(out_dir: Path, embedder: SupportsEmbed, data_dir: Path | None = None,
         "fitted_on": [f"{d}:{sp}" for d, sp in FIT_SETS],
         "calibrated_on": [f"{d}:{sp}" for d, sp in CALIBRATION_SETS],
         "candidate_floor": CANDIDATE_FLOOR,
+        "lexical_match": True,  # pair_features.lexical_match pairs score LEXICAL_SCORE (in the curve too)
         "embedder": getattr(embedder, "identity", ""),
         "weights_per_unit": {n: round(float(w / sd), 4) for n, w, sd in weights},
         "onnx_sha256": hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest(),
@@ -213,4 +221,5 @@ def leave_one_out(embedder: SupportsEmbed, data_dir: Path | None = None, cache_d
 
 def _concat(parts: list[Scored]) -> Scored:
     return Scored([p for s in parts for p in s.pairs], np.concatenate([s.cos for s in parts]),
-                  np.vstack([s.x for s in parts]), np.concatenate([s.exact for s in parts]))  # fmt: skip
+                  np.vstack([s.x for s in parts]), np.concatenate([s.exact for s in parts]),
+                  np.concatenate([s.lexical for s in parts]))  # fmt: skip

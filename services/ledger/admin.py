@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from rationer.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from services.ledger import ops_admin, validate
+from services.ledger import validate
 from services.ledger.ledger import Ledger, hash_secret
 from services.ledger.models import (
     PERIODS,
@@ -32,6 +32,7 @@ from services.ledger.models import (
 )
 from services.ledger.money import format_usd, period_bounds
 from services.ledger.settings import LedgerSettings
+from services.ledger.sql import admin as sql_admin
 
 SECRET_PREFIX = "rk-"
 MAX_LIMIT = 10**18
@@ -76,19 +77,19 @@ class LedgerAdmin:
     async def create_org(self, name: str, isolate_teams: bool = False) -> Org:
         validate.name("org name", name)
         now = self._ledger.now()
-        return await self._store.write(lambda: ops_admin.ensure_org(name, isolate_teams, now))
+        return await self._store.write(lambda: sql_admin.ensure_org(name, isolate_teams, now))
 
     async def create_team(self, org_id: str, name: str) -> Team:
         validate.text("org_id", org_id, 64, required=True)
         validate.name("team name", name)
         now = self._ledger.now()
-        return await self._store.write(lambda: ops_admin.ensure_team(org_id, name, now))
+        return await self._store.write(lambda: sql_admin.ensure_team(org_id, name, now))
 
     async def create_user(self, team_id: str, email: str) -> User:
         validate.text("team_id", team_id, 130, required=True)
         validate.email(email)
         now = self._ledger.now()
-        return await self._store.write(lambda: ops_admin.ensure_user(team_id, email, now))
+        return await self._store.write(lambda: sql_admin.ensure_user(team_id, email, now))
 
     async def create_key(self, spec: KeySpec) -> CreatedKey:
         if bool(spec.user_id) == bool(spec.service_account):
@@ -114,21 +115,21 @@ class LedgerAdmin:
                                   f"expires), got {spec.ttl_s:g}s")  # fmt: skip
         now = self._ledger.now()
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-        new = ops_admin.NewKey(
+        new = sql_admin.NewKey(
             key_id=f"k_{uuid.uuid4().hex[:16]}", secret=secret, secret_sha256=hash_secret(secret),
             user_id=spec.user_id, team_id=spec.team_id, service_account=spec.service_account,
             allowed_tiers=spec.allowed_tiers, name=spec.name, is_admin=spec.admin, project=spec.project,
             expires_at_us=now + int(spec.ttl_s * 1e6) if spec.ttl_s else None,
         )  # fmt: skip
-        return await self._store.write(lambda: ops_admin.create_key(new, now))
+        return await self._store.write(lambda: sql_admin.create_key(new, now))
 
     async def list_keys(self, org_id: str, team_id: str, include_revoked: bool) -> list[KeyRecord]:
-        return await self._store.read(lambda: ops_admin.list_keys(org_id, team_id, include_revoked))
+        return await self._store.read(lambda: sql_admin.list_keys(org_id, team_id, include_revoked))
 
     async def revoke_key(self, key_id: str) -> KeyRecord:
         validate.text("key_id", key_id, 64, required=True)
         now = self._ledger.now()
-        key = await self._store.write(lambda: ops_admin.revoke_key(key_id, now))
+        key = await self._store.write(lambda: sql_admin.revoke_key(key_id, now))
         self._ledger.invalidate()
         return key
 
@@ -138,7 +139,7 @@ class LedgerAdmin:
             raise InvalidArgument(f"scope kind must be one of {', '.join(SCOPE_KINDS)}")
         validate.text("scope id", scope_id, 400, required=True)
 
-    async def set_budget(self, spec: ops_admin.BudgetSpec) -> Budget:
+    async def set_budget(self, spec: sql_admin.BudgetSpec) -> Budget:
         self._scope(spec.scope_kind, spec.scope_id)
         if spec.unit not in UNITS:
             raise InvalidArgument(f"budget unit must be one of {', '.join(UNITS)}")
@@ -152,17 +153,17 @@ class LedgerAdmin:
         soft = spec.soft_fraction or self._s.default_soft_fraction
         if not 0 < soft <= 1:
             raise InvalidArgument(f"soft_fraction must be in (0, 1], got {soft}")
-        spec = ops_admin.BudgetSpec(spec.scope_kind, spec.scope_id, spec.unit, spec.period,
+        spec = sql_admin.BudgetSpec(spec.scope_kind, spec.scope_id, spec.unit, spec.period,
                                     spec.hard_limit, soft)  # fmt: skip
         now = self._ledger.now()
-        return await self._store.write(lambda: ops_admin.set_budget(spec, now))
+        return await self._store.write(lambda: sql_admin.set_budget(spec, now))
 
     async def list_budgets(self, kind: str, scope_id: str) -> list[Budget]:
         if kind:
             self._scope(kind, scope_id)
         key = f"{kind}:{scope_id}" if kind else ""
         now = self._ledger.now()
-        return await self._store.read(lambda: ops_admin.list_budgets(key, now))
+        return await self._store.read(lambda: sql_admin.list_budgets(key, now))
 
     async def set_price(self, tier: str, model: str, inp: int, out: int, is_reference: bool) -> Price:
         validate.name("tier", tier)
@@ -170,7 +171,7 @@ class LedgerAdmin:
         validate.int_range("input_per_million nano-USD", inp, 0, MAX_LIMIT // 10**7)
         validate.int_range("output_per_million nano-USD", out, 0, MAX_LIMIT // 10**7)
         now = self._ledger.now()
-        return await self._store.write(lambda: ops_admin.set_price(tier, model, inp, out, is_reference, now))
+        return await self._store.write(lambda: sql_admin.set_price(tier, model, inp, out, is_reference, now))
 
     async def _priced_tiers(self, tiers: tuple[str, ...]) -> None:
         # A tier with no price cannot be authorized, so a key limited to it
@@ -184,7 +185,7 @@ class LedgerAdmin:
                                   f"{', '.join(sorted(priced)) or '(none)'} (add one with `rationer prices set`)")
 
     async def list_prices(self) -> list[Price]:
-        return await self._store.read(ops_admin.list_prices)
+        return await self._store.read(sql_admin.list_prices)
 
     async def seed_prices(self) -> int:
         prices = [
@@ -192,7 +193,7 @@ class LedgerAdmin:
             for p in self._s.prices
         ]
         now = self._ledger.now()
-        return await self._store.write(lambda: ops_admin.seed_prices(prices, self._s.reference_tier, now))
+        return await self._store.write(lambda: sql_admin.seed_prices(prices, self._s.reference_tier, now))
 
     async def set_rate_limit(self, limit: RateLimit) -> RateLimit:
         if limit.scope_kind not in ("key", "team"):
@@ -200,16 +201,16 @@ class LedgerAdmin:
         validate.text("scope id", limit.scope_id, 400, required=True)
         validate.int_range("requests_per_minute", limit.requests_per_minute, 0, 10**9)
         validate.int_range("tokens_per_minute", limit.tokens_per_minute, 0, 10**12)
-        out = await self._store.write(lambda: ops_admin.set_rate_limit(limit))
+        out = await self._store.write(lambda: sql_admin.set_rate_limit(limit))
         self._ledger.invalidate()
         return out
 
     async def list_events(self, start: int | None, end: int | None, kind: str, limit: int) -> list[UsageEvent]:
         validate.text("kind", kind, 32)
         validate.int_range("limit", limit or 1000, 1, 10_000)
-        return await self._store.read(lambda: ops_admin.list_events(start, end, kind, limit or 1000))
+        return await self._store.read(lambda: sql_admin.list_events(start, end, kind, limit or 1000))
 
-    def resolve_period(self, q: ops_admin.UsageQuery) -> ops_admin.UsageQuery:
+    def resolve_period(self, q: sql_admin.UsageQuery) -> sql_admin.UsageQuery:
         """``current_period`` as [start, end) of the ledger's current UTC day or month (its clock)."""
         if not q.current_period:
             return q
@@ -218,13 +219,13 @@ class LedgerAdmin:
         if q.start_us is not None or q.end_us is not None:
             raise InvalidArgument("give a period start/end or current_period, not both")
         start, end = period_bounds(q.current_period, self._ledger.now())
-        return ops_admin.UsageQuery(q.scope_kind, q.scope_id, start, end, q.group_by)
+        return sql_admin.UsageQuery(q.scope_kind, q.scope_id, start, end, q.group_by)
 
-    async def usage(self, caller: Principal | None, q: ops_admin.UsageQuery) -> list[UsageRow]:
+    async def usage(self, caller: Principal | None, q: sql_admin.UsageQuery) -> list[UsageRow]:
         if q.scope_kind:
             self._scope(q.scope_kind, q.scope_id)
         kind, scope_id = await self._ledger.visible_scope(caller, q.scope_kind, q.scope_id)
-        q = ops_admin.UsageQuery(kind, scope_id, q.start_us, q.end_us, q.group_by, q.current_period)
+        q = sql_admin.UsageQuery(kind, scope_id, q.start_us, q.end_us, q.group_by, q.current_period)
         if len(set(q.group_by)) != len(q.group_by):
             raise InvalidArgument("group_by lists a dimension twice")
-        return await self._store.read(lambda: ops_admin.usage(q))
+        return await self._store.read(lambda: sql_admin.usage(q))

@@ -44,6 +44,11 @@ class CacheHitCall:
     record_id: str = ""  # idempotency key of this served answer
     served: bool = False  # already served (a replay after an outage): record past any limit
 
+    @property
+    def record(self) -> str:
+        """The idempotency key: ``record_id``, or the request id (one record per request id)."""
+        return self.record_id or self.request_id
+
 
 SettlementCall = CommitCall | CacheHitCall
 _BY_KIND: dict[str, type[CommitCall] | type[CacheHitCall]] = {

@@ -95,10 +95,7 @@ class LedgerClient:
                              tuple(r.soft_alerts), r.min_remaining_fraction, r.replayed)  # fmt: skip
 
     async def commit(self, c: CommitCall) -> m.CommitResult:
-        req = pb.CommitRequest(reservation_id=c.reservation_id, key_id=c.key_id,
-                               usage=_usage(c.prompt_tokens, c.completion_tokens), model=c.model, tier=c.tier,
-                               latency_ms=c.latency_ms, fallbacks=c.fallbacks, bill_late=c.bill_late,
-                               finish_note=c.finish_note)  # fmt: skip
+        req = cv.commit_request(c)
         r = await call(self._stub.Commit, req, self._timeout)
         return m.CommitResult(cv.event_in(r.event), r.replayed)
 
@@ -109,11 +106,14 @@ class LedgerClient:
     async def record_cache_hit(self, c: CacheHitCall) -> m.UsageEvent:
         """``replayed`` in the reply means this very record already landed (a retry): success.
         Another answer reusing the request id is ALREADY_EXISTS."""
-        req = pb.RecordCacheHitRequest(key_id=c.key_id, request_id=c.request_id, project=c.project, tier=c.tier,
-                                       model=c.model, usage=_usage(c.prompt_tokens, c.completion_tokens),
-                                       latency_ms=c.latency_ms, record_id=c.record_id,
-                                       served=c.served)  # fmt: skip
+        req = cv.cache_hit_request(c)
         return cv.event_in((await call(self._stub.RecordCacheHit, req, self._timeout)).event)
+
+    async def record_wrong_hit(self, key_id: str, request_id: str) -> tuple[m.UsageEvent, bool]:
+        """Count a cache hit the key reported wrong; ``(event, replayed)`` (a repeat adds nothing)."""
+        req = pb.RecordWrongHitRequest(key_id=key_id, request_id=request_id)
+        r = await call(self._stub.RecordWrongHit, req, self._timeout)
+        return cv.event_in(r.event), r.replayed
 
     async def usage(self, *, scope: tuple[str, str] | None = None, start_us: int | None = None,
                     end_us: int | None = None, group_by: Sequence[str] = ()) -> list[m.UsageRow]:  # fmt: skip
@@ -139,6 +139,3 @@ class LedgerClient:
         return [m.Price(p.tier, p.model, p.input_per_million.nano_usd, p.output_per_million.nano_usd,
                         p.version, cv.us_of(p.effective_from) or 0, p.is_reference) for p in r.prices]  # fmt: skip
 
-
-def _usage(prompt: int, completion: int) -> common_pb2.Usage:
-    return common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

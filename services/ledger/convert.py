@@ -12,6 +12,7 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.errors import InvalidArgument
 from services.ledger import models as m
+from services.ledger.calls import CacheHitCall, CommitCall
 
 SCOPE_KIND = {pb.SCOPE_KIND_ORG: "org", pb.SCOPE_KIND_TEAM: "team", pb.SCOPE_KIND_USER: "user",
               pb.SCOPE_KIND_KEY: "key", pb.SCOPE_KIND_PROJECT: "project"}  # fmt: skip
@@ -136,11 +137,47 @@ def usage_row(r: m.UsageRow) -> pb.UsageRow:
         completion_tokens=r.completion_tokens, cost=money(r.cost),
         counterfactual_cost=money(r.counterfactual_cost), cache_hits=r.cache_hits, savings=money(r.savings),
         overage=money(r.overage), cache_savings=money(r.cache_savings), denials=r.denials,
-        soft_alerts=r.soft_alerts,
+        soft_alerts=r.soft_alerts, wrong_hits=r.wrong_hits,
     )  # fmt: skip
 
 
 def usage_row_in(r: pb.UsageRow) -> m.UsageRow:
     return m.UsageRow(dict(r.group), r.requests, r.prompt_tokens, r.completion_tokens, r.cost.nano_usd,
                       r.counterfactual_cost.nano_usd, r.cache_hits, r.overage.nano_usd, r.cache_savings.nano_usd,
-                      r.denials, r.soft_alerts)  # fmt: skip
+                      r.denials, r.soft_alerts, r.wrong_hits)  # fmt: skip
+
+
+def usage(prompt: int, completion: int) -> common_pb2.Usage:
+    return common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def commit_request(c: CommitCall) -> pb.CommitRequest:
+    return pb.CommitRequest(reservation_id=c.reservation_id, key_id=c.key_id,
+                            usage=usage(c.prompt_tokens, c.completion_tokens), model=c.model, tier=c.tier,
+                            latency_ms=c.latency_ms, fallbacks=c.fallbacks, bill_late=c.bill_late,
+                            finish_note=c.finish_note)  # fmt: skip
+
+
+def commit_call(r: pb.CommitRequest) -> CommitCall:
+    """The record a CommitRequest carries; ``usage.total_tokens`` is checked here, the one field it drops."""
+    u = r.usage
+    if u.total_tokens and u.total_tokens != u.prompt_tokens + u.completion_tokens:
+        raise InvalidArgument(
+            f"usage.total_tokens ({u.total_tokens}) must equal prompt_tokens + completion_tokens "
+            f"({u.prompt_tokens + u.completion_tokens}) or be 0"
+        )
+    return CommitCall(r.reservation_id, r.key_id, u.prompt_tokens, u.completion_tokens, model=r.model,
+                      tier=r.tier, latency_ms=r.latency_ms, fallbacks=r.fallbacks, bill_late=r.bill_late,
+                      finish_note=r.finish_note)  # fmt: skip
+
+
+def cache_hit_request(c: CacheHitCall) -> pb.RecordCacheHitRequest:
+    return pb.RecordCacheHitRequest(key_id=c.key_id, request_id=c.request_id, project=c.project, tier=c.tier,
+                                    model=c.model, usage=usage(c.prompt_tokens, c.completion_tokens),
+                                    latency_ms=c.latency_ms, record_id=c.record_id, served=c.served)  # fmt: skip
+
+
+def cache_hit_call(r: pb.RecordCacheHitRequest) -> CacheHitCall:
+    return CacheHitCall(r.key_id, r.request_id, r.project, r.tier, r.model, r.usage.prompt_tokens,
+                        r.usage.completion_tokens, latency_ms=r.latency_ms, record_id=r.record_id,
+                        served=r.served)  # fmt: skip

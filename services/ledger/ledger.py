@@ -1,7 +1,7 @@
 """The ledger's data plane: authenticate, authorize/commit/release, cache hits, reads.
 
 Plain Python: no gRPC. Every money decision happens inside one database
-operation (see ops_data); this class validates input, applies rate limits,
+operation (see services.ledger.sql.data); this class validates input, applies rate limits,
 caches key lookups and turns denials into ``ResourceExhausted``.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import structlog
@@ -26,8 +26,10 @@ from rationer.errors import (
     Unavailable,
 )
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
-from services.ledger import ops_admin, ops_data, ops_usage, validate
+from services.ledger import validate
+from services.ledger.calls import CacheHitCall, CommitCall
 from services.ledger.models import (
+    AuthorizeInput,
     CommitResult,
     Denial,
     Headroom,
@@ -39,9 +41,12 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import to_datetime
-from services.ledger.ops_common import bound_project, load_key_by_id, require_active
 from services.ledger.ratelimit import RateCheck, RateLimiter
 from services.ledger.settings import LedgerSettings
+from services.ledger.sql import admin as sql_admin
+from services.ledger.sql import cache_hits as sql_hits
+from services.ledger.sql import data as sql_data
+from services.ledger.sql.common import bound_project, load_key_by_id, require_active
 from services.ledger.store import Store
 
 log = structlog.get_logger(__name__)
@@ -49,33 +54,6 @@ log = structlog.get_logger(__name__)
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class AuthorizeInput:
-    key_id: str
-    tier: str
-    model: str = ""
-    prompt_tokens: int = 0
-    max_completion_tokens: int = 0
-    project: str = ""
-    request_id: str = ""
-    ttl_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class CommitInput:
-    reservation_id: str
-    key_id: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int = 0
-    model: str = ""
-    tier: str = ""
-    latency_ms: int = 0
-    fallbacks: int = 0
-    bill_late: bool = False
-    finish_note: str = ""  # e.g. "client_disconnected": a partial answer billed as far as it went
 
 
 class Ledger:
@@ -118,7 +96,7 @@ class Ledger:
 
     async def sweep_once(self) -> int:
         """Mark expired holds and delete their rows; returns how many."""
-        n: int = await self._store.write(partial(ops_data.sweep_expired, self._clock.now_us()))
+        n: int = await self._store.write(partial(sql_data.sweep_expired, self._clock.now_us()))
         if n:
             log.info("expired holds swept", count=n)
         return n
@@ -146,7 +124,7 @@ class Ledger:
         if hit is not None and time.monotonic() - hit[1] < self._s.auth_cache_ttl_s:
             key: KeyRecord | None = hit[0]
         else:
-            key = await self._store.read(lambda: ops_admin.key_by_hash(digest))
+            key = await self._store.read(lambda: sql_admin.key_by_hash(digest))
             if key is not None:
                 self._by_hash[digest] = (key, time.monotonic())
         prefix = secret[:10]
@@ -168,7 +146,7 @@ class Ledger:
         validate.text("project", project, 128)
         project = bound_project(await self.key(key_id), project)
         now = self._clock.now_us()
-        rows = await self._store.read(lambda: ops_data.headroom(key_id, project, now))
+        rows = await self._store.read(lambda: sql_data.headroom(key_id, project, now))
         return rows, min((h.remaining_fraction for h in rows), default=1.0)
 
     def _ttl_us(self, ttl_s: float) -> int:
@@ -181,7 +159,7 @@ class Ledger:
 
     async def _rate_checks(self, key_id: str, team_id: str, tokens: int) -> list[RateCheck]:
         if time.monotonic() - self._limits_at > self._s.rate_limit_cache_ttl_s:
-            rows = await self._store.read(ops_admin.all_rate_limits)
+            rows = await self._store.read(sql_admin.all_rate_limits)
             self._limits = {f"{r.scope_kind}:{r.scope_id}": r for r in rows}
             self._limits_at = time.monotonic()
         checks = []
@@ -234,11 +212,9 @@ class Ledger:
             if earlier is None:
                 raise
             return earlier
-        args = ops_data.AuthorizeArgs(a.key_id, a.tier, a.model, a.prompt_tokens, a.max_completion_tokens,
-                                      a.project, a.request_id, ttl_us)  # fmt: skip
         now, d = self._clock.now_us(), self._store.dialect
         try:
-            result = await self._store.write(lambda: ops_data.authorize(args, now, d))
+            result = await self._store.write(lambda: sql_data.authorize(a, ttl_us, now, d))
         except (Unavailable, DeadlineExceeded):
             raise  # ambiguous: the hold may exist, and a retry replays it (and refunds then)
         except RationerError:
@@ -258,28 +234,20 @@ class Ledger:
     async def _earlier(self, a: AuthorizeInput) -> Reservation | None:
         if not a.request_id:
             return None
-        return await self._store.read(lambda: ops_data.existing_reservation(a.request_id, a.key_id))
+        return await self._store.read(lambda: sql_data.existing_reservation(a.request_id, a.key_id))
 
-    async def commit(self, c: CommitInput) -> CommitResult:
+    async def commit(self, c: CommitCall) -> CommitResult:
         validate.text("reservation_id", c.reservation_id, 64, required=True)
         validate.text("key_id", c.key_id, 64, required=True)
         validate.text("model", c.model, 256)
         validate.text("tier", c.tier, 64)
         validate.tokens("usage.prompt_tokens", c.prompt_tokens)
         validate.tokens("usage.completion_tokens", c.completion_tokens)
-        if c.total_tokens and c.total_tokens != c.prompt_tokens + c.completion_tokens:
-            raise InvalidArgument(
-                f"usage.total_tokens ({c.total_tokens}) must equal prompt_tokens + completion_tokens "
-                f"({c.prompt_tokens + c.completion_tokens}) or be 0"
-            )
         validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
         validate.text("finish_note", c.finish_note, 64)
-        args = ops_data.CommitArgs(c.reservation_id, c.key_id, c.prompt_tokens, c.completion_tokens,
-                                   c.model, c.tier, c.latency_ms, c.fallbacks, c.bill_late,
-                                   c.finish_note)  # fmt: skip
         now, d = self._clock.now_us(), self._store.dialect
-        res: CommitResult = await self._store.write(lambda: ops_data.commit(args, now, d))
+        res: CommitResult = await self._store.write(lambda: sql_data.commit(c, now, d))
         if not res.replayed:
             await self._refund_tokens(c.key_id, res.event.team_id, res.unused_tokens)
         return res
@@ -289,7 +257,7 @@ class Ledger:
         validate.text("key_id", key_id, 64, required=True)
         validate.text("reason", reason, 256)
         now, d = self._clock.now_us(), self._store.dialect
-        res: ReleaseResult = await self._store.write(lambda: ops_data.release(reservation_id, key_id, now, d))
+        res: ReleaseResult = await self._store.write(lambda: sql_data.release(reservation_id, key_id, now, d))
         await self._refund_tokens(key_id, res.team_id, res.unused_tokens)
         return res.released
 
@@ -309,7 +277,7 @@ class Ledger:
         except Unavailable as exc:
             log.warning("rate-limit refund failed", error=exc.message)
 
-    async def record_cache_hit(self, a: ops_usage.CacheHitArgs) -> tuple[UsageEvent, bool]:
+    async def record_cache_hit(self, a: CacheHitCall) -> tuple[UsageEvent, bool]:
         """Record one served cache hit: ``(event, replayed)``.
 
         Before serving (``served`` unset) the hit consumes the key's and
@@ -334,13 +302,13 @@ class Ledger:
                 consumed = await self._apply_rate_limits(key, a.prompt_tokens + a.completion_tokens)
             except ResourceExhausted:
                 # A retry of a record that already landed is answered, not refused.
-                earlier = await self._store.read(lambda: ops_usage.existing_hit(a.key_id, a.record))
+                earlier = await self._store.read(lambda: sql_hits.existing_hit(a.key_id, a.record))
                 if earlier is None:
                     raise
                 return earlier, True
         now = self._clock.now_us()
         try:
-            ev, replayed = await self._store.write(lambda: ops_usage.record_cache_hit(a, now))
+            ev, replayed = await self._store.write(lambda: sql_hits.record_cache_hit(a, now))
         except (Unavailable, DeadlineExceeded):
             raise  # ambiguous: it may have landed, and a retry replays it
         except RationerError:
@@ -349,6 +317,14 @@ class Ledger:
         if replayed:
             await self._refund(consumed)
         return ev, replayed
+
+    async def record_wrong_hit(self, key_id: str, request_id: str) -> tuple[UsageEvent, bool]:
+        """Count a cache hit this key reported wrong (the cache has already
+        checked that this key received it): ``(event, replayed)``."""
+        validate.text("key_id", key_id, 64, required=True)
+        validate.text("request_id", request_id, 128, required=True)
+        now = self._clock.now_us()
+        return await self._store.write(lambda: sql_hits.record_wrong_hit(key_id, request_id, now))
 
     async def visible_scope(self, caller: Principal | None, kind: str, scope_id: str) -> tuple[str, str]:
         """The scope a Usage caller may read: admins anything, keys their own org."""

@@ -8,6 +8,20 @@ from dataclasses import dataclass, field
 from rationer.platform.identity import Principal as Principal
 
 SCOPE_KINDS = ("org", "team", "user", "key", "project")
+
+
+@dataclass(frozen=True)
+class AuthorizeInput:
+    """One Authorize, as ``ledger.proto`` AuthorizeRequest names it (``estimated_prompt_tokens`` aside)."""
+
+    key_id: str
+    tier: str
+    model: str = ""
+    prompt_tokens: int = 0
+    max_completion_tokens: int = 0
+    project: str = ""
+    request_id: str = ""
+    ttl_s: float = 0.0  # 0 = the ledger's default
 UNITS = ("usd", "tokens")
 PERIODS = ("daily", "monthly", "lifetime")
 GROUP_BY = ("team", "user", "project", "model", "day", "tier")
@@ -189,6 +203,7 @@ class UsageRow:
     cache_savings: int = 0  # the part of savings from cache hits; the rest is routing
     denials: int = 0  # budget refusals ("denied" events), not in requests
     soft_alerts: int = 0
+    wrong_hits: int = 0  # cache hits reported wrong ("wrong_hit" events), not in requests
 
     @property
     def routing_savings(self) -> int:

@@ -36,7 +36,7 @@ import structlog
 
 from rationer.errors import RationerError, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
-from services.ledger.ops_common import Op
+from services.ledger.sql.common import Op
 from services.ledger.store import Store
 
 log = structlog.get_logger(__name__)

@@ -63,22 +63,25 @@ def _total(rows: list[UsageRow], key: str) -> UsageRow:
         sum(r.completion_tokens for r in rows), sum(r.cost for r in rows),
         sum(r.counterfactual_cost for r in rows), sum(r.cache_hits for r in rows), sum(r.overage for r in rows),
         sum(r.cache_savings for r in rows), sum(r.denials for r in rows), sum(r.soft_alerts for r in rows),
+        sum(r.wrong_hits for r in rows),
     )  # fmt: skip
 
 
 # overage: true cost not charged because a budget was at its hard limit
 # (docs/ledger.md, "Usage above the hold"); spend + overage = true cost.
 # savings = cache_savings + routing_savings; denials and soft_alerts are
-# budget refusals and alerts, not requests.
+# budget refusals and alerts, not requests; wrong_hits are cache hits the
+# receiving key reported wrong (POST /v1/cache/feedback), last so the columns
+# before it keep their places.
 HEADERS = ["requests", "prompt_tokens", "completion_tokens", "cache_hits", "spend_usd",
            "counterfactual_usd", "savings_usd", "cache_savings_usd", "routing_savings_usd", "overage_usd",
-           "denials", "soft_alerts"]  # fmt: skip
+           "denials", "soft_alerts", "wrong_hits"]  # fmt: skip
 
 
 def _cells(r: UsageRow) -> list[str]:
     return [str(r.requests), str(r.prompt_tokens), str(r.completion_tokens), str(r.cache_hits),
             usd(r.cost), usd(r.counterfactual_cost), usd(r.savings), usd(r.cache_savings),
-            usd(r.routing_savings), usd(r.overage), str(r.denials), str(r.soft_alerts)]  # fmt: skip
+            usd(r.routing_savings), usd(r.overage), str(r.denials), str(r.soft_alerts), str(r.wrong_hits)]  # fmt: skip
 
 
 def _json_row(r: UsageRow) -> dict[str, int]:
@@ -86,7 +89,7 @@ def _json_row(r: UsageRow) -> dict[str, int]:
             "cache_hits": r.cache_hits, "spend_nano_usd": r.cost, "counterfactual_nano_usd": r.counterfactual_cost,
             "savings_nano_usd": r.savings, "cache_savings_nano_usd": r.cache_savings,
             "routing_savings_nano_usd": r.routing_savings, "overage_nano_usd": r.overage, "denials": r.denials,
-            "soft_alerts": r.soft_alerts}  # fmt: skip
+            "soft_alerts": r.soft_alerts, "wrong_hits": r.wrong_hits}  # fmt: skip
 
 
 def render(rows: list[UsageRow], by: str, fmt: str, period: str, names: dict[str, str] | None = None) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.platform.interceptor import ServiceCredential
+from rationer.platform.metrics import RpcMetrics
 from rationer.platform.server import build_server
 from services.ledger.admin import LedgerAdmin
 from services.ledger.ledger import Ledger
@@ -36,6 +37,7 @@ OPEN_METHODS = frozenset(_methods("LedgerService", "Usage", "ListPrices") + _met
 class LedgerDeps:
     ledger: Ledger
     admin: LedgerAdmin
+    metrics: RpcMetrics = field(default_factory=RpcMetrics)  # this server's own registry
 
 
 def create_server(address: str, deps: LedgerDeps, *, service_token: str) -> tuple[grpc.aio.Server, int]:
@@ -47,4 +49,4 @@ def create_server(address: str, deps: LedgerDeps, *, service_token: str) -> tupl
 
     credential = ServiceCredential(service_token, OPEN_METHODS)
     return build_server(address, service="ledger", service_names=SERVICE_NAMES, register=register,
-                        credential=credential)  # fmt: skip
+                        credential=credential, metrics=deps.metrics)  # fmt: skip

@@ -12,11 +12,10 @@ from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import Unauthenticated
 from rationer.platform import identity
 from services.ledger import convert as cv
-from services.ledger import ops_admin
 from services.ledger.admin import KeySpec, LedgerAdmin
-from services.ledger.ledger import AuthorizeInput, CommitInput, Ledger
-from services.ledger.models import RateLimit
-from services.ledger.ops_usage import CacheHitArgs
+from services.ledger.ledger import Ledger
+from services.ledger.models import AuthorizeInput, RateLimit
+from services.ledger.sql import admin as sql_admin
 
 Ctx = ServicerContext[Any, Any]
 
@@ -72,15 +71,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         )  # fmt: skip
 
     async def Commit(self, request: pb.CommitRequest, context: Ctx) -> pb.CommitResponse:
-        u = request.usage
-        res = await self._ledger.commit(
-            CommitInput(
-                reservation_id=request.reservation_id, key_id=request.key_id, prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens, total_tokens=u.total_tokens, model=request.model,
-                tier=request.tier, latency_ms=request.latency_ms, fallbacks=request.fallbacks,
-                bill_late=request.bill_late, finish_note=request.finish_note,
-            )
-        )
+        res = await self._ledger.commit(cv.commit_call(request))
         return pb.CommitResponse(event=cv.event(res.event), replayed=res.replayed)
 
     async def Release(self, request: pb.ReleaseRequest, context: Ctx) -> pb.ReleaseResponse:
@@ -90,18 +81,20 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     async def RecordCacheHit(
         self, request: pb.RecordCacheHitRequest, context: Ctx
     ) -> pb.RecordCacheHitResponse:
-        ev, replayed = await self._ledger.record_cache_hit(
-            CacheHitArgs(request.key_id, request.request_id, request.project, request.tier, request.model,
-                         request.usage.prompt_tokens, request.usage.completion_tokens, request.latency_ms,
-                         request.record_id, request.served)
-        )  # fmt: skip
+        ev, replayed = await self._ledger.record_cache_hit(cv.cache_hit_call(request))
         return pb.RecordCacheHitResponse(event=cv.event(ev), replayed=replayed)
+
+    async def RecordWrongHit(
+        self, request: pb.RecordWrongHitRequest, context: Ctx
+    ) -> pb.RecordWrongHitResponse:
+        ev, replayed = await self._ledger.record_wrong_hit(request.key_id, request.request_id)
+        return pb.RecordWrongHitResponse(event=cv.event(ev), replayed=replayed)
 
     async def Usage(self, request: pb.UsageRequest, context: Ctx) -> pb.UsageResponse:
         caller = await self._admin.caller(bearer(context))
         has_scope = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
         kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has_scope else ""
-        q = ops_admin.UsageQuery(
+        q = sql_admin.UsageQuery(
             kind, request.scope.id if has_scope else "",
             cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
             cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
@@ -156,7 +149,7 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
 
     async def SetBudget(self, request: pb.SetBudgetRequest, context: Ctx) -> pb.Budget:
         await self._admin.require_admin(bearer(context))
-        spec = ops_admin.BudgetSpec(
+        spec = sql_admin.BudgetSpec(
             cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind"), request.scope.id,
             cv.enum_in(cv.UNIT, request.unit, "unit"), cv.enum_in(cv.PERIOD, request.period, "period"),
             request.hard_limit, request.soft_fraction,

@@ -1,6 +1,6 @@
 """Storage drivers behind one interface: SQLite (embedded default) and PostgreSQL.
 
-Both run the same sans-IO operations (see ops_common). A caller passes a
+Both run the same sans-IO operations (see services.ledger.sql). A caller passes a
 zero-argument *factory* so a driver can re-run an operation from scratch when
 the database asks for a retry (PostgreSQL unique-key races).
 """
@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from rationer.errors import Unavailable
-from services.ledger.ops_common import SQLITE, Dialect, Op
+from services.ledger.sql.common import SQLITE, Dialect, Op
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from rationer.errors import Unavailable
-from services.ledger.ops_common import POSTGRES, Op
+from services.ledger.sql.common import POSTGRES, Op
 from services.ledger.store import OpFactory, migration_files
 
 log = structlog.get_logger(__name__)

@@ -21,7 +21,7 @@ from services.cache.types import CacheContext, EntryMetadata
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.models import UsageEvent
-from services.router.ports import CachedAnswer, Charge, WrongHitReport
+from services.router.types import CachedAnswer, Charge, WrongHitReport
 
 
 def _charge(event: UsageEvent) -> Charge:
@@ -48,12 +48,12 @@ class GrpcLedger:
         tier: str,
         model: str,
         prompt_tokens: int,
-        max_tokens: int,
+        max_completion_tokens: int,
         project: str,
         request_id: str,
     ) -> Reservation:
         r = await self.client.authorize(
-            key_id, tier, prompt_tokens=prompt_tokens, max_completion_tokens=max_tokens, model=model,
+            key_id, tier, prompt_tokens=prompt_tokens, max_completion_tokens=max_completion_tokens, model=model,
             project=project, request_id=request_id,
         )  # fmt: skip
         return Reservation(r.reservation_id, r.held_nano_usd, r.min_remaining_fraction, r.replayed)
@@ -66,6 +66,9 @@ class GrpcLedger:
 
     async def record_cache_hit(self, call: CacheHitCall) -> Charge:
         return _charge(await self.client.record_cache_hit(call))
+
+    async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None:
+        await self.client.record_wrong_hit(key_id, request_id)
 
     async def reference_price(self) -> tuple[int, int]:
         for price in await self.client.list_prices():

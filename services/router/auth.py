@@ -12,7 +12,8 @@ import time
 from collections import OrderedDict
 
 from rationer.errors import PermissionDenied, Unauthenticated
-from services.router.ports import LedgerPort, Principal
+from services.router.ports import LedgerPort
+from services.router.types import Principal
 
 
 def resolve_project(principal: Principal, requested: str) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.cache import keys
-from services.router.model_types import Message
-from services.router.requests import CompletionRequest
+from services.router.types import CompletionRequest, Message
 
 
 def _dicts(messages: Sequence[Message]) -> list[dict[str, str]]:

@@ -1,50 +1,31 @@
 """What the router needs from its collaborators, as plain protocols.
 
 The gRPC clients of the ledger, cache and worker pool satisfy these through
-small adapters (``adapters.py``), so the core can be read and tested without
-any transport in mind.
+small adapters (``adapters.py``, ``backends/``), so the core can be read and
+tested without any transport in mind (``tests/fakes.py``). The values they
+exchange are in ``types.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-# One Principal and one Reservation for every service, re-exported for the router's modules.
-from rationer.platform.identity import Principal as Principal
-from rationer.platform.identity import Reservation as Reservation
 from services.ledger.calls import CacheHitCall, CommitCall
-from services.router.model_types import Completion, Delta, GenParams, Message
-
-
-@dataclass(frozen=True)
-class Charge:
-    cost_nano_usd: int
-    counterfactual_nano_usd: int
-
-
-@dataclass(frozen=True)
-class CachedAnswer:
-    answer: str
-    tier: str
-    model: str
-    similarity: float
-    exact: bool
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class WrongHitReport:
-    """The cache's answer to ``POST /v1/cache/feedback`` / ``ReportWrongHit``."""
-
-    entry_id: str
-    evicted: bool
-    already_reported: bool
+from services.router.types import (
+    CachedAnswer,
+    Charge,
+    Completion,
+    Delta,
+    GenParams,
+    Message,
+    Principal,
+    Reservation,
+    WrongHitReport,
+)
 
 
 class LedgerPort(Protocol):
@@ -59,7 +40,7 @@ class LedgerPort(Protocol):
         tier: str,
         model: str,
         prompt_tokens: int,
-        max_tokens: int,
+        max_completion_tokens: int,
         project: str,
         request_id: str,
     ) -> Reservation: ...
@@ -69,6 +50,8 @@ class LedgerPort(Protocol):
     async def release(self, *, reservation_id: str, key_id: str, reason: str) -> None: ...
 
     async def record_cache_hit(self, call: CacheHitCall) -> Charge: ...
+
+    async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None: ...
 
 
 class CachePort(Protocol):
@@ -117,7 +100,13 @@ class ModelBackend(Protocol):
 
 
 class EmbedderPort(Protocol):
+    """The shared sentence embedder: one prompt for the cache and scorer, batches for /v1/embeddings."""
+
     def embed_one(self, text: str) -> npt.NDArray[np.float32]: ...
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]: ...
+
+    def count_tokens(self, text: str) -> int: ...
 
 
 class ScorerPort(Protocol):

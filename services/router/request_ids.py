@@ -2,7 +2,7 @@
 
 A request id names the call in every service's logs and is the ledger's
 idempotency key for its first hold; the router derives its fallback
-attempts' keys as ``<id>#<tier>`` (core._attempt_id). So a caller's id is
+attempts' keys as ``<id>#<tier>`` (holds.attempt_id). So a caller's id is
 1..64 characters of ``A-Za-z0-9._:-``: bounded, safe in logs and headers,
 and never containing ``#``, so it can never equal a key the router makes for
 another call's fallback. An id that breaks the rule is refused
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from rationer.errors import InvalidArgument
+from rationer.errors import AlreadyExists, InvalidArgument
 
 MAX_REQUEST_ID_CHARS = 64
 _ALLOWED = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_CHARS}}}")
@@ -35,6 +35,33 @@ def check_request_id(raw: str) -> str:
             f"('<id>#<tier>'); send {RULE}, or no x-request-id and the gateway makes one"
         )
     raise InvalidArgument(
-        f"x-request-id must be {RULE} (got {len(raw)} characters); send a valid one, or none and "
-        "the gateway makes one"
+        f"x-request-id must be {RULE} (got {len(raw)} characters); send a valid one, or none and the gateway makes one"
     )
+
+
+def reused(request_id: str) -> AlreadyExists:
+    """The error for a hold the ledger replayed: another call already used this request id.
+
+    The router never retries an Authorize, so serving this call would ride
+    on that call's hold and charge (a free answer).
+    """
+    return AlreadyExists(
+        f"request id {request_id!r} was already used by another call; send a unique "
+        "x-request-id per request, or none and the gateway makes one"
+    )
+
+
+MAX_FEEDBACK_REQUEST_ID = 128
+
+
+def feedback_request_id(value: object) -> str:
+    """The ``request_id`` of a wrong-hit report: the x-request-id of the response that came from the cache."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(
+            "'request_id' must be the non-empty x-request-id of the response that came from the cache"
+        )
+    if len(value) > MAX_FEEDBACK_REQUEST_ID:
+        raise InvalidArgument(
+            f"'request_id' is {len(value)} characters; request ids are at most {MAX_FEEDBACK_REQUEST_ID}"
+        )
+    return value

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import grpc
 
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.server import build_server
-from services.router.core import RouterCore
 from services.router.servicer import RouterServicer
+from services.router.wiring import RouterDeps
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
-
-
-@dataclass
-class RouterDeps:
-    core: RouterCore
 
 
 def create_server(address: str, deps: RouterDeps) -> tuple[grpc.aio.Server, int]:

@@ -1,4 +1,4 @@
-"""Thin gRPC adapter over :class:`RouterCore`: convert, delegate, convert back."""
+"""Thin gRPC adapter over :class:`RouterCore`'s façade: convert, delegate, convert back."""
 
 from __future__ import annotations
 
@@ -11,27 +11,18 @@ import structlog
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from rationer.errors import Unauthenticated
 from rationer.platform.convert import FINISH_TO_PROTO
+from rationer.platform.identity import bearer
 from rationer.platform.interceptor import REQUEST_ID_KEY
-from services.router.cache_feedback import report_wrong_hit
-from services.router.core import RouterCore
-from services.router.model_types import GenParams, Message
+from services.router.pipeline import RouterCore
 from services.router.request_ids import check_request_id
-from services.router.requests import CompletionRequest, RouteResult
-from services.router.streaming import stream_completion
+from services.router.types import CompletionRequest, GenParams, Message, RouteResult
 
 KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER}
 
 
 def bearer_token(metadata: dict[str, str]) -> str:
-    raw = metadata.get("authorization")
-    if raw is None:
-        raise Unauthenticated("missing 'authorization' metadata; send 'authorization: Bearer <rationer key>'")
-    scheme, _, token = raw.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("malformed 'authorization' metadata; expected 'Bearer <rationer key>'")
-    return token.strip()
+    return bearer(metadata.get("authorization"))
 
 
 def _metadata(context: Any) -> dict[str, str]:
@@ -114,8 +105,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.CompleteRequest, context: Any
     ) -> AsyncIterator[router_pb2.CompleteChunk]:
         md = _metadata(context)
-        events = stream_completion(
-            self._core,
+        events = self._core.stream(
             bearer_token(md),
             to_request(request, md.get("x-rationer-project", "")),
             request_id=_request_id(md),
@@ -123,7 +113,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         )
         # aclosing: a caller that cancels closes the core's stream now (which
         # stops the model and bills what it generated), not at garbage collection.
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async with contextlib.aclosing(events):
             async for ev in events:
                 if ev.final is not None:
                     yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))
@@ -133,8 +123,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ListTiers(self, request: router_pb2.ListTiersRequest, context: Any) -> router_pb2.ListTiersResponse:
         md = _metadata(context)
         _request_id(md)  # the same rule on every RPC
-        principal = await self._core.auth.principal(bearer_token(md))
-        tiers = self._core.policy.allowed(principal.allowed_tiers)
+        tiers = await self._core.models_for(bearer_token(md))
         unspecified = common_pb2.TIER_KIND_UNSPECIFIED
         return router_pb2.ListTiersResponse(
             tiers=[
@@ -146,5 +135,5 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ReportWrongHit(
         self, request: router_pb2.ReportWrongHitRequest, context: Any
     ) -> router_pb2.ReportWrongHitResponse:
-        report = await report_wrong_hit(self._core, bearer_token(_metadata(context)), request.request_id)
+        report = await self._core.report_wrong_hit(bearer_token(_metadata(context)), request.request_id)
         return router_pb2.ReportWrongHitResponse(evicted=report.evicted, already_reported=report.already_reported)

@@ -39,7 +39,7 @@ class TierSettings(BaseModel):
     kind: Literal["local", "frontier"]
     rank: int
     model: str
-    # None: derived from the classifier's operating point (see main.tier_specs).
+    # None: derived from the classifier's operating point (see wiring.tier_specs).
     threshold: float | None = None
     # Frontier only: any OpenAI-compatible endpoint.
     base_url: str = ""

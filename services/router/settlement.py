@@ -13,6 +13,7 @@ frees a hold, which expires on its own, so it is retried for a window only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,9 +21,10 @@ from typing import Any
 import structlog
 
 from rationer.errors import Cancelled, DeadlineExceeded, FailedPrecondition, RationerError, Unavailable
-from services.ledger.calls import CacheHitCall, CommitCall
+from services.ledger.calls import CommitCall, SettlementCall
 from services.router.journal import PendingSettlement, SettlementJournal
-from services.router.ports import Charge, LedgerPort
+from services.router.ports import LedgerPort
+from services.router.types import Charge
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +105,7 @@ class Settler:
         self._inline: set[int] = set()  # entries the request path is sending now
         self._drainer: asyncio.Task[Any] | None = None
 
-    async def settle(self, kind: str, args: dict[str, Any]) -> Any:
+    async def settle(self, call: SettlementCall) -> Charge:
         """Journal a settlement, then give it to the ledger.
 
         A short retry covers blips. If the ledger stays away, or the caller
@@ -111,15 +113,15 @@ class Settler:
         restart, to the next run); the TRANSIENT error or the cancel is
         re-raised for the caller to decide.
         """
-        entry_id = self.journal.add(kind, args)
+        entry_id = self.journal.add(call)
         self._inline.add(entry_id)
         try:
             try:
                 async with asyncio.timeout(self._inline_budget_s):
-                    out = await retry_settlement(lambda: self._send(kind, args), what=kind)
+                    out: Charge = await retry_settlement(lambda: self._send(call), what=call.KIND)
             except TimeoutError:
                 raise Unavailable(
-                    f"the ledger did not confirm the {kind} within {self._inline_budget_s:g}s; "
+                    f"the ledger did not confirm the {call.KIND} within {self._inline_budget_s:g}s; "
                     "it is journaled and settles in the background"
                 ) from None
         except asyncio.CancelledError:
@@ -152,14 +154,14 @@ class Settler:
         if self._drainer is None or self._drainer.done():
             self._drainer = self._spawn(self._drain())
 
-    def _send(self, kind: str, args: dict[str, Any], *, replay: bool = False) -> Coroutine[Any, Any, Charge]:
-        if kind == "commit":
-            return self._ledger.commit(CommitCall(**args))
+    def _send(self, call: SettlementCall, *, replay: bool = False) -> Coroutine[Any, Any, Charge]:
+        if isinstance(call, CommitCall):
+            return self._ledger.commit(call)
         # A replayed cache-hit record was served already (the inline attempt
         # failed transiently): the ledger must take it past any limit.
         if replay:
-            return self._ledger.record_cache_hit(CacheHitCall(**{**args, "served": True}))
-        return self._ledger.record_cache_hit(CacheHitCall(**args))
+            return self._ledger.record_cache_hit(dataclasses.replace(call, served=True))
+        return self._ledger.record_cache_hit(call)
 
     async def _drain(self) -> None:
         delay = min(0.5, self._max_backoff_s)
@@ -177,9 +179,9 @@ class Settler:
     async def _replay(self, pending: list[PendingSettlement]) -> bool:
         """Send entries in order; False at the first transient failure."""
         for entry in pending:
-            what = f"{entry.kind} {entry.args.get('reservation_id') or entry.args.get('request_id')}"
+            what = f"{entry.call.KIND} {_id_of(entry.call)}"
             try:
-                await self._send(entry.kind, entry.args, replay=True)
+                await self._send(entry.call, replay=True)
             except TRANSIENT:
                 return False
             except RationerError as exc:
@@ -189,3 +191,7 @@ class Settler:
                 log.info("deferred settlement landed", what=what)
             self.journal.done(entry.entry_id)
         return True
+
+
+def _id_of(call: SettlementCall) -> str:
+    return call.reservation_id if isinstance(call, CommitCall) else call.request_id

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from rationer.errors import RationerError
-from services.router.model_types import Message
 from services.router.settings import TierSettings
+from services.router.types import Message
 
 if TYPE_CHECKING:
     from services.slm_worker.settings import ModelEntry

@@ -31,6 +31,6 @@ def register(groups: CliGroups) -> None:
         threads: int = typer.Option(1, help="llama.cpp threads for the single-stream runs"),
     ) -> None:
         """Worker vs bare llama-cpp-python: tok/s ratio, TTFT overhead, concurrency."""
-        from services.slm_worker.bench import main
+        from rationer.cli.bench_import import bench_module
 
-        main(json_out=json_out, tokens=tokens, rounds=rounds, threads=threads)
+        bench_module("bench.slm_worker").main(json_out=json_out, tokens=tokens, rounds=rounds, threads=threads)

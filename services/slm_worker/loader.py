@@ -1,4 +1,4 @@
-"""Building a ready Worker from settings: resolve, load, warm.
+"""Loading one model from its settings entry: resolve, load, warm (``wiring.build_deps`` does them all).
 
 Loading happens before the server reports SERVING; any missing or corrupt
 model file aborts the whole start (no half-serving worker).
@@ -6,7 +6,6 @@ model file aborts the whole start (no half-serving worker).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -16,9 +15,9 @@ from services.slm_worker.engine import GenerationRequest, Slot, load_llama
 from services.slm_worker.pool import SlotPool
 from services.slm_worker.prompts import Message
 from services.slm_worker.registry import quantization_name, resolve_model_path
-from services.slm_worker.settings import ModelEntry, WorkerSettings
+from services.slm_worker.settings import ModelEntry
 from services.slm_worker.vocab import PromptTokenizer
-from services.slm_worker.worker import Limits, LoadedModel, Worker
+from services.slm_worker.worker import LoadedModel
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +28,7 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def _load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
+def load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
     path = resolve_model_path(entry, cache_dir)
     if entry.n_gpu_layers != 0 and not gpu_offload_supported():
         # Same code path either way; only the llama.cpp build differs.
@@ -53,7 +52,7 @@ def _load_model(entry: ModelEntry, cache_dir: str) -> LoadedModel:
     return LoadedModel(entry, tokenizer, pool, quantization_name(tokenizer.metadata), "gpu" if on_gpu else "cpu")
 
 
-async def _warm(model: LoadedModel) -> None:
+async def warm(model: LoadedModel) -> None:
     """Generate one token on every slot so the first real call pays no setup."""
     tokens, _ = model.tokenize([Message("user", "Hi")])
 
@@ -61,19 +60,3 @@ async def _warm(model: LoadedModel) -> None:
         slot.run(GenerationRequest(prompt_tokens=tokens, max_tokens=1, seed=0), lambda _t, _n: None, threading.Event())
 
     await model.pool.run_once(one_token)
-
-
-async def build_worker(settings: WorkerSettings, *, worker_id: str = "") -> Worker:
-    """Load and warm every configured model (blocking work runs on threads)."""
-    loaded: list[LoadedModel] = []
-    try:
-        for entry in settings.models:
-            loaded.append(await asyncio.to_thread(_load_model, entry, settings.model_cache_dir))
-        for model in loaded:
-            await _warm(model)
-    except BaseException:
-        for model in loaded:
-            model.pool.close()
-        raise
-    limits = Limits(max_stop_sequences=settings.max_stop_sequences, max_stop_bytes=settings.max_stop_bytes)
-    return Worker(loaded, worker_id=worker_id or settings.worker_id, limits=limits)

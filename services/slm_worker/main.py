@@ -15,10 +15,10 @@ from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving, start
 from rationer.platform.settings import load_settings, service_token_of, with_service_token
-from services.slm_worker.loader import build_worker
 from services.slm_worker.server import WorkerDeps, create_server
 from services.slm_worker.servicer import WorkerRef
 from services.slm_worker.settings import WorkerSettings
+from services.slm_worker.wiring import build_deps
 
 log = structlog.get_logger(__name__)
 
@@ -26,25 +26,24 @@ log = structlog.get_logger(__name__)
 async def run(settings: WorkerSettings) -> None:
     ref = WorkerRef()
     token = service_token_of(settings)
-    server, port = create_server(settings.listen, WorkerDeps(ref), service_token=token)
+    deps = WorkerDeps(ref)
+    server, port = create_server(settings.listen, deps, service_token=token)
     # Listen first so health checks see NOT_SERVING (not a refused connection)
     # while the models load.
     await start(server, serving=False)
     host = settings.listen.rsplit(":", 1)[0]
     log.info("worker listening; loading models", port=port, models=[m.name for m in settings.models])
     try:
-        worker = await build_worker(settings, worker_id=settings.worker_id or f"{host}:{port}")
+        worker = await build_deps(settings, worker_id=settings.worker_id or f"{host}:{port}")
     except BaseException:
         await server.stop(0)
         raise
     ref.worker = worker
     if settings.metrics_port is not None:
-        from prometheus_client import REGISTRY
-
         from services.slm_worker.metrics import WorkerLoadCollector
 
-        REGISTRY.register(WorkerLoadCollector(worker))
-        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+        deps.metrics.registry.register(WorkerLoadCollector(worker))
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     await set_serving(server, True)
     log.info("worker serving", port=port, worker_id=worker.worker_id)
     try:

@@ -58,6 +58,10 @@ class SlotPool:
         self._draining = False
         # Finish reasons of completed runs, e.g. {"length": 3, "cancelled": 1}.
         self.finished: collections.Counter[str] = collections.Counter()
+        # Calls turned away for another worker or tier to take, by reason
+        # ("queue_full", "draining"): the autoscaling signal that load has
+        # outgrown the replicas (services/slm_worker/metrics.py).
+        self.deferred: collections.Counter[str] = collections.Counter()
 
     # -- slot accounting -------------------------------------------------
 
@@ -85,11 +89,13 @@ class SlotPool:
 
     async def _acquire(self) -> _Lease:
         if self._draining:
+            self.deferred["draining"] += 1
             raise Unavailable(f"worker is draining; send model {self.name!r} requests to another worker")
         if self._free:
             return self._free.pop()
         depth = sum(1 for w in self._waiters if not w.done())
         if depth >= self._capacity:
+            self.deferred["queue_full"] += 1
             raise ResourceExhausted(
                 f"model {self.name!r}: all {len(self._leases)} slots busy and the queue is full "
                 f"({self._capacity} waiting); try another worker or tier",

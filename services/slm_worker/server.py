@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from rationer.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from rationer.platform.interceptor import ServiceCredential
+from rationer.platform.metrics import RpcMetrics
 from rationer.platform.server import build_server
 from services.slm_worker.servicer import WorkerRef, WorkerServicer
 
@@ -17,6 +18,7 @@ SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
 @dataclass
 class WorkerDeps:
     ref: WorkerRef
+    metrics: RpcMetrics = field(default_factory=RpcMetrics)  # this server's own registry
 
 
 def create_server(
@@ -40,4 +42,5 @@ def create_server(
         register=register,
         credential=ServiceCredential(service_token),
         serving=serving,
+        metrics=deps.metrics,
     )

@@ -26,8 +26,8 @@ from rationer.errors import ResourceExhausted, Unauthenticated
 from rationer.platform.net import free_port, free_port_block
 from rationer.up import Supervisor, UpOptions
 from services.ledger.admin_client import LedgerAdminClient
-from services.router.model_types import Message
 from services.router.tokens import ByteBound
+from services.router.types import Message
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@
 
 Real parts throughout: a SQLite ledger, the semantic cache, optionally an
 SLM worker with SmolLM2, the router
-assembled by ``services.router.main.assemble`` (real embedder and classifier)
+built by ``services.router.wiring.build_deps`` (real embedder and classifier)
 with its gRPC server and HTTP front door, and frontier tiers pointing at a
 real OpenAI-compatible server (``llama_cpp.server`` + SmolLM2; the
 ``frontier_base_url`` session fixture). Everything binds port 0.
@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
-from services.ledger.testing import RunningLedger, TestKey, make_key, running_ledger, settings_for
-from services.router.core import RouterCore
-from services.router.http import HttpRunner, start_http
-from services.router.main import assemble
-from services.router.server import RouterDeps, create_server
+from services.router.http.app import HttpRunner, start_http
+from services.router.pipeline import RouterCore
+from services.router.server import create_server
 from services.router.settings import HttpSettings, RouterSettings, TierSettings
+from services.router.wiring import build_deps
+from testsupport.ledger import RunningLedger, TestKey, make_key, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
 
 # nano-USD per million tokens (input, output). "frontier" is the ledger's
 # seeded reference tier (gpt-4o list price); the cheaper one is priced here.
@@ -47,8 +47,8 @@ async def instant_frontier() -> AsyncIterator[str]:
     """
     from aiohttp import web
 
+    from bench.router_http import upstream_app
     from rationer.platform.net import free_port
-    from services.router.http_bench import upstream_app
 
     runner = web.AppRunner(upstream_app(), access_log=None)
     await runner.setup()
@@ -117,8 +117,8 @@ async def running_stack(
     WorkerSettings, sizes it) and, unless ``tiers`` is given, puts a
     ``local-small`` tier (rank 0) under the frontier tiers.
     """
-    from services.cache.testing import running_cache
-    from services.slm_worker.testing import SMOLLM2, running_worker
+    from testsupport.cache import running_cache
+    from testsupport.slm_worker import SMOLLM2, running_worker
 
     if tiers is None:
         tiers = frontier_tiers(frontier_base_url)
@@ -144,12 +144,12 @@ async def running_stack(
             "service_token": SERVICE_TOKEN,
             **router_overrides,
         })  # fmt: skip
-        assembled = await assemble(settings)
-        stack.push_async_callback(assembled.close)
-        server, port = create_server(settings.listen, RouterDeps(core=assembled.core))
+        router_deps = await build_deps(settings)
+        stack.push_async_callback(router_deps.close)
+        server, port = create_server(settings.listen, router_deps)
         await start(server)
         stack.push_async_callback(server.stop, None)
-        runner = await start_http(assembled.core, settings.http)
+        runner = await start_http(router_deps.core, settings.http)
         stack.push_async_callback(runner.stop)
         key = await make_key(ledger.admin)
-        yield Stack(ledger, cache_address, f"127.0.0.1:{port}", runner, assembled.core, key, tiers, workers)
+        yield Stack(ledger, cache_address, f"127.0.0.1:{port}", runner, router_deps.core, key, tiers, workers)

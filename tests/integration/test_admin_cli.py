@@ -1,4 +1,4 @@
-"""`rationer limits|prices|events` and the chargeback report's defaults, labels, totals and money digits.
+"""`rationer limits|prices|events` and the chargeback report's defaults, labels, totals, money digits and wrong hits.
 
 Through the real CLI entry point against a real ledger whose clock is
 injected: "this month" is the ledger's month (2031-03), not today's.
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from rationer.errors import ResourceExhausted
+from rationer.errors import NotFound, ResourceExhausted
 from rationer.platform.clock import ShiftedClock
 from services.ledger.calls import CommitCall
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import RunningLedger, cache_hit, running_ledger, settings_for
 from tests.integration.test_ledger_cli import rationer
+from testsupport.ledger import RunningLedger, cache_hit, running_ledger, settings_for
 
 CLOCK_AT = datetime(2031, 3, 15, 12, tzinfo=UTC)
 
@@ -105,6 +105,12 @@ async def test_chargeback_defaults_to_the_ledgers_month_with_labels_splits_and_s
         await spend(led, alice, 1, prompt=10, completion=0)  # 100 nano-USD: a sub-cent cost
         hit = cache_hit(alice, "hit-1", tier="frontier", prompt_tokens=100, completion_tokens=50)
         await led.client.record_cache_hit(hit)
+        # The key that received the hit reported it wrong, twice: counted once, in its row.
+        first, replayed = await led.client.record_wrong_hit(alice, "hit-1")
+        assert not replayed and first.kind == "wrong_hit" and first.tier == "frontier" and first.cost == 0
+        assert (await led.client.record_wrong_hit(alice, "hit-1"))[1]
+        with pytest.raises(NotFound):  # bot received no hit under that id
+            await led.client.record_wrong_hit(bot, "hit-1")
 
         rc, out, err = await rationer(t, "report", "chargeback", "--by", "org", "--format", "json")
         assert rc == 0, err
@@ -114,7 +120,7 @@ async def test_chargeback_defaults_to_the_ledgers_month_with_labels_splits_and_s
         total = report["total"]
         assert org["requests"] == total["requests"] == 8 and total["cache_hits"] == 1
         assert total["prompt_tokens"] == 6 * 1000 + 10 + 100 and total["completion_tokens"] == 6 * 500 + 50
-        assert total["denials"] == 1 and total["soft_alerts"] == 1
+        assert total["denials"] == 1 and total["soft_alerts"] == 1 and total["wrong_hits"] == 1
         assert total["counterfactual_nano_usd"] > total["spend_nano_usd"] > 0
         assert total["cache_savings_nano_usd"] > 0 and total["routing_savings_nano_usd"] > 0
         assert total["cache_savings_nano_usd"] + total["routing_savings_nano_usd"] == total["savings_nano_usd"]
@@ -129,6 +135,9 @@ async def test_chargeback_defaults_to_the_ledgers_month_with_labels_splits_and_s
         users = {r["user"]: r for r in csv.DictReader(io.StringIO(out))}
         assert "(service accounts)" in users and int(users["(service accounts)"]["requests"]) == 4
         assert int(users["(service accounts)"]["denials"]) == 1
+        (alice_row,) = [r for u, r in users.items() if u not in ("(service accounts)", "TOTAL")]
+        assert int(alice_row["wrong_hits"]) == 1 and int(users["(service accounts)"]["wrong_hits"]) == 0
+        assert list(users["TOTAL"])[-3:] == ["denials", "soft_alerts", "wrong_hits"]  # the new column is last
         rc, out, _ = await rationer(t, "report", "chargeback", "--by", "project", "--format", "csv")
         projects = {r["project"]: r for r in csv.DictReader(io.StringIO(out))}
         assert set(projects) == {"web", "(untagged)", "TOTAL"}

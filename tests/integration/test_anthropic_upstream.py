@@ -23,7 +23,7 @@ from rationer.errors import (
 )
 from services.router.anthropic.upstream import AnthropicClient, AnthropicConfig, CachedCompletion, CachedDelta
 from services.router.backends import FrontierBackend
-from services.router.model_types import Delta, GenParams, Message
+from services.router.types import Delta, GenParams, Message
 
 KEY = "sk-ant-wire"
 MODEL = "claude-wire"

@@ -17,7 +17,8 @@ from stack import Stack, running_stack
 from rationer import errors
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from services.cache.testing import running_cache
+from services.ledger.client import LedgerClient
+from testsupport.cache import running_cache
 
 Q = "How do I turn on two-factor authentication?"
 
@@ -101,6 +102,10 @@ async def test_http_feedback_evicts_the_entry_for_the_receiving_key(stack: Stack
             "object": "cache.feedback", "request_id": rid, "evicted": True, "already_reported": False}  # fmt: skip
         repeat = await http.post("/v1/cache/feedback", json={"request_id": rid}, headers=auth)
         assert repeat.json()["already_reported"] is True and repeat.json()["evicted"] is False
+        # The ledger counts it once for the chargeback's wrong_hits column (the repeat adds nothing).
+        async with LedgerClient(stack.ledger_address, bearer=stack.api_key) as reader:
+            rows = await reader.usage(scope=("key", stack.key.key_id))
+        assert sum(r.wrong_hits for r in rows) == 1
         question = [{"role": "user", "content": "Name the largest planet in one word."}]
         body = {"model": "frontier-mini", "messages": question, "max_tokens": 4, "temperature": 0}
         after = await http.post("/v1/chat/completions", json=body, headers=auth)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from rationer import errors
 from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.platform.client import internal_channel
-from services.cache.testing import running_cache, shared_embedder
 from services.cache.types import CacheContext, EntryMetadata
+from testsupport.cache import running_cache, shared_embedder
 
 Q = "How do I turn on two-factor authentication?"
 A = "Settings > Security > Two-factor authentication > Turn on."

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ledger.testing import ADMIN_TOKEN, running_ledger, settings_for
+from testsupport.ledger import ADMIN_TOKEN, running_ledger, settings_for
 
 ENV_DROP = ("RATIONER_API_KEY", "RATIONER_ADMIN_TOKEN", "RATIONER_DATA_DIR", "RATIONER_DEBUG",
             "RATIONER_LEDGER_ADDRESS", "RATIONER_ADDRESS")  # fmt: skip

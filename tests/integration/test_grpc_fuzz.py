@@ -49,14 +49,14 @@ from rationer.api.router.v1 import router_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.platform.interceptor import SERVICE_TOKEN_KEY
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
-from services.cache.testing import running_cache
-from services.ledger.testing import ADMIN_TOKEN, make_key, running_ledger, settings_for
-from services.router.main import assemble
-from services.router.server import RouterDeps, create_server
+from services.router.server import create_server
 from services.router.settings import RouterSettings
-from services.slm_worker.testing import SMOLLM2, running_worker
+from services.router.wiring import build_deps
 from tests.integration.grpc_fuzz import payloads, raw_call
+from testsupport.cache import running_cache
+from testsupport.ledger import ADMIN_TOKEN, make_key, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
+from testsupport.slm_worker import SMOLLM2, running_worker
 
 pytestmark = pytest.mark.fuzz
 
@@ -138,9 +138,9 @@ async def _router(stack: AsyncExitStack, tmp: Path, worker: str, cache: str) -> 
         "default_max_tokens": MAX_FUZZ_TOKENS, "settlement_journal": str(tmp / "journal.sqlite3"),
         "service_token": SERVICE_TOKEN,
     })  # fmt: skip
-    assembled = await assemble(settings)
-    stack.push_async_callback(assembled.close)
-    server, port = create_server(settings.listen, RouterDeps(core=assembled.core))
+    router_deps = await build_deps(settings)
+    stack.push_async_callback(router_deps.close)
+    server, port = create_server(settings.listen, router_deps)
     await start(server)
     stack.push_async_callback(server.stop, None)
     key = await make_key(ledger.admin, org="fuzz-router")
@@ -173,6 +173,7 @@ async def _ledger_target(channel: grpc.aio.Channel, admin: Any, client: Any) -> 
         "Release": [pb.ReleaseRequest(reservation_id=r, key_id=k.key_id) for r in reservations],
         "RecordCacheHit": [pb.RecordCacheHitRequest(key_id=k.key_id, request_id="rq-hit", tier="local-small",
                                                     usage=usage)],
+        "RecordWrongHit": [pb.RecordWrongHitRequest(key_id=k.key_id, request_id="rq-hit")],
         "Usage": [pb.UsageRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_ORG, id=k.org_id))],
         "ListPrices": [pb.ListPricesRequest()],
         "CreateOrg": [pb.CreateOrgRequest(name="fuzz-org")],

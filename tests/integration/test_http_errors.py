@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from stack import Stack, frontier_tiers, running_stack
 
 from rationer.platform.net import free_port
-from services.router.http import start_http
+from services.router.http.app import start_http
 from services.router.settings import HttpSettings, TierSettings
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello in three words."}]

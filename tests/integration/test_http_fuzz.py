@@ -48,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from stack import Stack, instant_frontier, running_stack
 
-from services.router.http_openapi import openapi_document
+from services.router.http.openapi import openapi_document
 from services.router.settings import HttpSettings, TierSettings
 
 BODY_TIMEOUT_S = 2.0
@@ -112,7 +112,7 @@ async def test_openapi_document_is_valid_and_matches_the_door(stack: Stack) -> N
 
 
 def test_the_validator_does_find_a_broken_document() -> None:
-    from services.router.requests import RequestLimits
+    from services.router.types import RequestLimits
 
     doc = openapi_document(RequestLimits(), HttpSettings())
     doc["paths"]["/v1/models"]["get"]["responses"] = "none"

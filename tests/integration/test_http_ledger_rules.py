@@ -20,8 +20,8 @@ from stack import Stack, running_stack
 from rationer.errors import Unavailable
 from services.ledger.calls import CacheHitCall
 from services.ledger.client import LedgerClient
-from services.ledger.testing import ADMIN_TOKEN, make_key
-from services.ledger.testing import TestKey as LedgerKey
+from testsupport.ledger import ADMIN_TOKEN, make_key
+from testsupport.ledger import TestKey as LedgerKey
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from stack import Stack, running_stack
 from rationer.errors import DeadlineExceeded, Unavailable
 from rationer.platform.net import free_port
 from services.router.backends.frontier import FrontierClient, FrontierConfig
-from services.router.model_types import GenParams, Message
 from services.router.settings import TierSettings
+from services.router.types import GenParams, Message
 
 STORY = [{"role": "user", "content": "Tell me a short story about a lighthouse."}]
 sensitive(STORY[0]["content"])  # never in a log (tests/logcheck.py)

@@ -14,7 +14,7 @@ from pathlib import Path
 from rationer.platform.clock import ShiftedClock
 from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
-from services.ledger.testing import ADMIN_TOKEN, cache_hit, running_ledger, settings_for
+from testsupport.ledger import ADMIN_TOKEN, cache_hit, running_ledger, settings_for
 
 
 async def rationer(target: str, *args: str, token: str = ADMIN_TOKEN) -> tuple[int, str, str]:

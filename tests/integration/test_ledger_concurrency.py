@@ -10,7 +10,7 @@ import pytest
 from rationer.errors import ResourceExhausted
 from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
-from services.ledger.testing import make_key, running_ledger, settings_for
+from testsupport.ledger import make_key, running_ledger, settings_for
 
 PROMPT, COMPLETION = 1000, 1000
 PER_REQUEST = -(-(PROMPT * 2_500_000_000 + COMPLETION * 10_000_000_000) // 1_000_000)  # frontier

@@ -13,11 +13,11 @@ import pytest
 
 from rationer.errors import RationerError
 from rationer.platform.net import free_port
-from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
-from services.ledger.testing import ADMIN_TOKEN, make_key
+from testsupport.ledger import ADMIN_TOKEN, make_key
+from testsupport.platform import SERVICE_TOKEN
 
 
 def write_config(path: Path, backend: str, port: int, pg_dsn: str) -> Path:

@@ -23,7 +23,7 @@ from rationer.errors import (
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CommitCall
 from services.ledger.store import SQLiteStore
-from services.ledger.testing import make_key, running_ledger, settings_for
+from testsupport.ledger import make_key, running_ledger, settings_for
 
 
 async def test_bad_keys_tokens_fields_and_reservations(tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 from rationer.platform.client import internal_channel
-from services.ledger import ops_data
 from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.money import period_bounds
-from services.ledger.ops_common import load_budgets
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
+from services.ledger.sql import data as sql_data
+from services.ledger.sql.common import load_budgets
+from testsupport.ledger import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
 
 # frontier default price: $2.50/M input, $10/M output (nano-USD per million)
 IN_PRICE, OUT_PRICE = 2_500_000_000, 10_000_000_000
@@ -213,11 +213,11 @@ async def test_commits_out_of_clock_order_at_midnight_lose_nothing(settings: Led
         _, midnight = period_bounds("daily", led.deps.ledger.now())
         store = led.deps.ledger.store
 
-        def args(r: Any) -> ops_data.CommitArgs:
-            return ops_data.CommitArgs(r.reservation_id, k.key_id, 100, 100, "", "", 0, 0, bill_late=True)
+        def args(r: Any) -> CommitCall:
+            return CommitCall(r.reservation_id, k.key_id, 100, 100, bill_late=True)
 
-        await store.write(lambda: ops_data.commit(args(new_day), midnight + 5_000, store.dialect))
-        await store.write(lambda: ops_data.commit(args(late_day), midnight - 5_000, store.dialect))
+        await store.write(lambda: sql_data.commit(args(new_day), midnight + 5_000, store.dialect))
+        await store.write(lambda: sql_data.commit(args(late_day), midnight - 5_000, store.dialect))
         (b,) = await store.read(lambda: load_budgets([f"key:{k.key_id}"], None))
         # Both charges count in the new day: the late one errs towards counting.
         assert b.spent(midnight + 1_000_000) == 400

@@ -30,7 +30,7 @@ from services.ledger.report import render
 from services.ledger.settings import LedgerSettings
 from services.ledger.store import MIGRATIONS, SQLiteStore
 from services.ledger.store_postgres import PostgresStore
-from services.ledger.testing import ADMIN_TOKEN, RunningLedger, make_key, running_ledger, settings_for
+from testsupport.ledger import ADMIN_TOKEN, RunningLedger, make_key, running_ledger, settings_for
 
 T = TypeVar("T")
 IN_PRICE, OUT_PRICE = 2_500_000_000, 10_000_000_000  # frontier, the seeded reference

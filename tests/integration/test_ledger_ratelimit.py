@@ -12,7 +12,7 @@ import redis
 from rationer.errors import ResourceExhausted
 from rationer.platform.clock import FixedClock
 from services.ledger.calls import CommitCall
-from services.ledger.testing import RunningLedger, cache_hit, make_key, running_ledger, settings_for
+from testsupport.ledger import RunningLedger, cache_hit, make_key, running_ledger, settings_for
 
 
 async def test_in_process_rpm_and_tpm(tmp_path: Path) -> None:

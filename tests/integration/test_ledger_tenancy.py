@@ -15,7 +15,7 @@ from rationer.platform.clock import FixedClock
 from services.ledger.calls import CommitCall
 from services.ledger.client import LedgerClient
 from services.ledger.settings import LedgerSettings
-from services.ledger.testing import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
+from testsupport.ledger import ADMIN_TOKEN, cache_hit, make_key, running_ledger, settings_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

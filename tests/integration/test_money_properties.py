@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stack import Stack, running_stack
 
-from services.ledger.ops_common import Op
+from services.ledger.sql.common import Op
 
 pytestmark = pytest.mark.slow
 

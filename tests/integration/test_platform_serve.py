@@ -18,10 +18,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rationer.platform.net import free_port
-from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
-from services.ledger.testing import ADMIN_TOKEN, make_key
+from testsupport.ledger import ADMIN_TOKEN, make_key
+from testsupport.platform import SERVICE_TOKEN
 
 
 def grpcurl_path() -> str:

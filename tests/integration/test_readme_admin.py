@@ -6,8 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
-from services.ledger.testing import running_ledger, settings_for
 from tests.integration.test_ledger_cli import rationer
+from testsupport.ledger import running_ledger, settings_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

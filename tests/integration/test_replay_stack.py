@@ -15,8 +15,8 @@ from rationer.replay.summary import pricing_of, request_of, summarize
 from rationer.replay.synth import SynthConfig, load_pools, synthesize
 from rationer.replay.trace import Trace
 from services.ledger.client import LedgerClient
-from services.ledger.testing import ADMIN_TOKEN
 from tests.integration.stack import running_stack
+from testsupport.ledger import ADMIN_TOKEN
 
 
 async def test_replay_report_matches_ledger_usage(tmp_path: Path, frontier_base_url: str) -> None:

@@ -28,9 +28,9 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.ledger.v1 import ledger_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from services.ledger.calls import CommitCall
-from services.router.model_types import Message
 from services.router.settings import TierSettings
-from services.slm_worker.testing import SMOLLM2, smollm2_settings
+from services.router.types import Message
+from testsupport.slm_worker import SMOLLM2, smollm2_settings
 
 COUNTING = "Count from 1 to 100, separated by commas."  # a long, deterministic answer
 
@@ -257,7 +257,7 @@ async def test_a_hard_budget_that_fits_n_requests_is_never_overspent(
 ) -> None:
     messages = (Message("user", text),)
     spec = next(t for t in stack.core.policy.tiers if t.name == tier)
-    hold_prompt = stack.core.counter(spec).prompt(messages)
+    hold_prompt = stack.core.holds.counter(spec).prompt(messages)
     limit = fits * _cost(hold_prompt, 4, tier)
     key = await _key(stack, f"flood-{tier}-{len(text)}", tier, hard_limit=limit)
     statuses = await _flood(stack, key.secret, tier, text, sent)

@@ -10,7 +10,7 @@ import pytest
 from rationer.errors import DeadlineExceeded, NotFound, Unavailable
 from rationer.platform.net import free_port
 from services.router.backends.frontier import FrontierClient, FrontierConfig
-from services.router.model_types import GenParams, Message
+from services.router.types import GenParams, Message
 
 MSGS = [Message("user", "Say hello in three words.")]
 

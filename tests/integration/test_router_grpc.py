@@ -128,8 +128,7 @@ async def test_response_carries_routing_metadata_and_project_tag(stack: Stack) -
 async def test_end_user_tag_is_bound_into_the_call_log_context(stack: Stack) -> None:
     import structlog
 
-    from services.router.model_types import GenParams, Message
-    from services.router.requests import CompletionRequest
+    from services.router.types import CompletionRequest, GenParams, Message
 
     req = CompletionRequest(messages=(Message("user", "Say hi."),), params=GenParams(max_tokens=4), user="u-42")
     with structlog.contextvars.bound_contextvars(request_id=None, principal=None, end_user=None):
@@ -208,8 +207,7 @@ async def test_a_reused_request_id_is_refused_not_served_free(stack: Stack) -> N
 async def test_a_caller_gone_while_the_hold_is_placed_leaves_no_hold(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.router.model_types import GenParams, Message
-    from services.router.requests import CompletionRequest
+    from services.router.types import CompletionRequest, GenParams, Message
 
     key = await stack.new_key(org="gone-mid-authorize")
     await stack.ledger.admin.set_budget("user", key.user_id, unit="usd", period="monthly", hard_limit=10**12)
@@ -248,8 +246,7 @@ async def test_the_deadline_bounds_the_steps_before_the_model(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rationer.errors import DeadlineExceeded
-    from services.router.model_types import GenParams, Message
-    from services.router.requests import CompletionRequest
+    from services.router.types import CompletionRequest, GenParams, Message
 
     async def hung_headroom(*args: Any, **kw: Any) -> float:
         await asyncio.sleep(30)  # a ledger that accepts the call and never answers
@@ -264,8 +261,7 @@ async def test_the_deadline_bounds_the_steps_before_the_model(
 
 async def test_the_allow_list_is_checked_before_the_cache(stack: Stack) -> None:
     from rationer.errors import PermissionDenied
-    from services.router.model_types import GenParams, Message
-    from services.router.requests import CompletionRequest
+    from services.router.types import CompletionRequest, GenParams, Message
 
     full = await stack.new_key(org="cache-allow")
     limited = (await stack.ledger.admin.create_key(user_id=full.user_id, allowed_tiers=["frontier-mini"])).secret

@@ -22,17 +22,18 @@ from aiohttp import web
 from rationer.errors import Unavailable
 from rationer.platform.net import free_port
 from rationer.platform.server import start
-from rationer.platform.testing import SERVICE_TOKEN
 from services.ledger.admin_client import LedgerAdminClient
-from services.ledger.main import close_deps, open_deps
+from services.ledger.calls import CommitCall
 from services.ledger.models import UsageEvent
 from services.ledger.server import create_server as create_ledger
-from services.ledger.testing import ADMIN_TOKEN, make_key, settings_for
+from services.ledger.wiring import build_deps, close_deps
 from services.router.journal import SettlementJournal
-from services.router.main import Assembled, assemble
-from services.router.model_types import GenParams, Message
-from services.router.requests import CompletionRequest
 from services.router.settings import RouterSettings
+from services.router.types import CompletionRequest, GenParams, Message
+from services.router.wiring import RouterDeps
+from services.router.wiring import build_deps as build_router_deps
+from testsupport.ledger import ADMIN_TOKEN, make_key, settings_for
+from testsupport.platform import SERVICE_TOKEN
 
 ANSWER_DELAY_S = 2.0
 
@@ -55,7 +56,7 @@ async def _slow_upstream(port: int) -> web.AppRunner:
 
 
 async def _ledger(tmp_path: Path, port: int, **overrides: Any) -> tuple[object, object]:
-    deps = await open_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
+    deps = await build_deps(settings_for("sqlite", tmp_path, **overrides), sweeper=False)
     server, _ = create_ledger(f"127.0.0.1:{port}", deps, service_token=SERVICE_TOKEN)
     await start(server)
     return server, deps
@@ -87,10 +88,10 @@ async def _charges(target: str, request_id: str) -> list[UsageEvent]:
 
 
 async def _answer_while_the_ledger_goes_down(
-    assembled: Assembled, secret: str, request_id: str, ledger: tuple[object, object]
+    router_deps: RouterDeps, secret: str, request_id: str, ledger: tuple[object, object]
 ) -> float:
     req = CompletionRequest(messages=(Message("user", "Say ok."),), params=GenParams(max_tokens=4))
-    call = asyncio.ensure_future(assembled.core.complete(secret, req, request_id=request_id))
+    call = asyncio.ensure_future(router_deps.core.complete(secret, req, request_id=request_id))
     await asyncio.sleep(0.7)  # the hold is placed; the model is still answering
     server, deps = ledger
     await server.stop(None)  # type: ignore[attr-defined]
@@ -108,16 +109,16 @@ async def test_commit_survives_a_ledger_restart_during_the_call(tmp_path: Path) 
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="outage")
-    assembled = await assemble(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
+    router_deps = await build_router_deps(_router_settings(target, upstream_port, tmp_path / "journal.sqlite3"))
     try:
-        down_since = await _answer_while_the_ledger_goes_down(assembled, key.secret, "outage-1", (server, deps))
+        down_since = await _answer_while_the_ledger_goes_down(router_deps, key.secret, "outage-1", (server, deps))
         await asyncio.sleep(max(0.0, 3.5 - (time.monotonic() - down_since)))
         server, deps = await _ledger(tmp_path, ledger_port)
         events = await _charges(target, "outage-1")
         assert len(events) == 1 and events[0].cost.nano_usd > 0
         assert (events[0].prompt_tokens, events[0].completion_tokens) == (20, 2)
     finally:
-        await assembled.close()
+        await router_deps.close()
         await server.stop(None)  # type: ignore[attr-defined]
         await close_deps(deps)  # type: ignore[arg-type]
         await upstream.cleanup()
@@ -134,16 +135,16 @@ async def test_a_restarted_router_replays_its_journal_and_bills_late(tmp_path: P
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="crash")
-    first = await assemble(_router_settings(target, upstream_port, journal))
+    first = await build_router_deps(_router_settings(target, upstream_port, journal))
     try:
         await _answer_while_the_ledger_goes_down(first, key.secret, "crash-1", (server, deps))
     finally:
         await first.core.drain(timeout_s=0.1)  # gives up on the outage: the commit stays journaled
         await first.close()
     (entry,) = SettlementJournal(journal).pending()
-    assert entry.kind == "commit" and entry.args["completion_tokens"] == 2
+    assert isinstance(entry.call, CommitCall) and entry.call.completion_tokens == 2
     server, deps = await _ledger(tmp_path, ledger_port, reservation_ttl_s=1.0)
-    second = await assemble(_router_settings(target, upstream_port, journal))
+    second = await build_router_deps(_router_settings(target, upstream_port, journal))
     try:
         events = await _charges(target, "crash-1")
         assert len(events) == 1 and events[0].cost.nano_usd > 0

@@ -23,12 +23,12 @@ from rationer.api.ledger.v1 import ledger_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.platform.client import internal_channel
 from rationer.platform.interceptor import SERVICE_TOKEN_KEY
-from rationer.platform.testing import SERVICE_TOKEN
 from rationer.up import Supervisor, UpOptions
-from services.cache.testing import running_cache
 from services.ledger.server import OPEN_METHODS
-from services.ledger.testing import ADMIN_TOKEN, running_ledger, settings_for
-from services.slm_worker.testing import running_worker
+from testsupport.cache import running_cache
+from testsupport.ledger import ADMIN_TOKEN, running_ledger, settings_for
+from testsupport.platform import SERVICE_TOKEN
+from testsupport.slm_worker import running_worker
 
 WRONG = "not-the-service-token-0123456789"
 
@@ -81,7 +81,8 @@ async def test_ledger_data_plane_needs_the_service_token(ledger_target: str) -> 
     rpcs = _rpcs(ledger_pb2, "LedgerService")
     guarded = {p for p, _ in rpcs} - OPEN_METHODS
     assert {p.rsplit("/", 1)[1] for p in guarded} == {
-        "Authenticate", "GetHeadroom", "Authorize", "Commit", "Release", "RecordCacheHit"}  # fmt: skip
+        "Authenticate", "GetHeadroom", "Authorize", "Commit", "Release", "RecordCacheHit",
+        "RecordWrongHit"}  # fmt: skip
     await _assert_guarded(ledger_target, rpcs, open_methods=OPEN_METHODS)
 
 

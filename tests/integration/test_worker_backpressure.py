@@ -12,7 +12,7 @@ import pytest_asyncio
 from rationer.errors import ResourceExhausted
 from rationer.platform.client import internal_channel
 from services.slm_worker.client import ChatMessage, GenerationParams, StreamChunk, WorkerClient
-from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
+from testsupport.slm_worker import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 STORY = [ChatMessage("user", "Write a very long story about a lighthouse keeper and a whale.")]
 LONG = GenerationParams(max_tokens=400, temperature=0.0)

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from rationer.errors import DeadlineExceeded
 from services.slm_worker.client import ChatMessage, GenerationParams
-from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
+from testsupport.slm_worker import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 STORY = [ChatMessage("user", "Write a long story about a dragon who collects teapots.")]
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0)

@@ -16,12 +16,12 @@ from rationer.api.common.v1 import common_pb2
 from rationer.api.worker.v1 import worker_pb2
 from rationer.errors import FailedPrecondition, InvalidArgument
 from rationer.platform.client import internal_channel
-from rationer.platform.testing import SERVICE_TOKEN
 from services.slm_worker.client import ChatMessage, GenerationParams
-from services.slm_worker.loader import build_worker
 from services.slm_worker.registry import resolve_model_path
 from services.slm_worker.settings import ModelEntry, WorkerSettings
-from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
+from services.slm_worker.wiring import build_deps
+from testsupport.platform import SERVICE_TOKEN
+from testsupport.slm_worker import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 HI = [ChatMessage("user", "Say hi.")]
 
@@ -104,15 +104,13 @@ def _entry(path: Path) -> ModelEntry:
 
 async def test_missing_or_non_gguf_model_file_refuses_to_load(tmp_path: Path) -> None:
     with pytest.raises(FailedPrecondition, match="does not exist"):
-        await build_worker(WorkerSettings(models=[_entry(tmp_path / "nope.gguf")]))
+        await build_deps(WorkerSettings(models=[_entry(tmp_path / "nope.gguf")]))
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"<html>not a model</html>")
     with pytest.raises(FailedPrecondition, match="is not a GGUF file"):
-        await build_worker(WorkerSettings(models=[_entry(junk)]))
+        await build_deps(WorkerSettings(models=[_entry(junk)]))
     with pytest.raises(FailedPrecondition, match="is not installed"):
-        await build_worker(
-            WorkerSettings(models=[ModelEntry(name="x", tier="local-small", package="no_such_model_pkg")])
-        )
+        await build_deps(WorkerSettings(models=[ModelEntry(name="x", tier="local-small", package="no_such_model_pkg")]))
 
 
 def test_truncated_gguf_makes_the_worker_exit_nonzero(tmp_path: Path) -> None:

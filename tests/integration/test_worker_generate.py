@@ -14,7 +14,7 @@ from rationer.errors import DeadlineExceeded, NotFound
 from services.slm_worker.client import ChatMessage, GenerationParams, StreamChunk
 from services.slm_worker.registry import resolve_model_path
 from services.slm_worker.servicer import WorkerRef, WorkerServicer
-from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
+from testsupport.slm_worker import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 STORY = [ChatMessage("user", "Write a long story about a dragon who collects teapots.")]
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0)

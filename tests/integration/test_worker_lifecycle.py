@@ -15,9 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rationer.errors import Unavailable
-from rationer.platform.testing import SERVICE_TOKEN
 from services.slm_worker.client import ChatMessage, GenerationParams, WorkerClient
-from services.slm_worker.testing import running_worker, smollm2_settings
+from testsupport.platform import SERVICE_TOKEN
+from testsupport.slm_worker import running_worker, smollm2_settings
 
 STORY = [ChatMessage("user", "Write a long story about a lighthouse keeper.")]
 
@@ -103,7 +103,7 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_models_load
     from services.slm_worker import main as worker_main
 
     loading, stop = asyncio.Event(), asyncio.Event()
-    real_build = worker_main.build_worker
+    real_build = worker_main.build_deps
 
     async def slow_build(*args: object, **kw: object) -> object:
         await loading.wait()  # the models are still loading
@@ -113,7 +113,7 @@ async def test_health_is_not_serving_and_calls_unavailable_until_the_models_load
         await stop.wait()
         await server.stop(0)
 
-    monkeypatch.setattr(worker_main, "build_worker", slow_build)
+    monkeypatch.setattr(worker_main, "build_deps", slow_build)
     monkeypatch.setattr(worker_main, "serve_until_signal", until_stopped)
     port = free_port()
     target = f"127.0.0.1:{port}"

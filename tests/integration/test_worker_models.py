@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.slm_worker.client import ChatMessage, GenerationParams
 from services.slm_worker.settings import WorkerSettings, default_models
-from services.slm_worker.testing import running_worker
+from testsupport.slm_worker import running_worker
 
 
 async def test_default_models_serve_by_tier_with_their_prompt_formats() -> None:

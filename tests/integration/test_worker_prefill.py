@@ -16,7 +16,7 @@ import pytest_asyncio
 from rationer.errors import DeadlineExceeded
 from services.slm_worker.client import ChatMessage, GenerationParams
 from services.slm_worker.engine import PREFILL_CHUNK
-from services.slm_worker.testing import SMOLLM2, RunningWorker, running_worker, smollm2_settings
+from testsupport.slm_worker import SMOLLM2, RunningWorker, running_worker, smollm2_settings
 
 LONG = [ChatMessage("user", "Summarise this report. " + "The quarterly numbers rose and fell again. " * 150)]
 

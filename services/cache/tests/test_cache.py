@@ -18,8 +18,8 @@ from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from rationer.platform.clock import FixedClock
 from services.cache.cache import CachePolicy, SemanticCache
-from services.cache.testing import shared_embedder
 from services.cache.types import CacheContext, LookupQuery, StoreCommand
+from testsupport.cache import shared_embedder
 
 
 def Clock() -> FixedClock:

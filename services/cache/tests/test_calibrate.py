@@ -13,9 +13,9 @@ import pytest
 
 from rationer.errors import InvalidArgument
 from services.cache import calibrate, pairsets
-from services.cache.testing import shared_embedder
 from services.cache.verifier import Verifier
 from services.cache.verifier_train import score_pairs, served_scores
+from testsupport.cache import shared_embedder
 
 
 def _write(path: Path, rows: Sequence[object]) -> Path:
@@ -65,8 +65,8 @@ def test_the_written_threshold_keeps_false_hits_within_the_bound(tmp_path: Path)
     s = score_pairs(pairs, shared_embedder())
     scores = served_scores(Verifier().probabilities(s.x), s)
     served = scores >= result["verifier_threshold"]
-    assert served[~s.y].mean() <= 0.05 and served[~s.y].mean() == pytest.approx(result["false_hit"])
-    assert served[s.y].mean() == pytest.approx(result["recall"]) and result["recall"] > 0.3
+    assert served[~s.y].mean() <= 0.05 and served[~s.y].mean() == pytest.approx(result["false_hit"], abs=1e-4)
+    assert served[s.y].mean() == pytest.approx(result["recall"], abs=1e-4) and result["recall"] > 0.3  # curve: 5 places
     lower = scores[(scores < result["verifier_threshold"]) & (scores > 0)]
     if len(lower):
         assert (scores >= lower.max())[~s.y].mean() > 0.05

@@ -15,8 +15,8 @@ from rationer.embedding.batcher import MicroBatcher
 from rationer.platform.clock import FixedClock
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.index import IndexConfig, NamespaceIndex
-from services.cache.testing import shared_embedder
 from services.cache.types import CacheContext, LookupQuery, StoreCommand
+from testsupport.cache import shared_embedder
 
 
 def units(n: int, seed: int) -> npt.NDArray[np.float32]:

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import FailedPrecondition, InvalidArgument
 from services.cache.cache import SemanticCache
-from services.cache.pair_features import FEATURE_NAMES, N_FEATURES
-from services.cache.testing import shared_embedder
+from services.cache.pair_features import FEATURE_NAMES, N_FEATURES, pair_features
 from services.cache.types import LookupQuery, StoreCommand
-from services.cache.verifier import NEVER, Verifier, operating_point
+from services.cache.verifier import LEXICAL_SCORE, NEVER, Verifier, operating_point
+from testsupport.cache import shared_embedder
 
 CURVE = {
     "thresholds": [0.1, 0.5, 0.8, 0.9, 1.0],
@@ -107,3 +107,30 @@ async def test_an_explicit_threshold_of_one_turns_semantic_hits_off() -> None:
         assert (await cache.lookup(LookupQuery("t", "How do I turn on two-factor authentication"))).hit  # exact
     finally:
         cache.close(save=False)
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "match"),
+    [
+        ("How do I reset my password?", "how can i reset my pasword", True),  # function words, a typo
+        ("Where is the nearest store?", "Where's the nearest shop", True),  # a synonym
+        ("How do I reset my password?", "How do I reset my colleague's password?", False),  # a word added
+        ("A man is chasing a dog", "A dog is chasing a man", False),  # the same words, swapped
+        ("A boy is jumping off a wall", "A boy is jumping onto a wall", False),  # another preposition
+        ("The girl is not singing and not dancing", "The girl is singing and dancing", False),  # two negations
+        ("Is the pool open on Monday?", "Is the pool open on Tuesday?", False),  # a hard rule
+    ],
+)
+def test_a_lexical_match_differs_only_in_function_words_inflection_synonyms_or_typos(
+    cached: str, new: str, match: bool
+) -> None:
+    assert pair_features(cached, new, 0.9)[2] is match
+
+
+async def test_a_lexical_match_is_served_above_the_floor_but_not_when_semantic_hits_are_off(
+    verifier: Verifier,
+) -> None:
+    assert verifier.lexical  # the shipped card was calibrated with lexical matches
+    score, _ = verifier.score("How do I reset my password?", "how can i reset my pasword", 0.6)
+    assert score == LEXICAL_SCORE and verifier.accepts(score)
+    assert not Verifier(threshold=NEVER).accepts(score)

@@ -31,7 +31,7 @@ from rationer.errors import (
     Unavailable,
 )
 from services.router.anthropic.response import error_event
-from services.router.http_errors import NO_RETRY_AFTER_S, limit_message, retry_after_s
+from services.router.http.errors import limit_details, limit_message
 
 # (status, Anthropic error type) by domain error.
 DOMAIN: dict[type[RationerError], tuple[int, str]] = {
@@ -101,16 +101,8 @@ def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> 
     headers = _id_headers(request_id)
     message = exc.message
     if isinstance(exc, ResourceExhausted):
-        wait = retry_after_s(exc, now)
-        message = limit_message(exc, now)
-        headers["retry-after"] = str(wait)
-        # The SDKs honour x-should-retry over their own status rules: a
-        # monthly budget will not free up within their backoff.
-        headers["x-should-retry"] = "false" if wait > NO_RETRY_AFTER_S else "true"
-        if exc.limit_id:
-            headers["x-rationer-limit"] = exc.limit_id
-        if exc.resets_at is not None:
-            headers["x-rationer-resets-at"] = exc.resets_at.isoformat()
+        message, limit = limit_details(exc, now, retry_header="retry-after")
+        headers.update(limit)
     return _response(status, error_body(error_type, message, request_id), headers)
 
 

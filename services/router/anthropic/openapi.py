@@ -13,24 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.router.requests import RequestLimits
+from services.router.http.openapi import NO_NUL, VISIBLE, json_body, nullable, ref
+from services.router.types import RequestLimits
 
-_NO_NUL = "^[^\\u0000]*$"
-_VISIBLE = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 _VERSION = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 ERROR = "AnthropicError"
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _content(text: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +26,7 @@ def _content(text: dict[str, Any]) -> dict[str, Any]:
 
 
 def _request(limits: RequestLimits, *, count_only: bool) -> dict[str, Any]:
-    text = {"type": "string", "maxLength": limits.max_prompt_chars, "pattern": _NO_NUL}
+    text = {"type": "string", "maxLength": limits.max_prompt_chars, "pattern": NO_NUL}
     tag = {"type": "string", "minLength": 1, "maxLength": limits.max_tag_chars}
     message = {
         "type": "object",
@@ -47,7 +34,7 @@ def _request(limits: RequestLimits, *, count_only: bool) -> dict[str, Any]:
         "properties": {"role": {"enum": ["user", "assistant", "system"]}, "content": _content(text)},
     }
     # The core needs one user turn with some visible text, in a string or in any of its blocks.
-    visible = {**text, "pattern": _VISIBLE}
+    visible = {**text, "pattern": VISIBLE}
     visible_block = {"type": "object", "required": ["type", "text"], "properties": {"text": visible}}
     user = {
         "type": "object",
@@ -59,7 +46,7 @@ def _request(limits: RequestLimits, *, count_only: bool) -> dict[str, Any]:
     }
     properties: dict[str, Any] = {
         "model": {**tag, "description": "'auto', a tier or a model name the key may use"},
-        "system": _nullable(_content(text)),
+        "system": nullable(_content(text)),
         "messages": {
             "type": "array",
             "minItems": 1,
@@ -70,19 +57,19 @@ def _request(limits: RequestLimits, *, count_only: bool) -> dict[str, Any]:
     }
     if count_only:
         return {"type": "object", "required": ["model", "messages"], "properties": properties}
-    stop = {"type": "string", "minLength": 1, "maxLength": limits.max_stop_chars, "pattern": _NO_NUL}
+    stop = {"type": "string", "minLength": 1, "maxLength": limits.max_stop_chars, "pattern": NO_NUL}
     properties.update(
         {
             "max_tokens": {"type": "integer", "minimum": 1, "maximum": limits.max_tokens_cap},
-            "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
-            "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
-            "top_k": _nullable({"type": "integer", "minimum": 1}),
-            "stop_sequences": _nullable({"type": "array", "maxItems": limits.max_stop, "items": stop}),
-            "stream": _nullable({"type": "boolean"}),
-            "metadata": _nullable(
+            "temperature": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+            "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+            "top_k": nullable({"type": "integer", "minimum": 1}),
+            "stop_sequences": nullable({"type": "array", "maxItems": limits.max_stop, "items": stop}),
+            "stream": nullable({"type": "boolean"}),
+            "metadata": nullable(
                 {
                     "type": "object",
-                    "properties": {"user_id": _nullable({"type": "string", "maxLength": limits.max_tag_chars})},
+                    "properties": {"user_id": nullable({"type": "string", "maxLength": limits.max_tag_chars})},
                 }
             ),
         }
@@ -153,7 +140,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         504: "deadline passed",
         529: "no allowed tier is available (overloaded_error)",
     }
-    return {str(s): _json(_ref(ERROR), what[s]) for s in statuses}
+    return {str(s): json_body(ref(ERROR), what[s]) for s in statuses}
 
 
 def paths(limits: RequestLimits) -> dict[str, Any]:
@@ -179,14 +166,14 @@ def paths(limits: RequestLimits) -> dict[str, Any]:
     }
     ok = {
         "description": "the message (JSON), or with stream: true its event stream",
-        "content": {"application/json": {"schema": _ref("Message")}, "text/event-stream": {"schema": event}},
+        "content": {"application/json": {"schema": ref("Message")}, "text/event-stream": {"schema": event}},
     }
     return {
         "/v1/messages": {
             "post": {
                 "operationId": "createMessage",
                 "parameters": [version, project],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MessagesRequest")}}},
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref("MessagesRequest")}}},
                 "responses": {"200": ok, **_errors(400, 401, 403, 404, 408, 409, 413, 429, 504, 529)},
             }
         },
@@ -196,10 +183,10 @@ def paths(limits: RequestLimits) -> dict[str, Any]:
                 "parameters": [version],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("CountTokensRequest")}},
+                    "content": {"application/json": {"schema": ref("CountTokensRequest")}},
                 },
                 "responses": {
-                    "200": _json(_ref("TokenCount"), "the prompt's tokens by the target tier's tokenizer"),
+                    "200": json_body(ref("TokenCount"), "the prompt's tokens by the target tier's tokenizer"),
                     **_errors(400, 401, 403, 404, 408, 413, 429),
                 },
             }

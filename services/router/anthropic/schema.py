@@ -1,6 +1,6 @@
 """Anthropic Messages request body -> plain values for the router core.
 
-Hand-written like the OpenAI door's parser (services.router.http_schema) so
+Hand-written like the OpenAI door's parser (services.router.http.schema) so
 that every rejection names the field at fault, in the dotted path Anthropic's
 own errors use (``messages.1.content.0.type``), and says how to fix it.
 Unknown fields are ignored (SDKs add new ones faster than gateways learn
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rationer.errors import InvalidArgument
-from services.router.model_types import GenParams, Message
+from services.router.types import GenParams, Message
 
 # "system" inside messages is newer API versions' way to place instructions
 # mid-conversation (the SDKs' SystemMessageParam); the core takes it as is.

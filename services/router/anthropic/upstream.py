@@ -38,7 +38,7 @@ from rationer.errors import (
 )
 from services.router.anthropic.sse import sse_events
 from services.router.anthropic.version import CURRENT
-from services.router.model_types import Completion, Delta, GenParams, Message
+from services.router.types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
 

@@ -31,7 +31,7 @@ from rationer.errors import (
     Unauthenticated,
     Unavailable,
 )
-from services.router.model_types import Completion, Delta, GenParams, Message
+from services.router.types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
 
@@ -291,7 +291,7 @@ async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float 
             text = (choice.get("delta") or {}).get("content")
             if text:
                 # No running count: a caller that hangs up is billed by the
-                # tier's counter over the text received (core.commit_partial).
+                # tier's counter over the text received (stream.StreamAttempt.settle_early).
                 yield Delta(text=text, usage_exact=False)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]

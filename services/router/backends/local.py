@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
-from services.router.model_types import Completion, Delta, GenParams, Message
+from services.router.types import Completion, Delta, GenParams, Message
 from services.slm_worker.client import ChatMessage, GenerationParams, ModelLoad, StreamChunk, WorkerClient
 
 log = structlog.get_logger(__name__)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.router.model_types import Message
 from services.router.settings import TierSettings, TokenizerSource
 from services.router.tokens import PROBE, ByteBound, GgufCounter, tier_counter, utf8_bytes, verify_counters
+from services.router.types import Message
 from services.slm_worker.prompts import Message as WorkerMessage
 from services.slm_worker.settings import default_models
 from services.slm_worker.vocab import PromptTokenizer

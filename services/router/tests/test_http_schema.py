@@ -16,10 +16,10 @@ from rationer.errors import (
     Unauthenticated,
     Unavailable,
 )
-from services.router.http_embeddings import parse_inputs
-from services.router.http_errors import domain_response, limit_message, retry_after_s
-from services.router.http_schema import ChunkWriter, completion_body, parse_chat, route_headers, usd
-from services.router.requests import RouteResult
+from services.router.http.embeddings import parse_inputs
+from services.router.http.errors import domain_response, limit_message, retry_after_s
+from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers, usd
+from services.router.types import RouteResult
 
 MSG = [{"role": "user", "content": "hi"}]
 NOW = datetime(2030, 6, 15, 12, tzinfo=UTC)

@@ -34,7 +34,7 @@ def test_anything_else_is_refused_naming_the_rule(raw: str) -> None:
 
 @given(VALID.filter(lambda r: len(r) < 60), st.sampled_from(["local-large", "frontier", "local-small.2"]))
 def test_the_routers_own_fallback_form_is_refused(rid: str, tier: str) -> None:
-    # core._attempt_id makes "<id>#<tier>" for fallbacks: a caller may never claim one.
+    # holds.attempt_id makes "<id>#<tier>" for fallbacks: a caller may never claim one.
     with pytest.raises(InvalidArgument, match="reserves"):
         check_request_id(f"{rid}#{tier}")
 

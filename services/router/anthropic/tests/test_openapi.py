@@ -15,7 +15,8 @@ import pytest
 from rationer.errors import InvalidArgument
 from services.router.anthropic.openapi import paths, schemas
 from services.router.anthropic.schema import parse_messages_request
-from services.router.requests import CompletionRequest, RequestLimits, validate
+from services.router.types import CompletionRequest, RequestLimits
+from services.router.validation import validate
 
 LIMITS = RequestLimits(max_tag_chars=16, max_stop=2)
 REQUEST = jsonschema_rs.Draft202012Validator(schemas(LIMITS)["MessagesRequest"])

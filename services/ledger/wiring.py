@@ -1,0 +1,56 @@
+"""The ledger's dependencies from its settings: storage, rate limiter, ``Ledger``, ``LedgerAdmin``.
+
+``main`` serves them; tests and benches build the same ones (``testsupport.ledger``).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
+from services.ledger.admin import LedgerAdmin
+from services.ledger.ledger import Ledger
+from services.ledger.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from services.ledger.server import LedgerDeps
+from services.ledger.settings import LedgerSettings
+from services.ledger.store import SQLiteStore, Store
+from services.ledger.store_postgres import PostgresStore
+
+log = structlog.get_logger(__name__)
+
+
+def build_store(s: LedgerSettings) -> Store:
+    if s.backend == "postgres":
+        return PostgresStore(s.postgres_dsn, min_size=s.postgres_pool_min, max_size=s.postgres_pool_max,
+                             timeout_s=s.db_timeout_s)  # fmt: skip
+    return SQLiteStore(s.sqlite_path, synchronous=s.sqlite_synchronous, max_batch=s.group_commit_max_batch)
+
+
+async def build_limiter(s: LedgerSettings, clock: Clock = SYSTEM_CLOCK, store: Store | None = None) -> RateLimiter:
+    """Redis when configured (any number of ledger processes); else in-process,
+    persisted in the ledger's database so a restart keeps the state."""
+    if s.redis_url:
+        return RedisRateLimiter(s.redis_url, s.redis_prefix, timeout_s=s.db_timeout_s)
+    limiter = InProcessRateLimiter(clock, store)
+    loaded = await limiter.load()
+    if loaded:
+        log.info("rate-limit state restored", limits=loaded)
+    return limiter
+
+
+async def build_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = SYSTEM_CLOCK) -> LedgerDeps:
+    """Start storage (migrations run here), seed prices, start the expiry sweeper."""
+    store = build_store(s)
+    await store.start()
+    ledger = Ledger(store, await build_limiter(s, clock, store), s, clock)
+    admin = LedgerAdmin(ledger, s)
+    await admin.seed_prices()
+    if sweeper:
+        ledger.start_sweeper()
+    return LedgerDeps(ledger, admin)
+
+
+async def close_deps(deps: LedgerDeps) -> None:
+    await deps.ledger.stop()
+    await deps.ledger.limiter.close()
+    await deps.ledger.store.close()

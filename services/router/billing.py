@@ -1,0 +1,143 @@
+"""The settle stage: what a call is billed, through the journaled Settler, and what the cache keeps.
+
+Every answer is one ledger event: a commit of the call's true usage, or a
+cache-hit record. Both are typed records (``services/ledger/calls.py``)
+journaled before the first attempt, so an answer the ledger could not take
+yet is still billed, later.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+
+from services.ledger.calls import CacheHitCall, CommitCall
+from services.router.holds import Holds, Spawn
+from services.router.policy import TierSpec
+from services.router.ports import CachePort
+from services.router.pricing import PriceBook
+from services.router.settlement import TRANSIENT, Settler, best_effort
+from services.router.types import Charge, Completion, Prepared, Reservation, RouteResult
+
+log = structlog.get_logger(__name__)
+
+
+class Billing:
+    def __init__(
+        self, settler: Settler, holds: Holds, prices: PriceBook, cache: CachePort | None, spawn: Spawn
+    ) -> None:
+        self._settler, self._holds, self._prices = settler, holds, prices
+        self._cache, self._spawn = cache, spawn
+
+    async def serve_hit(self, prep: Prepared) -> tuple[str, RouteResult]:
+        """Record a cache hit with the ledger, then serve it (each answer one event).
+
+        The record is inline so the key's rate limits apply to hits too: a
+        limit that is used up (RESOURCE_EXHAUSTED), or a request id this key
+        already used (ALREADY_EXISTS), is the caller's answer instead of the
+        cached text. The record is journaled first, so if the ledger cannot
+        be reached the answer is still served and the drainer records it.
+        """
+        hit = prep.cached
+        assert hit is not None
+        res = prep.result
+        res.cache_hit = True
+        res.tier, res.model = hit.tier, hit.model
+        res.prompt_tokens, res.completion_tokens = hit.prompt_tokens, hit.completion_tokens
+        res.cost_nano_usd = 0
+        res.savings_nano_usd = self._prices.counterfactual(hit.prompt_tokens, hit.completion_tokens)
+        started = time.perf_counter()
+        call = CacheHitCall(
+            key_id=prep.principal.key_id,
+            request_id=prep.request_id,
+            project=prep.request.project,
+            tier=hit.tier,
+            model=hit.model,
+            prompt_tokens=hit.prompt_tokens,
+            completion_tokens=hit.completion_tokens,
+            latency_ms=int((started - prep.started) * 1000),
+            # This answer's own id: retries of the record land once, while a
+            # second answer under the same request id is a second record.
+            record_id=uuid.uuid4().hex,
+        )
+        try:
+            await self._settler.settle(call)
+        except TRANSIENT:
+            res.settlement_pending = True  # journaled; the drainer records it
+        res.add_stage("settle", started)
+        res.gateway_overhead_ms = (time.perf_counter() - prep.started) * 1000
+        return hit.answer, res
+
+    async def commit(
+        self, prep: Prepared, res: Reservation, tier: TierSpec, out: Completion, *, exact: bool = True,
+        finish_note: str = "",
+    ) -> None:  # fmt: skip
+        """Commit the answer's usage against its hold and fill the result's billing fields."""
+        result = prep.result
+        prompt, completion = out.prompt_tokens, out.completion_tokens
+        if not exact:
+            # The upstream did not report usage: bill the hold's token maximum.
+            prompt = await self._holds.prompt_tokens(prep, tier)
+            completion = prep.request.params.max_tokens
+            result.usage_exact = False
+        elif completion > prep.request.params.max_tokens:
+            # The hold covered max_tokens only. The provider bills what it
+            # reports, so the commit says so; the ledger never takes a hard
+            # limit past its limit (docs/ledger.md).
+            log.warning("the upstream reported more completion tokens than max_tokens", tier=tier.name,
+                        completion_tokens=completion, max_tokens=prep.request.params.max_tokens)  # fmt: skip
+        settle_started = time.perf_counter()
+        call = CommitCall(
+            reservation_id=res.reservation_id,
+            key_id=prep.principal.key_id,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            model=out.model or tier.model,
+            tier=tier.name,
+            latency_ms=int((settle_started - prep.started) * 1000),
+            fallbacks=len(result.fallbacks),
+            # The model has answered: bill it even if the hold expired meanwhile.
+            bill_late=True,
+            finish_note=finish_note,
+        )
+        charge: Charge | None = None
+        try:
+            charge = await self._settler.settle(call)
+        except TRANSIENT:
+            # The model already answered: give the caller the answer; the
+            # journaled commit lands when the ledger is back.
+            result.settlement_pending = True
+        result.add_stage("settle", settle_started)
+        result.tier, result.model = tier.name, out.model or tier.model
+        result.prompt_tokens, result.completion_tokens = prompt, completion
+        result.finish_reason = out.finish_reason
+        result.model_ms = out.model_ms
+        if charge is not None:
+            result.cost_nano_usd = charge.cost_nano_usd
+            result.savings_nano_usd = charge.counterfactual_nano_usd - charge.cost_nano_usd
+        result.gateway_overhead_ms = max((time.perf_counter() - prep.started) * 1000 - out.model_ms, 0.0)
+
+    def store_answer(self, prep: Prepared, tier: TierSpec, text: str) -> None:
+        """Keep a billed answer in the cache, in the background (best effort)."""
+        if not prep.cacheable or self._cache is None or not text:
+            return
+        res = prep.result
+        self._spawn(
+            best_effort(
+                self._cache.store(
+                    tenant=prep.principal.tenant,
+                    text=prep.text,
+                    vector=prep.vector,
+                    context=prep.cache_context,
+                    answer=text,
+                    tier=tier.name,
+                    model=res.model,
+                    cost_nano_usd=res.cost_nano_usd,
+                    prompt_tokens=res.prompt_tokens,
+                    completion_tokens=res.completion_tokens,
+                ),
+                "cache store",
+            )
+        )

@@ -1,0 +1,367 @@
+"""The OpenAI-compatible HTTP front door (aiohttp), inside the router process.
+
+A second thin adapter over :class:`RouterCore`'s façade, next to the gRPC
+servicer: handlers convert JSON to core requests and back, with no extra hop. aiohttp
+was chosen over starlette/uvicorn by measured overhead (docs/http.md).
+
+Streaming waits for the core's first event before sending headers, so every
+failure that happens before the first token (auth, validation, allow-list,
+budget, no tier) is a proper HTTP status, not an in-stream error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+
+from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
+from rationer.platform.ports import port_busy_error, port_in_use
+from services.router.http.embeddings import embeddings_body, parse_inputs
+from services.router.http.errors import domain_response, error_body, json_error, sse_error
+from services.router.http.feedback import http_cache_feedback
+from services.router.http.input import (
+    bearer_key,
+    parse_json,
+    quiet_protocol_errors,
+    read_body,
+    text_header,
+    timeout_header,
+    token_list_header,
+)
+from services.router.http.openapi import openapi_document
+from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.pipeline import RouterCore
+from services.router.policy import TierSpec
+from services.router.request_ids import check_request_id
+from services.router.settings import HttpSettings
+from services.router.types import StreamEvent
+
+log = structlog.get_logger(__name__)
+
+HTTP_REQUESTS = Counter("rationer_http_requests_total", "HTTP requests handled", ["route", "method", "status"])
+HTTP_SECONDS = Histogram(
+    "rationer_http_request_seconds",
+    "HTTP request latency (to the last byte for streams)",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+
+EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
+          "x-rationer-savings-usd, x-rationer-settlement, x-rationer-limit, x-rationer-resets-at, " \
+          "retry-after"  # fmt: skip
+
+RID = web.RequestKey("rid", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = info.route if info is not None else None
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+class FrontDoor:
+    """Handlers and middleware; one instance per router process."""
+
+    def __init__(self, core: RouterCore, settings: HttpSettings) -> None:
+        self.core = core
+        self.settings = settings
+        self.draining = False
+        self._cors = set(settings.cors_origins)
+        self._openapi = json.dumps(openapi_document(core.request_limits, settings)).encode()
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        # Model ids may hold a slash ("org/model", as on Hugging Face).
+        app.router.add_get("/v1/models/{model:.+}", self.model)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        feedback = functools.partial(http_cache_feedback, self.core, bearer_key, self._json)
+        app.router.add_post("/v1/cache/feedback", feedback)
+        for path in ("/health", "/healthz"):
+            app.router.add_get(path, self.health)
+        for path in ("/ready", "/readyz"):
+            app.router.add_get(path, self.ready)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/openapi.json", self.openapi)
+        return app
+
+    # ---- middleware: request id, errors, metrics, CORS ---------------------
+
+    @web.middleware
+    async def _envelope(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        rid, bad_id = uuid.uuid4().hex, None
+        try:
+            rid = check_request_id(request.headers.get("x-request-id", "")) or rid
+        except InvalidArgument as exc:
+            bad_id = exc
+        request[RID] = rid
+        origin = request.headers.get("Origin", "")
+        if request.method == "OPTIONS" and self._cors and origin:
+            resp: web.StreamResponse = self._preflight(request, origin)
+        elif bad_id is not None:
+            resp = domain_response(InvalidArgument(bad_id.message, param="x-request-id"), self.core.clock.now(), rid)
+        else:
+            with structlog.contextvars.bound_contextvars(request_id=rid, path=request.path):
+                resp = await self._guarded(request, handler, rid)
+        if not resp.prepared:
+            self._add_cors(request, resp)
+            if resp.keep_alive is False:
+                await _send_and_close(request, resp)
+        route = _route_name(request)
+        HTTP_REQUESTS.labels(route, request.method, str(resp.status)).inc()
+        HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return resp
+
+    def _add_cors(self, request: web.Request, resp: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin", "")
+        if self._cors and origin and self._origin_ok(origin):
+            resp.headers["Access-Control-Allow-Origin"] = origin if "*" not in self._cors else "*"
+            resp.headers["Access-Control-Expose-Headers"] = EXPOSED
+            resp.headers["Vary"] = "Origin"
+
+    async def _guarded(self, request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RationerError as exc:
+            if exc.http_status >= 500:
+                log.warning("request failed", status=exc.http_status, error=exc.message)
+            return domain_response(exc, self.core.clock.now(), rid)
+        except web.HTTPException as exc:
+            # aiohttp's own refusals (no route, wrong method, body too large).
+            message = exc.text or exc.reason
+            if exc.status == 404:
+                message = (f"no such path: {request.method} {request.path}; the API is under /v1 "
+                           "(chat/completions, completions, embeddings, models); see /openapi.json")  # fmt: skip
+            if exc.status == 413:
+                message = f"request body is larger than {self.settings.max_body_bytes} bytes"
+            body = error_body(message, "invalid_request_error", "not_found" if exc.status == 404 else None)
+            headers = {"x-request-id": rid}
+            if "Allow" in exc.headers:
+                headers["Allow"] = exc.headers["Allow"]
+            return json_error(exc.status, body, headers)
+        except Exception:
+            log.exception("unhandled error in HTTP handler")
+            return json_error(500, error_body("internal error in the gateway", "server_error"), {"x-request-id": rid})
+
+    def _origin_ok(self, origin: str) -> bool:
+        return "*" in self._cors or origin in self._cors
+
+    def _preflight(self, request: web.Request, origin: str) -> web.Response:
+        if not self._origin_ok(origin):
+            return json_error(403, error_body(f"origin {origin!r} is not allowed", "permission_error"), {})
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Origin": origin if "*" not in self._cors else "*",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            # Echoed only when it is a plain list of header names.
+            "Access-Control-Allow-Headers": token_list_header(
+                request, "Access-Control-Request-Headers", "authorization, content-type"),
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        })  # fmt: skip
+
+    # ---- helpers ------------------------------------------------------------
+
+    async def _json(self, request: web.Request) -> Any:
+        return parse_json(await read_body(request, self.settings.body_timeout_s))
+
+    def _deadline(self, request: web.Request) -> float:
+        asked = timeout_header(request, self.settings.request_timeout_s)
+        return time.monotonic() + (asked if asked is not None else self.settings.request_timeout_s)
+
+    @staticmethod
+    def _no_cache(request: web.Request) -> bool:
+        directives = request.headers.get("Cache-Control", "").lower()
+        return "no-cache" in directives or "no-store" in directives
+
+    # ---- chat -----------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        # A bad key is 401 before any body is read (the core's own check then
+        # hits the auth cache).
+        key = bearer_key(request)
+        await self.core.principal(key)
+        project, deadline = text_header(request, "x-rationer-project"), self._deadline(request)
+        call = parse_chat(await self._json(request), project=project, no_cache=self._no_cache(request))
+        rid = request[RID]
+        if call.stream:
+            events = self.core.stream(key, call.request, request_id=rid, deadline=deadline,
+                                      allow_restart=call.allow_restart)  # fmt: skip
+            writer = ChunkWriter(rid, int(self.core.clock.time()), call.requested_model, call.include_usage)
+            return await self._stream(request, events, writer)
+        text, res = await self.core.complete(key, call.request, request_id=rid, deadline=deadline)
+        payload = json.dumps(completion_body(text, res, int(self.core.clock.time()))).encode()
+        return web.Response(body=payload, content_type="application/json", headers=route_headers(res))
+
+    async def _stream(
+        self, request: web.Request, events: AsyncGenerator[StreamEvent, None], writer: ChunkWriter
+    ) -> web.StreamResponse:
+        async with contextlib.aclosing(events):
+            # Errors up to the first event propagate: the middleware answers
+            # them with a real status code, as the non-streaming path does.
+            first = await anext(events)
+            resp = web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no", "x-request-id": writer.request_id,
+            })  # fmt: skip
+            self._add_cors(request, resp)  # headers go out now, before the middleware sees it
+            await resp.prepare(request)
+            try:
+                await resp.write(writer.delta("", first=True))
+                await self._pump(resp, first, events, writer)
+            except asyncio.CancelledError:
+                # The client went away (aiohttp cancels the handler): leaving
+                # the block closes the generator, which stops generation and
+                # commits what was generated (stream.py), or releases the
+                # hold if nothing was.
+                log.info("client disconnected mid-stream")
+                raise
+            except ConnectionResetError:
+                log.info("client disconnected mid-stream")
+                return resp
+            except Exception as exc:
+                if not isinstance(exc, RationerError):
+                    log.exception("stream failed")
+                await resp.write(sse_error(exc, self.core.clock.now()))
+            await resp.write_eof()
+            return resp
+
+    async def _pump(
+        self, resp: web.StreamResponse, ev: StreamEvent, events: AsyncIterator[StreamEvent], writer: ChunkWriter
+    ) -> None:
+        while True:
+            if ev.final is not None:
+                await resp.write(writer.final(ev.final))
+                return
+            await resp.write(writer.restart() if ev.restart else writer.delta(ev.delta))
+            try:
+                ev = await anext(events)
+            except StopAsyncIteration:
+                raise DeadlineExceeded("the stream ended without a final message") from None
+
+    # ---- models, embeddings -------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        tiers = await self.core.models_for(bearer_key(request))
+        return web.json_response({"object": "list", "data": _model_list(tiers)})
+
+    async def model(self, request: web.Request) -> web.Response:
+        tiers = await self.core.models_for(bearer_key(request))
+        wanted = request.match_info["model"]
+        for entry in _model_list(tiers):
+            if entry["id"] == wanted:
+                return web.json_response(entry)
+        raise NotFound(f"model {wanted!r} does not exist or this key may not use it; see GET /v1/models")
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        principal = await self.core.principal(bearer_key(request))
+        texts, fmt = parse_inputs(await self._json(request), self.settings.max_embedding_inputs)
+        result = await self.core.embed(principal, texts, request_id=request[RID],
+                                       project=request.headers.get("x-rationer-project", ""))  # fmt: skip
+        out, headers = embeddings_body(result, fmt, request[RID])
+        return web.json_response(out, headers=headers)
+
+    # ---- operations ---------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        healthy = self.core.ready()
+        ok = bool(healthy) and not self.draining
+        status = "ready" if ok else ("draining" if self.draining else "no healthy tier")
+        return web.json_response({"status": status, "healthy_tiers": healthy}, status=200 if ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+
+def _model_list(tiers: tuple[TierSpec, ...]) -> list[dict[str, Any]]:
+    ids = ["auto"]
+    for tier in tiers:
+        ids += [i for i in (tier.name, tier.model) if i not in ids]
+    return [{"id": i, "object": "model", "created": 0, "owned_by": "rationer"} for i in ids]
+
+
+async def _send_and_close(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send a refusal whose body cannot be read on (stalled, undecodable), then close.
+
+    Left to aiohttp, the connection would first be drained for the lingering
+    time, holding a stalled client past the body timeout.
+    """
+    with contextlib.suppress(ConnectionError):
+        await resp.prepare(request)
+        await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # after the buffered response is flushed
+
+
+class HttpRunner:
+    """What ``start_http`` returns: the bound port and a ``stop``."""
+
+    def __init__(self, runner: web.AppRunner, door: FrontDoor, host: str, port: int) -> None:
+        self._runner, self.door, self.host, self.port = runner, door, host, port
+        self._stopped = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop taking requests; in-flight ones get ``shutdown_timeout_s`` to finish."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.door.draining = True
+        await self._runner.cleanup()
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"http listen address {listen!r} must be host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def start_http(core: RouterCore, settings: HttpSettings) -> HttpRunner:
+    """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
+    door = FrontDoor(core, settings)
+    # handler_cancellation: a client that disconnects cancels its handler, so
+    # generation stops at once and is settled for what it produced. The body
+    # timeout also bounds a connection that stalls in its headers or sits idle
+    # (keepalive_timeout), and how long an unread body is drained after a
+    # refusal (lingering_time), so no connection is held open past it.
+    quiet_protocol_errors()
+    runner = web.AppRunner(door.application(), handler_cancellation=True, access_log=None,
+                           keepalive_timeout=settings.body_timeout_s,
+                           lingering_time=min(settings.body_timeout_s, 10.0))  # fmt: skip
+    await runner.setup()
+    host, port = split_listen(settings.listen)
+    site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=settings.shutdown_timeout_s)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if port_in_use(host, port):
+            raise port_busy_error(port, f"router HTTP listen {settings.listen}",
+                                  "stop what holds it, or choose another (rationer up --http-port N)") from exc
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    log.info("http front door serving", host=host, port=bound)
+    return HttpRunner(runner, door, host, int(bound))
