@@ -163,15 +163,22 @@ async def _api_key(ledger: str) -> str:
 Call = Callable[[int], Awaitable[None]]
 
 
-async def drive(call: Call, *, requests: int, concurrency: int, warmup: int) -> tuple[list[float], float]:
-    """Latencies (s) of ``requests`` calls made by ``concurrency`` workers, and the elapsed time."""
+async def drive(
+    call: Call, *, requests: int, concurrency: int, warmup: int, duration_s: float = 0.0
+) -> tuple[list[float], float]:
+    """Latencies (s) of ``requests`` calls made by ``concurrency`` workers, and the elapsed time.
+
+    With ``duration_s`` the workers stop at that deadline instead (``requests`` is then only a cap)."""
     for i in range(warmup):
         await call(-1 - i)
     latencies: list[float] = []
     counter = iter(range(requests))
+    deadline = time.perf_counter() + duration_s
 
     async def worker() -> None:
         for i in counter:
+            if duration_s and time.perf_counter() >= deadline:
+                return
             t = time.perf_counter()
             await call(i)
             latencies.append(time.perf_counter() - t)
@@ -223,16 +230,17 @@ async def grpc_caller(address: str, key: str) -> AsyncIterator[Call]:
 
 
 async def _measure(targets: dict[str, Callable[[int], Any]], *, requests: int, concurrency: int,
-                   warmup: int, rounds: int) -> dict[str, dict[str, float]]:  # fmt: skip
+                   warmup: int, rounds: int, duration_s: float = 0.0) -> dict[str, dict[str, float]]:  # fmt: skip
     """Paths take turns in short rounds so that drifting background load on
-    the machine hits each of them alike."""
+    the machine hits each of them alike (``duration_s``: each path's total time, split over the rounds)."""
     lat: dict[str, list[float]] = {name: [] for name in targets}
     took = dict.fromkeys(targets, 0.0)
     for r in range(rounds):
         for name, make in targets.items():
             async with make(concurrency) as call:
                 got, elapsed = await drive(call, requests=requests // rounds, concurrency=concurrency,
-                                           warmup=warmup if r == 0 else concurrency)  # fmt: skip
+                                           warmup=warmup if r == 0 else concurrency,
+                                           duration_s=duration_s / rounds)  # fmt: skip
             lat[name] += got
             took[name] += elapsed
     return {name: summarize(lat[name], took[name], concurrency) for name in targets}

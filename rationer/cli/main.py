@@ -85,6 +85,7 @@ SERVICE_CLIS = (
     "services.router.cli",
     "rationer.classifier.cli",
     "rationer.replay.cli",
+    "rationer.cli.bench_peer",
 )
 
 for _module in SERVICE_CLIS:
