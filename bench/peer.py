@@ -2,9 +2,9 @@
 
 Three paths answer the same OpenAI-compatible requests from the instant
 upstream of ``bench.router_http``: the upstream itself (``direct``),
-LiteLLM's proxy in its lightest mode (no database, no cache, no master key,
-so no budgets; one model pointing at the upstream) and Rationer's HTTP door
-with every feature on: a real ledger with budgets and rate limits on the key,
+LiteLLM's proxy in its lightest mode (no database, no cache, so no budgets;
+its master key as the only auth; one model pointing at the upstream) and
+Rationer's HTTP door with every feature on: a real ledger with budgets and rate limits on the key,
 its team and org, the router's settlement journal, the tier named and
 ``no_cache`` sent (no cache service runs, as none is asked). Each path's
 added latency is its latency minus ``direct``'s.
@@ -57,6 +57,7 @@ LITELLM_ENV = {
     "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True",
 }
 LITELLM_MAIN = "import sys; from litellm.proxy.proxy_cli import run_server; sys.exit(run_server())"
+LITELLM_KEY = "sk-bench-peer-master-key"
 INSTALL_HINT = "install the extra (pip install -e '.[peer]') or pass --litellm-python /path/to/venv/bin/python"
 
 
@@ -77,13 +78,16 @@ def litellm_version(python: str) -> tuple[str, str]:
 
 
 def litellm_config(upstream_port: int) -> dict[str, Any]:
-    """The lightest proxy: one model, no database_url, no master_key, no cache, no retries."""
+    """The lightest proxy: one model, no database_url, no cache, no retries.
+
+    The master key is its only auth (a string compare, no virtual keys without a database): 1.108.7
+    refuses to start without one, and Rationer's door authenticates every request too."""
     return {
         "model_list": [{"model_name": MODEL, "litellm_params": {
             "model": f"openai/{MODEL}", "api_base": f"http://127.0.0.1:{upstream_port}/v1",
             "api_key": "unused", "max_retries": 0}}],
         "litellm_settings": {"cache": False, "num_retries": 0, "telemetry": False, "drop_params": True},
-        "general_settings": {},
+        "general_settings": {"master_key": LITELLM_KEY},
     }  # fmt: skip
 
 
@@ -97,7 +101,7 @@ def start_litellm(python: str, tmp: Path, upstream_port: int, port: int) -> subp
 
 
 async def rationer_key(ledger: str) -> str:
-    """A key whose every request checks budgets (key, team, org) and rate limits (key, org) that never bind."""
+    """A key whose every request checks budgets (key, team, org) and rate limits (key, team) that never bind."""
     from rationer.up import wait_serving
     from services.ledger.admin_client import LedgerAdminClient
     from testsupport.ledger import make_key
@@ -107,7 +111,7 @@ async def rationer_key(ledger: str) -> str:
         k = await make_key(admin, org="bench", allowed_tiers=[TIER])
         for kind, sid in (("key", k.key_id), ("team", k.team_id), ("org", k.org_id)):
             await admin.set_budget(kind, sid, unit="usd", period="monthly", hard_limit=10**17)
-        for kind, sid in (("key", k.key_id), ("org", k.org_id)):
+        for kind, sid in (("key", k.key_id), ("team", k.team_id)):
             await admin.set_rate_limit(kind, sid, rpm=10**7, tpm=10**10)
         return k.secret
 
@@ -137,9 +141,10 @@ async def _wait_litellm(proc: subprocess.Popen[bytes], port: int, tmp: Path, tim
     """Empty once LiteLLM answers its liveness probe, else why not (with its log's tail)."""
     try:
         await _wait_http(f"http://127.0.0.1:{port}/health/liveliness", [proc], tmp, timeout_s)
-    except RuntimeError as exc:
+    except RuntimeError:
         log = (tmp / "litellm.log").read_text(errors="replace")[-800:]
-        return f"LiteLLM's proxy did not start: {str(exc).splitlines()[0]}; its log ends: {log}"
+        how = "exited" if proc.poll() is not None else f"not ready within {timeout_s:.0f} s"
+        return f"LiteLLM's proxy {how} (see --litellm-python); its log ends: {log}"
     return ""
 
 
@@ -147,8 +152,8 @@ def _setup(version: str, reason: str, network: str) -> dict[str, Any]:
     return {
         "upstream": "instant local aiohttp OpenAI-compatible server (bench.router_http), own process",
         "rationer": "ledger (SQLite) + router HTTP door, own processes; key with budgets (key, team, org) and "
-                    "rate limits (key, org); settlement journal on; tier named, no_cache",
-        "litellm": f"litellm[proxy]=={version}, no database, no cache, no master key, 1 worker" if version else None,
+                    "rate limits (key, team); settlement journal on; tier named, no_cache",
+        "litellm": f"litellm[proxy]=={version}, no database, no cache, master key only, 1 worker" if version else None,
         "litellm_available": not reason, "litellm_unavailable_reason": reason or None,
         "network": network, "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }  # fmt: skip
@@ -180,7 +185,8 @@ async def run_bench(
         upstream = f"http://127.0.0.1:{ports.upstream}/v1/chat/completions"
         targets: dict[str, Callable[[int], Any]] = {"direct": lambda c: http_caller(upstream, "unused", c)}
         if not reason:  # the same body as direct: LiteLLM serves the upstream's model name
-            targets["litellm"] = lambda c: http_caller(f"http://127.0.0.1:{peer_port}/v1/chat/completions", "unused", c)
+            peer_url = f"http://127.0.0.1:{peer_port}/v1/chat/completions"
+            targets["litellm"] = lambda c: http_caller(peer_url, LITELLM_KEY, c)
         door = f"http://127.0.0.1:{ports.http}/v1/chat/completions"
         targets["rationer"] = lambda c: http_caller(door, key, c, model=TIER)
         c1 = _with_added(await _measure(targets, requests=requests_c1, concurrency=1, warmup=warmup, rounds=rounds))
