@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import peer
+from rationer.cli.bench_peer import _print
 
 
 def _python_without_site_packages(tmp_path: Path) -> str:
@@ -38,7 +39,7 @@ def test_the_lightest_litellm_config_has_no_database_and_no_cache() -> None:
 
 
 @pytest.mark.timeout(240)
-def test_without_litellm_direct_and_rationer_still_run(tmp_path: Path) -> None:
+def test_without_litellm_direct_and_rationer_still_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = asyncio.run(peer.run_bench(litellm_python=_python_without_site_packages(tmp_path), requests_c1=6,
                                         duration_c32=0.3, concurrency=4, warmup=1, rounds=1))  # fmt: skip
     result = json.loads(json.dumps(result))  # what --json prints
@@ -56,3 +57,7 @@ def test_without_litellm_direct_and_rationer_still_run(tmp_path: Path) -> None:
     assert result["c1"]["rationer"]["requests"] == 6
     assert result["ratios_rationer_over_litellm"] is None and result["meets_targets"] is None
     assert result["targets"] == {"added_p50_ratio_max": 0.5, "rps_ratio_min": 5.0}
+    _print(result)  # the table the command prints without --json
+    out = capsys.readouterr().out
+    assert "litellm: unavailable: litellm[proxy] is not importable" in out
+    assert "rationer" in out and "Rationer/LiteLLM" not in out
