@@ -11,7 +11,7 @@ Each stage's detail sits in its own module (``lookup``, ``plan``, ``holds``,
 hold is placed either commits true usage or releases the hold, so no
 reservation leaks and no call is billed twice. The doors use only the
 façade below (``complete``, ``stream``, ``principal``, ``models_for``,
-``ready``, ``embed``, ``report_wrong_hit``, ``request_limits``).
+``ready``, ``unready``, ``embed``, ``report_wrong_hit``, ``request_limits``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from services.router.pricing import PriceBook
 from services.router.request_ids import feedback_request_id
 from services.router.settlement import Settler, best_effort
 from services.router.stream import StreamAttempt
+from services.router.substitute import may_substitute
 from services.router.tokens import TokenCounter
 from services.router.types import (
     CacheablePolicy,
@@ -121,6 +122,11 @@ class RouterCore:
         healthy = healthy_tiers(self.policy, self.backends)
         return [t.name for t in self.policy.tiers if t.name in healthy]
 
+    def unready(self) -> list[str]:
+        """The configured tiers that cannot take a call now (a frontier that cannot be reached)."""
+        healthy = healthy_tiers(self.policy, self.backends)
+        return [t.name for t in self.policy.tiers if t.name not in healthy]
+
     @property
     def request_limits(self) -> RequestLimits:
         return self.limits
@@ -169,7 +175,7 @@ class RouterCore:
             await self.billing.commit(prep, hold, tier, out, exact=out.usage_exact)
             self.billing.store_answer(prep, tier, out.text)
             return out.text, prep.result
-        raise exhausted(tries.last)
+        raise exhausted(tries.last, prep.plan.named if prep.plan else "", prep.request.model)
 
     # ---- streamed --------------------------------------------------------------------
 
@@ -217,7 +223,7 @@ class RouterCore:
                     # loop collecting this generator) cannot stop it half-way.
                     await asyncio.shield(self.spawn(attempt.settle_early(exc)))
                 raise
-        raise exhausted(tries.last)
+        raise exhausted(tries.last, prep.plan.named if prep.plan else "", prep.request.model)
 
     # ---- stages: authenticate, look up, score, plan ----------------------------------
 
@@ -278,7 +284,12 @@ class RouterCore:
             healthy=healthy_tiers(self.policy, self.backends),
             remaining_fraction=prep.result.budget_remaining_fraction,
             downgrade_on_exhaustion=self.config.downgrade_on_exhaustion,
+            substitute=may_substitute(prep.principal, self.config.fallback_for),
         )
+        named = self.policy.resolve(prep.request.model)
+        if named is not None and prep.plan.tiers[0] != named:
+            # Replaced before any call (not ready): still a fallback the caller is told of.
+            prep.result.fallbacks.append(named.name)
         prep.result.downgraded = prep.plan.downgraded
         prep.result.add_stage("classify", started)
 

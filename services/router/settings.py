@@ -115,6 +115,11 @@ class RouterSettings(ServiceSettings):
     strong_threshold: float | None = None
     pressure: PressureSettings = PressureSettings()
     downgrade_on_exhaustion: bool = True
+    # Whose requests for a named tier or model may be served by another tier
+    # when it is down or over budget (the response then says so in
+    # x-rationer-fallbacks): "*" for every key, or "key:<key id>",
+    # "team:<team id>", "org:<org id>". Everyone else gets 503 naming the tier.
+    fallback_for: list[str] = Field(default_factory=list)
     auth_cache_ttl_s: float = 5.0
     cache_min_similarity: float = 0.0  # 0 = the cache service default
     default_max_tokens: int = 256

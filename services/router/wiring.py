@@ -23,6 +23,7 @@ from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
 from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
+from services.router.backends.probe import keep_probing, probe_all
 from services.router.journal import SettlementJournal
 from services.router.pipeline import RouterCore
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
@@ -67,6 +68,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     await pool.start()
     closers.append(pool.close)
     backends = _backends(settings.tiers, pool, closers)
+    await _probe_frontiers(backends, closers)
     counters = await _counters(settings, pool, closers)
     prices = await _prices(ledger, closers)
     journal = SettlementJournal(settings.settlement_journal)
@@ -86,7 +88,9 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
             max_tokens_cap=settings.max_tokens_cap,
             max_prompt_chars=settings.max_prompt_chars,
         ),
-        config=CoreConfig(downgrade_on_exhaustion=settings.downgrade_on_exhaustion),
+        config=CoreConfig(
+            downgrade_on_exhaustion=settings.downgrade_on_exhaustion, fallback_for=tuple(settings.fallback_for)
+        ),
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
         journal=journal,
@@ -128,6 +132,19 @@ def _backends(tiers: list[TierSettings], pool: WorkerPool, closers: list[Closer]
             backends[t.name] = FrontierBackend(client)
             closers.append(client.aclose)
     return backends
+
+
+async def _probe_frontiers(backends: dict[str, ModelBackend], closers: list[Closer]) -> None:
+    """Probe every frontier tier before serving, then keep probing (backends/probe.py)."""
+    await probe_all(backends.values())
+    prober = asyncio.create_task(keep_probing(backends.values()))
+
+    async def stop_prober() -> None:
+        prober.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await prober
+
+    closers.append(stop_prober)
 
 
 def _policy(settings: RouterSettings, default_strong: float, scale: ScoreScale | None) -> TierPolicy:

@@ -149,6 +149,18 @@ class FrontierClient:
             raise DeadlineExceeded("deadline would pass while waiting to retry the frontier call")
         await asyncio.sleep(delay)
 
+    async def reachable(self, timeout_s: float = 3.0) -> bool:
+        """Whether the endpoint answers HTTP at all (any status: a 401 or 404 is still an endpoint).
+
+        The readiness probe (``FrontierBackend.probe``): only a refused, reset
+        or timed-out connection counts as unreachable.
+        """
+        try:
+            await self._http.get("/models", timeout=timeout_s)
+        except httpx.TransportError:
+            return False
+        return True
+
     async def complete(
         self, messages: Sequence[Message], params: GenParams, deadline: float | None = None
     ) -> Completion:
@@ -325,12 +337,23 @@ class FrontierBackend:
         self._cooldown_s = cooldown_s
         self._failures = 0
         self._open_until = 0.0
+        # Set by the readiness probe (backends/probe.py); a call that succeeds sets it too.
+        self.reachable = True
 
     def healthy(self, model: str) -> bool:
-        return time.monotonic() >= self._open_until
+        return self.reachable and time.monotonic() >= self._open_until
+
+    async def probe(self) -> bool:
+        """Probe the endpoint now; an unreachable one is not healthy until a later probe reaches it."""
+        was, self.reachable = self.reachable, await self.client.reachable()
+        if was != self.reachable:
+            log.warning("frontier endpoint " + ("reachable again" if self.reachable else "unreachable"),
+                        model=self.client.config.model)  # fmt: skip
+        return self.reachable
 
     def _ok(self) -> None:
         self._failures = 0
+        self.reachable = True
 
     def _failed(self) -> None:
         self._failures += 1

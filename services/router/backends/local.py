@@ -123,7 +123,7 @@ class WorkerPool:
             if w is None:
                 # No client-side deadline: each call passes what is left of the request's.
                 client = WorkerClient(address, timeout_s=None, service_token=self._service_token,
-                                      label=f"worker {address}")  # fmt: skip
+                                      label="the local worker")  # fmt: skip
                 w = _Worker(address, client)
             workers.append(w)
         self._workers = workers
@@ -247,5 +247,5 @@ class WorkerPool:
                 continue
             finally:
                 w.inflight -= 1
-            raise Unavailable(f"worker {w.address} closed the stream without a final message")
+            raise Unavailable("a local worker closed the stream without a final message")
         raise last
