@@ -41,6 +41,7 @@ from services.router.plan import FALLBACK_ERRORS, exhausted, healthy_tiers, plan
 from services.router.policy import TierPolicy, TierSpec
 from services.router.ports import CachePort, EmbedderPort, LedgerPort, ModelBackend, ScorerPort
 from services.router.pricing import PriceBook
+from services.router.reference import Reference
 from services.router.request_ids import feedback_request_id
 from services.router.settlement import Settler, best_effort
 from services.router.stream import StreamAttempt
@@ -87,6 +88,7 @@ class RouterCore:
         journal: SettlementJournal | None = None,
         clock: Clock = SYSTEM_CLOCK,
         counters: Mapping[str, TokenCounter] | None = None,
+        reference: Reference | None = None,
     ) -> None:
         # The router's one wall clock (retry headers, timestamps); deadlines
         # use time.monotonic, which no date can move.
@@ -104,7 +106,7 @@ class RouterCore:
         self._background: set[asyncio.Task[Any]] = set()
         self.lookup = Lookup(ledger=ledger, cache=cache, embedder=embedder, batcher=batcher)
         self.holds = Holds(ledger, self.spawn, counters=counters, release_window_s=self.config.settle_retry_window_s)
-        self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn)
+        self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn, reference)
         self._embeddings = Embeddings(ledger, self.settler, embedder)
 
     # ---- the façade the doors use ------------------------------------------------

@@ -120,6 +120,9 @@ class RouterSettings(ServiceSettings):
     # x-rationer-fallbacks): "*" for every key, or "key:<key id>",
     # "team:<team id>", "org:<org id>". Everyone else gets 503 naming the tier.
     fallback_for: list[str] = Field(default_factory=list)
+    # What savings are measured against (reference.py, docs/ledger.md "Savings"): "auto" = the most
+    # expensive configured frontier tier (none configured: no savings), a priced tier's name, or "none".
+    reference_tier: str = "auto"
     auth_cache_ttl_s: float = 5.0
     cache_min_similarity: float = 0.0  # 0 = the cache service default
     default_max_tokens: int = 256

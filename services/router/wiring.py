@@ -29,6 +29,7 @@ from services.router.pipeline import RouterCore
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
 from services.router.ports import ModelBackend
 from services.router.pricing import PriceBook
+from services.router.reference import Reference, reference_tier
 from services.router.settings import RouterSettings, TierSettings
 from services.router.tokens import GgufCounter, TokenCounter, tier_counter, verify_counters
 from services.router.types import CoreConfig, RequestLimits
@@ -70,7 +71,8 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     backends = _backends(settings.tiers, pool, closers)
     await _probe_frontiers(backends, closers)
     counters = await _counters(settings, pool, closers)
-    prices = await _prices(ledger, closers)
+    reference = Reference(ref_tier := reference_tier(settings.tiers, settings.reference_tier), counters.get(ref_tier))
+    prices = await _prices(ledger, closers, ref_tier)
     journal = SettlementJournal(settings.settlement_journal)
     core = RouterCore(
         ledger=ledger,
@@ -95,6 +97,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
         batcher=batcher,
         journal=journal,
         counters=counters,
+        reference=reference,
     )
     core.resume_settlements()
 
@@ -206,12 +209,12 @@ async def _counters(settings: RouterSettings, pool: WorkerPool, closers: list[Cl
     return counters
 
 
-async def _prices(ledger: GrpcLedger, closers: list[Closer]) -> PriceBook:
+async def _prices(ledger: GrpcLedger, closers: list[Closer], reference: str) -> PriceBook:
     prices = PriceBook()
-    await _refresh_prices(ledger, prices)
+    await _refresh_prices(ledger, prices, reference)
     # The ledger may start after the router, and reference prices change:
     # re-read them every minute instead of only at start-up.
-    refresher = asyncio.create_task(_keep_prices_fresh(ledger, prices))
+    refresher = asyncio.create_task(_keep_prices_fresh(ledger, prices, reference))
 
     async def stop_refresher() -> None:
         refresher.cancel()
@@ -222,14 +225,16 @@ async def _prices(ledger: GrpcLedger, closers: list[Closer]) -> PriceBook:
     return prices
 
 
-async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook) -> None:
+async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook, reference: str) -> None:
     try:
-        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price()
+        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price(
+            reference
+        )
     except RationerError as exc:
         log.warning("could not read the reference price from the ledger", error=exc.message)
 
 
-async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, every_s: float = 60.0) -> None:
+async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, reference: str, every_s: float = 60.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        await _refresh_prices(ledger, prices)
+        await _refresh_prices(ledger, prices, reference)

@@ -22,6 +22,7 @@ from services.router.journal import SettlementJournal
 from services.router.pipeline import RouterCore
 from services.router.policy import PressureConfig, TierPolicy, TierSpec
 from services.router.pricing import PriceBook
+from services.router.reference import Reference
 from services.router.types import (
     CachedAnswer,
     Charge,
@@ -216,7 +217,9 @@ class Fakes:
     scorer: FakeScorer = field(default_factory=FakeScorer)
     backends: dict[str, FakeBackend] = field(default_factory=lambda: {t.name: FakeBackend() for t in TIERS})
 
-    def core(self, *, journal: SettlementJournal | None = None, **config: object) -> RouterCore:
+    def core(
+        self, *, journal: SettlementJournal | None = None, reference: Reference | None = None, **config: object
+    ) -> RouterCore:
         return RouterCore(
             ledger=self.ledger,
             cache=self.cache,
@@ -230,6 +233,7 @@ class Fakes:
             cacheable=cachepolicy.cacheable,
             config=CoreConfig(settle_max_backoff_s=0.01, **config),  # type: ignore[arg-type]
             journal=journal,
+            reference=reference,
         )
 
 
