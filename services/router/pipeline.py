@@ -34,6 +34,7 @@ from services.router.auth import AuthCache, resolve_project
 from services.router.billing import Billing
 from services.router.deadline import within
 from services.router.embeddings import Embeddings
+from services.router.fit import fit_plan
 from services.router.holds import Holds
 from services.router.journal import SettlementJournal
 from services.router.lookup import Lookup
@@ -262,6 +263,8 @@ class RouterCore:
             await self.lookup.run(prep, need_vector=self.policy.resolve(req.model) is None)
         if prep.cached is None:
             self._score_and_plan(prep)
+            # Only tiers whose context window takes the prompt (fit.py); 400 naming the limit otherwise.
+            await fit_plan(prep, self.holds, self.backends, self.policy.resolve(req.model))
         return prep
 
     async def _authenticate(self, api_key: str, deadline: float | None) -> Principal:

@@ -45,6 +45,9 @@ class TierSettings(BaseModel):
     base_url: str = ""
     api_key: str = ""
     max_retries: int = 2
+    # Frontier only: the model's context window in tokens (prompt + max_tokens), for routing by
+    # context length (fit.py). None: unknown, the provider decides. Local tiers report their own.
+    context_window: int | None = Field(default=None, gt=0)
     # Local only: where the tier's tokenizer comes from. None: the worker's
     # default model of the same name (services/slm_worker/settings.py), else
     # the byte bound below.

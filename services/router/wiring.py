@@ -132,7 +132,7 @@ def _backends(tiers: list[TierSettings], pool: WorkerPool, closers: list[Closer]
             client = FrontierClient(
                 FrontierConfig(base_url=t.base_url, model=t.model, api_key=t.api_key, max_retries=t.max_retries)
             )
-            backends[t.name] = FrontierBackend(client)
+            backends[t.name] = FrontierBackend(client, context_window=t.context_window)
             closers.append(client.aclose)
     return backends
 

@@ -331,8 +331,12 @@ async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float 
 class FrontierBackend:
     """One frontier tier as a ``ModelBackend`` (the model is the client's)."""
 
-    def __init__(self, client: FrontierClient, *, trip_after: int = 3, cooldown_s: float = 10.0) -> None:
+    def __init__(
+        self, client: FrontierClient, *, trip_after: int = 3, cooldown_s: float = 10.0,
+        context_window: int | None = None,
+    ) -> None:  # fmt: skip
         self.client = client
+        self._context_window = context_window
         self._trip_after = trip_after
         self._cooldown_s = cooldown_s
         self._failures = 0
@@ -342,6 +346,10 @@ class FrontierBackend:
 
     def healthy(self, model: str) -> bool:
         return self.reachable and time.monotonic() >= self._open_until
+
+    def context_window(self, model: str) -> int | None:
+        """The configured context window (``tiers[].context_window``); None: unknown, the provider decides."""
+        return self._context_window
 
     async def probe(self) -> bool:
         """Probe the endpoint now; an unreachable one is not healthy until a later probe reaches it."""

@@ -165,6 +165,11 @@ class WorkerPool:
     def healthy(self, model: str) -> bool:
         return any(w.up and w.serves(model) is not None for w in self._workers)
 
+    def context_window(self, model: str) -> int | None:
+        """The largest context (tokens) a live worker serving ``model`` has; None when none is known."""
+        sizes = [info.context_size for w in self._workers if w.up and (info := w.serves(model)) is not None]
+        return max((n for n in sizes if n > 0), default=None)
+
     def snapshot(self) -> list[dict[str, object]]:
         return [
             {"address": w.address, "up": w.up, "inflight": w.inflight, "models": sorted(w.models)}

@@ -181,6 +181,7 @@ class FakeBackend:
     usage_exact: bool = True
     up: bool = True
     calls: int = 0
+    context: int | None = None  # the context window in tokens (None: unknown)
 
     async def complete(
         self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
@@ -208,6 +209,9 @@ class FakeBackend:
 
     def healthy(self, model: str) -> bool:
         return self.up
+
+    def context_window(self, model: str) -> int | None:
+        return self.context
 
 
 @dataclass
