@@ -155,7 +155,7 @@ def commit_request(c: CommitCall) -> pb.CommitRequest:
     return pb.CommitRequest(reservation_id=c.reservation_id, key_id=c.key_id,
                             usage=usage(c.prompt_tokens, c.completion_tokens), model=c.model, tier=c.tier,
                             latency_ms=c.latency_ms, fallbacks=c.fallbacks, bill_late=c.bill_late,
-                            finish_note=c.finish_note)  # fmt: skip
+                            finish_note=c.finish_note, counterfactual=_reference_out(c))  # fmt: skip
 
 
 def commit_call(r: pb.CommitRequest) -> CommitCall:
@@ -168,16 +168,32 @@ def commit_call(r: pb.CommitRequest) -> CommitCall:
         )
     return CommitCall(r.reservation_id, r.key_id, u.prompt_tokens, u.completion_tokens, model=r.model,
                       tier=r.tier, latency_ms=r.latency_ms, fallbacks=r.fallbacks, bill_late=r.bill_late,
-                      finish_note=r.finish_note)  # fmt: skip
+                      finish_note=r.finish_note, **_reference_in(r))  # fmt: skip
+
+
+def _reference_in(r: pb.CommitRequest | pb.RecordCacheHitRequest) -> dict[str, Any]:
+    if not r.HasField("counterfactual"):
+        return {}
+    cf = r.counterfactual
+    return {"reference_tier": cf.tier, "reference_prompt_tokens": cf.usage.prompt_tokens,
+            "reference_completion_tokens": cf.usage.completion_tokens}  # fmt: skip
+
+
+def _reference_out(c: CommitCall | CacheHitCall) -> pb.Counterfactual | None:
+    if c.reference_tier is None:
+        return None
+    return pb.Counterfactual(tier=c.reference_tier,
+                             usage=usage(c.reference_prompt_tokens, c.reference_completion_tokens))  # fmt: skip
 
 
 def cache_hit_request(c: CacheHitCall) -> pb.RecordCacheHitRequest:
     return pb.RecordCacheHitRequest(key_id=c.key_id, request_id=c.request_id, project=c.project, tier=c.tier,
                                     model=c.model, usage=usage(c.prompt_tokens, c.completion_tokens),
-                                    latency_ms=c.latency_ms, record_id=c.record_id, served=c.served)  # fmt: skip
+                                    latency_ms=c.latency_ms, record_id=c.record_id, served=c.served,
+                                    counterfactual=_reference_out(c))  # fmt: skip
 
 
 def cache_hit_call(r: pb.RecordCacheHitRequest) -> CacheHitCall:
     return CacheHitCall(r.key_id, r.request_id, r.project, r.tier, r.model, r.usage.prompt_tokens,
                         r.usage.completion_tokens, latency_ms=r.latency_ms, record_id=r.record_id,
-                        served=r.served)  # fmt: skip
+                        served=r.served, **_reference_in(r))  # fmt: skip

@@ -99,6 +99,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             request_id=_request_id(md),
             deadline=_deadline(context),
         )
+        if res.fallbacks:
+            # As the HTTP door's header: the answer is not from the first tier planned (RouteInfo.fallbacks too).
+            context.set_trailing_metadata((("x-rationer-fallbacks", ",".join(res.fallbacks)),))
         return router_pb2.CompleteResponse(text=text, route=route_info(res))
 
     async def CompleteStream(

@@ -189,6 +189,8 @@ class TierPlan:
     downgrades: tuple[TierSpec, ...] = ()
     complexity: float = 0.0
     downgraded: bool = False
+    # The request named this tier and may not be served by another (substitute.py).
+    named: str = ""
 
     def after_denial(self, tier: TierSpec, limit_id: str) -> tuple[TierSpec, ...]:
         """The tiers left after ``tier`` was denied on ``limit_id``, dearest first (maybe none)."""
@@ -208,6 +210,8 @@ class CoreConfig:
     settle_retry_window_s: float = 240.0
     # Longest pause between retries of a journaled settlement during an outage.
     settle_max_backoff_s: float = 30.0
+    # Keys whose named tier may be replaced by another (settings.fallback_for; substitute.py).
+    fallback_for: tuple[str, ...] = ()
 
 
 @dataclass

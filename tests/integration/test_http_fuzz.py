@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from addresses import assert_no_internal_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -178,6 +179,7 @@ class Run:
                          timeout=CALL_TIMEOUT_S)  # fmt: skip
         self.statuses[resp.status_code] += 1
         case.validate_response(resp, checks=CHECKS)
+        assert_no_internal_address(resp.status_code, resp.text)
 
     def call_hostile(self, case: Any) -> None:
         """Sent here, not by schemathesis: it cannot encode a lone surrogate (json.dumps escapes it)."""
@@ -192,6 +194,7 @@ class Run:
         assert str(resp.status_code) in documented, f"{resp.status_code} is not documented: {resp.text[:300]}"
         if resp.status_code >= 400:
             assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+        assert_no_internal_address(resp.status_code, resp.text)
 
 
 def fuzz(run: Run, doc: dict[str, Any], *, examples: int, derandomize: bool) -> None:

@@ -149,6 +149,18 @@ class FrontierClient:
             raise DeadlineExceeded("deadline would pass while waiting to retry the frontier call")
         await asyncio.sleep(delay)
 
+    async def reachable(self, timeout_s: float = 3.0) -> bool:
+        """Whether the endpoint answers HTTP at all (any status: a 401 or 404 is still an endpoint).
+
+        The readiness probe (``FrontierBackend.probe``): only a refused, reset
+        or timed-out connection counts as unreachable.
+        """
+        try:
+            await self._http.get("/models", timeout=timeout_s)
+        except httpx.TransportError:
+            return False
+        return True
+
     async def complete(
         self, messages: Sequence[Message], params: GenParams, deadline: float | None = None
     ) -> Completion:
@@ -319,18 +331,37 @@ async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float 
 class FrontierBackend:
     """One frontier tier as a ``ModelBackend`` (the model is the client's)."""
 
-    def __init__(self, client: FrontierClient, *, trip_after: int = 3, cooldown_s: float = 10.0) -> None:
+    def __init__(
+        self, client: FrontierClient, *, trip_after: int = 3, cooldown_s: float = 10.0,
+        context_window: int | None = None,
+    ) -> None:  # fmt: skip
         self.client = client
+        self._context_window = context_window
         self._trip_after = trip_after
         self._cooldown_s = cooldown_s
         self._failures = 0
         self._open_until = 0.0
+        # Set by the readiness probe (backends/probe.py); a call that succeeds sets it too.
+        self.reachable = True
 
     def healthy(self, model: str) -> bool:
-        return time.monotonic() >= self._open_until
+        return self.reachable and time.monotonic() >= self._open_until
+
+    def context_window(self, model: str) -> int | None:
+        """The configured context window (``tiers[].context_window``); None: unknown, the provider decides."""
+        return self._context_window
+
+    async def probe(self) -> bool:
+        """Probe the endpoint now; an unreachable one is not healthy until a later probe reaches it."""
+        was, self.reachable = self.reachable, await self.client.reachable()
+        if was != self.reachable:
+            log.warning("frontier endpoint " + ("reachable again" if self.reachable else "unreachable"),
+                        model=self.client.config.model)  # fmt: skip
+        return self.reachable
 
     def _ok(self) -> None:
         self._failures = 0
+        self.reachable = True
 
     def _failed(self) -> None:
         self._failures += 1

@@ -58,8 +58,8 @@ HTTP_SECONDS = Histogram(
 )
 
 EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
-          "x-rationer-savings-usd, x-rationer-settlement, x-rationer-limit, x-rationer-resets-at, " \
-          "retry-after"  # fmt: skip
+          "x-rationer-savings-usd, x-rationer-settlement, x-rationer-fallbacks, x-rationer-limit, " \
+          "x-rationer-resets-at, retry-after"  # fmt: skip
 
 RID = web.RequestKey("rid", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -282,10 +282,14 @@ class FrontDoor:
         return web.json_response({"status": "ok"})
 
     async def ready(self, request: web.Request) -> web.Response:
-        healthy = self.core.ready()
+        healthy, unready = self.core.ready(), self.core.unready()
         ok = bool(healthy) and not self.draining
         status = "ready" if ok else ("draining" if self.draining else "no healthy tier")
-        return web.json_response({"status": status, "healthy_tiers": healthy}, status=200 if ok else 503)
+        # Still 200 with some tiers down (the others serve), but never listed as healthy.
+        if ok and unready:
+            status = "degraded"
+        body = {"status": status, "healthy_tiers": healthy, "unready_tiers": unready}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
