@@ -26,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
+from services.router.anthropic import openapi as anthropic_openapi
+from services.router.anthropic.door import MessagesDoor
 from services.router.http.embeddings import embeddings_body, parse_inputs
 from services.router.http.errors import domain_response, error_body, json_error, sse_error
 from services.router.http.feedback import http_cache_feedback
@@ -79,12 +81,14 @@ class FrontDoor:
         self.settings = settings
         self.draining = False
         self._cors = set(settings.cors_origins)
-        self._openapi = json.dumps(openapi_document(core.request_limits, settings)).encode()
+        self._openapi = json.dumps(_document(core, settings)).encode()
+        self._messages = MessagesDoor(core, self._json, self._deadline, lambda r: r[RID], self._add_cors)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
+        self._messages.mount(app.router)
         # Model ids may hold a slash ("org/model", as on Hugging Face).
         app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -290,6 +294,14 @@ class FrontDoor:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
+
+
+def _document(core: RouterCore, settings: HttpSettings) -> dict[str, Any]:
+    """Both doors' OpenAPI parts in one document."""
+    doc = openapi_document(core.request_limits, settings)
+    doc["paths"].update(anthropic_openapi.paths(core.request_limits))
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(anthropic_openapi.schemas(core.request_limits))
+    return doc
 
 
 def _model_list(tiers: tuple[TierSpec, ...]) -> list[dict[str, Any]]:
