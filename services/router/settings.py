@@ -36,12 +36,13 @@ class TierSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["local", "frontier"]
+    # "anthropic": a frontier tier on an Anthropic Messages endpoint (base_url without /v1).
+    kind: Literal["local", "frontier", "anthropic"]
     rank: int
     model: str
     # None: derived from the classifier's operating point (see wiring.tier_specs).
     threshold: float | None = None
-    # Frontier only: any OpenAI-compatible endpoint.
+    # Frontier only: any OpenAI-compatible endpoint (kind "anthropic": a Messages one).
     base_url: str = ""
     api_key: str = ""
     max_retries: int = 2

@@ -56,9 +56,15 @@ def api_key(request: web.Request) -> str:
     return key
 
 
-def to_core(call: MessagesCall, *, project: str) -> CompletionRequest:
+def to_core(call: MessagesCall, *, project: str, no_cache: bool = False) -> CompletionRequest:
     return CompletionRequest(messages=call.messages, params=call.params, model=call.model, project=project,
-                             user=call.user)  # fmt: skip
+                             user=call.user, no_cache=no_cache)  # fmt: skip
+
+
+def no_cache(request: web.Request) -> bool:
+    """``Cache-Control: no-cache`` (or no-store) skips the semantic cache, as on the OpenAI door."""
+    directives = request.headers.get("Cache-Control", "").lower()
+    return "no-cache" in directives or "no-store" in directives
 
 
 def usage_of(res: RouteResult) -> Usage:
@@ -104,7 +110,7 @@ class MessagesDoor:
         key = await self._checked(request)
         project, deadline = text_header(request, "x-rationer-project"), self._deadline(request)
         call = parse_messages_request(await self._json(request))
-        rid, core_request = self._rid(request), to_core(call, project=project)
+        rid, core_request = self._rid(request), to_core(call, project=project, no_cache=no_cache(request))
         if call.stream:
             # A plain Anthropic client cannot drop a spliced answer: no restart.
             events = self.core.stream(key, core_request, request_id=rid, deadline=deadline, allow_restart=False)

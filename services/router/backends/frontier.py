@@ -16,8 +16,9 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 import structlog
@@ -316,10 +317,22 @@ async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float 
     )
 
 
+class UpstreamClient(Protocol):
+    """What a frontier tier's client offers: ``FrontierClient`` (OpenAI) or ``AnthropicClient`` (Messages)."""
+
+    def complete(self, messages: Sequence[Message], params: GenParams,
+                 deadline: float | None = None) -> Awaitable[Completion]: ...  # fmt: skip
+
+    def stream(self, messages: Sequence[Message], params: GenParams,
+               deadline: float | None = None) -> AsyncIterator[Delta]: ...  # fmt: skip
+
+    async def aclose(self) -> None: ...
+
+
 class FrontierBackend:
     """One frontier tier as a ``ModelBackend`` (the model is the client's)."""
 
-    def __init__(self, client: FrontierClient, *, trip_after: int = 3, cooldown_s: float = 10.0) -> None:
+    def __init__(self, client: UpstreamClient, *, trip_after: int = 3, cooldown_s: float = 10.0) -> None:
         self.client = client
         self._trip_after = trip_after
         self._cooldown_s = cooldown_s
