@@ -27,6 +27,9 @@ class CommitCall:
     # The model has answered: bill it even if the hold expired meanwhile.
     bill_late: bool = False
     finish_note: str = ""  # e.g. "client_disconnected": a partial answer billed as far as it went
+    # Parts of prompt_tokens read from / written to the provider's prompt cache (own rates).
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 @dataclass(frozen=True)

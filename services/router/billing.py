@@ -101,6 +101,9 @@ class Billing:
             # The model has answered: bill it even if the hold expired meanwhile.
             bill_late=True,
             finish_note=finish_note,
+            # Exact usage only: a billed maximum has no cache split.
+            cache_read_tokens=out.cache_read_tokens if exact else 0,
+            cache_creation_tokens=out.cache_creation_tokens if exact else 0,
         )
         charge: Charge | None = None
         try:

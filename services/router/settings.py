@@ -46,6 +46,9 @@ class TierSettings(BaseModel):
     base_url: str = ""
     api_key: str = ""
     max_retries: int = 2
+    # kind "anthropic" only: mark the system prompt for the provider's prompt
+    # cache (reads and writes are then priced at the price row's cache rates).
+    cache_system: bool = False
     # Local only: where the tier's tokenizer comes from. None: the worker's
     # default model of the same name (services/slm_worker/settings.py), else
     # the byte bound below.

@@ -123,9 +123,9 @@ def _backends(tiers: list[TierSettings], pool: WorkerPool, closers: list[Closer]
         if t.kind == "local":
             backends[t.name] = pool
         elif t.kind == "anthropic":
-            anthropic = AnthropicClient(
-                AnthropicConfig(base_url=t.base_url, model=t.model, api_key=t.api_key, max_retries=t.max_retries)
-            )
+            config = AnthropicConfig(base_url=t.base_url, model=t.model, api_key=t.api_key,
+                                     max_retries=t.max_retries, cache_system=t.cache_system)  # fmt: skip
+            anthropic = AnthropicClient(config)
             backends[t.name] = FrontierBackend(anthropic)
             closers.append(anthropic.aclose)
         else:

@@ -40,8 +40,9 @@ async def stack(frontier_base_url: str, wire: WireServer, tmp_path_factory: pyte
                 ) -> AsyncIterator[Stack]:  # fmt: skip
     claude = TierSettings(name="claude", kind="anthropic", rank=2, model=WIRE_MODEL, base_url=wire.base_url,
                           api_key=WIRE_KEY, max_retries=0)  # fmt: skip
+    cached = claude.model_copy(update={"name": "claude-cached", "rank": 3, "cache_system": True})
     async with running_stack(tmp_path_factory.mktemp("two-doors"), frontier_base_url=frontier_base_url,
-                             tiers=[*frontier_tiers(frontier_base_url), claude]) as s:  # fmt: skip
+                             tiers=[*frontier_tiers(frontier_base_url), claude, cached]) as s:  # fmt: skip
         yield s
 
 
@@ -107,3 +108,26 @@ async def test_an_answer_cached_by_one_door_is_a_hit_on_the_other(stack: Stack, 
     assert again == text and hit["x-rationer-tier"] == headers["x-rationer-tier"]
     assert hit["x-rationer-cost-usd"] == "0" or float(hit["x-rationer-cost-usd"]) == 0
     assert float(hit["x-rationer-savings-usd"]) > 0
+
+
+async def test_prompt_cache_usage_of_an_anthropic_tier_is_priced_at_its_own_rates(stack: Stack) -> None:
+    # The stack's "claude-cached" tier marks the system prompt for the provider's cache.
+    await stack.ledger.admin.set_price("claude-cached", WIRE_MODEL, 3_000_000_000, 15_000_000_000,
+                                       cache_read_per_million=300_000_000,
+                                       cache_creation_per_million=3_750_000_000)  # fmt: skip
+    system = "You answer questions about the wire protocol briefly and exactly. " * 8
+    system_words = len(system.split())
+    charges = []
+    async with anthropic.AsyncAnthropic(base_url=stack.http_base_url, api_key=stack.api_key, max_retries=0) as c:
+        for _ in range(2):
+            raw = await c.messages.with_raw_response.create(
+                model="claude-cached", max_tokens=8, system=system, extra_headers=NO_CACHE,
+                messages=[{"role": "user", "content": "hello there wire"}],
+            )  # fmt: skip
+            msg = await raw.parse()
+            charges.append(await charge_event(stack, raw.headers["x-request-id"]))
+    user_words, out = 3, msg.usage.output_tokens
+    assert all(ch.prompt_tokens == system_words + user_words for ch in charges)
+    written = system_words * 3750 + user_words * 3000 + out * 15000  # nano-USD (whole: no rounding)
+    read = system_words * 300 + user_words * 3000 + out * 15000
+    assert (charges[0].cost.nano_usd, charges[1].cost.nano_usd) == (written, read)

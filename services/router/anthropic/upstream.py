@@ -68,16 +68,12 @@ class AnthropicConfig:
 
 @dataclass(frozen=True)
 class CachedCompletion(Completion):
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
+    """An Anthropic answer; the prompt-cache counts are Completion's own fields (priced by the ledger)."""
 
 
 @dataclass(frozen=True)
 class CachedDelta(Delta):
-    """The final delta of a stream, with the prompt-cache counts."""
-
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
+    """The final delta of a stream, with the prompt-cache counts (Delta's own fields)."""
 
 
 _USAGE_FIELDS = (
