@@ -261,3 +261,13 @@ async def test_prompt_cache_tokens_are_priced_at_the_price_rows_cache_rates(sett
         res = await led.client.authorize(k.key_id, "cached-tier", prompt_tokens=10, max_completion_tokens=1)
         with pytest.raises(Exception, match="parts of"):
             await led.client.commit(CommitCall(res.reservation_id, k.key_id, 10, 1, cache_read_tokens=11))
+
+
+async def test_prices_set_cli_takes_the_cache_rates(tmp_path: Path) -> None:
+    from services.ledger.cli.ops import set_price
+
+    async with running_ledger(settings_for("sqlite", tmp_path)) as led:
+        line = await set_price(led.target, ADMIN_TOKEN, "claude", "c", 3.0, 15.0, False, (0.3, None))
+        assert "cache read $0.300000/M" in line and "cache write" not in line
+        (row,) = [p for p in await led.client.list_prices() if p.tier == "claude"]
+        assert (row.cache_read_per_million, row.cache_creation_per_million) == (300_000_000, None)

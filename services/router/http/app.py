@@ -26,8 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
-from services.router.anthropic import openapi as anthropic_openapi
 from services.router.anthropic.door import MessagesDoor
+from services.router.anthropic.openapi import full_document
 from services.router.http.embeddings import embeddings_body, parse_inputs
 from services.router.http.errors import domain_response, error_body, json_error, sse_error
 from services.router.http.feedback import http_cache_feedback
@@ -40,7 +40,6 @@ from services.router.http.input import (
     timeout_header,
     token_list_header,
 )
-from services.router.http.openapi import openapi_document
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
 from services.router.pipeline import RouterCore
 from services.router.policy import TierSpec
@@ -81,7 +80,8 @@ class FrontDoor:
         self.settings = settings
         self.draining = False
         self._cors = set(settings.cors_origins)
-        self._openapi = json.dumps(_document(core, settings)).encode()
+        # Both doors' parts in one document.
+        self._openapi = json.dumps(full_document(core.request_limits, settings)).encode()
         self._messages = MessagesDoor(core, self._json, self._deadline, lambda r: r[RID], self._add_cors)
 
     def application(self) -> web.Application:
@@ -294,14 +294,6 @@ class FrontDoor:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
-
-
-def _document(core: RouterCore, settings: HttpSettings) -> dict[str, Any]:
-    """Both doors' OpenAPI parts in one document."""
-    doc = openapi_document(core.request_limits, settings)
-    doc["paths"].update(anthropic_openapi.paths(core.request_limits))
-    doc.setdefault("components", {}).setdefault("schemas", {}).update(anthropic_openapi.schemas(core.request_limits))
-    return doc
 
 
 def _model_list(tiers: tuple[TierSpec, ...]) -> list[dict[str, Any]]:
