@@ -96,6 +96,9 @@ class MessagesDoor:
                 return domain_response(exc, self.core.clock.now(), rid)
             except web.HTTPException as exc:
                 return status_response(exc.status, exc.text or exc.reason, rid)
+            except Exception:
+                log.exception("unhandled error in the Messages door")
+                return status_response(500, "internal error in the gateway; see its logs", rid)
 
         return wrapped
 
