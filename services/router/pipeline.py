@@ -45,6 +45,7 @@ from services.router.request_ids import feedback_request_id
 from services.router.settlement import Settler, best_effort
 from services.router.stream import StreamAttempt
 from services.router.tokens import TokenCounter, count_prompt
+from services.router.tracing import traced_complete, traced_stream
 from services.router.types import (
     CacheablePolicy,
     Canonicalize,
@@ -157,6 +158,7 @@ class RouterCore:
 
     # ---- unary ---------------------------------------------------------------------
 
+    @traced_complete
     async def complete(
         self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None
     ) -> tuple[str, RouteResult]:
@@ -185,6 +187,7 @@ class RouterCore:
 
     # ---- streamed --------------------------------------------------------------------
 
+    @traced_stream
     async def stream(
         self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None,
         allow_restart: bool = True,

@@ -41,6 +41,7 @@ from services.router.http.input import (
     token_list_header,
 )
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.http.tracing import tracing_middlewares
 from services.router.pipeline import RouterCore
 from services.router.policy import TierSpec
 from services.router.request_ids import check_request_id
@@ -85,7 +86,8 @@ class FrontDoor:
         self._messages = MessagesDoor(core, self._json, self._deadline, lambda r: r[RID], self._add_cors)
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
+                              middlewares=[*tracing_middlewares(), self._envelope])  # fmt: skip
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         self._messages.mount(app.router)
