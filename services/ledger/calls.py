@@ -32,6 +32,9 @@ class CommitCall:
     reference_tier: str | None = None
     reference_prompt_tokens: int = 0
     reference_completion_tokens: int = 0
+    # Parts of prompt_tokens read from / written to the provider's prompt cache (own rates).
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,9 @@ class Billing:
             bill_late=True,
             finish_note=finish_note,
             **await self._counterfactual(prep, out.text, tier.name, prompt, completion),
+            # Exact usage only: a billed maximum has no cache split.
+            cache_read_tokens=out.cache_read_tokens if exact else 0,
+            cache_creation_tokens=out.cache_creation_tokens if exact else 0,
         )
         charge: Charge | None = None
         try:

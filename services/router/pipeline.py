@@ -11,7 +11,7 @@ Each stage's detail sits in its own module (``lookup``, ``plan``, ``holds``,
 hold is placed either commits true usage or releases the hold, so no
 reservation leaks and no call is billed twice. The doors use only the
 façade below (``complete``, ``stream``, ``principal``, ``models_for``,
-``ready``, ``unready``, ``embed``, ``report_wrong_hit``, ``request_limits``).
+``ready``, ``unready``, ``embed``, ``report_wrong_hit``, ``request_limits``, ``count_tokens``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from services.router.request_ids import feedback_request_id
 from services.router.settlement import Settler, best_effort
 from services.router.stream import StreamAttempt
 from services.router.substitute import may_substitute
-from services.router.tokens import TokenCounter
+from services.router.tokens import TokenCounter, count_prompt
 from services.router.tracing import traced_complete, traced_stream
 from services.router.types import (
     CacheablePolicy,
@@ -56,6 +56,7 @@ from services.router.types import (
     ContextOf,
     CoreConfig,
     EmbeddingsResult,
+    Message,
     Prepared,
     Principal,
     RequestLimits,
@@ -134,6 +135,17 @@ class RouterCore:
     @property
     def request_limits(self) -> RequestLimits:
         return self.limits
+
+    async def count_tokens(self, api_key: str, model: str, messages: tuple[Message, ...]) -> int:
+        """The prompt's tokens by the tokenizer of the tier ``model`` names (``auto``: the dearest allowed).
+
+        The dearest tier for ``auto``: it is the one a hard prompt goes to,
+        and the count is what its hold would be sized for.
+        """
+        principal = await self.auth.principal(api_key)
+        allowed, explicit = self.policy.check_access(model, principal.allowed_tiers)
+        tier = explicit or max(allowed, key=lambda t: t.rank)
+        return await count_prompt(self.holds.counter(tier), messages)
 
     async def embed(self, principal: Principal, texts: list[str], *, request_id: str, project: str) -> EmbeddingsResult:
         return await self._embeddings.run(principal, texts, request_id=request_id, project=project)

@@ -18,7 +18,8 @@ from services.router.pipeline import RouterCore
 from services.router.request_ids import check_request_id
 from services.router.types import CompletionRequest, GenParams, Message, RouteResult
 
-KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER}
+KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER,
+        "anthropic": common_pb2.TIER_KIND_FRONTIER}  # fmt: skip
 
 
 def bearer_token(metadata: dict[str, str]) -> str:

@@ -48,6 +48,9 @@ class Completion:
     model: str
     model_ms: float = 0.0
     usage_exact: bool = True  # False: the upstream reported no usage
+    # Parts of prompt_tokens a provider's prompt cache read or wrote (own rates in the price catalog).
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class Delta:
     # False when the upstream did not report usage (the core then bills the
     # reserved maximum, never $0).
     usage_exact: bool = True
+    # On the final delta: parts of prompt_tokens read from / written to the provider's prompt cache.
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 # ---- requests and results ----------------------------------------------------

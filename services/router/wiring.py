@@ -22,6 +22,7 @@ from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
 from services.router.adapters import GrpcCache, GrpcLedger
+from services.router.anthropic.upstream import AnthropicClient, AnthropicConfig
 from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
 from services.router.backends.probe import keep_probing, probe_all
 from services.router.journal import SettlementJournal
@@ -128,6 +129,12 @@ def _backends(tiers: list[TierSettings], pool: WorkerPool, closers: list[Closer]
     for t in tiers:
         if t.kind == "local":
             backends[t.name] = pool
+        elif t.kind == "anthropic":
+            config = AnthropicConfig(base_url=t.base_url, model=t.model, api_key=t.api_key,
+                                     max_retries=t.max_retries, cache_system=t.cache_system)  # fmt: skip
+            anthropic = AnthropicClient(config)
+            backends[t.name] = FrontierBackend(anthropic)
+            closers.append(anthropic.aclose)
         else:
             client = FrontierClient(
                 FrontierConfig(base_url=t.base_url, model=t.model, api_key=t.api_key, max_retries=t.max_retries)

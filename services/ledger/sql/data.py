@@ -199,7 +199,8 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     else:
         yield from _check_tier_allowed(key_id, tier)
         price = yield from current_price(tier)
-    cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price)
+    cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price, cache_read=a.cache_read_tokens,
+                         cache_creation=a.cache_creation_tokens)  # fmt: skip
     tokens = a.prompt_tokens + a.completion_tokens
     cf = yield from counterfactual(a, cost)
     # The own hold goes first, so the room computed below is what the

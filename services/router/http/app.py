@@ -26,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
+from services.router.anthropic.door import MessagesDoor
+from services.router.anthropic.openapi import full_document
 from services.router.http.embeddings import embeddings_body, parse_inputs
 from services.router.http.errors import domain_response, error_body, json_error, sse_error
 from services.router.http.feedback import http_cache_feedback
@@ -38,7 +40,6 @@ from services.router.http.input import (
     timeout_header,
     token_list_header,
 )
-from services.router.http.openapi import openapi_document
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
 from services.router.http.tracing import tracing_middlewares
 from services.router.pipeline import RouterCore
@@ -80,13 +81,16 @@ class FrontDoor:
         self.settings = settings
         self.draining = False
         self._cors = set(settings.cors_origins)
-        self._openapi = json.dumps(openapi_document(core.request_limits, settings)).encode()
+        # Both doors' parts in one document.
+        self._openapi = json.dumps(full_document(core.request_limits, settings)).encode()
+        self._messages = MessagesDoor(core, self._json, self._deadline, lambda r: r[RID], self._add_cors)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes,
                               middlewares=[*tracing_middlewares(), self._envelope])  # fmt: skip
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
+        self._messages.mount(app.router)
         # Model ids may hold a slash ("org/model", as on Hugging Face).
         app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_post("/v1/embeddings", self.embeddings)
