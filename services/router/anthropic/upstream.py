@@ -38,7 +38,7 @@ from rationer.errors import (
 )
 from services.router.anthropic.sse import sse_events
 from services.router.anthropic.version import CURRENT
-from services.router.backends.httpcall import answers_http, remaining, timeout_for, unreachable
+from services.router.backends.httpcall import answers_http, remaining, timeout_for, unreachable, upstream_http
 from services.router.types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
@@ -197,12 +197,7 @@ class AnthropicClient:
         headers = {"anthropic-version": config.version}
         if config.api_key:
             headers["x-api-key"] = config.api_key
-        self._http = http or httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._http = http or upstream_http(config.base_url, headers, config.connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -32,7 +32,14 @@ from rationer.errors import (
     Unauthenticated,
     Unavailable,
 )
-from services.router.backends.httpcall import answers_http, lines_until, remaining, timeout_for, unreachable
+from services.router.backends.httpcall import (
+    answers_http,
+    lines_until,
+    remaining,
+    timeout_for,
+    unreachable,
+    upstream_http,
+)
 from services.router.types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
@@ -115,12 +122,7 @@ class FrontierClient:
     def __init__(self, config: FrontierConfig, http: httpx.AsyncClient | None = None) -> None:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._http = http or httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._http = http or upstream_http(config.base_url, headers, config.connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -16,6 +16,16 @@ import httpx
 from rationer.errors import DeadlineExceeded
 
 
+def upstream_http(base_url: str, headers: dict[str, str], connect_timeout_s: float) -> httpx.AsyncClient:
+    """One pooled client per endpoint; each call sets its own read timeout from its deadline."""
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(None, connect=connect_timeout_s),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+    )
+
+
 def remaining(deadline: float | None) -> float | None:
     """Seconds left before ``deadline`` (monotonic); None: no deadline."""
     if deadline is None:
