@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from rationer.errors import RationerError
+from rationer.platform.metrics import RpcMetrics
 from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
@@ -29,6 +30,7 @@ from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierS
 from services.router.ports import ModelBackend
 from services.router.pricing import PriceBook
 from services.router.settings import RouterSettings, TierSettings
+from services.router.telemetry import PrometheusRecorder
 from services.router.tokens import GgufCounter, TokenCounter, tier_counter, verify_counters
 from services.router.types import CoreConfig, RequestLimits
 
@@ -39,10 +41,12 @@ Closer = Callable[[], Awaitable[None]]
 
 @dataclass
 class RouterDeps:
-    """The core and how to let go of what it holds (channels, threads, the journal)."""
+    """The core, the router's own metrics registry, and how to let go of what it holds."""
 
     core: RouterCore
     closers: list[Closer] = field(default_factory=list)
+    # The gRPC server, the HTTP door's /metrics and the metrics port all serve this registry.
+    metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
     async def close(self) -> None:
         await self.core.drain()
@@ -70,6 +74,10 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     counters = await _counters(settings, pool, closers)
     prices = await _prices(ledger, closers)
     journal = SettlementJournal(settings.settlement_journal)
+    metrics = RpcMetrics()
+    recorder = PrometheusRecorder(metrics.registry, [t.name for t in settings.tiers],
+                                  max_teams=settings.metrics_max_teams)  # fmt: skip
+    recorder.watch_journal(journal.__len__)
     core = RouterCore(
         ledger=ledger,
         cache=cache,
@@ -91,6 +99,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
         batcher=batcher,
         journal=journal,
         counters=counters,
+        recorder=recorder,
     )
     core.resume_settlements()
 
@@ -102,7 +111,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
 
     # Closed last, after the drain (RouterDeps.close) and after the ledger channel.
     closers[:0] = [close_batcher, close_journal]
-    return RouterDeps(core, closers)
+    return RouterDeps(core, closers, metrics)
 
 
 def _services(settings: RouterSettings, closers: list[Closer]) -> tuple[GrpcLedger, GrpcCache | None]:
