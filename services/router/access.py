@@ -7,7 +7,7 @@ writes the line when the answer has gone out, errors and 429s included
 (:func:`finish`). The line names the caller by ids only and carries numbers
 and names chosen by the gateway, never the caller's text:
 
-    event="request" door=http method="POST /v1/chat/completions" status=200
+    event="request" door=http method=POST route=/v1/chat/completions status=200
     request_id=... org_id=... team_id=... key_id=... tier=... model=...
     tokens_in=12 tokens_out=40 cost_nano_usd=... savings_nano_usd=...
     cache="hit"|"miss"|"off" fallbacks=0 latency_ms=... [error_code=... limit=...]
@@ -79,9 +79,11 @@ def failed(exc: BaseException) -> None:
         entry.error = exc
 
 
-def finish(entry: AccessEntry, method: str, status: int | str, *, quiet: bool = False) -> None:
-    """Write the request's line."""
+def finish(entry: AccessEntry, method: str, status: int | str, *, route: str = "", quiet: bool = False) -> None:
+    """Write the request's line: ``method`` is the HTTP method and ``route`` its path pattern, or the RPC name."""
     fields = line_fields(entry, method, status)
+    if route:
+        fields["route"] = route
     (log.debug if quiet else log.info)("request", **fields)
 
 

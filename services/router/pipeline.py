@@ -149,6 +149,7 @@ class RouterCore:
             await best_effort(
                 self.ledger.record_wrong_hit(key_id=principal.key_id, request_id=rid), "record wrong hit"
             )
+            self.recorder.wrong_hit(principal)
         return report
 
     # ---- unary ---------------------------------------------------------------------

@@ -109,10 +109,10 @@ class FrontDoor:
             try:
                 resp = await self._respond(request, handler, rid, bad_id)
             except asyncio.CancelledError:
-                access.finish(entry, f"{request.method} {_route_name(request)}", 499)  # the client went away
+                access.finish(entry, request.method, 499, route=_route_name(request))  # the client went away
                 raise
             route = _route_name(request)
-            access.finish(entry, f"{request.method} {route}", resp.status, quiet=not route.startswith("/v1"))
+            access.finish(entry, request.method, resp.status, route=route, quiet=not route.startswith("/v1"))
         self._metrics.observe(route, request.method, resp.status, time.perf_counter() - started)
         return resp
 
