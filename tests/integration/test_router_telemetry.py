@@ -38,7 +38,8 @@ from services.router.settings import TierSettings
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "rationer-router.json"
 PROMPT = f"Name the capital of the tangerine archipelago {uuid.uuid4().hex[:10]}"
 GRPC_PROMPT = f"Spell the word saffron backwards {uuid.uuid4().hex[:10]}"
-sensitive(PROMPT, GRPC_PROMPT)
+STREAM_PROMPT = f"List three colours of the heliotrope garden {uuid.uuid4().hex[:10]}"
+sensitive(PROMPT, GRPC_PROMPT, STREAM_PROMPT)
 # The line the access log writes through the session's console renderer.
 ACCESS = re.compile(r"\[\w+\s*\] request\s+(?P<fields>.*door=.*)$")
 PAIR = re.compile(r"(\w+)=(\S+)")
@@ -130,6 +131,9 @@ async def _drive(stack: Stack) -> list[dict[str, Any]]:
         await chat(limited.secret, 429, ask("second of one per minute"), limited.key_id,
                    limit=f"rpm:key:{limited.key_id}", error_code="RESOURCE_EXHAUSTED")  # fmt: skip
         await chat(broke.secret, 429, ask("a request over budget"), broke.key_id, error_code="RESOURCE_EXHAUSTED")
+        streamed = await chat(main.secret, 200, {**ask(STREAM_PROMPT), "model": "frontier-mini", "stream": True},
+                              main.key_id, tier="frontier-mini", cache="miss")  # fmt: skip
+        assert "[DONE]" in streamed.text
         feedback = await http.post("/v1/cache/feedback", json={"request_id": hit.headers["x-request-id"]},
                                    headers={"Authorization": f"Bearer {main.secret}"})  # fmt: skip
         assert feedback.status_code == 200, feedback.text
@@ -139,15 +143,28 @@ async def _drive(stack: Stack) -> list[dict[str, Any]]:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         req = router_pb2.CompleteRequest(model="frontier-mini", messages=[{"role": "user", "content": GRPC_PROMPT}])
         rid = uuid.uuid4().hex
-        out = await stub.Complete(req, metadata=(("authorization", f"Bearer {main.secret}"), ("x-request-id", rid)))
+        out = await stub.Complete(req, metadata=_md(main.secret, rid))
         assert out.route.cost.nano_usd > 0
         calls.append({"door": "grpc", "status": "OK", "request_id": rid, "key_id": main.key_id,
                       "tier": "frontier-mini"})  # fmt: skip
+        rid = uuid.uuid4().hex
+        streamed_req = router_pb2.CompleteRequest(
+            model="frontier-mini", messages=[{"role": "user", "content": STREAM_PROMPT + " again"}]
+        )
+        chunks = [c async for c in stub.CompleteStream(streamed_req, metadata=_md(main.secret, rid))]
+        assert chunks[-1].final
+        out_tokens = str(chunks[-1].route.usage.completion_tokens)
+        calls.append({"door": "grpc", "status": "OK", "request_id": rid, "key_id": main.key_id,
+                      "method": "CompleteStream", "tokens_out": out_tokens})  # fmt: skip
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.Complete(req, metadata=(("authorization", "Bearer not-a-rationer-key"),))
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
         calls.append({"door": "grpc", "status": "UNAUTHENTICATED", "request_id": "", "key_id": ""})
     return calls
+
+
+def _md(key: str, rid: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"), ("x-request-id", rid))
 
 
 async def _scrape(stack: Stack) -> dict[str, float]:
@@ -248,5 +265,12 @@ def test_no_prompt_text_or_key_in_the_access_log(driven: dict[str, Any]) -> None
     text = driven["log"]
     assert _access_lines(text)
     stack = driven["stack"]
-    for secret in (PROMPT, GRPC_PROMPT, stack.api_key, "first of one per minute", "a request over budget"):
+    for secret in (
+        PROMPT,
+        GRPC_PROMPT,
+        STREAM_PROMPT,
+        stack.api_key,
+        "first of one per minute",
+        "a request over budget",
+    ):
         assert secret not in text
