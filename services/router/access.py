@@ -42,6 +42,8 @@ class AccessEntry:
     principal: Principal | None = None
     prep: Prepared | None = None
     error: RationerError | None = None
+    # What a call without a chat pipeline state billed (embeddings): tier, model, tokens in, cost.
+    billing: tuple[str, str, int, int] | None = None
 
 
 _current: ContextVar[AccessEntry | None] = ContextVar("rationer_access_entry", default=None)
@@ -70,6 +72,12 @@ def attach(prep: Prepared) -> None:
     entry = _current.get()
     if entry is not None:
         entry.prep = prep
+
+
+def billed(tier: str, model: str, tokens_in: int, cost_nano_usd: int) -> None:
+    entry = _current.get()
+    if entry is not None:
+        entry.billing = (tier, model, tokens_in, cost_nano_usd)
 
 
 def failed(exc: BaseException) -> None:
@@ -108,6 +116,9 @@ def line_fields(entry: AccessEntry, method: str, status: int | str) -> dict[str,
             "fallbacks": len(res.fallbacks),
             "settlement_pending": res.settlement_pending,
         }
+    elif entry.billing is not None:
+        tier, model, tokens_in, cost = entry.billing
+        out |= {"tier": tier, "model": model, "tokens_in": tokens_in, "tokens_out": 0, "cost_nano_usd": cost}
     if entry.error is not None:
         out["error_code"] = entry.error.code
         if isinstance(entry.error, ResourceExhausted) and entry.error.limit_id:

@@ -68,7 +68,7 @@ class Billing:
         try:
             await self._settler.settle(call)
         except ResourceExhausted as exc:
-            self._recorder.denied(prep, hit.tier, exc.limit_id)
+            self._recorder.denied(prep.principal, hit.tier, exc.limit_id)
             raise
         except TRANSIENT:
             res.settlement_pending = True  # journaled; the drainer records it

@@ -110,7 +110,7 @@ class RouterCore:
         self.holds = Holds(ledger, self.spawn, counters=counters, release_window_s=self.config.settle_retry_window_s,
                            recorder=recorder)  # fmt: skip
         self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn, recorder)
-        self._embeddings = Embeddings(ledger, self.settler, embedder)
+        self._embeddings = Embeddings(ledger, self.settler, embedder, recorder)
 
     # ---- the façade the doors use ------------------------------------------------
 
@@ -306,7 +306,7 @@ class RouterCore:
             try:
                 return tier, await self.holds.place(prep, tier)
             except ResourceExhausted as exc:
-                self.recorder.denied(prep, tier.name, exc.limit_id)
+                self.recorder.denied(prep.principal, tier.name, exc.limit_id)
                 tries.last = exc
                 tries.queue = list(prep.plan.after_denial(tier, exc.limit_id))
                 prep.result.downgraded = prep.result.downgraded or bool(tries.queue)

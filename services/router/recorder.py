@@ -23,8 +23,11 @@ class Recorder(Protocol):
     def cache_hit(self, prep: Prepared) -> None:
         """A cached answer was served and recorded."""
 
-    def denied(self, prep: Prepared, tier: str, limit_id: str) -> None:
+    def denied(self, principal: Principal, tier: str, limit_id: str) -> None:
         """The ledger refused a hold or a hit record on ``limit_id`` (a budget, rate limit or queue)."""
+
+    def embedded(self, principal: Principal, tokens: int, charge: Charge | None) -> None:
+        """A billed ``/v1/embeddings`` call was committed (``charge`` None: journaled)."""
 
     def fallback(self, prep: Prepared, tier: TierSpec) -> None:
         """``tier`` failed and the request moves on to the next tier of its plan."""
@@ -47,7 +50,10 @@ class NullRecorder:
     def cache_hit(self, prep: Prepared) -> None:
         pass
 
-    def denied(self, prep: Prepared, tier: str, limit_id: str) -> None:
+    def denied(self, principal: Principal, tier: str, limit_id: str) -> None:
+        pass
+
+    def embedded(self, principal: Principal, tokens: int, charge: Charge | None) -> None:
         pass
 
     def fallback(self, prep: Prepared, tier: TierSpec) -> None:

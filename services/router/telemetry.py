@@ -3,7 +3,8 @@
 Every series is labelled by ``tier`` and ``team``, both bounded so a busy
 gateway cannot grow the scrape without limit:
 
-- ``tier`` is one of the configured tier names; anything else (a cache
+- ``tier`` is one of the configured tier names or ``embeddings`` (billed
+  ``/v1/embeddings`` calls: cost and input tokens); anything else (a cache
   entry stored under a tier since removed) reads ``other``;
 - ``team`` is the caller's team id for the first ``max_teams`` distinct
   teams this process sees (``RouterSettings.metrics_max_teams``, default
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.router.embeddings import EMBEDDINGS_TIER
 from services.router.policy import TierSpec
 from services.router.types import Charge, Prepared, Principal, Reservation
 
@@ -56,7 +58,7 @@ class PrometheusRecorder:
     """The recorder ``wiring.build_deps`` gives ``RouterCore``; its series live in ``registry``."""
 
     def __init__(self, registry: CollectorRegistry, tiers: Iterable[str], *, max_teams: int = 50) -> None:
-        self._tiers = frozenset(tiers)
+        self._tiers = frozenset((*tiers, EMBEDDINGS_TIER))
         self._team = TeamLabels(max_teams)
         self._open: dict[str, tuple[str, str]] = {}
 
@@ -113,8 +115,14 @@ class PrometheusRecorder:
         self.savings.labels(*labels, "cache").inc(max(prep.result.savings_nano_usd, 0) / NANO)
         self.seconds.labels(*labels, "cache").observe(_elapsed(prep))
 
-    def denied(self, prep: Prepared, tier: str, limit_id: str) -> None:
-        self.denials.labels(*self._labels(tier, prep.principal.team_id), denial_kind(limit_id)).inc()
+    def denied(self, principal: Principal, tier: str, limit_id: str) -> None:
+        self.denials.labels(*self._labels(tier, principal.team_id), denial_kind(limit_id)).inc()
+
+    def embedded(self, principal: Principal, tokens: int, charge: Charge | None) -> None:
+        labels = self._labels(EMBEDDINGS_TIER, principal.team_id)
+        self.input_tokens.labels(*labels).inc(tokens)
+        if charge is not None:
+            self.cost.labels(*labels).inc(charge.cost_nano_usd / NANO)
 
     def fallback(self, prep: Prepared, tier: TierSpec) -> None:
         self.fallbacks.labels(*self._labels(tier.name, prep.principal.team_id)).inc()

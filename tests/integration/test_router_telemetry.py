@@ -134,6 +134,11 @@ async def _drive(stack: Stack) -> list[dict[str, Any]]:
         streamed = await chat(main.secret, 200, {**ask(STREAM_PROMPT), "model": "frontier-mini", "stream": True},
                               main.key_id, tier="frontier-mini", cache="miss")  # fmt: skip
         assert "[DONE]" in streamed.text
+        embedded = await http.post("/v1/embeddings", json={"input": ["one vector please"], "model": "m"},
+                                   headers={"Authorization": f"Bearer {main.secret}"})  # fmt: skip
+        assert embedded.status_code == 200, embedded.text
+        calls.append({"door": "http", "status": "200", "request_id": "", "key_id": main.key_id,
+                      "route": "/v1/embeddings", "tier": "embeddings"})  # fmt: skip
         feedback = await http.post("/v1/cache/feedback", json={"request_id": hit.headers["x-request-id"]},
                                    headers={"Authorization": f"Bearer {main.secret}"})  # fmt: skip
         assert feedback.status_code == 200, feedback.text
@@ -210,6 +215,7 @@ def test_the_values_move_after_real_requests(driven: dict[str, Any]) -> None:
     assert m["rationer_router_input_tokens_total"] > 0 and m["rationer_router_output_tokens_total"] > 0
     assert m["rationer_router_savings_usd_total{mechanism=routing}"] > 0
     assert m["rationer_router_savings_usd_total{mechanism=cache}"] > 0
+    assert m["rationer_router_input_tokens_total{tier=embeddings}"] > 0
     assert m["rationer_router_cache_hits_total"] == 1
     assert m["rationer_router_cache_wrong_hits_total"] == 1
     assert m["rationer_router_fallbacks_total{tier=frontier-flaky}"] >= 1
@@ -222,8 +228,9 @@ def test_the_values_move_after_real_requests(driven: dict[str, Any]) -> None:
     assert m["rationer_rpcs_total{service=router}"] >= 2
     assert m["rationer_http_requests_total{route=/v1/chat/completions}"] >= 7
     assert set(k.split("team=")[1].rstrip("}") for k in m if k.startswith("rationer_router_model_answers_total{team="))
-    assert all(k.split("tier=")[1].rstrip("}") in {"frontier-flaky", "frontier-mini", "frontier", "none", "other"}
-               for k in m if "{tier=" in k and k.startswith("rationer_router_"))  # fmt: skip
+    bounded = {"frontier-flaky", "frontier-mini", "frontier", "embeddings", "none", "other"}
+    tiers = {k.split("tier=")[1].rstrip("}") for k in m if "{tier=" in k and k.startswith("rationer_router_")}
+    assert tiers <= bounded
 
 
 def _access_lines(text: str) -> list[dict[str, str]]:

@@ -69,7 +69,7 @@ def test_denials_are_classified_by_limit_id() -> None:
     assert denial_kind("budget:key:k_1:usd:monthly") == "budget"
     assert denial_kind("rpm:key:k_1") == denial_kind("tpm:team:acme/eng") == "rate_limit"
     assert denial_kind("queue") == "other"
-    NULL_RECORDER.denied(_prep(), "x", "rpm:key:k")  # the default records nothing, and never fails
+    NULL_RECORDER.denied(_prep().principal, "x", "rpm:key:k")  # the default records nothing, and never fails
 
 
 def test_the_access_line_has_ids_and_numbers_never_text() -> None:
