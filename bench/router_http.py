@@ -161,6 +161,8 @@ async def _api_key(ledger: str) -> str:
 # ---- load generation ---------------------------------------------------------
 
 Call = Callable[[int], Awaitable[None]]
+# The routed paths, each compared with calling the upstream directly.
+PATHS = ("http", "grpc", "messages", "http_auto")
 
 
 async def drive(call: Call, *, requests: int, concurrency: int, warmup: int) -> tuple[list[float], float]:
@@ -204,6 +206,24 @@ async def http_caller(url: str, key: str, concurrency: int, *, model: str = "") 
             body: dict[str, Any] = {"model": model or MODEL, "messages": _messages(i), "max_tokens": 16}
             if model:
                 body["no_cache"] = True
+            async with session.post(url, data=json.dumps(body), headers=headers) as resp:
+                data = await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{url} answered {resp.status}: {data[:300]!r}")
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def messages_caller(url: str, key: str, concurrency: int, *, model: str) -> AsyncIterator[Call]:
+    """The Anthropic Messages door (``POST /v1/messages``), routed, cache off."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01", "Content-Type": "application/json",
+                   "Cache-Control": "no-cache"}  # fmt: skip
+
+        async def call(i: int) -> None:
+            body = {"model": model, "messages": _messages(i), "max_tokens": 16}
             async with session.post(url, data=json.dumps(body), headers=headers) as resp:
                 data = await resp.read()
                 if resp.status != 200:
@@ -259,6 +279,7 @@ async def run_bench(
             "direct": lambda c: http_caller(upstream, "unused", c),
             "http": lambda c: http_caller(door, key, c, model=TIER),
             "grpc": lambda c: grpc_caller(f"127.0.0.1:{ports.router}", key),
+            "messages": lambda c: messages_caller(f"http://127.0.0.1:{ports.http}/v1/messages", key, c, model=TIER),
             # For reference: model "auto" also embeds and scores every prompt.
             "http_auto": lambda c: http_caller(door, key, c, model="auto"),
         }
@@ -267,8 +288,8 @@ async def run_bench(
     return {
         "bench": "http",
         "path": "cache miss (no_cache), frontier tier = instant local upstream; ledger SQLite, own processes",
-        "c1": {**c1, **{f"{p}_vs_direct": _added(c1, p) for p in ("http", "grpc", "http_auto")}},
-        "c32": {**c32, **{f"{p}_vs_direct": _added(c32, p) for p in ("http", "grpc", "http_auto")}},
+        "c1": {**c1, **{f"{p}_vs_direct": _added(c1, p) for p in PATHS}},
+        "c32": {**c32, **{f"{p}_vs_direct": _added(c32, p) for p in PATHS}},
         "targets": {"added_p50_ms_c1_max": 12.0, "rps_c32_min": 200.0},
         "meets_targets": {
             "added_p50_ms_c1": c1["http"]["p50_ms"] - c1["direct"]["p50_ms"] <= 12.0,

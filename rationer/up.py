@@ -38,6 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rationer.errors import Unavailable
 from rationer.platform.ports import port_busy_error, port_in_use
 from rationer.platform.secrets import ensure_secret, open_private_append, private_dir, tighten, write_private
+from rationer.up_ready import fetch_ready, readiness_lines
 
 # Files the services create (SQLite databases and journals, cache snapshots)
 # are private to the user running the gateway.
@@ -272,7 +273,7 @@ class Supervisor:
         return creds
 
 
-def banner(opts: UpOptions, creds: dict[str, str]) -> str:
+def banner(opts: UpOptions, creds: dict[str, str], ready: dict[str, Any] | None = None) -> str:
     router = f"{opts.host}:{opts.base_port}"
     http = f"http://{opts.host}:{opts.http_port}/v1"
     key = creds["demo_api_key"]
@@ -288,7 +289,7 @@ Rationer is up.
   data        : {opts.data_dir.resolve()}  (logs in logs/, credentials in credentials.json)
   demo key    : {key}
   admin key   : {creds.get("admin_api_key", "(see credentials.json)")}  (for rationer keys/budgets/report)
-
+{readiness_lines(ready)}
 Try it from another shell in this directory (`rationer` is ./scripts/rationer, or run
 `. .venv/bin/activate` first; both read the keys from credentials.json):
   ./scripts/rationer{extra} chat{address} "Write a one-line thank-you note"
@@ -309,7 +310,9 @@ async def run_up(opts: UpOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await sup.start()
-        print(banner(opts, await sup.credentials()), flush=True)
+        creds = await sup.credentials()
+        ready = await fetch_ready(f"http://{opts.host}:{opts.http_port}")
+        print(banner(opts, creds, ready), flush=True)
         await sup.supervise(stop)
     finally:
         sup.stop()

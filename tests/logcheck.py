@@ -108,7 +108,8 @@ def _configure() -> None:
     _state["config"] = (structlog.get_config()["processors"], logging.getLogger().handlers[:])
     # The tests' own HTTP clients log request bodies at DEBUG: that is the
     # client's output, not the gateway's.
-    logging.getLogger("openai").setLevel(logging.INFO)
+    for client in ("openai", "anthropic"):
+        logging.getLogger(client).setLevel(logging.INFO)
     sensitive(ADMIN_TOKEN, SERVICE_TOKEN)
 
 

@@ -16,12 +16,15 @@ import re
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from rationer.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    from rationer.embedding import Embedder
 
 SECTION = "router"
 KEY = "strong_threshold"
@@ -217,6 +220,7 @@ def calibrate(
     config_path: Path,
     artifact_dir: Path | None = None,
     quality: float | None = None,
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Strong-share mode (``share``) or quality mode (``quality``: the cheapest
     threshold keeping that fraction of strong-only quality on labelled prompts)."""
@@ -224,7 +228,7 @@ def calibrate(
 
     if (share is None) == (quality is None):
         raise InvalidArgument("give exactly one of --strong-share and --quality")
-    scorer = ComplexityScorer(artifact_dir)
+    scorer = ComplexityScorer(artifact_dir, embedder=embedder)
     stamp = dt.date.today().isoformat()
     extra: dict[str, Any] = {}
     if quality is not None:

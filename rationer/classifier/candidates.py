@@ -110,10 +110,15 @@ def _knn(k: int) -> Callable[[], Any]:
     return build
 
 
-def mf_candidate(rank: int, l2: float, aux: tuple[str, ...], seed: int, feats: bool = True) -> Candidate:
-    """Matrix factorisation over prompts x models (``rationer.classifier.mf``); fitted by ``train.fit``."""
-    tag = f"+{len(aux)}aux" if aux else ""
-    params = {"rank": rank, "l2": l2, "aux": list(aux), "seed": seed}
+def mf_candidate(
+    rank: int, l2: float, aux: tuple[str, ...], seed: int, feats: bool = True, dataset_bias: bool = False
+) -> Candidate:
+    """Matrix factorisation over prompts x models (``rationer.classifier.mf``); fitted by ``train.fit``.
+
+    ``dataset_bias``: one bias per data set and model while training (see ``mf.fit_mf``).
+    """
+    tag = (f"+{len(aux)}aux" if aux else "") + ("+dsbias" if dataset_bias else "")
+    params = {"rank": rank, "l2": l2, "aux": list(aux), "seed": seed, "dataset_bias": dataset_bias}
     return Candidate(
         f"mf r={rank} l2={l2}{tag}{'+text' if feats else ''}", "mf", "gain3", feats, params, lambda: params
     )
@@ -136,7 +141,37 @@ def default_candidates(seed: int) -> list[Candidate]:
         for k in (50, 100):
             out.append(Candidate(f"knn k={k} {label}", "knn", label, False, {"k": k}, _knn(k)))
     out.append(Candidate("logreg C=0.01 weak_fails", "logreg", "weak_fails", False, {"C": 0.01}, _logreg(0.01, seed)))
+    # Matrix factorisation last: on a tie the simpler heads above win. Without
+    # aux it learns from the strong/weak pair only; with aux also from the
+    # MMLU-Pro table's two Llama models (NaN, so ignored, on other rows).
+    out.append(mf_candidate(16, 1e-3, (), seed))
+    out.append(mf_candidate(16, 1e-3, PRO_AUX, seed))
+    out.append(mf_candidate(32, 1e-3, PRO_AUX, seed))
+    out.append(mf_candidate(16, 1e-3, (), seed, dataset_bias=True))
+    out.append(mf_candidate(16, 1e-3, PRO_AUX, seed, dataset_bias=True))
+    out.append(mf_candidate(16, 1e-2, PRO_AUX, seed, dataset_bias=True))
+    # The same heads fitted on the RouteLLM tables only: pooling MMLU-Pro
+    # (another strong model, 10 options) measurably hurt MMLU and GSM8K
+    # validation APGR, so the training set is itself a choice made on validation.
+    for c in (0.001, 0.01):
+        out.append(_restricted(Candidate(f"logreg C={c} gain3+text", "logreg", "gain3", True, {"C": c},
+                                         _logreg(c, seed)), ROUTELLM))  # fmt: skip
+    out.append(_restricted(Candidate("mlp h=64 gain3+text", "mlp", "gain3", True, {"hidden": 64, "alpha": 1.0},
+                                     _mlp(64, 1.0, seed)), ROUTELLM))  # fmt: skip
+    out.append(_restricted(mf_candidate(16, 1e-3, (), seed), ROUTELLM))
     return out
+
+
+ROUTELLM = ("gsm8k", "mmlu")
+
+
+def _restricted(cand: Candidate, datasets: tuple[str, ...]) -> Candidate:
+    """``cand`` fitted only on the training rows of ``datasets``."""
+    params = {**cand.params, "train_datasets": list(datasets)}
+    build = cand.build if cand.kind != "mf" else (lambda: params)
+    return Candidate(
+        f"{cand.name} [{'+'.join(datasets)}]", cand.kind, cand.label, cand.use_text_features, params, build
+    )
 
 
 def route_score(model: Any, x: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float64]:

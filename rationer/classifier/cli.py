@@ -60,6 +60,11 @@ def _table(held_out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _target_line(name: str, t: dict[str, Any]) -> str:
+    margin = f" (margin {t['margin'] * 100:+.1f} pts)" if "margin" in t else ""
+    return f"  {name}: {t['value']:.1%}{margin} {'met' if t['met'] else 'MISSED'}"
+
+
 def train_router(
     out: Path = typer.Option(Path("artifacts/router"), help="Where to write model.onnx + model_card.json."),
     data_dir: Path | None = typer.Option(None, help=DATA_DIR_HELP),
@@ -82,7 +87,7 @@ def train_router(
         return
     card = result.card
     rows = "\n".join(
-        f"  {r['name']:<32} val APGR mmlu {r['val_apgr']['mmlu']:.3f} gsm8k {r['val_apgr']['gsm8k']:.3f}"
+        f"  {r['name']:<32} val APGR " + " ".join(f"{k} {v:.3f}" for k, v in r["val_apgr"].items())
         for r in card["selection"]["candidates"]
     )
     test = {k[len("test_") :]: v for k, v in card["metrics"].items() if k.startswith("test_")}
@@ -116,7 +121,8 @@ def eval_router(
         return
     human = (
         f"classifier {result['classifier']} (label {result['label']})\nheld-out split:\n"
-        f"{_table(result['held_out'])}\nleave-one-dataset-out:\n{_table(result['leave_one_dataset_out'])}"
+        f"{_table(result['held_out'])}\nleave-one-dataset-out:\n{_table(result['leave_one_dataset_out'])}\n"
+        "targets:\n" + "\n".join(_target_line(k, v) for k, v in result["targets"].items())
     )
     _emit(result, as_json, human)
 

@@ -20,6 +20,8 @@ from rationer.errors import FailedPrecondition
 if TYPE_CHECKING:
     import pandas as pd
 
+    from rationer.classifier.embed_cache import SupportsEmbed
+
 TITLES = {
     "mmlu": "MMLU, held-out subjects",
     "gsm8k": "GSM8K, held-out 30%",
@@ -48,18 +50,50 @@ def candidate_from_card(card: dict[str, Any]) -> cands.Candidate:
     raise FailedPrecondition(f"artifact names classifier {name!r}, which this code no longer defines")
 
 
+def targets(held_out: dict[str, Any], lodo: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, each with its measured value (strong shares for 95% quality)."""
+    out: dict[str, Any] = {}
+
+    def share(rows: dict[str, Any], name: str) -> float:
+        v = rows[name]["share_for_95pct_quality"]
+        return 1.0 if v is None else float(v)
+
+    for ds, limit in (("mmlu", 0.45), ("gsm8k", 0.55)):
+        if ds in held_out:
+            got = share(held_out[ds], "classifier")
+            out[f"{ds}_share_for_95pct_at_most_{limit:.2f}"] = {"value": got, "met": got <= limit}
+    for ds in ("mmlu_pro", "alpaca_eval"):
+        if ds in held_out:
+            rows = held_out[ds]
+            got = share(rows, "classifier")
+            margin = min(share(rows, "length"), share(rows, "random")) - got
+            out[f"{ds}_10pts_better_than_length_and_random"] = {"value": got, "margin": margin, "met": margin >= 0.10}
+    for ds, rows in lodo.items():
+        got = share(rows, "classifier")
+        margin = share(rows, "length") - got
+        out[f"lodo_{ds}_better_than_length"] = {"value": got, "margin": margin, "met": margin > 0}
+    return out
+
+
 def run_eval(
-    artifact_dir: Path | None, data_dir: Path, cache_dir: Path | None, plot_path: Path | None
+    artifact_dir: Path | None,
+    data_dir: Path,
+    cache_dir: Path | None,
+    plot_path: Path | None,
+    embedder: SupportsEmbed | None = None,
 ) -> dict[str, Any]:
+    """Held-out rows only: every data set's test part, scored through the served ONNX model."""
     from rationer.classifier.scorer import ComplexityScorer
     from rationer.classifier.split2 import GroupSplit
     from rationer.classifier.train import fit, prepare
-    from rationer.embedding import Embedder
 
     base = artifact_dir if artifact_dir is not None else default_artifact_dir()
     card = load_card(base)
     scorer = ComplexityScorer(base)
-    embedder = Embedder()
+    if embedder is None:
+        from rationer.embedding import Embedder
+
+        embedder = Embedder()
     if embedder.identity != card["embedder"]:
         raise FailedPrecondition(
             f"installed embedder {embedder.identity} differs from the artifact's {card['embedder']}; "
@@ -76,6 +110,7 @@ def run_eval(
         policies.update(metrics.baseline_scores(sub))
         held_out[ds] = {name: metrics.report(s, sub) for name, s in policies.items()}
         curves[ds] = {name: metrics.routing_curve(s, sub["weak"], sub["strong"]) for name, s in policies.items()}
+    lodo = metrics.leave_one_dataset_out(prep, candidate_from_card(card), fit)
     result = {
         "artifact": str(base),
         "classifier": card["classifier"]["name"],
@@ -83,7 +118,8 @@ def run_eval(
         "embedder": card["embedder"],
         "split": {**card["split"], "rows": card["data"]["rows"]},
         "held_out": held_out,
-        "leave_one_dataset_out": metrics.leave_one_dataset_out(prep, candidate_from_card(card), fit),
+        "leave_one_dataset_out": lodo,
+        "targets": targets(held_out, lodo),
         "full_data_reference": full_data_reference(prep.frame),
         "threshold": card["threshold"],
     }

@@ -1,10 +1,12 @@
 """``rationer train router``: fit, compare, pick by held-out APGR, export to ONNX.
 
-Protocol: candidates are fitted on the train part (MMLU train subjects plus
-55% of GSM8K), compared on the validation part (8 other MMLU subjects plus 15%
-of GSM8K) by the mean of the two datasets' APGR, and the winner's default
-threshold is also read off the validation part. The test part (12 unseen MMLU
-subjects plus 30% of GSM8K) is only scored, never used for a choice.
+Protocol (group split v2, ``split2``): candidates are fitted on the train
+part (MMLU train subjects, 55% of GSM8K, the MMLU-Pro train categories),
+compared on the validation part (8 other MMLU subjects, 15% of GSM8K, 2
+MMLU-Pro categories) by the mean of the data sets' APGR, and the winner's
+default threshold is also read off the validation part. The test part (12
+unseen MMLU subjects, 30% of GSM8K, 3 MMLU-Pro categories, and every
+evaluation-only data set) is only scored, never used for a choice.
 """
 
 from __future__ import annotations
@@ -120,12 +122,15 @@ def _val_apgr(prep: Prepared, scores: npt.NDArray[np.float64]) -> dict[str, floa
 
 
 def fit(cand: cands.Candidate, prep: Prepared, train_mask: npt.NDArray[np.bool_]) -> Any:
+    if "train_datasets" in cand.params:
+        train_mask = train_mask & prep.frame["dataset"].isin(cand.params["train_datasets"]).to_numpy()
     sub = prep.frame[train_mask]
     if cand.kind == "mf":
         y = mf.outcome_matrix(sub, cand.params.get("aux", ()))
         return mf.fit_mf(
             prep.inputs(cand.use_text_features, train_mask), y.to_numpy(), list(y.columns),
             rank=int(cand.params["rank"]), l2=float(cand.params["l2"]), seed=int(cand.params.get("seed", 7)),
+            groups=sub["dataset"].to_numpy() if cand.params.get("dataset_bias") else None,
         )  # fmt: skip
     y = cands.label_vector(sub["weak"], sub["strong"], cand.label)
     n_classes = 3 if cand.label in THREE_WAY_LABELS else 2
@@ -237,10 +242,10 @@ def train_router(
         "threshold": threshold,
         "threshold_rule": f"validation part reaches 95% of strong-only quality at {val_share:.3f} strong share",
         "strong_share_thresholds": {f"{s:.1f}": share_threshold(val_scores, s) for s in SHARE_GRID},
-        "data": _data_summary(prep),
+        "data": _data_summary(prep, best),
         "split": prep.split.to_dict(),
         "seed": seed,
-        "selection": {"criterion": "mean of MMLU-val and GSM8K-val APGR", "candidates": rows},
+        "selection": {"criterion": "mean over data sets of validation APGR", "candidates": rows},
         "metrics": metrics.split_metrics(prep, model, best, fit),
         "card_file": CARD_FILE,
     }
@@ -278,8 +283,11 @@ def _onnx_parity(path: Path, output: str, model: Any, x: npt.NDArray[np.float32]
     return float(np.max(np.abs(np.asarray(probs) - model.predict_proba(x))))
 
 
-def _data_summary(prep: Prepared) -> dict[str, Any]:
+def _data_summary(prep: Prepared, best: cands.Candidate) -> dict[str, Any]:
     f = prep.frame
+    trained = prep.mask("train")
+    if "train_datasets" in best.params:
+        trained &= f["dataset"].isin(best.params["train_datasets"]).to_numpy()
     counts = {
         f"{ds}_{p}": int(((f["dataset"] == ds).to_numpy() & (prep.part == p)).sum())
         for ds in dict.fromkeys(f["dataset"])
@@ -291,7 +299,7 @@ def _data_summary(prep: Prepared) -> dict[str, Any]:
         "weak_model": "Mixtral-8x7B-Instruct (every table)",
         "strong_model": "gpt-4-1106-preview (MMLU, GSM8K, RouterBench), gemini-1.5-pro (MMLU-Pro), "
         "gpt-4-1106-preview as judge-preferred (AlpacaEval)",
-        "trained_on": sorted(set(f.loc[prep.mask("train"), "dataset"])),
+        "trained_on": sorted(set(f.loc[trained, "dataset"])),
         "evaluation_only": sorted(set(f.loc[~f.get("shippable", True), "dataset"])) if "shippable" in f else [],
         "rows_after_cleaning": len(f),
         "cleaning": "dropped RouteLLM contaminated prompts; deduplicated on prompt text (first kept)",

@@ -24,6 +24,7 @@ from rationer.platform.interceptor import (
     RETRY_AFTER_KEY,
     SERVICE_TOKEN_KEY,
 )
+from rationer.platform.tracing import client_interceptors
 
 
 def _with_token(details: grpc.aio.ClientCallDetails, pair: tuple[str, str]) -> grpc.aio.ClientCallDetails:
@@ -66,7 +67,8 @@ def internal_channel(
     # On the channel rather than at each call site, so an RPC added later
     # cannot forget the token.
     pair = (SERVICE_TOKEN_KEY, service_token)
-    interceptors: Any = [_UnaryToken(pair), _StreamToken(pair)] if service_token else None
+    interceptors: Any = [_UnaryToken(pair), _StreamToken(pair)] if service_token else []
+    interceptors.extend(client_interceptors())  # trace context; a no-op while tracing is off
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 

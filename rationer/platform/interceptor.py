@@ -9,6 +9,7 @@ records Prometheus metrics.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import time
 import uuid
@@ -19,8 +20,10 @@ from typing import Any
 import grpc
 import structlog
 from grpc.aio import ServicerContext
+from opentelemetry.trace import Span
 
 from rationer.errors import InvalidArgument, RationerError, ResourceExhausted, Unauthenticated
+from rationer.platform import tracing
 from rationer.platform.metrics import RpcMetrics, global_rpc_metrics
 
 log = structlog.get_logger(__name__)
@@ -170,6 +173,7 @@ class _Call:
         self.principal = md.get(PRINCIPAL_KEY, "")
         self.started = time.perf_counter()
         self.code = "OK"
+        self.span: Span = tracing.NO_SPAN
 
     def admit(self, credential: ServiceCredential | None, request: Any) -> Any:
         """The request, once the caller's credential and the bytes are checked."""
@@ -178,9 +182,15 @@ class _Call:
         return _decoded(self.method, request)
 
     def bind(self) -> Any:
-        return structlog.contextvars.bound_contextvars(
+        log_scope = structlog.contextvars.bound_contextvars(
             request_id=self.request_id, rpc=self.method, principal=self.principal or None
         )
+        if not tracing.enabled(self.service):
+            return log_scope
+        scope = contextlib.ExitStack()
+        scope.enter_context(log_scope)
+        self.span = scope.enter_context(tracing.server_span(self.service, self.full_method, self.metadata))
+        return scope
 
     async def fail(self, context: ServicerContext[Any, Any], exc: BaseException) -> None:
         if isinstance(exc, RationerError):
@@ -196,6 +206,7 @@ class _Call:
 
     def finish(self, metrics: RpcMetrics) -> None:
         metrics.observe(self.service, self.method, self.code, time.perf_counter() - self.started)
+        tracing.set_rpc_status(self.span, self.code)
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

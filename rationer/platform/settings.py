@@ -24,7 +24,8 @@ from rationer.errors import InvalidArgument
 
 ENV_PREFIX = "RATIONER_"
 # One variable each for every service (the deployment's shared secret).
-SHARED_ENV = {"RATIONER_SERVICE_TOKEN": "service_token", "RATIONER_SERVICE_TOKEN_FILE": "service_token_file"}
+SHARED_ENV = {"RATIONER_SERVICE_TOKEN": "service_token", "RATIONER_SERVICE_TOKEN_FILE": "service_token_file",
+              "RATIONER_OTLP_ENDPOINT": "otlp_endpoint"}  # fmt: skip
 MIN_SERVICE_TOKEN_CHARS = 16
 MAX_SERVICE_TOKEN_CHARS = 1024
 
@@ -53,6 +54,9 @@ class ServiceSettings(BaseModel):
     # refuses to start with neither (resolve_service_token).
     service_token: SecretStr | None = None
     service_token_file: Path | None = None
+    # OTLP/gRPC collector for this service's spans ("host:4317", "http://host:4317",
+    # "https://host:4317"); "" (the default) leaves tracing off (docs/operations.md, "Traces").
+    otlp_endpoint: str = ""
 
     @field_validator("service_token", mode="before")
     @classmethod

@@ -31,7 +31,7 @@ def synth(
     data_dir: Annotated[Path | None, typer.Option(help="Holds routellm/ (default ../shared/data).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a realistic, seeded trace from the shared MMLU/GSM8K data plus office tasks."""
+    """Build a realistic, seeded trace: held-out MMLU/GSM8K, AlpacaEval chat prompts and office tasks."""
     from rationer.replay.synth import SynthConfig, load_pools, summary, synthesize
     from rationer.replay.trace import write_trace
 

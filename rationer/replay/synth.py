@@ -1,9 +1,12 @@
 """``rationer trace synth``: a realistic, seeded trace from the shared data.
 
-New prompts come from the classifier's **held-out** split of RouteLLM's MMLU
-and GSM8K tables (so the router is not scored on prompts it was trained on),
-with their weak/strong correctness labels, plus templated office tasks
-(labelled correct for any model). Repeats of earlier prompts, exact or
+New prompts come from the classifier's **held-out** split (the shipped
+card's group split) of RouteLLM's MMLU and GSM8K tables, with their
+weak/strong correctness labels; from AlpacaEval's open-ended chat prompts,
+which no shipped artifact trains on (licence), labelled by the judge's
+preference (an answer is good when the judge preferred it or tied); and
+from templated office tasks (labelled correct for any model). So the router
+is never scored on prompts it was trained on. Repeats of earlier prompts, exact or
 paraphrased, arrive at ``repeat_rate``; which prompt is repeated follows
 Zipf-distributed popularity. Arrivals follow a diurnal rate curve. Teams
 differ in what they ask and in their budgets. Same seed, same bytes.
@@ -38,13 +41,16 @@ class TeamSpec:
     # Budget as a multiple of the team's estimated all-frontier spend: below
     # ~0.5 the team feels budget pressure during the replay.
     budget_factor: float
+    chat: float = 0.0  # share of its new prompts that are open-ended chat (AlpacaEval)
 
 
+# Office shares as before chat joined the trace; chat takes part of the
+# exam-style (MMLU/GSM8K) share, most in research and legal.
 TEAMS = (
-    TeamSpec("support", 0.35, 3, 0.75, 0.1, "helpdesk", 2.0),
-    TeamSpec("research", 0.3, 2, 0.2, 0.1, "papers", 1.0),
-    TeamSpec("finance", 0.2, 2, 0.35, 0.7, "forecasts", 0.3),
-    TeamSpec("legal", 0.15, 2, 0.35, 0.0, "contracts", 0.6),
+    TeamSpec("support", 0.35, 3, 0.75, 0.1, "helpdesk", 2.0, chat=0.15),
+    TeamSpec("research", 0.3, 2, 0.2, 0.1, "papers", 1.0, chat=0.3),
+    TeamSpec("finance", 0.2, 2, 0.35, 0.7, "forecasts", 0.3, chat=0.1),
+    TeamSpec("legal", 0.15, 2, 0.35, 0.0, "contracts", 0.6, chat=0.25),
 )
 
 
@@ -90,36 +96,47 @@ def arrival_times(rng: random.Random, n: int, duration_s: float) -> list[float]:
     return sorted(out)
 
 
-def load_pools(data_dir: Path | None) -> tuple[list[_Prompt], list[_Prompt]]:
-    """MMLU and GSM8K rows of the classifier's held-out split, as prompts."""
+Pools = tuple[list[_Prompt], list[_Prompt], list[_Prompt]]
+POOL_DATASETS = ("mmlu", "gsm8k", "alpaca_eval")
+
+
+def load_pools(data_dir: Path | None) -> Pools:
+    """(MMLU, GSM8K, AlpacaEval chat) prompts from the test part of the shipped
+    artifact's split: rows no shipped model was trained or selected on."""
     from rationer.classifier.artifact import load_card
-    from rationer.classifier.data import Split, load_frame, resolve_data_dir
+    from rationer.classifier.data import resolve_data_dir
+    from rationer.classifier.sources import load_all
+    from rationer.classifier.split2 import GroupSplit
 
-    frame = load_frame(resolve_data_dir(data_dir))
-    split = Split.from_dict(load_card()["split"])
-    test = frame[split.assign(frame) == "test"]
-    pools: dict[str, list[_Prompt]] = {"mmlu": [], "gsm8k": []}
+    frame = load_all(resolve_data_dir(data_dir))
+    split = GroupSplit.from_dict(load_card()["split"])
+    test = frame[(split.assign(frame) == "test").to_numpy() & frame["dataset"].isin(POOL_DATASETS).to_numpy()]
+    pools: dict[str, list[_Prompt]] = {ds: [] for ds in POOL_DATASETS}
     for i, row in enumerate(test.itertuples(index=False)):
-        content = row.prompt if row.dataset == "mmlu" else f"{row.prompt}\nGive the final number."
+        content = f"{row.prompt}\nGive the final number." if row.dataset == "gsm8k" else row.prompt
         group = f"{row.dataset}:{row.subject}:{i}"
-        pools[row.dataset].append(_Prompt(group, row.dataset, content, bool(row.weak), bool(row.strong), 0.0))
-    return pools["mmlu"], pools["gsm8k"]
+        kind = "chat" if row.dataset == "alpaca_eval" else row.dataset
+        pools[row.dataset].append(_Prompt(group, kind, content, bool(row.weak), bool(row.strong), 0.0))
+    return pools["mmlu"], pools["gsm8k"], pools["alpaca_eval"]
 
 
-def _new_prompt(rng: random.Random, team: TeamSpec, pools: tuple[list[_Prompt], list[_Prompt]],
-                used: set[str]) -> _Prompt:  # fmt: skip
-    if rng.random() < team.office:
+def _new_prompt(rng: random.Random, team: TeamSpec, pools: Pools, used: set[str]) -> _Prompt:
+    draw = rng.random()
+    if draw < team.office:
         text = office_task(rng)
         # Named by content: two draws of the same template and slots are one prompt.
         return _Prompt(f"office:{hashlib.sha256(text.encode()).hexdigest()[:12]}", "office", text, True, True, 0.0)
-    pool = pools[1] if rng.random() < team.gsm8k else pools[0]
+    if draw < team.office + team.chat and pools[2]:
+        pool = pools[2]
+    else:
+        pool = pools[1] if rng.random() < team.gsm8k else pools[0]
     while True:
         p = pool[rng.randrange(len(pool))]
         if p.group not in used:
             return _Prompt(p.group, p.kind, p.content, p.weak_ok, p.strong_ok, 0.0)
 
 
-def synthesize(cfg: SynthConfig, pools: tuple[list[_Prompt], list[_Prompt]]) -> tuple[Header, list[TraceLine]]:
+def synthesize(cfg: SynthConfig, pools: Pools) -> tuple[Header, list[TraceLine]]:
     rng = random.Random(cfg.seed)
     times = arrival_times(rng, cfg.requests, cfg.duration_s)
     issued: list[_Prompt] = []

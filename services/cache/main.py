@@ -12,6 +12,7 @@ from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving
 from rationer.platform.settings import load_service_settings, service_token_of
+from rationer.platform.tracing import tracing_for
 from services.cache.server import CacheDeps, create_server
 from services.cache.settings import CacheSettings
 from services.cache.wiring import build_deps
@@ -53,4 +54,5 @@ def main(config: Path | None = None) -> None:
     settings = load_service_settings(CacheSettings, "cache", config, os.environ)
     # The service token is scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
-    asyncio.run(run(settings))
+    with tracing_for("cache", settings.otlp_endpoint):
+        asyncio.run(run(settings))

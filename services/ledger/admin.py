@@ -165,13 +165,18 @@ class LedgerAdmin:
         now = self._ledger.now()
         return await self._store.read(lambda: sql_admin.list_budgets(key, now))
 
-    async def set_price(self, tier: str, model: str, inp: int, out: int, is_reference: bool) -> Price:
+    async def set_price(self, tier: str, model: str, inp: int, out: int, is_reference: bool,
+                        cache: tuple[int | None, int | None] = (None, None)) -> Price:  # fmt: skip
+        """``cache``: the prompt-cache read and creation rates (None: the input price)."""
         validate.name("tier", tier)
         validate.text("model", model, 256, required=True)
         validate.int_range("input_per_million nano-USD", inp, 0, MAX_LIMIT // 10**7)
         validate.int_range("output_per_million nano-USD", out, 0, MAX_LIMIT // 10**7)
+        for what, rate in zip(("cache_read", "cache_creation"), cache, strict=True):
+            if rate is not None:
+                validate.int_range(f"{what}_per_million nano-USD", rate, 0, MAX_LIMIT // 10**7)
         now = self._ledger.now()
-        return await self._store.write(lambda: sql_admin.set_price(tier, model, inp, out, is_reference, now))
+        return await self._store.write(lambda: sql_admin.set_price(tier, model, inp, out, is_reference, now, cache))
 
     async def _priced_tiers(self, tiers: tuple[str, ...]) -> None:
         # A tier with no price cannot be authorized, so a key limited to it

@@ -73,10 +73,15 @@ class LedgerAdminClient:
         return list((await call(self._stub.ListBudgets, req, self._timeout, self._md)).budgets)
 
     async def set_price(self, tier: str, model: str, input_per_million: int, output_per_million: int,
-                        is_reference: bool = False) -> pb.Price:  # fmt: skip
+                        is_reference: bool = False, *, cache_read_per_million: int | None = None,
+                        cache_creation_per_million: int | None = None) -> pb.Price:  # fmt: skip
+        """The cache rates price prompt-cache reads and writes; None: the input price."""
         req = pb.SetPriceRequest(
             tier=tier, model=model, input_per_million=cv.money(input_per_million),
             output_per_million=cv.money(output_per_million), is_reference=is_reference,
+            cache_read_per_million=None if cache_read_per_million is None else cv.money(cache_read_per_million),
+            cache_creation_per_million=(None if cache_creation_per_million is None
+                                        else cv.money(cache_creation_per_million)),
         )  # fmt: skip
         return await call(self._stub.SetPrice, req, self._timeout, self._md)
 

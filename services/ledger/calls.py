@@ -27,6 +27,14 @@ class CommitCall:
     # The model has answered: bill it even if the hold expired meanwhile.
     bill_late: bool = False
     finish_note: str = ""  # e.g. "client_disconnected": a partial answer billed as far as it went
+    # The reference savings are measured against (ledger.proto Counterfactual):
+    # None = unset (the is_reference price on this call's usage), "" = none.
+    reference_tier: str | None = None
+    reference_prompt_tokens: int = 0
+    reference_completion_tokens: int = 0
+    # Parts of prompt_tokens read from / written to the provider's prompt cache (own rates).
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class CacheHitCall:
     latency_ms: int = 0
     record_id: str = ""  # idempotency key of this served answer
     served: bool = False  # already served (a replay after an outage): record past any limit
+    reference_tier: str | None = None  # as CommitCall's
+    reference_prompt_tokens: int = 0
+    reference_completion_tokens: int = 0
 
     @property
     def record(self) -> str:

@@ -137,5 +137,8 @@ class LedgerClient:
     async def list_prices(self) -> list[m.Price]:
         r = await call(self._stub.ListPrices, pb.ListPricesRequest(), self._timeout)
         return [m.Price(p.tier, p.model, p.input_per_million.nano_usd, p.output_per_million.nano_usd,
-                        p.version, cv.us_of(p.effective_from) or 0, p.is_reference) for p in r.prices]  # fmt: skip
+                        p.version, cv.us_of(p.effective_from) or 0, p.is_reference,
+                        p.cache_read_per_million.nano_usd if p.HasField("cache_read_per_million") else None,
+                        p.cache_creation_per_million.nano_usd if p.HasField("cache_creation_per_million") else None)
+                for p in r.prices]  # fmt: skip
 

@@ -108,6 +108,9 @@ def price(p: m.Price) -> pb.Price:
         tier=p.tier, model=p.model, input_per_million=money(p.input_per_million),
         output_per_million=money(p.output_per_million), version=p.version,
         effective_from=ts(p.effective_from_us), is_reference=p.is_reference,
+        cache_read_per_million=None if p.cache_read_per_million is None else money(p.cache_read_per_million),
+        cache_creation_per_million=(None if p.cache_creation_per_million is None
+                                    else money(p.cache_creation_per_million)),
     )  # fmt: skip
 
 
@@ -155,7 +158,9 @@ def commit_request(c: CommitCall) -> pb.CommitRequest:
     return pb.CommitRequest(reservation_id=c.reservation_id, key_id=c.key_id,
                             usage=usage(c.prompt_tokens, c.completion_tokens), model=c.model, tier=c.tier,
                             latency_ms=c.latency_ms, fallbacks=c.fallbacks, bill_late=c.bill_late,
-                            finish_note=c.finish_note)  # fmt: skip
+                            finish_note=c.finish_note, counterfactual=_reference_out(c),
+                            cache_read_tokens=c.cache_read_tokens,
+                            cache_creation_tokens=c.cache_creation_tokens)  # fmt: skip
 
 
 def commit_call(r: pb.CommitRequest) -> CommitCall:
@@ -166,18 +171,41 @@ def commit_call(r: pb.CommitRequest) -> CommitCall:
             f"usage.total_tokens ({u.total_tokens}) must equal prompt_tokens + completion_tokens "
             f"({u.prompt_tokens + u.completion_tokens}) or be 0"
         )
+    cached = (r.cache_read_tokens, r.cache_creation_tokens)
+    if min(cached) < 0 or sum(cached) > u.prompt_tokens:
+        raise InvalidArgument(
+            f"cache_read_tokens ({cached[0]}) and cache_creation_tokens ({cached[1]}) are parts of "
+            f"usage.prompt_tokens ({u.prompt_tokens}): each >= 0 and together at most it"
+        )
     return CommitCall(r.reservation_id, r.key_id, u.prompt_tokens, u.completion_tokens, model=r.model,
                       tier=r.tier, latency_ms=r.latency_ms, fallbacks=r.fallbacks, bill_late=r.bill_late,
-                      finish_note=r.finish_note)  # fmt: skip
+                      finish_note=r.finish_note, cache_read_tokens=cached[0],
+                      cache_creation_tokens=cached[1], **_reference_in(r))  # fmt: skip
+
+
+def _reference_in(r: pb.CommitRequest | pb.RecordCacheHitRequest) -> dict[str, Any]:
+    if not r.HasField("counterfactual"):
+        return {}
+    cf = r.counterfactual
+    return {"reference_tier": cf.tier, "reference_prompt_tokens": cf.usage.prompt_tokens,
+            "reference_completion_tokens": cf.usage.completion_tokens}  # fmt: skip
+
+
+def _reference_out(c: CommitCall | CacheHitCall) -> pb.Counterfactual | None:
+    if c.reference_tier is None:
+        return None
+    return pb.Counterfactual(tier=c.reference_tier,
+                             usage=usage(c.reference_prompt_tokens, c.reference_completion_tokens))  # fmt: skip
 
 
 def cache_hit_request(c: CacheHitCall) -> pb.RecordCacheHitRequest:
     return pb.RecordCacheHitRequest(key_id=c.key_id, request_id=c.request_id, project=c.project, tier=c.tier,
                                     model=c.model, usage=usage(c.prompt_tokens, c.completion_tokens),
-                                    latency_ms=c.latency_ms, record_id=c.record_id, served=c.served)  # fmt: skip
+                                    latency_ms=c.latency_ms, record_id=c.record_id, served=c.served,
+                                    counterfactual=_reference_out(c))  # fmt: skip
 
 
 def cache_hit_call(r: pb.RecordCacheHitRequest) -> CacheHitCall:
     return CacheHitCall(r.key_id, r.request_id, r.project, r.tier, r.model, r.usage.prompt_tokens,
                         r.usage.completion_tokens, latency_ms=r.latency_ms, record_id=r.record_id,
-                        served=r.served)  # fmt: skip
+                        served=r.served, **_reference_in(r))  # fmt: skip

@@ -246,6 +246,7 @@ class Ledger:
         validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
         validate.text("finish_note", c.finish_note, 64)
+        _validate_reference(c)
         now, d = self._clock.now_us(), self._store.dialect
         res: CommitResult = await self._store.write(lambda: sql_data.commit(c, now, d))
         if not res.replayed:
@@ -294,6 +295,7 @@ class Ledger:
         validate.tokens("usage.prompt_tokens", a.prompt_tokens)
         validate.tokens("usage.completion_tokens", a.completion_tokens)
         validate.int_range("latency_ms", a.latency_ms, 0, 86_400_000)
+        _validate_reference(a)
         key = await self.key(a.key_id)
         a = replace(a, project=bound_project(key, a.project))
         consumed: list[RateCheck] = []
@@ -340,3 +342,10 @@ class Ledger:
         if org != caller.org_id:
             raise PermissionDenied(f"key {caller.key_id} may only read usage of org {caller.org_id!r}")
         return kind, scope_id
+
+
+def _validate_reference(c: CommitCall | CacheHitCall) -> None:
+    if c.reference_tier is not None:
+        validate.text("counterfactual.tier", c.reference_tier, 64)
+        validate.tokens("counterfactual.usage.prompt_tokens", c.reference_prompt_tokens)
+        validate.tokens("counterfactual.usage.completion_tokens", c.reference_completion_tokens)

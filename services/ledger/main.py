@@ -12,6 +12,7 @@ from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
 from rationer.platform.settings import load_service_settings, service_token_of
+from rationer.platform.tracing import tracing_for
 from services.ledger.server import create_server
 from services.ledger.settings import LedgerSettings
 from services.ledger.wiring import build_deps, close_deps
@@ -40,4 +41,5 @@ def main(config: Path | None = None) -> None:
     # The admin and service tokens are scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level,
                       secrets=[settings.admin_token, service_token_of(settings)])  # fmt: skip
-    asyncio.run(run(settings))
+    with tracing_for("ledger", settings.otlp_endpoint):
+        asyncio.run(run(settings))

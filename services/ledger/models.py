@@ -109,6 +109,9 @@ class Price:
     version: int
     effective_from_us: int
     is_reference: bool
+    # Prompt-cache rates (nano-USD per 1M tokens); None: the input price.
+    cache_read_per_million: int | None = None
+    cache_creation_per_million: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,15 @@ US = 1_000_000
 NANO_PER_USD = 1_000_000_000
 
 
-def cost_nano_usd(prompt_tokens: int, completion_tokens: int, price: Price) -> int:
-    numer = prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million
+def cost_nano_usd(prompt_tokens: int, completion_tokens: int, price: Price, *, cache_read: int = 0,
+                  cache_creation: int = 0) -> int:  # fmt: skip
+    """``cache_read`` and ``cache_creation`` are parts of ``prompt_tokens``, at the price's cache rates."""
+    read_rate = price.input_per_million if price.cache_read_per_million is None else price.cache_read_per_million
+    write_rate = (price.input_per_million if price.cache_creation_per_million is None
+                  else price.cache_creation_per_million)  # fmt: skip
+    plain = prompt_tokens - cache_read - cache_creation
+    numer = (plain * price.input_per_million + cache_read * read_rate + cache_creation * write_rate
+             + completion_tokens * price.output_per_million)  # fmt: skip
     return -(-numer // 1_000_000)
 
 

@@ -165,8 +165,11 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
 
     async def SetPrice(self, request: pb.SetPriceRequest, context: Ctx) -> pb.Price:
         await self._admin.require_admin(bearer(context))
+        cache = tuple(getattr(request, f).nano_usd if request.HasField(f) else None
+                      for f in ("cache_read_per_million", "cache_creation_per_million"))  # fmt: skip
         p = await self._admin.set_price(request.tier, request.model, request.input_per_million.nano_usd,
-                                        request.output_per_million.nano_usd, request.is_reference)  # fmt: skip
+                                        request.output_per_million.nano_usd, request.is_reference,
+                                        (cache[0], cache[1]))  # fmt: skip
         return cv.price(p)
 
     async def SetRateLimit(self, request: pb.SetRateLimitRequest, context: Ctx) -> pb.RateLimit:

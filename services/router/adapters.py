@@ -70,9 +70,10 @@ class GrpcLedger:
     async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None:
         await self.client.record_wrong_hit(key_id, request_id)
 
-    async def reference_price(self) -> tuple[int, int]:
+    async def reference_price(self, tier: str | None = None) -> tuple[int, int]:
+        """The price of the reference ``tier`` ("": none, so (0, 0); None: the ledger's is_reference one)."""
         for price in await self.client.list_prices():
-            if price.is_reference:
+            if price.tier == tier if tier is not None else price.is_reference:
                 return price.input_per_million, price.output_per_million
         return 0, 0
 

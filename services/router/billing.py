@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import structlog
 
@@ -20,6 +21,7 @@ from services.router.policy import TierSpec
 from services.router.ports import CachePort
 from services.router.pricing import PriceBook
 from services.router.recorder import NULL_RECORDER, Recorder
+from services.router.reference import Reference
 from services.router.settlement import TRANSIENT, Settler, best_effort
 from services.router.types import Charge, Completion, Prepared, Reservation, RouteResult
 
@@ -29,10 +31,23 @@ log = structlog.get_logger(__name__)
 class Billing:
     def __init__(
         self, settler: Settler, holds: Holds, prices: PriceBook, cache: CachePort | None, spawn: Spawn,
+        reference: Reference | None = None,
         recorder: Recorder = NULL_RECORDER,
     ) -> None:  # fmt: skip
         self._settler, self._holds, self._prices = settler, holds, prices
         self._cache, self._spawn, self._recorder = cache, spawn, recorder
+        # None: the ledger's is_reference price on the served usage (callers that configure none).
+        self._reference = reference
+
+    async def _counterfactual(
+        self, prep: Prepared, answer: str, tier: str, prompt: int, completion: int
+    ) -> dict[str, Any]:
+        """The reference fields of a settlement record (reference.py)."""
+        if self._reference is None:
+            return {}
+        p, c = await self._reference.usage(prep.request.messages, answer, tier, prompt, completion)
+        return {"reference_tier": self._reference.tier, "reference_prompt_tokens": p,
+                "reference_completion_tokens": c}  # fmt: skip
 
     async def serve_hit(self, prep: Prepared) -> tuple[str, RouteResult]:
         """Record a cache hit with the ledger, then serve it (each answer one event).
@@ -50,7 +65,11 @@ class Billing:
         res.tier, res.model = hit.tier, hit.model
         res.prompt_tokens, res.completion_tokens = hit.prompt_tokens, hit.completion_tokens
         res.cost_nano_usd = 0
-        res.savings_nano_usd = self._prices.counterfactual(hit.prompt_tokens, hit.completion_tokens)
+        ref = await self._counterfactual(prep, hit.answer, hit.tier, hit.prompt_tokens, hit.completion_tokens)
+        res.savings_nano_usd = self._prices.counterfactual(
+            ref.get("reference_prompt_tokens", hit.prompt_tokens),
+            ref.get("reference_completion_tokens", hit.completion_tokens),
+        )
         started = time.perf_counter()
         call = CacheHitCall(
             key_id=prep.principal.key_id,
@@ -64,6 +83,7 @@ class Billing:
             # This answer's own id: retries of the record land once, while a
             # second answer under the same request id is a second record.
             record_id=uuid.uuid4().hex,
+            **ref,
         )
         try:
             await self._settler.settle(call)
@@ -108,6 +128,10 @@ class Billing:
             # The model has answered: bill it even if the hold expired meanwhile.
             bill_late=True,
             finish_note=finish_note,
+            **await self._counterfactual(prep, out.text, tier.name, prompt, completion),
+            # Exact usage only: a billed maximum has no cache split.
+            cache_read_tokens=out.cache_read_tokens if exact else 0,
+            cache_creation_tokens=out.cache_creation_tokens if exact else 0,
         )
         self._recorder.hold_closed(res)  # from here the journaled commit owns it
         charge: Charge | None = None

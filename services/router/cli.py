@@ -183,10 +183,10 @@ def bench_http(
     for level in ("c1", "c32"):
         r = result[level]
         print(f"concurrency {level[1:]}:")
-        for path in ("direct", "http", "grpc", "http_auto"):
+        for path in ("direct", "http", "grpc", "messages", "http_auto"):
             print(f"  {path:<9} {r[path]['rps']:>8.1f} req/s  p50 {r[path]['p50_ms']:7.2f} ms  "
                   f"p99 {r[path]['p99_ms']:7.2f} ms")  # fmt: skip
-        for path in ("http", "grpc", "http_auto"):
+        for path in ("http", "grpc", "messages", "http_auto"):
             added = r[f"{path}_vs_direct"]
             print(f"  {path} adds p50 {added['added_p50_ms']:.2f} ms, p99 {added['added_p99_ms']:.2f} ms")
     print(f"meets targets: {result['meets_targets']}")

@@ -11,7 +11,7 @@ Each stage's detail sits in its own module (``lookup``, ``plan``, ``holds``,
 hold is placed either commits true usage or releases the hold, so no
 reservation leaks and no call is billed twice. The doors use only the
 façade below (``complete``, ``stream``, ``principal``, ``models_for``,
-``ready``, ``embed``, ``report_wrong_hit``, ``request_limits``).
+``ready``, ``unready``, ``embed``, ``report_wrong_hit``, ``request_limits``, ``count_tokens``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from services.router.auth import AuthCache, resolve_project
 from services.router.billing import Billing
 from services.router.deadline import within
 from services.router.embeddings import Embeddings
+from services.router.fit import fit_plan
 from services.router.holds import Holds
 from services.router.journal import SettlementJournal
 from services.router.lookup import Lookup
@@ -43,10 +44,13 @@ from services.router.policy import TierPolicy, TierSpec
 from services.router.ports import CachePort, EmbedderPort, LedgerPort, ModelBackend, ScorerPort
 from services.router.pricing import PriceBook
 from services.router.recorder import NULL_RECORDER, Recorder
+from services.router.reference import Reference
 from services.router.request_ids import feedback_request_id
 from services.router.settlement import Settler, best_effort
 from services.router.stream import StreamAttempt
-from services.router.tokens import TokenCounter
+from services.router.substitute import may_substitute
+from services.router.tokens import TokenCounter, count_prompt
+from services.router.tracing import traced_complete, traced_stream
 from services.router.types import (
     CacheablePolicy,
     Canonicalize,
@@ -54,6 +58,7 @@ from services.router.types import (
     ContextOf,
     CoreConfig,
     EmbeddingsResult,
+    Message,
     Prepared,
     Principal,
     RequestLimits,
@@ -88,6 +93,7 @@ class RouterCore:
         journal: SettlementJournal | None = None,
         clock: Clock = SYSTEM_CLOCK,
         counters: Mapping[str, TokenCounter] | None = None,
+        reference: Reference | None = None,
         recorder: Recorder = NULL_RECORDER,
     ) -> None:
         # The router's one wall clock (retry headers, timestamps); deadlines
@@ -109,7 +115,7 @@ class RouterCore:
         self.lookup = Lookup(ledger=ledger, cache=cache, embedder=embedder, batcher=batcher)
         self.holds = Holds(ledger, self.spawn, counters=counters, release_window_s=self.config.settle_retry_window_s,
                            recorder=recorder)  # fmt: skip
-        self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn, recorder)
+        self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn, reference, recorder)
         self._embeddings = Embeddings(ledger, self.settler, embedder, recorder)
 
     # ---- the façade the doors use ------------------------------------------------
@@ -129,9 +135,25 @@ class RouterCore:
         healthy = healthy_tiers(self.policy, self.backends)
         return [t.name for t in self.policy.tiers if t.name in healthy]
 
+    def unready(self) -> list[str]:
+        """The configured tiers that cannot take a call now (a frontier that cannot be reached)."""
+        healthy = healthy_tiers(self.policy, self.backends)
+        return [t.name for t in self.policy.tiers if t.name not in healthy]
+
     @property
     def request_limits(self) -> RequestLimits:
         return self.limits
+
+    async def count_tokens(self, api_key: str, model: str, messages: tuple[Message, ...]) -> int:
+        """The prompt's tokens by the tokenizer of the tier ``model`` names (``auto``: the dearest allowed).
+
+        The dearest tier for ``auto``: it is the one a hard prompt goes to,
+        and the count is what its hold would be sized for.
+        """
+        principal = await self.principal(api_key)
+        allowed, explicit = self.policy.check_access(model, principal.allowed_tiers)
+        tier = explicit or max(allowed, key=lambda t: t.rank)
+        return await count_prompt(self.holds.counter(tier), messages)
 
     async def embed(self, principal: Principal, texts: list[str], *, request_id: str, project: str) -> EmbeddingsResult:
         return await self._embeddings.run(principal, texts, request_id=request_id, project=project)
@@ -154,6 +176,7 @@ class RouterCore:
 
     # ---- unary ---------------------------------------------------------------------
 
+    @traced_complete
     async def complete(
         self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None
     ) -> tuple[str, RouteResult]:
@@ -178,10 +201,11 @@ class RouterCore:
             await self.billing.commit(prep, hold, tier, out, exact=out.usage_exact)
             self.billing.store_answer(prep, tier, out.text)
             return out.text, prep.result
-        raise exhausted(tries.last)
+        raise exhausted(tries.last, prep.plan.named if prep.plan else "", prep.request.model)
 
     # ---- streamed --------------------------------------------------------------------
 
+    @traced_stream
     async def stream(
         self, api_key: str, raw: CompletionRequest, *, request_id: str = "", deadline: float | None = None,
         allow_restart: bool = True,
@@ -226,7 +250,7 @@ class RouterCore:
                     # loop collecting this generator) cannot stop it half-way.
                     await asyncio.shield(self.spawn(attempt.settle_early(exc)))
                 raise
-        raise exhausted(tries.last)
+        raise exhausted(tries.last, prep.plan.named if prep.plan else "", prep.request.model)
 
     # ---- stages: authenticate, look up, score, plan ----------------------------------
 
@@ -264,6 +288,8 @@ class RouterCore:
             await self.lookup.run(prep, need_vector=self.policy.resolve(req.model) is None)
         if prep.cached is None:
             self._score_and_plan(prep)
+            # Only tiers whose context window takes the prompt (fit.py); 400 naming the limit otherwise.
+            await fit_plan(prep, self.holds, self.backends, self.policy.resolve(req.model))
         return prep
 
     async def _authenticate(self, api_key: str, deadline: float | None) -> Principal:
@@ -288,7 +314,12 @@ class RouterCore:
             healthy=healthy_tiers(self.policy, self.backends),
             remaining_fraction=prep.result.budget_remaining_fraction,
             downgrade_on_exhaustion=self.config.downgrade_on_exhaustion,
+            substitute=may_substitute(prep.principal, self.config.fallback_for),
         )
+        named = self.policy.resolve(prep.request.model)
+        if named is not None and prep.plan.tiers[0] != named:
+            # Replaced before any call (not ready): still a fallback the caller is told of.
+            prep.result.fallbacks.append(named.name)
         prep.result.downgraded = prep.plan.downgraded
         prep.result.add_stage("classify", started)
 

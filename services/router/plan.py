@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from rationer.errors import Internal, RationerError, ResourceExhausted, Unavailable
 from services.router.policy import TierPolicy
 from services.router.ports import ModelBackend
+from services.router.substitute import hide_addresses
 from services.router.types import TierPlan
 
 # Errors after which the next tier may succeed. Anything else (bad input,
@@ -32,8 +33,19 @@ def plan_tiers(
     healthy: frozenset[str],
     remaining_fraction: float,
     downgrade_on_exhaustion: bool,
+    substitute: bool = True,
 ) -> TierPlan:
-    """The chosen tier and its fallbacks, and the tiers a budget denial may downgrade to."""
+    """The chosen tier and its fallbacks, and the tiers a budget denial may downgrade to.
+
+    Without ``substitute`` (the key's policy, substitute.py), a named tier is
+    the whole plan: no fallback, no downgrade; UNAVAILABLE when it is not ready.
+    """
+    named = policy.resolve(requested)
+    if named is not None and not substitute:
+        policy.check_access(requested, allowed_tiers)
+        if named.name not in healthy:
+            raise Unavailable(_named_down(named.name, requested, "is not ready (its backend cannot be reached)"))
+        return TierPlan(tiers=(named,), complexity=score, named=named.name)
     decision = policy.decide(
         score,
         allowed_tiers=allowed_tiers,
@@ -50,10 +62,18 @@ def plan_tiers(
     )
 
 
-def exhausted(last: RationerError | None) -> RationerError:
-    """The error a request gets once no tier of its plan is left."""
+def exhausted(last: RationerError | None, named: str = "", requested: str = "") -> RationerError:
+    """The error a request gets once no tier of its plan is left (``named``: the plan was that tier alone)."""
     if last is None:
         return Unavailable("no tier could serve the request")
     if isinstance(last, ResourceExhausted):
         return last
-    return Unavailable(f"every allowed tier failed; last error: {last.message}")
+    if named:
+        return Unavailable(_named_down(named, requested or named, f"failed: {hide_addresses(last.message)}"))
+    return Unavailable(f"every allowed tier failed; last error: {hide_addresses(last.message)}")
+
+
+def _named_down(tier: str, requested: str, why: str) -> str:
+    asked = f"tier {tier!r}" if requested == tier else f"model {requested!r} (tier {tier!r})"
+    return (f"{asked} is unavailable: it {why}. It was named, so no other tier was used in its place; "
+            "retry later, name another tier, or send model 'auto'")  # fmt: skip

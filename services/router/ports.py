@@ -98,6 +98,9 @@ class ModelBackend(Protocol):
 
     def healthy(self, model: str) -> bool: ...
 
+    # Prompt plus max_tokens must fit in this many tokens; None: unknown (fit.py).
+    def context_window(self, model: str) -> int | None: ...
+
 
 class EmbedderPort(Protocol):
     """The shared sentence embedder: one prompt for the cache and scorer, batches for /v1/embeddings."""

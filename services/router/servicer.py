@@ -19,7 +19,8 @@ from services.router.pipeline import RouterCore
 from services.router.request_ids import check_request_id
 from services.router.types import CompletionRequest, GenParams, Message, RouteResult
 
-KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER}
+KIND = {"local": common_pb2.TIER_KIND_LOCAL, "frontier": common_pb2.TIER_KIND_FRONTIER,
+        "anthropic": common_pb2.TIER_KIND_FRONTIER}  # fmt: skip
 
 
 def bearer_token(metadata: dict[str, str]) -> str:
@@ -121,6 +122,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 deadline=_deadline(context),
             )
             done()
+        if res.fallbacks:
+            # As the HTTP door's header: the answer is not from the first tier planned (RouteInfo.fallbacks too).
+            context.set_trailing_metadata((("x-rationer-fallbacks", ",".join(res.fallbacks)),))
         return router_pb2.CompleteResponse(text=text, route=route_info(res))
 
     async def CompleteStream(

@@ -36,15 +36,22 @@ class TierSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["local", "frontier"]
+    # "anthropic": a frontier tier on an Anthropic Messages endpoint (base_url without /v1).
+    kind: Literal["local", "frontier", "anthropic"]
     rank: int
     model: str
     # None: derived from the classifier's operating point (see wiring.tier_specs).
     threshold: float | None = None
-    # Frontier only: any OpenAI-compatible endpoint.
+    # Frontier only: any OpenAI-compatible endpoint (kind "anthropic": a Messages one).
     base_url: str = ""
     api_key: str = ""
     max_retries: int = 2
+    # Frontier only: the model's context window in tokens (prompt + max_tokens), for routing by
+    # context length (fit.py). None: unknown, the provider decides. Local tiers report their own.
+    context_window: int | None = Field(default=None, gt=0)
+    # kind "anthropic" only: mark the system prompt for the provider's prompt
+    # cache (reads and writes are then priced at the price row's cache rates).
+    cache_system: bool = False
     # Local only: where the tier's tokenizer comes from. None: the worker's
     # default model of the same name (services/slm_worker/settings.py), else
     # the byte bound below.
@@ -115,6 +122,14 @@ class RouterSettings(ServiceSettings):
     strong_threshold: float | None = None
     pressure: PressureSettings = PressureSettings()
     downgrade_on_exhaustion: bool = True
+    # Whose requests for a named tier or model may be served by another tier
+    # when it is down or over budget (the response then says so in
+    # x-rationer-fallbacks): "*" for every key, or "key:<key id>",
+    # "team:<team id>", "org:<org id>". Everyone else gets 503 naming the tier.
+    fallback_for: list[str] = Field(default_factory=list)
+    # What savings are measured against (reference.py, docs/ledger.md "Savings"): "auto" = the most
+    # expensive configured frontier tier (none configured: no savings), a priced tier's name, or "none".
+    reference_tier: str = "auto"
     auth_cache_ttl_s: float = 5.0
     cache_min_similarity: float = 0.0  # 0 = the cache service default
     default_max_tokens: int = 256

@@ -79,6 +79,8 @@ class StreamAttempt:
             finish_reason=d.finish_reason or "stop",
             model=d.model or self.tier.model,
             model_ms=(time.perf_counter() - self.started) * 1000,
+            cache_read_tokens=d.cache_read_tokens,
+            cache_creation_tokens=d.cache_creation_tokens,
         )
         # Settled from the moment the commit is journaled: a cancel during the
         # commit must not also release the hold, or the release could land

@@ -48,6 +48,9 @@ class Completion:
     model: str
     model_ms: float = 0.0
     usage_exact: bool = True  # False: the upstream reported no usage
+    # Parts of prompt_tokens a provider's prompt cache read or wrote (own rates in the price catalog).
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class Delta:
     # False when the upstream did not report usage (the core then bills the
     # reserved maximum, never $0).
     usage_exact: bool = True
+    # On the final delta: parts of prompt_tokens read from / written to the provider's prompt cache.
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 # ---- requests and results ----------------------------------------------------
@@ -189,6 +195,8 @@ class TierPlan:
     downgrades: tuple[TierSpec, ...] = ()
     complexity: float = 0.0
     downgraded: bool = False
+    # The request named this tier and may not be served by another (substitute.py).
+    named: str = ""
 
     def after_denial(self, tier: TierSpec, limit_id: str) -> tuple[TierSpec, ...]:
         """The tiers left after ``tier`` was denied on ``limit_id``, dearest first (maybe none)."""
@@ -208,6 +216,8 @@ class CoreConfig:
     settle_retry_window_s: float = 240.0
     # Longest pause between retries of a journaled settlement during an outage.
     settle_max_backoff_s: float = 30.0
+    # Keys whose named tier may be replaced by another (settings.fallback_for; substitute.py).
+    fallback_for: tuple[str, ...] = ()
 
 
 @dataclass

@@ -23,12 +23,15 @@ from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
 from services.router.adapters import GrpcCache, GrpcLedger
+from services.router.anthropic.upstream import AnthropicClient, AnthropicConfig
 from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
+from services.router.backends.probe import keep_probing, probe_all
 from services.router.journal import SettlementJournal
 from services.router.pipeline import RouterCore
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
 from services.router.ports import ModelBackend
 from services.router.pricing import PriceBook
+from services.router.reference import Reference, reference_tier
 from services.router.settings import RouterSettings, TierSettings
 from services.router.telemetry import PrometheusRecorder
 from services.router.tokens import GgufCounter, TokenCounter, tier_counter, verify_counters
@@ -71,8 +74,10 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     await pool.start()
     closers.append(pool.close)
     backends = _backends(settings.tiers, pool, closers)
+    await _probe_frontiers(backends, closers)
     counters = await _counters(settings, pool, closers)
-    prices = await _prices(ledger, closers)
+    reference = Reference(ref_tier := reference_tier(settings.tiers, settings.reference_tier), counters.get(ref_tier))
+    prices = await _prices(ledger, closers, ref_tier)
     journal = SettlementJournal(settings.settlement_journal)
     metrics = RpcMetrics()
     recorder = PrometheusRecorder(metrics.registry, [t.name for t in settings.tiers],
@@ -94,11 +99,14 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
             max_tokens_cap=settings.max_tokens_cap,
             max_prompt_chars=settings.max_prompt_chars,
         ),
-        config=CoreConfig(downgrade_on_exhaustion=settings.downgrade_on_exhaustion),
+        config=CoreConfig(
+            downgrade_on_exhaustion=settings.downgrade_on_exhaustion, fallback_for=tuple(settings.fallback_for)
+        ),
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
         journal=journal,
         counters=counters,
+        reference=reference,
         recorder=recorder,
     )
     core.resume_settlements()
@@ -130,13 +138,32 @@ def _backends(tiers: list[TierSettings], pool: WorkerPool, closers: list[Closer]
     for t in tiers:
         if t.kind == "local":
             backends[t.name] = pool
+        elif t.kind == "anthropic":
+            config = AnthropicConfig(base_url=t.base_url, model=t.model, api_key=t.api_key,
+                                     max_retries=t.max_retries, cache_system=t.cache_system)  # fmt: skip
+            anthropic = AnthropicClient(config)
+            backends[t.name] = FrontierBackend(anthropic)
+            closers.append(anthropic.aclose)
         else:
             client = FrontierClient(
                 FrontierConfig(base_url=t.base_url, model=t.model, api_key=t.api_key, max_retries=t.max_retries)
             )
-            backends[t.name] = FrontierBackend(client)
+            backends[t.name] = FrontierBackend(client, context_window=t.context_window)
             closers.append(client.aclose)
     return backends
+
+
+async def _probe_frontiers(backends: dict[str, ModelBackend], closers: list[Closer]) -> None:
+    """Probe every frontier tier before serving, then keep probing (backends/probe.py)."""
+    await probe_all(backends.values())
+    prober = asyncio.create_task(keep_probing(backends.values()))
+
+    async def stop_prober() -> None:
+        prober.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await prober
+
+    closers.append(stop_prober)
 
 
 def _policy(settings: RouterSettings, default_strong: float, scale: ScoreScale | None) -> TierPolicy:
@@ -198,12 +225,12 @@ async def _counters(settings: RouterSettings, pool: WorkerPool, closers: list[Cl
     return counters
 
 
-async def _prices(ledger: GrpcLedger, closers: list[Closer]) -> PriceBook:
+async def _prices(ledger: GrpcLedger, closers: list[Closer], reference: str) -> PriceBook:
     prices = PriceBook()
-    await _refresh_prices(ledger, prices)
+    await _refresh_prices(ledger, prices, reference)
     # The ledger may start after the router, and reference prices change:
     # re-read them every minute instead of only at start-up.
-    refresher = asyncio.create_task(_keep_prices_fresh(ledger, prices))
+    refresher = asyncio.create_task(_keep_prices_fresh(ledger, prices, reference))
 
     async def stop_refresher() -> None:
         refresher.cancel()
@@ -214,14 +241,16 @@ async def _prices(ledger: GrpcLedger, closers: list[Closer]) -> PriceBook:
     return prices
 
 
-async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook) -> None:
+async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook, reference: str) -> None:
     try:
-        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price()
+        prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price(
+            reference
+        )
     except RationerError as exc:
         log.warning("could not read the reference price from the ledger", error=exc.message)
 
 
-async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, every_s: float = 60.0) -> None:
+async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, reference: str, every_s: float = 60.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        await _refresh_prices(ledger, prices)
+        await _refresh_prices(ledger, prices, reference)

@@ -15,6 +15,7 @@ from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving, start
 from rationer.platform.settings import load_settings, service_token_of, with_service_token
+from rationer.platform.tracing import tracing_for
 from services.slm_worker.server import WorkerDeps, create_server
 from services.slm_worker.servicer import WorkerRef
 from services.slm_worker.settings import WorkerSettings
@@ -67,7 +68,8 @@ def main(config: Path | None = None) -> int:
     # The service token is scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
     try:
-        asyncio.run(run(settings))
+        with tracing_for("slm_worker", settings.otlp_endpoint):
+            asyncio.run(run(settings))
     except RationerError as exc:
         log.error("worker failed to start", error=exc.message)
         print(f"slm-worker: refusing to start: {exc.message}", file=sys.stderr)

@@ -83,7 +83,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, frontier_base_url: str
                 {"tier": "frontier", "model": "frontier-sim",
                  "input_per_million_nano_usd": 5 * NANO // 2, "output_per_million_nano_usd": 10 * NANO},
             ], "reference_tier": "frontier"},
-            "router": {"worker_refresh_s": 0.5,
+            # fallback_for: the worker-kill test names local-small and expects the
+            # frontier to take over; named tiers are not replaced otherwise.
+            "router": {"worker_refresh_s": 0.5, "fallback_for": ["*"],
                        "pressure": {"start_fraction": 0.6, "floor_fraction": 0.0}},
         },
     )  # fmt: skip

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from addresses import assert_no_internal_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -48,6 +49,7 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from stack import Stack, instant_frontier, running_stack
 
+from services.router.anthropic.openapi import full_document
 from services.router.http.openapi import openapi_document
 from services.router.settings import HttpSettings, TierSettings
 
@@ -102,7 +104,7 @@ async def test_openapi_document_is_valid_and_matches_the_door(stack: Stack) -> N
     app = stack.http.door.application()
     served = {r.canonical.replace("{model:.+}", "{model}") for r in app.router.resources()}
     assert set(doc["paths"]) == served
-    assert doc == openapi_document(stack.core.limits, stack.http.door.settings)
+    assert doc == full_document(stack.core.limits, stack.http.door.settings)
     chat = schemas["ChatRequest"]["properties"]
     assert chat["messages"]["maxItems"] == stack.core.limits.max_messages
     assert chat["messages"]["items"]["properties"]["content"]["anyOf"][0]["maxLength"] == MAX_PROMPT_CHARS
@@ -178,6 +180,7 @@ class Run:
                          timeout=CALL_TIMEOUT_S)  # fmt: skip
         self.statuses[resp.status_code] += 1
         case.validate_response(resp, checks=CHECKS)
+        assert_no_internal_address(resp.status_code, resp.text)
 
     def call_hostile(self, case: Any) -> None:
         """Sent here, not by schemathesis: it cannot encode a lone surrogate (json.dumps escapes it)."""
@@ -190,8 +193,12 @@ class Run:
         assert resp.status_code < 500, f"{resp.status_code} for {json.dumps(case.body)[:500]}: {resp.text[:300]}"
         documented = case.operation.definition.raw["responses"]
         assert str(resp.status_code) in documented, f"{resp.status_code} is not documented: {resp.text[:300]}"
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and case.formatted_path.startswith("/v1/messages"):
+            body = resp.json()  # Anthropic's error shape on the Messages door
+            assert body["type"] == "error" and set(body["error"]) == {"message", "type"}
+        elif resp.status_code >= 400:
             assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+        assert_no_internal_address(resp.status_code, resp.text)
 
 
 def fuzz(run: Run, doc: dict[str, Any], *, examples: int, derandomize: bool) -> None:

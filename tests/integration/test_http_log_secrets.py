@@ -57,8 +57,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                              base_url=f"http://127.0.0.1:{port}/v1", max_retries=0,
                              api_key="sk-gateway-frontier-key-0123456789"),
             ]  # fmt: skip
+            # fallback_for: the echoing tier is named and must fail over (a logging path).
             async with running_stack(tmp_path_factory.mktemp("log-secrets"), frontier_base_url=base,
-                                     tiers=tiers) as s:  # fmt: skip
+                                     tiers=tiers, fallback_for=["*"]) as s:  # fmt: skip
                 sensitive(s.api_key)
                 yield s
     finally:

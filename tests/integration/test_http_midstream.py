@@ -108,8 +108,11 @@ async def stack(
         TierSettings(name="frontier", kind="frontier", rank=1, model="smollm2-frontier",
                      base_url=frontier_base_url, max_retries=0),
     ]  # fmt: skip
+    # fallback_for: these requests name frontier-mini and are about another tier taking over
+    # mid-stream; a named tier is replaced only for keys whose policy allows it.
     async with running_stack(
-        tmp_path_factory.mktemp("midstream"), frontier_base_url=frontier_base_url, tiers=tiers, cache=False
+        tmp_path_factory.mktemp("midstream"), frontier_base_url=frontier_base_url, tiers=tiers, cache=False,
+        fallback_for=["*"],
     ) as s:
         yield s
 

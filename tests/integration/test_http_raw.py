@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from addresses import assert_no_internal_address
 from logcheck import LogWindow
 from rawhttp import RawResponse, exchange, request
 from stack import Stack, instant_frontier, running_stack
@@ -42,7 +43,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 
 async def send(stack: Stack, data: bytes) -> RawResponse:
-    return await asyncio.to_thread(exchange, stack.http.port, data, read_timeout_s=HANG_S)
+    resp = await asyncio.to_thread(exchange, stack.http.port, data, read_timeout_s=HANG_S)
+    # No refusal names an internal address (issue 18 item 8).
+    assert_no_internal_address(resp.status, resp.body.decode("utf-8", "replace"))
+    return resp
 
 
 def with_body(body: dict[str, object], raw_field: str, raw_value: bytes) -> bytes:

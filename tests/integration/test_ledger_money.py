@@ -235,3 +235,39 @@ async def test_commit_cannot_switch_to_a_disallowed_tier_and_marks_usage_over_th
         done = await led.client.commit(CommitCall(res.reservation_id, k.key_id, 10, 500))
         assert done.event.completion_tokens == 500 and done.event.cost > res.held_nano_usd
         assert "over hold by $" in done.event.detail
+
+
+async def test_prompt_cache_tokens_are_priced_at_the_price_rows_cache_rates(settings: LedgerSettings) -> None:
+    async with running_ledger(settings) as led:
+        k = await make_key(led.admin)
+        row = await led.admin.set_price("cached-tier", "m", 3_000_000_000, 15_000_000_000,
+                                        cache_read_per_million=300_000_000,
+                                        cache_creation_per_million=3_750_000_000)  # fmt: skip
+        assert row.cache_read_per_million.nano_usd == 300_000_000 and row.HasField("cache_creation_per_million")
+        plain = await led.admin.set_price("plain-tier", "m", 3_000_000_000, 15_000_000_000)
+        assert not plain.HasField("cache_read_per_million")  # unset: the input price
+        prices = {p.tier: p for p in await led.client.list_prices()}
+        assert prices["cached-tier"].cache_creation_per_million == 3_750_000_000
+        assert prices["plain-tier"].cache_read_per_million is None
+        charged = {}
+        for tier in ("cached-tier", "plain-tier"):
+            res = await led.client.authorize(k.key_id, tier, prompt_tokens=1000, max_completion_tokens=100)
+            done = await led.client.commit(CommitCall(res.reservation_id, k.key_id, 1000, 100,
+                                                      cache_read_tokens=600, cache_creation_tokens=300))  # fmt: skip
+            charged[tier] = done.event.cost
+        read, write, plain_in, out = 600 * 300, 300 * 3750, 100 * 3000, 100 * 15000  # nano-USD per token x tokens
+        assert charged["cached-tier"] == read + write + plain_in + out
+        assert charged["plain-tier"] == 1000 * 3000 + out
+        res = await led.client.authorize(k.key_id, "cached-tier", prompt_tokens=10, max_completion_tokens=1)
+        with pytest.raises(Exception, match="parts of"):
+            await led.client.commit(CommitCall(res.reservation_id, k.key_id, 10, 1, cache_read_tokens=11))
+
+
+async def test_prices_set_cli_takes_the_cache_rates(tmp_path: Path) -> None:
+    from services.ledger.cli.ops import set_price
+
+    async with running_ledger(settings_for("sqlite", tmp_path)) as led:
+        line = await set_price(led.target, ADMIN_TOKEN, "claude", "c", 3.0, 15.0, False, (0.3, None))
+        assert "cache read $0.300000/M" in line and "cache write" not in line
+        (row,) = [p for p in await led.client.list_prices() if p.tier == "claude"]
+        assert (row.cache_read_per_million, row.cache_creation_per_million) == (300_000_000, None)

@@ -42,8 +42,11 @@ def test_shipped_card_documents_data_split_and_embedder() -> None:
     card = load_card()
     assert card["embedder"].startswith("sentence-transformers/all-MiniLM-L6-v2 onnx sha256:")
     assert set(card["split"]["mmlu_test_subjects"]).isdisjoint(card["split"]["mmlu_val_subjects"])
-    for key in ("test_mmlu", "test_gsm8k", "cross_dataset_mmlu_to_gsm8k"):
+    for key in ("test_mmlu", "test_gsm8k", "test_mmlu_pro", "test_alpaca_eval", "leave_one_dataset_out"):
         assert key in card["metrics"]
+    # Licences: evaluation-only data never trains the shipped model.
+    assert not set(card["data"]["trained_on"]) & {"alpaca_eval", "arc", "mbpp", "winogrande"}
+    assert card["split"]["kind"] == "group-v2"
     assert card["onnx"]["max_abs_diff_vs_sklearn_on_val"] < 1e-5
 
 

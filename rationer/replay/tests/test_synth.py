@@ -26,9 +26,34 @@ def test_prompts_come_from_the_held_out_split(pools) -> None:  # type: ignore[no
     from rationer.classifier.artifact import load_card
 
     test_subjects = set(load_card()["split"]["mmlu_test_subjects"])
-    mmlu, gsm = pools
+    mmlu, gsm, chat = pools
     assert {p.group.split(":")[1] for p in mmlu} <= test_subjects
     assert len(gsm) > 100 and all(p.kind == "gsm8k" for p in gsm)
+    assert len(chat) > 700 and all(p.kind == "chat" for p in chat)
+
+
+def test_no_trace_prompt_is_a_training_or_validation_row(pools) -> None:  # type: ignore[no-untyped-def]
+    from rationer.classifier.artifact import load_card
+    from rationer.classifier.data import resolve_data_dir
+    from rationer.classifier.sources import load_all
+    from rationer.classifier.split2 import GroupSplit
+
+    frame = load_all(resolve_data_dir(None))
+    part = GroupSplit.from_dict(load_card()["split"]).assign(frame)
+    seen = set(frame.loc[part.isin(["train", "val"]).to_numpy(), "prompt"])
+    for pool in pools:
+        # GSM8K prompts carry an added instruction line; compare the row text.
+        assert not {p.content.removesuffix("\nGive the final number.") for p in pool} & seen
+
+
+def test_chat_labels_follow_the_judge(pools) -> None:  # type: ignore[no-untyped-def]
+    chat = pools[2]
+    # The judge preferred the strong answer on most prompts; ties count good for both.
+    assert 0.6 < sum(p.strong_ok for p in chat) / len(chat) < 0.9
+    assert 0.1 < sum(p.weak_ok for p in chat) / len(chat) < 0.4
+    assert all(p.weak_ok or p.strong_ok for p in chat)
+    _, lines = synthesize(SynthConfig(requests=300, seed=7), pools)
+    assert sum(ln.labels["kind"] == "chat" for ln in lines) > 20
 
 
 def test_mix_repeats_and_labels(pools) -> None:  # type: ignore[no-untyped-def]

@@ -137,12 +137,17 @@ def prices_set(
     input_usd: float = typer.Option(..., "--input", help="USD per million prompt tokens."),
     output_usd: float = typer.Option(..., "--output", help="USD per million completion tokens."),
     reference: bool = typer.Option(False, "--reference", help="Savings are measured against this price."),
+    cache_read_usd: float | None = typer.Option(None, "--cache-read",
+                                                help="USD per million prompt-cache reads (default: --input)."),
+    cache_creation_usd: float | None = typer.Option(None, "--cache-creation",
+                                                    help="USD per million prompt-cache writes (default: --input)."),
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Add a new price version for a tier; earlier charges keep their price."""
     from services.ledger.cli.ops import set_price
 
-    typer.echo(_run(set_price(ledger, admin_token, tier, model, input_usd, output_usd, reference)))
+    typer.echo(_run(set_price(ledger, admin_token, tier, model, input_usd, output_usd, reference,
+                              (cache_read_usd, cache_creation_usd))))  # fmt: skip
 
 
 def events_list(

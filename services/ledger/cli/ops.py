@@ -143,13 +143,19 @@ def _price_nano(flag: str, usd: float) -> int:
 
 
 async def set_price(ledger: str, token: str, tier: str, model: str, inp_usd: float, out_usd: float,
-                    reference: bool) -> str:  # fmt: skip
+                    reference: bool, cache_usd: tuple[float | None, float | None] = (None, None)) -> str:  # fmt: skip
     inp, out = _price_nano("--input", inp_usd), _price_nano("--output", out_usd)
+    read, write = (None if usd is None else _price_nano(flag, usd)
+                   for flag, usd in zip(("--cache-read", "--cache-creation"), cache_usd, strict=True))  # fmt: skip
     async with LedgerAdminClient(ledger, need_token(token)) as c:
-        p = await c.set_price(tier, model, inp, out, is_reference=reference)
+        p = await c.set_price(tier, model, inp, out, is_reference=reference, cache_read_per_million=read,
+                              cache_creation_per_million=write)  # fmt: skip
     ref = "  (reference for savings)" if p.is_reference else ""
+    cache = "".join(f"  {what} {usd_text(getattr(p, f).nano_usd)}/M"
+                    for what, f in (("cache read", "cache_read_per_million"),
+                                    ("cache write", "cache_creation_per_million")) if p.HasField(f))  # fmt: skip
     return (f"price {p.tier} v{p.version}: {p.model}  input {usd_text(p.input_per_million.nano_usd)}/M  "
-            f"output {usd_text(p.output_per_million.nano_usd)}/M{ref}")  # fmt: skip
+            f"output {usd_text(p.output_per_million.nano_usd)}/M{cache}{ref}")  # fmt: skip
 
 
 def _event_line(e: pb.UsageEvent) -> str:

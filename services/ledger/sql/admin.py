@@ -180,7 +180,9 @@ def list_budgets(scope_key: str, now: int) -> Op[list[Budget]]:
     return [s.to_budget(now, held.get(s.id, 0)) for s in states]
 
 
-def set_price(tier: str, model: str, inp: int, out: int, is_reference: bool, now: int) -> Op[Price]:
+def set_price(tier: str, model: str, inp: int, out: int, is_reference: bool, now: int,
+              cache: tuple[int | None, int | None] = (None, None)) -> Op[Price]:  # fmt: skip
+    """``cache``: the cache read and creation rates (None: the input price)."""
     rows = yield ("SELECT MAX(version) FROM prices WHERE tier = ?", (tier,))
     version = int(rows[0][0] or 0) + 1
     if not is_reference:
@@ -189,10 +191,10 @@ def set_price(tier: str, model: str, inp: int, out: int, is_reference: bool, now
                      " version DESC LIMIT 1", ())  # fmt: skip
         is_reference = bool(ref) and ref[0][0] == tier
     yield (
-        f"INSERT INTO prices ({PRICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (tier, model, inp, out, version, now, int(is_reference)),
+        f"INSERT INTO prices ({PRICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (tier, model, inp, out, version, now, int(is_reference), *cache),
     )
-    return Price(tier, model, inp, out, version, now, is_reference)
+    return Price(tier, model, inp, out, version, now, is_reference, *cache)
 
 
 def list_prices() -> Op[list[Price]]:

@@ -14,7 +14,6 @@ from dataclasses import replace
 from rationer.errors import NotFound
 from services.ledger.calls import CacheHitCall
 from services.ledger.models import UsageEvent
-from services.ledger.money import cost_nano_usd
 from services.ledger.sql.common import (
     EVENT_COLS,
     Op,
@@ -22,10 +21,10 @@ from services.ledger.sql.common import (
     event_from_row,
     insert_event,
     load_key_by_id,
-    reference_price,
     require_active,
 )
 from services.ledger.sql.data import event, new_id, reused_request_id
+from services.ledger.sql.reference import counterfactual
 
 
 def existing_hit(key_id: str, record: str) -> Op[UsageEvent | None]:
@@ -53,8 +52,7 @@ def record_cache_hit(a: CacheHitCall, now: int) -> Op[tuple[UsageEvent, bool]]:
             raise reused_request_id(a.request_id)
     key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
     version = (yield from current_price(a.tier)).version if a.tier else 0
-    ref = yield from reference_price()
-    cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else 0
+    cf = yield from counterfactual(a, 0)
     ev = event(key, now, "cache_hit", a.request_id, a.project, a.tier, a.model,
                (a.prompt_tokens, a.completion_tokens), 0, cf, True, a.latency_ms, version)  # fmt: skip
     if a.served:

@@ -43,7 +43,8 @@ EVENT_COLS = (
     " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version, detail,"
     " overage, overage_tokens"
 )
-PRICE_COLS = "tier, model, input_per_million, output_per_million, version, effective_from, is_reference"
+PRICE_COLS = ("tier, model, input_per_million, output_per_million, version, effective_from, is_reference,"
+              " cache_read_per_million, cache_creation_per_million")  # fmt: skip
 BUDGET_COLS = "id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent, soft_alerted_start"
 
 
@@ -70,7 +71,8 @@ def event_from_row(row: tuple[Any, ...]) -> UsageEvent:
 
 
 def price_from_row(row: tuple[Any, ...]) -> Price:
-    return Price(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]), bool(row[6]))
+    return Price(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]), bool(row[6]),
+                 None if row[7] is None else int(row[7]), None if row[8] is None else int(row[8]))  # fmt: skip
 
 
 def insert_event(ev: UsageEvent, reservation_id: str | None, detail: str = "", record_id: str | None = None) -> Query:

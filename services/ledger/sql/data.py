@@ -37,9 +37,9 @@ from services.ledger.sql.common import (
     load_key_by_id,
     path_scope_keys,
     price_at_version,
-    reference_price,
     require_active,
 )
+from services.ledger.sql.reference import counterfactual
 
 
 def new_id(prefix: str) -> str:
@@ -199,10 +199,10 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     else:
         yield from _check_tier_allowed(key_id, tier)
         price = yield from current_price(tier)
-    ref = yield from reference_price()
-    cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price)
+    cost = cost_nano_usd(a.prompt_tokens, a.completion_tokens, price, cache_read=a.cache_read_tokens,
+                         cache_creation=a.cache_creation_tokens)  # fmt: skip
     tokens = a.prompt_tokens + a.completion_tokens
-    cf = cost_nano_usd(a.prompt_tokens, a.completion_tokens, ref) if ref is not None else cost
+    cf = yield from counterfactual(a, cost)
     # The own hold goes first, so the room computed below is what the
     # budgets have without it (and with every other call's live hold).
     yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))

@@ -165,3 +165,30 @@ async def test_cache_hit_is_recorded_once_per_record(books: Books) -> None:
     with pytest.raises(AlreadyExists):
         await books.ledger.record_cache_hit(CacheHitCall(books.key_id, "req-9", "", "frontier", "gpt-4o", 1, 1,
                                                          record_id="rec-2"))  # fmt: skip
+
+
+# ---- savings against the router's reference (docs/ledger.md, "Savings") ----
+
+
+async def _local_commit(books: Books, **reference: object) -> int:
+    res = await books.ledger.authorize(AuthorizeInput(books.key_id, "local-small", prompt_tokens=100,
+                                                      max_completion_tokens=50))  # fmt: skip
+    done = await books.ledger.commit(CommitCall(res.reservation_id, books.key_id, 100, 20, **reference))  # type: ignore[arg-type]
+    assert done.event.cost == 100 * 10 + 20 * 20  # local-small: $0.01/M in, $0.02/M out
+    return done.event.counterfactual_cost
+
+
+async def test_the_counterfactual_is_the_named_reference_on_its_own_usage(books: Books) -> None:
+    assert await _local_commit(books, reference_tier="frontier", reference_prompt_tokens=130,
+                               reference_completion_tokens=20) == 130 * IN + 20 * OUT  # fmt: skip
+    # No reference, an unpriced one, or one cheaper than the tier that served: no savings claimed.
+    for ref in ("", "no-such-tier", "embeddings"):
+        assert await _local_commit(books, reference_tier=ref, reference_prompt_tokens=130) == 100 * 10 + 20 * 20
+    # An older router names none: the is_reference price (frontier) on the call's own usage.
+    assert await _local_commit(books) == 100 * IN + 20 * OUT
+
+
+async def test_a_hit_with_no_reference_saves_nothing(books: Books) -> None:
+    hit = CacheHitCall(books.key_id, "req-r", "", "local-small", "m", 100, 50, reference_tier="")
+    ev, _ = await books.ledger.record_cache_hit(hit)
+    assert (ev.cost, ev.counterfactual_cost) == (0, 0)

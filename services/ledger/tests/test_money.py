@@ -38,3 +38,13 @@ def test_period_bounds_utc_calendar() -> None:
     assert to_datetime(start) == datetime(2026, 12, 31, tzinfo=UTC)
     assert end is not None and to_datetime(end) == datetime(2027, 1, 1, tzinfo=UTC)
     assert period_bounds("lifetime", now) == (0, None)
+
+
+def test_prompt_cache_reads_and_writes_have_their_own_rates() -> None:
+    # $3/M input, $15/M output, reads $0.30/M, writes $3.75/M (Anthropic's list shape).
+    priced = Price("claude", "c", 3_000_000_000, 15_000_000_000, 1, 0, False, 300_000_000, 3_750_000_000)
+    # 1M prompt tokens: 0.2M plain, 0.5M read, 0.3M written; 0.1M output.
+    assert cost_nano_usd(1_000_000, 100_000, priced, cache_read=500_000, cache_creation=300_000) == (
+        600_000_000 + 150_000_000 + 1_125_000_000 + 1_500_000_000)  # fmt: skip
+    # Unset cache rates are the input price: the split changes nothing.
+    assert cost_nano_usd(1000, 10, GPT4O, cache_read=400, cache_creation=100) == cost_nano_usd(1000, 10, GPT4O)

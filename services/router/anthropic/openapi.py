@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.router.http.openapi import NO_NUL, VISIBLE, json_body, nullable, ref
+from services.router.http.openapi import NO_NUL, VISIBLE, json_body, nullable, openapi_document, ref
+from services.router.settings import HttpSettings
 from services.router.types import RequestLimits
 
 _VERSION = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -141,6 +142,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
         529: "no allowed tier is available (overloaded_error)",
     }
     return {str(s): json_body(ref(ERROR), what[s]) for s in statuses}
+
+
+def full_document(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
+    """The served ``/openapi.json``: the OpenAI door's document with this door's part merged in."""
+    doc = openapi_document(limits, settings)
+    doc["paths"].update(paths(limits))
+    doc["components"]["schemas"].update(schemas(limits))
+    return doc
 
 
 def paths(limits: RequestLimits) -> dict[str, Any]:

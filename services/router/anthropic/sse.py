@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from rationer.errors import DeadlineExceeded, Unavailable
-
-
-async def lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIterator[str]:
-    """The response's lines, never past ``deadline`` (httpx times each read, not the whole stream)."""
-    lines = resp.aiter_lines()
-    while True:
-        try:
-            async with asyncio.timeout_at(deadline):
-                line = await anext(lines)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise DeadlineExceeded("the frontier stream ran past the caller's deadline") from None
-        yield line
+from rationer.errors import Unavailable
+from services.router.backends.httpcall import lines_until
 
 
 def _parse(data: list[str]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from rationer.errors import (
 )
 from services.router.anthropic.sse import sse_events
 from services.router.anthropic.version import CURRENT
+from services.router.backends.httpcall import answers_http, remaining, timeout_for, unreachable, upstream_http
 from services.router.types import Completion, Delta, GenParams, Message
 
 log = structlog.get_logger(__name__)
@@ -68,16 +69,12 @@ class AnthropicConfig:
 
 @dataclass(frozen=True)
 class CachedCompletion(Completion):
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
+    """An Anthropic answer; the prompt-cache counts are Completion's own fields (priced by the ledger)."""
 
 
 @dataclass(frozen=True)
 class CachedDelta(Delta):
-    """The final delta of a stream, with the prompt-cache counts."""
-
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
+    """The final delta of a stream, with the prompt-cache counts (Delta's own fields)."""
 
 
 _USAGE_FIELDS = (
@@ -200,37 +197,23 @@ class AnthropicClient:
         headers = {"anthropic-version": config.version}
         if config.api_key:
             headers["x-api-key"] = config.api_key
-        self._http = http or httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._http = http or upstream_http(config.base_url, headers, config.connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        return timeout_for(deadline, self.config.connect_timeout_s)
+
+    async def reachable(self, timeout_s: float = 3.0) -> bool:
+        return await answers_http(self._http, "/v1/models", timeout_s)
 
     def _payload(self, messages: Sequence[Message], params: GenParams, top_k: int | None, *,
                  stream: bool) -> dict[str, Any]:  # fmt: skip
         return payload(self.config.model, messages, params, stream, top_k, self.config.cache_system)
 
-    def _remaining(self, deadline: float | None) -> float | None:
-        if deadline is None:
-            return None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded("deadline passed before the frontier model answered")
-        return left
 
-    def _timeout(self, deadline: float | None) -> httpx.Timeout:
-        # Keep the connect timeout short even with a long deadline, so that a
-        # black-holed endpoint fails over instead of eating the deadline.
-        left = self._remaining(deadline)
-        connect = self.config.connect_timeout_s if left is None else min(self.config.connect_timeout_s, left)
-        return httpx.Timeout(left, connect=connect)
 
-    def _unreachable(self, exc: Exception, deadline: float | None) -> bool:
-        return isinstance(exc, httpx.ConnectTimeout) and (deadline is None or time.monotonic() < deadline)
 
     def _should_retry(self, status: int, headers: Mapping[str, str], attempt: int) -> bool:
         if attempt >= self.config.max_retries:
@@ -245,7 +228,7 @@ class AnthropicClient:
     async def _backoff(self, attempt: int, deadline: float | None, at_least_s: float | None = None) -> None:
         delay = self.config.backoff_base_s * (2**attempt) * (0.5 + random.random())
         delay = max(delay, min(at_least_s or 0.0, self.config.max_retry_after_s))
-        left = self._remaining(deadline)
+        left = remaining(deadline)
         if left is not None and delay >= left:
             raise DeadlineExceeded("deadline would pass while waiting to retry the frontier call")
         await asyncio.sleep(delay)
@@ -253,7 +236,7 @@ class AnthropicClient:
     async def _transport_failed(self, exc: Exception, attempt: int, deadline: float | None, sent: bool) -> None:
         """Back off for another try, or raise what the caller should see."""
         if isinstance(exc, httpx.TimeoutException | TimeoutError):
-            if sent or not self._unreachable(exc, deadline):
+            if sent or not unreachable(exc, deadline):
                 raise DeadlineExceeded("frontier call timed out at the caller's deadline") from exc
             if attempt == self.config.max_retries:
                 raise Unavailable(f"frontier unreachable: connect timed out ({exc!r})") from exc
@@ -272,7 +255,7 @@ class AnthropicClient:
         started = time.perf_counter()
         for attempt in range(self.config.max_retries + 1):
             try:
-                async with asyncio.timeout(self._remaining(deadline)):
+                async with asyncio.timeout(remaining(deadline)):
                     resp = await self._http.post("/v1/messages", json=body, timeout=self._timeout(deadline))
             except (httpx.TransportError, TimeoutError) as exc:
                 await self._transport_failed(exc, attempt, deadline, sent=False)

@@ -16,8 +16,9 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 import structlog
@@ -30,6 +31,14 @@ from rationer.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+)
+from services.router.backends.httpcall import (
+    answers_http,
+    lines_until,
+    remaining,
+    timeout_for,
+    unreachable,
+    upstream_http,
 )
 from services.router.types import Completion, Delta, GenParams, Message
 
@@ -113,41 +122,27 @@ class FrontierClient:
     def __init__(self, config: FrontierConfig, http: httpx.AsyncClient | None = None) -> None:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._http = http or httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._http = http or upstream_http(config.base_url, headers, config.connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _remaining(self, deadline: float | None) -> float | None:
-        if deadline is None:
-            return None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded("deadline passed before the frontier model answered")
-        return left
-
     def _timeout(self, deadline: float | None) -> httpx.Timeout:
-        # A number alone would replace the connect timeout too: a black-holed
-        # endpoint would then eat the whole deadline instead of failing over.
-        left = self._remaining(deadline)
-        connect = self.config.connect_timeout_s if left is None else min(self.config.connect_timeout_s, left)
-        return httpx.Timeout(left, connect=connect)
+        return timeout_for(deadline, self.config.connect_timeout_s)
 
-    def _unreachable(self, exc: Exception, deadline: float | None) -> bool:
-        """A connect timeout with time left is an unreachable endpoint, not the caller's deadline."""
-        return isinstance(exc, httpx.ConnectTimeout) and (deadline is None or time.monotonic() < deadline)
+    async def reachable(self, timeout_s: float = 3.0) -> bool:
+        return await answers_http(self._http, "/models", timeout_s)
+
+
+
 
     async def _backoff(self, attempt: int, deadline: float | None) -> None:
         delay = self.config.backoff_base_s * (2**attempt) * (0.5 + random.random())
-        left = self._remaining(deadline)
+        left = remaining(deadline)
         if left is not None and delay >= left:
             raise DeadlineExceeded("deadline would pass while waiting to retry the frontier call")
         await asyncio.sleep(delay)
+
 
     async def complete(
         self, messages: Sequence[Message], params: GenParams, deadline: float | None = None
@@ -156,10 +151,10 @@ class FrontierClient:
         started = time.perf_counter()
         for attempt in range(self.config.max_retries + 1):
             try:
-                async with asyncio.timeout(self._remaining(deadline)):
+                async with asyncio.timeout(remaining(deadline)):
                     resp = await self._http.post("/chat/completions", json=body, timeout=self._timeout(deadline))
             except (httpx.TimeoutException, TimeoutError) as exc:
-                if not self._unreachable(exc, deadline):
+                if not unreachable(exc, deadline):
                     raise DeadlineExceeded("frontier call timed out at the caller's deadline") from exc
                 if attempt == self.config.max_retries:
                     raise Unavailable(f"frontier unreachable: connect timed out ({exc!r})") from exc
@@ -206,7 +201,7 @@ class FrontierClient:
                         yield delta
                     return
             except httpx.TimeoutException as exc:
-                if sent or not self._unreachable(exc, deadline):
+                if sent or not unreachable(exc, deadline):
                     raise DeadlineExceeded("frontier stream timed out at the caller's deadline") from exc
                 if attempt == self.config.max_retries:
                     raise Unavailable(f"frontier unreachable: connect timed out ({exc!r})") from exc
@@ -251,32 +246,12 @@ def _parse_completion(data: dict[str, object], default_model: str, started: floa
     )
 
 
-async def _lines_until(resp: httpx.Response, deadline: float | None) -> AsyncIterator[str]:
-    """The response's lines, but never past ``deadline``.
-
-    httpx's timeout applies to each read, so a slow trickle of tokens could
-    otherwise run far past the caller's deadline.
-    """
-    lines = resp.aiter_lines()
-    while True:
-        try:
-            # Scoped to one read (never across the yield), and unlike
-            # wait_for it starts no task per line.
-            async with asyncio.timeout_at(deadline):
-                line = await anext(lines)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise DeadlineExceeded("the frontier stream ran past the caller's deadline") from None
-        yield line
-
-
 async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float | None = None) -> AsyncIterator[Delta]:
     finish = ""
     usage: dict[str, int] | None = None
     model = default_model
     done = False
-    async for line in _lines_until(resp, deadline):
+    async for line in lines_until(resp, deadline):
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
@@ -316,21 +291,62 @@ async def _sse_deltas(resp: httpx.Response, default_model: str, deadline: float 
     )
 
 
+class UpstreamConfig(Protocol):
+    @property
+    def model(self) -> str: ...
+
+
+class UpstreamClient(Protocol):
+    """What a frontier tier's client offers: ``FrontierClient`` (OpenAI) or ``AnthropicClient`` (Messages)."""
+
+    @property
+    def config(self) -> UpstreamConfig: ...
+
+    async def reachable(self, timeout_s: float = 3.0) -> bool: ...
+
+    def complete(self, messages: Sequence[Message], params: GenParams,
+                 deadline: float | None = None) -> Awaitable[Completion]: ...  # fmt: skip
+
+    def stream(self, messages: Sequence[Message], params: GenParams,
+               deadline: float | None = None) -> AsyncIterator[Delta]: ...  # fmt: skip
+
+    async def aclose(self) -> None: ...
+
+
 class FrontierBackend:
     """One frontier tier as a ``ModelBackend`` (the model is the client's)."""
 
-    def __init__(self, client: FrontierClient, *, trip_after: int = 3, cooldown_s: float = 10.0) -> None:
+    def __init__(
+        self, client: UpstreamClient, *, trip_after: int = 3, cooldown_s: float = 10.0,
+        context_window: int | None = None,
+    ) -> None:  # fmt: skip
         self.client = client
+        self._context_window = context_window
         self._trip_after = trip_after
         self._cooldown_s = cooldown_s
         self._failures = 0
         self._open_until = 0.0
+        # Set by the readiness probe (backends/probe.py); a call that succeeds sets it too.
+        self.reachable = True
 
     def healthy(self, model: str) -> bool:
-        return time.monotonic() >= self._open_until
+        return self.reachable and time.monotonic() >= self._open_until
+
+    def context_window(self, model: str) -> int | None:
+        """The configured context window (``tiers[].context_window``); None: unknown, the provider decides."""
+        return self._context_window
+
+    async def probe(self) -> bool:
+        """Probe the endpoint now; an unreachable one is not healthy until a later probe reaches it."""
+        was, self.reachable = self.reachable, await self.client.reachable()
+        if was != self.reachable:
+            log.warning("frontier endpoint " + ("reachable again" if self.reachable else "unreachable"),
+                        model=self.client.config.model)  # fmt: skip
+        return self.reachable
 
     def _ok(self) -> None:
         self._failures = 0
+        self.reachable = True
 
     def _failed(self) -> None:
         self._failures += 1

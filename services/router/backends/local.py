@@ -123,7 +123,7 @@ class WorkerPool:
             if w is None:
                 # No client-side deadline: each call passes what is left of the request's.
                 client = WorkerClient(address, timeout_s=None, service_token=self._service_token,
-                                      label=f"worker {address}")  # fmt: skip
+                                      label="the local worker")  # fmt: skip
                 w = _Worker(address, client)
             workers.append(w)
         self._workers = workers
@@ -164,6 +164,11 @@ class WorkerPool:
 
     def healthy(self, model: str) -> bool:
         return any(w.up and w.serves(model) is not None for w in self._workers)
+
+    def context_window(self, model: str) -> int | None:
+        """The largest context (tokens) a live worker serving ``model`` has; None when none is known."""
+        sizes = [info.context_size for w in self._workers if w.up and (info := w.serves(model)) is not None]
+        return max((n for n in sizes if n > 0), default=None)
 
     def snapshot(self) -> list[dict[str, object]]:
         return [
@@ -247,5 +252,5 @@ class WorkerPool:
                 continue
             finally:
                 w.inflight -= 1
-            raise Unavailable(f"worker {w.address} closed the stream without a final message")
+            raise Unavailable("a local worker closed the stream without a final message")
         raise last

@@ -27,6 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
 from services.router import access
+from services.router.anthropic.door import MessagesDoor
+from services.router.anthropic.openapi import full_document
 from services.router.http.embeddings import embeddings_body, parse_inputs
 from services.router.http.errors import domain_response, error_body, json_error, sse_error
 from services.router.http.feedback import http_cache_feedback
@@ -40,8 +42,8 @@ from services.router.http.input import (
     token_list_header,
 )
 from services.router.http.metrics import HttpMetrics
-from services.router.http.openapi import openapi_document
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.http.tracing import tracing_middlewares
 from services.router.pipeline import RouterCore
 from services.router.policy import TierSpec
 from services.router.request_ids import check_request_id
@@ -51,8 +53,8 @@ from services.router.types import StreamEvent
 log = structlog.get_logger(__name__)
 
 EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
-          "x-rationer-savings-usd, x-rationer-settlement, x-rationer-limit, x-rationer-resets-at, " \
-          "retry-after"  # fmt: skip
+          "x-rationer-savings-usd, x-rationer-settlement, x-rationer-fallbacks, x-rationer-limit, " \
+          "x-rationer-resets-at, retry-after"  # fmt: skip
 
 RID = web.RequestKey("rid", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,12 +77,16 @@ class FrontDoor:
         self.settings = settings
         self.draining = False
         self._cors = set(settings.cors_origins)
-        self._openapi = json.dumps(openapi_document(core.request_limits, settings)).encode()
+        # Both doors' parts in one document.
+        self._openapi = json.dumps(full_document(core.request_limits, settings)).encode()
+        self._messages = MessagesDoor(core, self._json, self._deadline, lambda r: r[RID], self._add_cors)
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._envelope])
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
+                              middlewares=[*tracing_middlewares(), self._envelope])  # fmt: skip
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
+        self._messages.mount(app.router)
         # Model ids may hold a slash ("org/model", as on Hugging Face).
         app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -288,10 +294,14 @@ class FrontDoor:
         return web.json_response({"status": "ok"})
 
     async def ready(self, request: web.Request) -> web.Response:
-        healthy = self.core.ready()
+        healthy, unready = self.core.ready(), self.core.unready()
         ok = bool(healthy) and not self.draining
         status = "ready" if ok else ("draining" if self.draining else "no healthy tier")
-        return web.json_response({"status": status, "healthy_tiers": healthy}, status=200 if ok else 503)
+        # Still 200 with some tiers down (the others serve), but never listed as healthy.
+        if ok and unready:
+            status = "degraded"
+        body = {"status": status, "healthy_tiers": healthy, "unready_tiers": unready}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from rationer.errors import InvalidArgument, RationerError, ResourceExhausted
+from services.router.substitute import hide_addresses
 
 # Past this, retrying soon cannot help (a monthly budget): tell the SDKs not to.
 NO_RETRY_AFTER_S = 60.0
@@ -90,6 +91,8 @@ def domain_response(exc: RationerError, now: datetime, request_id: str = "") -> 
     if isinstance(exc, ResourceExhausted):
         message, limit = limit_details(exc, now)
         headers.update(limit)
+    # The last line of defence: no worker, ledger or upstream address reaches a client.
+    message = hide_addresses(message)
     status = exc.http_status if 400 <= exc.http_status < 600 else 500
     resp = json_error(status, error_body(message, exc.openai_type, exc.openai_code, exc.param), headers)
     if isinstance(exc, HttpError) and exc.close:
@@ -105,7 +108,7 @@ def sse_error(exc: BaseException, now: datetime) -> bytes:
     """An error after the stream started: OpenAI sends an ``error`` event, then closes."""
     if isinstance(exc, RationerError):
         msg = limit_message(exc, now) if isinstance(exc, ResourceExhausted) else exc.message
-        body = error_body(msg, exc.openai_type, exc.openai_code)
+        body = error_body(hide_addresses(msg), exc.openai_type, exc.openai_code)
     else:
         body = error_body("internal error in the gateway; see its logs", "server_error")
     return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -185,8 +185,9 @@ def _schemas(limits: RequestLimits, settings: HttpSettings) -> dict[str, Any]:
                                                    "properties": {"prompt_tokens": nonneg,
                                                                   "total_tokens": nonneg}}}},
         "Ready": {"type": "object", "required": ["status", "healthy_tiers"],
-                  "properties": {"status": {"enum": ["ready", "draining", "no healthy tier"]},
-                                 "healthy_tiers": {"type": "array", "items": {"type": "string"}}}},
+                  "properties": {"status": {"enum": ["ready", "degraded", "draining", "no healthy tier"]},
+                                 "healthy_tiers": {"type": "array", "items": {"type": "string"}},
+                                 "unready_tiers": {"type": "array", "items": {"type": "string"}}}},
     }
 
 

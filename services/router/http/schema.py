@@ -210,6 +210,10 @@ def route_headers(res: RouteResult) -> dict[str, str]:
         # The cost headers read 0 because the ledger has not priced the call
         # yet, not because it was free.
         headers["x-rationer-settlement"] = "pending"
+    if res.fallbacks:
+        # Tiers skipped or failed before the one that answered (only for keys whose policy allows it
+        # when the request named a tier; substitute.py).
+        headers["x-rationer-fallbacks"] = ",".join(res.fallbacks)
     return headers
 
 

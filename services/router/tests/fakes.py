@@ -22,6 +22,7 @@ from services.router.journal import SettlementJournal
 from services.router.pipeline import RouterCore
 from services.router.policy import PressureConfig, TierPolicy, TierSpec
 from services.router.pricing import PriceBook
+from services.router.reference import Reference
 from services.router.types import (
     CachedAnswer,
     Charge,
@@ -180,6 +181,7 @@ class FakeBackend:
     usage_exact: bool = True
     up: bool = True
     calls: int = 0
+    context: int | None = None  # the context window in tokens (None: unknown)
 
     async def complete(
         self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
@@ -208,6 +210,9 @@ class FakeBackend:
     def healthy(self, model: str) -> bool:
         return self.up
 
+    def context_window(self, model: str) -> int | None:
+        return self.context
+
 
 @dataclass
 class Fakes:
@@ -216,7 +221,9 @@ class Fakes:
     scorer: FakeScorer = field(default_factory=FakeScorer)
     backends: dict[str, FakeBackend] = field(default_factory=lambda: {t.name: FakeBackend() for t in TIERS})
 
-    def core(self, *, journal: SettlementJournal | None = None, **config: object) -> RouterCore:
+    def core(
+        self, *, journal: SettlementJournal | None = None, reference: Reference | None = None, **config: object
+    ) -> RouterCore:
         return RouterCore(
             ledger=self.ledger,
             cache=self.cache,
@@ -230,6 +237,7 @@ class Fakes:
             cacheable=cachepolicy.cacheable,
             config=CoreConfig(settle_max_backoff_s=0.01, **config),  # type: ignore[arg-type]
             journal=journal,
+            reference=reference,
         )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 ROUTER = Path(__file__).resolve().parents[1]
 DOORS = [ROUTER / "servicer.py", *sorted((ROUTER / "http").glob("*.py"))]
 # What a door may call on RouterCore (besides its clock).
-FACADE = {"complete", "stream", "principal", "models_for", "ready", "embed", "report_wrong_hit", "request_limits",
-          "clock"}  # fmt: skip
+FACADE = {"complete", "stream", "principal", "models_for", "ready", "unready", "embed", "report_wrong_hit",
+          "request_limits", "clock"}  # fmt: skip
 
 
 def _module(path: Path) -> str:
