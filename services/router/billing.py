@@ -14,11 +14,13 @@ from typing import Any
 
 import structlog
 
+from rationer.errors import ResourceExhausted
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.router.holds import Holds, Spawn
 from services.router.policy import TierSpec
 from services.router.ports import CachePort
 from services.router.pricing import PriceBook
+from services.router.recorder import NULL_RECORDER, Recorder
 from services.router.reference import Reference
 from services.router.settlement import TRANSIENT, Settler, best_effort
 from services.router.types import Charge, Completion, Prepared, Reservation, RouteResult
@@ -30,9 +32,10 @@ class Billing:
     def __init__(
         self, settler: Settler, holds: Holds, prices: PriceBook, cache: CachePort | None, spawn: Spawn,
         reference: Reference | None = None,
+        recorder: Recorder = NULL_RECORDER,
     ) -> None:  # fmt: skip
         self._settler, self._holds, self._prices = settler, holds, prices
-        self._cache, self._spawn = cache, spawn
+        self._cache, self._spawn, self._recorder = cache, spawn, recorder
         # None: the ledger's is_reference price on the served usage (callers that configure none).
         self._reference = reference
 
@@ -84,10 +87,14 @@ class Billing:
         )
         try:
             await self._settler.settle(call)
+        except ResourceExhausted as exc:
+            self._recorder.denied(prep.principal, hit.tier, exc.limit_id)
+            raise
         except TRANSIENT:
             res.settlement_pending = True  # journaled; the drainer records it
         res.add_stage("settle", started)
         res.gateway_overhead_ms = (time.perf_counter() - prep.started) * 1000
+        self._recorder.cache_hit(prep)
         return hit.answer, res
 
     async def commit(
@@ -126,6 +133,7 @@ class Billing:
             cache_read_tokens=out.cache_read_tokens if exact else 0,
             cache_creation_tokens=out.cache_creation_tokens if exact else 0,
         )
+        self._recorder.hold_closed(res)  # from here the journaled commit owns it
         charge: Charge | None = None
         try:
             charge = await self._settler.settle(call)
@@ -142,6 +150,7 @@ class Billing:
             result.cost_nano_usd = charge.cost_nano_usd
             result.savings_nano_usd = charge.counterfactual_nano_usd - charge.cost_nano_usd
         result.gateway_overhead_ms = max((time.perf_counter() - prep.started) * 1000 - out.model_ms, 0.0)
+        self._recorder.settled(prep, tier, charge)
 
     def store_answer(self, prep: Prepared, tier: TierSpec, text: str) -> None:
         """Keep a billed answer in the cache, in the background (best effort)."""

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 
+from rationer.errors import ResourceExhausted
 from services.ledger.calls import CommitCall
+from services.router import access
 from services.router.auth import resolve_project
 from services.router.ports import EmbedderPort, LedgerPort
+from services.router.recorder import NULL_RECORDER, Recorder
 from services.router.request_ids import reused
 from services.router.settlement import TRANSIENT, Settler, best_effort
 from services.router.types import EmbeddingsResult, Principal, Reservation
@@ -26,8 +29,10 @@ EMBEDDINGS_TIER = "embeddings"  # the ledger's reserved tier (services/ledger/mo
 
 
 class Embeddings:
-    def __init__(self, ledger: LedgerPort, settler: Settler, embedder: EmbedderPort) -> None:
-        self._ledger, self._settler, self._embedder = ledger, settler, embedder
+    def __init__(
+        self, ledger: LedgerPort, settler: Settler, embedder: EmbedderPort, recorder: Recorder = NULL_RECORDER
+    ) -> None:
+        self._ledger, self._settler, self._embedder, self._recorder = ledger, settler, embedder, recorder
 
     async def run(self, principal: Principal, texts: list[str], *, request_id: str, project: str) -> EmbeddingsResult:
         """Hold, embed, commit; raises before any compute if the ledger says no."""
@@ -49,17 +54,25 @@ class Embeddings:
             charge = await self._settler.settle(call)
         except TRANSIENT:
             # journaled: it lands when the ledger is back
+            self._recorder.embedded(principal, tokens, None)
+            access.billed(EMBEDDINGS_TIER, MODEL_ID, tokens, 0)
             return EmbeddingsResult(vectors, tokens, 0, settlement_pending=True)
+        self._recorder.embedded(principal, tokens, charge)
+        access.billed(EMBEDDINGS_TIER, MODEL_ID, tokens, int(charge.cost_nano_usd))
         return EmbeddingsResult(vectors, tokens, int(charge.cost_nano_usd), settlement_pending=False)
 
     def _count(self, texts: list[str]) -> int:
         return sum(self._embedder.count_tokens(t) for t in texts)
 
     async def _reserve(self, principal: Principal, tokens: int, request_id: str, project: str) -> Reservation:
-        res = await self._ledger.authorize(
-            key_id=principal.key_id, tier=EMBEDDINGS_TIER, model=MODEL_ID, prompt_tokens=tokens,
-            max_completion_tokens=0, project=resolve_project(principal, project), request_id=request_id,
-        )  # fmt: skip
+        try:
+            res = await self._ledger.authorize(
+                key_id=principal.key_id, tier=EMBEDDINGS_TIER, model=MODEL_ID, prompt_tokens=tokens,
+                max_completion_tokens=0, project=resolve_project(principal, project), request_id=request_id,
+            )  # fmt: skip
+        except ResourceExhausted as exc:
+            self._recorder.denied(principal, EMBEDDINGS_TIER, exc.limit_id)
+            raise
         if res.replayed:  # as for a chat: another call already used this id
             raise reused(request_id)
         return res

@@ -11,6 +11,7 @@ from rationer.errors import DeadlineExceeded
 from services.router.deadline import within
 from services.router.policy import TierSpec
 from services.router.ports import LedgerPort
+from services.router.recorder import NULL_RECORDER, Recorder
 from services.router.request_ids import reused
 from services.router.settlement import TRANSIENT, retry_settlement, settle_later
 from services.router.tokens import ByteBound, TokenCounter, count_prompt
@@ -27,8 +28,9 @@ class Holds:
         *,
         counters: Mapping[str, TokenCounter] | None = None,
         release_window_s: float = 240.0,
+        recorder: Recorder = NULL_RECORDER,
     ) -> None:
-        self._ledger, self._spawn = ledger, spawn
+        self._ledger, self._spawn, self.recorder = ledger, spawn, recorder
         # Per tier: how a hold's prompt tokens are counted (tokens.py). A tier
         # without one gets the byte bound with the default template allowance.
         self._counters: Mapping[str, TokenCounter] = counters or {}
@@ -70,6 +72,7 @@ class Holds:
             # call's hold and charge (a free answer). Its hold is not ours to
             # release either.
             raise reused(prep.request_id)
+        self.recorder.hold_placed(prep, tier, res)
         return res
 
     async def _authorize(self, prep: Prepared, tier: TierSpec, ledger_id: str) -> Reservation:
@@ -92,6 +95,8 @@ class Holds:
             await self.release(prep, res, "the caller went away while the hold was being placed")
 
     async def release(self, prep: Prepared, res: Reservation, reason: str) -> None:
+        self.recorder.hold_closed(res)  # released now or expiring on its own: not outstanding for this router
+
         def op() -> Coroutine[Any, Any, None]:
             return self._ledger.release(
                 reservation_id=res.reservation_id, key_id=prep.principal.key_id, reason=reason[:200]

@@ -28,9 +28,9 @@ async def serve(settings: RouterSettings) -> None:
     if settings.http.enabled:
         from services.router.http.app import start_http
 
-        http_runner = await start_http(deps.core, settings.http)
+        http_runner = await start_http(deps.core, settings.http, registry=deps.metrics.registry)
     if settings.metrics_port is not None:
-        start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+        start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     log.info("router serving", port=port, http=settings.http.listen if http_runner else None)
 
     async def drain() -> None:

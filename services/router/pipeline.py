@@ -30,6 +30,7 @@ import structlog
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import DeadlineExceeded, FailedPrecondition, RationerError, ResourceExhausted, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
+from services.router import access
 from services.router.auth import AuthCache, resolve_project
 from services.router.billing import Billing
 from services.router.deadline import within
@@ -42,6 +43,7 @@ from services.router.plan import FALLBACK_ERRORS, exhausted, healthy_tiers, plan
 from services.router.policy import TierPolicy, TierSpec
 from services.router.ports import CachePort, EmbedderPort, LedgerPort, ModelBackend, ScorerPort
 from services.router.pricing import PriceBook
+from services.router.recorder import NULL_RECORDER, Recorder
 from services.router.reference import Reference
 from services.router.request_ids import feedback_request_id
 from services.router.settlement import Settler, best_effort
@@ -92,6 +94,7 @@ class RouterCore:
         clock: Clock = SYSTEM_CLOCK,
         counters: Mapping[str, TokenCounter] | None = None,
         reference: Reference | None = None,
+        recorder: Recorder = NULL_RECORDER,
     ) -> None:
         # The router's one wall clock (retry headers, timestamps); deadlines
         # use time.monotonic, which no date can move.
@@ -107,19 +110,24 @@ class RouterCore:
         self.journal = journal if journal is not None else SettlementJournal(clock=clock)
         self.settler = Settler(ledger, self.journal, self.spawn, max_backoff_s=self.config.settle_max_backoff_s)
         self._background: set[asyncio.Task[Any]] = set()
+        # Metrics hooks at the settle, deny and fallback points (telemetry.py; a no-op by default).
+        self.recorder = recorder
         self.lookup = Lookup(ledger=ledger, cache=cache, embedder=embedder, batcher=batcher)
-        self.holds = Holds(ledger, self.spawn, counters=counters, release_window_s=self.config.settle_retry_window_s)
-        self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn, reference)
-        self._embeddings = Embeddings(ledger, self.settler, embedder)
+        self.holds = Holds(ledger, self.spawn, counters=counters, release_window_s=self.config.settle_retry_window_s,
+                           recorder=recorder)  # fmt: skip
+        self.billing = Billing(self.settler, self.holds, prices, cache, self.spawn, reference, recorder)
+        self._embeddings = Embeddings(ledger, self.settler, embedder, recorder)
 
     # ---- the façade the doors use ------------------------------------------------
 
     async def principal(self, api_key: str) -> Principal:
-        return await self.auth.principal(api_key)
+        principal = await self.auth.principal(api_key)
+        access.identified(principal)  # the access log names the caller, even if the request fails later
+        return principal
 
     async def models_for(self, api_key: str) -> tuple[TierSpec, ...]:
         """The tiers this key may use, cheapest first."""
-        principal = await self.auth.principal(api_key)
+        principal = await self.principal(api_key)
         return self.policy.allowed(principal.allowed_tiers)
 
     def ready(self) -> list[str]:
@@ -142,7 +150,7 @@ class RouterCore:
         The dearest tier for ``auto``: it is the one a hard prompt goes to,
         and the count is what its hold would be sized for.
         """
-        principal = await self.auth.principal(api_key)
+        principal = await self.principal(api_key)
         allowed, explicit = self.policy.check_access(model, principal.allowed_tiers)
         tier = explicit or max(allowed, key=lambda t: t.rank)
         return await count_prompt(self.holds.counter(tier), messages)
@@ -152,7 +160,7 @@ class RouterCore:
 
     async def report_wrong_hit(self, api_key: str, request_id: object) -> WrongHitReport:
         """A key flags an answer it got from the cache (docs/cache.md, "Feedback")."""
-        principal = await self.auth.principal(api_key)
+        principal = await self.principal(api_key)
         rid = feedback_request_id(request_id)
         if self.cache is None or not self.config.cache_enabled:
             raise FailedPrecondition("this gateway runs without the cache; no answer came from it")
@@ -163,6 +171,7 @@ class RouterCore:
             await best_effort(
                 self.ledger.record_wrong_hit(key_id=principal.key_id, request_id=rid), "record wrong hit"
             )
+            self.recorder.wrong_hit(principal)
         return report
 
     # ---- unary ---------------------------------------------------------------------
@@ -174,7 +183,7 @@ class RouterCore:
         prep = await self.prepare(api_key, raw, request_id=request_id, deadline=deadline)
         if prep.cached is not None:
             return await self.billing.serve_hit(prep)
-        tries = _Tries(prep)
+        tries = _Tries(prep, self.recorder)
         while (placed := await self._reserve_next(prep, tries)) is not None:
             tier, hold = placed
             try:
@@ -216,7 +225,7 @@ class RouterCore:
             yield StreamEvent(delta=text)
             yield StreamEvent(final=result)
             return
-        tries, sent_any = _Tries(prep), False
+        tries, sent_any = _Tries(prep, self.recorder), False
         while (placed := await self._reserve_next(prep, tries)) is not None:
             tier, hold = placed
             attempt = StreamAttempt(self.backends[tier.name], self.holds, self.billing, prep, tier, hold,
@@ -274,6 +283,7 @@ class RouterCore:
             result=RouteResult(request_id=rid),
         )  # fmt: skip
         prep.result.stage_ms["auth"] = auth_ms
+        access.attach(prep)
         async with within(deadline, "looking up the cache and embedding the prompt"):
             await self.lookup.run(prep, need_vector=self.policy.resolve(req.model) is None)
         if prep.cached is None:
@@ -284,7 +294,7 @@ class RouterCore:
 
     async def _authenticate(self, api_key: str, deadline: float | None) -> Principal:
         async with within(deadline, "authenticating the key"):
-            principal = await self.auth.principal(api_key)
+            principal = await self.principal(api_key)
         # Logs here and in every downstream service (via call metadata) name
         # the caller; the interceptor's context scope ends with the call.
         structlog.contextvars.bind_contextvars(
@@ -327,6 +337,7 @@ class RouterCore:
             try:
                 return tier, await self.holds.place(prep, tier)
             except ResourceExhausted as exc:
+                self.recorder.denied(prep.principal, tier.name, exc.limit_id)
                 tries.last = exc
                 tries.queue = list(prep.plan.after_denial(tier, exc.limit_id))
                 prep.result.downgraded = prep.result.downgraded or bool(tries.queue)
@@ -363,14 +374,15 @@ class RouterCore:
 class _Tries:
     """What is left of one request's plan: the tiers still to try and the last error."""
 
-    def __init__(self, prep: Prepared) -> None:
+    def __init__(self, prep: Prepared, recorder: Recorder) -> None:
         assert prep.plan is not None
-        self._prep = prep
+        self._prep, self._recorder = prep, recorder
         self.queue = list(prep.plan.tiers)
         self.last: RationerError | None = None
 
     def failed(self, tier: TierSpec, exc: RationerError) -> None:
         self._prep.result.fallbacks.append(tier.name)
+        self._recorder.fallback(self._prep, tier)
         self.last = exc
 
 

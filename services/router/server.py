@@ -18,4 +18,4 @@ def create_server(address: str, deps: RouterDeps) -> tuple[grpc.aio.Server, int]
 
     # No service credential: the router's callers present API keys.
     return build_server(address, service="router", service_names=[SERVICE_NAME], register=register,
-                        credential=None)  # fmt: skip
+                        credential=None, metrics=deps.metrics)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import structlog
@@ -14,6 +14,7 @@ from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.convert import FINISH_TO_PROTO
 from rationer.platform.identity import bearer
 from rationer.platform.interceptor import REQUEST_ID_KEY
+from services.router import access
 from services.router.pipeline import RouterCore
 from services.router.request_ids import check_request_id
 from services.router.types import CompletionRequest, GenParams, Message, RouteResult
@@ -88,18 +89,39 @@ def _request_id(md: dict[str, str]) -> str:
     return str(structlog.contextvars.get_contextvars().get("request_id", ""))
 
 
+@contextlib.contextmanager
+def _logged(method: str) -> Iterator[Callable[[], None]]:
+    """The call's access-log line (access.py): OK once ``done()`` ran, else the error's code."""
+    ok: list[bool] = []
+    with access.request("grpc", _bound_request_id()) as entry:
+        try:
+            yield lambda: ok.append(True)
+        except BaseException as exc:
+            access.failed(exc)
+            access.finish(entry, method, access.grpc_status(exc))
+            raise
+        # A stream the caller stopped reading ends here without done(): it was cancelled.
+        access.finish(entry, method, "OK" if ok else "CANCELLED")
+
+
+def _bound_request_id() -> str:
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))
+
+
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, core: RouterCore) -> None:
         self._core = core
 
     async def Complete(self, request: router_pb2.CompleteRequest, context: Any) -> router_pb2.CompleteResponse:
         md = _metadata(context)
-        text, res = await self._core.complete(
-            bearer_token(md),
-            to_request(request, md.get("x-rationer-project", "")),
-            request_id=_request_id(md),
-            deadline=_deadline(context),
-        )
+        with _logged("Complete") as done:
+            text, res = await self._core.complete(
+                bearer_token(md),
+                to_request(request, md.get("x-rationer-project", "")),
+                request_id=_request_id(md),
+                deadline=_deadline(context),
+            )
+            done()
         if res.fallbacks:
             # As the HTTP door's header: the answer is not from the first tier planned (RouteInfo.fallbacks too).
             context.set_trailing_metadata((("x-rationer-fallbacks", ",".join(res.fallbacks)),))
@@ -109,20 +131,22 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.CompleteRequest, context: Any
     ) -> AsyncIterator[router_pb2.CompleteChunk]:
         md = _metadata(context)
-        events = self._core.stream(
-            bearer_token(md),
-            to_request(request, md.get("x-rationer-project", "")),
-            request_id=_request_id(md),
-            deadline=_deadline(context),
-        )
-        # aclosing: a caller that cancels closes the core's stream now (which
-        # stops the model and bills what it generated), not at garbage collection.
-        async with contextlib.aclosing(events):
-            async for ev in events:
-                if ev.final is not None:
-                    yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))
-                else:
-                    yield router_pb2.CompleteChunk(delta=ev.delta, restart=ev.restart)
+        with _logged("CompleteStream") as done:
+            events = self._core.stream(
+                bearer_token(md),
+                to_request(request, md.get("x-rationer-project", "")),
+                request_id=_request_id(md),
+                deadline=_deadline(context),
+            )
+            # aclosing: a caller that cancels closes the core's stream now (which
+            # stops the model and bills what it generated), not at garbage collection.
+            async with contextlib.aclosing(events):
+                async for ev in events:
+                    if ev.final is not None:
+                        yield router_pb2.CompleteChunk(final=True, route=route_info(ev.final))
+                    else:
+                        yield router_pb2.CompleteChunk(delta=ev.delta, restart=ev.restart)
+            done()
 
     async def ListTiers(self, request: router_pb2.ListTiersRequest, context: Any) -> router_pb2.ListTiersResponse:
         md = _metadata(context)

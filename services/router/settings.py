@@ -150,6 +150,8 @@ class RouterSettings(ServiceSettings):
     # router replica. "" keeps them in memory only: not durable.
     settlement_journal: Path | None = Path(".rationer/router-settlements.sqlite3")
     http: HttpSettings = HttpSettings()
+    # /metrics labels the first N distinct teams by id, the rest "other" (0: no per-team label).
+    metrics_max_teams: int = Field(default=50, ge=0, le=1000)
 
     @field_validator("settlement_journal", mode="before")
     @classmethod

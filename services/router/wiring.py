@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from rationer.errors import RationerError
+from rationer.platform.metrics import RpcMetrics
 from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
@@ -32,6 +33,7 @@ from services.router.ports import ModelBackend
 from services.router.pricing import PriceBook
 from services.router.reference import Reference, reference_tier
 from services.router.settings import RouterSettings, TierSettings
+from services.router.telemetry import PrometheusRecorder
 from services.router.tokens import GgufCounter, TokenCounter, tier_counter, verify_counters
 from services.router.types import CoreConfig, RequestLimits
 
@@ -42,10 +44,12 @@ Closer = Callable[[], Awaitable[None]]
 
 @dataclass
 class RouterDeps:
-    """The core and how to let go of what it holds (channels, threads, the journal)."""
+    """The core, the router's own metrics registry, and how to let go of what it holds."""
 
     core: RouterCore
     closers: list[Closer] = field(default_factory=list)
+    # The gRPC server, the HTTP door's /metrics and the metrics port all serve this registry.
+    metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
     async def close(self) -> None:
         await self.core.drain()
@@ -75,6 +79,10 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     reference = Reference(ref_tier := reference_tier(settings.tiers, settings.reference_tier), counters.get(ref_tier))
     prices = await _prices(ledger, closers, ref_tier)
     journal = SettlementJournal(settings.settlement_journal)
+    metrics = RpcMetrics()
+    recorder = PrometheusRecorder(metrics.registry, [t.name for t in settings.tiers],
+                                  max_teams=settings.metrics_max_teams)  # fmt: skip
+    recorder.watch_journal(journal.__len__)
     core = RouterCore(
         ledger=ledger,
         cache=cache,
@@ -99,6 +107,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
         journal=journal,
         counters=counters,
         reference=reference,
+        recorder=recorder,
     )
     core.resume_settlements()
 
@@ -110,7 +119,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
 
     # Closed last, after the drain (RouterDeps.close) and after the ledger channel.
     closers[:0] = [close_batcher, close_journal]
-    return RouterDeps(core, closers)
+    return RouterDeps(core, closers, metrics)
 
 
 def _services(settings: RouterSettings, closers: list[Closer]) -> tuple[GrpcLedger, GrpcCache | None]:

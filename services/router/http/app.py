@@ -22,10 +22,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
+from services.router import access
 from services.router.anthropic.door import MessagesDoor
 from services.router.anthropic.openapi import full_document
 from services.router.http.embeddings import embeddings_body, parse_inputs
@@ -40,6 +41,7 @@ from services.router.http.input import (
     timeout_header,
     token_list_header,
 )
+from services.router.http.metrics import HttpMetrics
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
 from services.router.http.tracing import tracing_middlewares
 from services.router.pipeline import RouterCore
@@ -49,14 +51,6 @@ from services.router.settings import HttpSettings
 from services.router.types import StreamEvent
 
 log = structlog.get_logger(__name__)
-
-HTTP_REQUESTS = Counter("rationer_http_requests_total", "HTTP requests handled", ["route", "method", "status"])
-HTTP_SECONDS = Histogram(
-    "rationer_http_request_seconds",
-    "HTTP request latency (to the last byte for streams)",
-    ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
-)
 
 EXPOSED = "x-request-id, x-rationer-tier, x-rationer-model, x-rationer-cache, x-rationer-cost-usd, " \
           "x-rationer-savings-usd, x-rationer-settlement, x-rationer-fallbacks, x-rationer-limit, " \
@@ -76,8 +70,10 @@ def _route_name(request: web.Request) -> str:
 class FrontDoor:
     """Handlers and middleware; one instance per router process."""
 
-    def __init__(self, core: RouterCore, settings: HttpSettings) -> None:
+    def __init__(self, core: RouterCore, settings: HttpSettings, registry: CollectorRegistry | None = None) -> None:
         self.core = core
+        # The router's registry (RouterDeps.metrics), so /metrics here shows the gRPC and pipeline series too.
+        self._metrics = HttpMetrics(registry if registry is not None else CollectorRegistry(auto_describe=True))
         self.settings = settings
         self.draining = False
         self._cors = set(settings.cors_origins)
@@ -115,6 +111,20 @@ class FrontDoor:
         except InvalidArgument as exc:
             bad_id = exc
         request[RID] = rid
+        with access.request("http", rid) as entry:
+            try:
+                resp = await self._respond(request, handler, rid, bad_id)
+            except asyncio.CancelledError:
+                access.finish(entry, request.method, 499, route=_route_name(request))  # the client went away
+                raise
+            route = _route_name(request)
+            access.finish(entry, request.method, resp.status, route=route, quiet=not route.startswith("/v1"))
+        self._metrics.observe(route, request.method, resp.status, time.perf_counter() - started)
+        return resp
+
+    async def _respond(
+        self, request: web.Request, handler: Handler, rid: str, bad_id: InvalidArgument | None
+    ) -> web.StreamResponse:
         origin = request.headers.get("Origin", "")
         if request.method == "OPTIONS" and self._cors and origin:
             resp: web.StreamResponse = self._preflight(request, origin)
@@ -127,9 +137,6 @@ class FrontDoor:
             self._add_cors(request, resp)
             if resp.keep_alive is False:
                 await _send_and_close(request, resp)
-        route = _route_name(request)
-        HTTP_REQUESTS.labels(route, request.method, str(resp.status)).inc()
-        HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
         return resp
 
     def _add_cors(self, request: web.Request, resp: web.StreamResponse) -> None:
@@ -143,6 +150,7 @@ class FrontDoor:
         try:
             return await handler(request)
         except RationerError as exc:
+            access.failed(exc)
             if exc.http_status >= 500:
                 log.warning("request failed", status=exc.http_status, error=exc.message)
             return domain_response(exc, self.core.clock.now(), rid)
@@ -296,7 +304,7 @@ class FrontDoor:
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
@@ -349,9 +357,11 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def start_http(core: RouterCore, settings: HttpSettings) -> HttpRunner:
-    """Serve the front door on ``settings.listen`` (port 0 picks a free one)."""
-    door = FrontDoor(core, settings)
+async def start_http(
+    core: RouterCore, settings: HttpSettings, registry: CollectorRegistry | None = None
+) -> HttpRunner:
+    """Serve the front door on ``settings.listen`` (port 0 picks a free one); /metrics serves ``registry``."""
+    door = FrontDoor(core, settings, registry)
     # handler_cancellation: a client that disconnects cancels its handler, so
     # generation stops at once and is settled for what it produced. The body
     # timeout also bounds a connection that stalls in its headers or sits idle
