@@ -94,14 +94,8 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
         canonicalize=cachepolicy.canonicalize,
         cache_context=cachepolicy.context_of,
         cacheable=cachepolicy.cacheable,
-        limits=RequestLimits(
-            default_max_tokens=settings.default_max_tokens,
-            max_tokens_cap=settings.max_tokens_cap,
-            max_prompt_chars=settings.max_prompt_chars,
-        ),
-        config=CoreConfig(
-            downgrade_on_exhaustion=settings.downgrade_on_exhaustion, fallback_for=tuple(settings.fallback_for)
-        ),
+        limits=_limits(settings),
+        config=CoreConfig(settings.downgrade_on_exhaustion, fallback_for=tuple(settings.fallback_for)),
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
         journal=journal,
@@ -120,6 +114,11 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     # Closed last, after the drain (RouterDeps.close) and after the ledger channel.
     closers[:0] = [close_batcher, close_journal]
     return RouterDeps(core, closers, metrics)
+
+
+def _limits(settings: RouterSettings) -> RequestLimits:
+    return RequestLimits(default_max_tokens=settings.default_max_tokens, max_tokens_cap=settings.max_tokens_cap,
+                         max_prompt_chars=settings.max_prompt_chars)  # fmt: skip
 
 
 def _services(settings: RouterSettings, closers: list[Closer]) -> tuple[GrpcLedger, GrpcCache | None]:

@@ -14,7 +14,6 @@ handler, which closes the core's stream: what was generated is billed
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -31,6 +30,7 @@ from services.router.anthropic.version import check_version
 from services.router.http.errors import HttpError
 from services.router.http.input import MAX_KEY_CHARS, bearer_key, text_header
 from services.router.http.schema import route_headers, route_meta
+from services.router.http.streaming import serve_stream
 from services.router.pipeline import RouterCore
 from services.router.types import CompletionRequest, RouteResult, StreamEvent
 
@@ -140,24 +140,11 @@ class MessagesDoor:
                 "x-request-id": writer.request_id, "request-id": writer.request_id,
             })  # fmt: skip
             self._cors(request, resp)
-            await resp.prepare(request)
-            try:
-                await resp.write(writer.start())
-                await _pump(resp, first, events, writer)
-            except asyncio.CancelledError:
-                # The client went away: leaving the block closes the core's
-                # stream, which bills what was generated (stream.py).
-                log.info("client disconnected mid-stream")
-                raise
-            except ConnectionResetError:
-                log.info("client disconnected mid-stream")
-                return resp
-            except Exception as exc:
-                if not isinstance(exc, RationerError):
-                    log.exception("stream failed")
-                await resp.write(stream_error(exc, self.core.clock.now()))
-            await resp.write_eof()
-            return resp
+            return await serve_stream(
+                request, resp, start=writer.start(),
+                pump=lambda: _pump(resp, first, events, writer),
+                error_event=lambda exc: stream_error(exc, self.core.clock.now()),
+            )
 
 
 async def _pump(resp: web.StreamResponse, ev: StreamEvent, events: AsyncIterator[StreamEvent],

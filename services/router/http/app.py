@@ -43,6 +43,7 @@ from services.router.http.input import (
 )
 from services.router.http.metrics import HttpMetrics
 from services.router.http.schema import ChunkWriter, completion_body, parse_chat, route_headers
+from services.router.http.streaming import serve_stream
 from services.router.http.tracing import tracing_middlewares
 from services.router.pipeline import RouterCore
 from services.router.policy import TierSpec
@@ -232,26 +233,11 @@ class FrontDoor:
                 "X-Accel-Buffering": "no", "x-request-id": writer.request_id,
             })  # fmt: skip
             self._add_cors(request, resp)  # headers go out now, before the middleware sees it
-            await resp.prepare(request)
-            try:
-                await resp.write(writer.delta("", first=True))
-                await self._pump(resp, first, events, writer)
-            except asyncio.CancelledError:
-                # The client went away (aiohttp cancels the handler): leaving
-                # the block closes the generator, which stops generation and
-                # commits what was generated (stream.py), or releases the
-                # hold if nothing was.
-                log.info("client disconnected mid-stream")
-                raise
-            except ConnectionResetError:
-                log.info("client disconnected mid-stream")
-                return resp
-            except Exception as exc:
-                if not isinstance(exc, RationerError):
-                    log.exception("stream failed")
-                await resp.write(sse_error(exc, self.core.clock.now()))
-            await resp.write_eof()
-            return resp
+            return await serve_stream(
+                request, resp, start=writer.delta("", first=True),
+                pump=lambda: self._pump(resp, first, events, writer),
+                error_event=lambda exc: sse_error(exc, self.core.clock.now()),
+            )
 
     async def _pump(
         self, resp: web.StreamResponse, ev: StreamEvent, events: AsyncIterator[StreamEvent], writer: ChunkWriter
