@@ -125,7 +125,11 @@ async def test_undecodable_authorization_is_401_before_any_lookup_and_logs_nothi
         del stack.core.auth.principal
     assert calls == []  # refused before the ledger was asked
     text = service_log.text()
-    assert "Traceback" not in text and len(text) < 1024, text[:2000]
+    # One access-log line per refused request (issue 18, item 12), and nothing else of any size.
+    access = [line for line in text.splitlines() if "status=401" in line and "error_code=UNAUTHENTICATED" in line]
+    rest = "\n".join(line for line in text.splitlines() if line not in access)
+    assert len(access) == 5 and "Traceback" not in text and len(rest) < 1024, text[:2000]
+    assert auth.removeprefix(b"Bearer ").decode("latin-1") not in text
 
 
 FRAMING_CASES = [
