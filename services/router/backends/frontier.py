@@ -328,6 +328,8 @@ class FrontierBackend:
         self._open_until = 0.0
         # Set by the readiness probe (backends/probe.py); a call that succeeds sets it too.
         self.reachable = True
+        self._probed = False
+        self._probe_misses = 0
 
     def healthy(self, model: str) -> bool:
         return self.reachable and time.monotonic() >= self._open_until
@@ -336,9 +338,19 @@ class FrontierBackend:
         """The configured context window (``tiers[].context_window``); None: unknown, the provider decides."""
         return self._context_window
 
-    async def probe(self) -> bool:
-        """Probe the endpoint now; an unreachable one is not healthy until a later probe reaches it."""
-        was, self.reachable = self.reachable, await self.client.reachable()
+    async def probe(self, misses_to_mark_down: int = 2) -> bool:
+        """Probe the endpoint now; an unreachable one is not healthy until a later probe reaches it.
+
+        The first probe (before serving) decides alone. After that a tier
+        that has been answering is marked down only after consecutive misses:
+        one probe timing out on a busy host must not turn away every call
+        that names the tier for the next interval.
+        """
+        answered = await self.client.reachable()
+        self._probe_misses = 0 if answered else self._probe_misses + 1
+        first, self._probed = not self._probed, True
+        down = not answered and (first or self._probe_misses >= misses_to_mark_down)
+        was, self.reachable = self.reachable, (self.reachable or answered) and not down
         if was != self.reachable:
             log.warning("frontier endpoint " + ("reachable again" if self.reachable else "unreachable"),
                         model=self.client.config.model)  # fmt: skip
