@@ -79,6 +79,7 @@ class _Opts:
     top_p: float | None = None
     stop: Sequence[str] = ()
     seed: int | None = None
+    top_k: int | None = None  # local tiers and Anthropic upstreams; OpenAI-compatible ones ignore it
     no_cache: bool = False
     allow_cache_when_sampling: bool = False
     timeout: float | None = 120.0
@@ -99,7 +100,7 @@ def _messages(messages: MessagesLike) -> list[common_pb2.ChatMessage]:
 def _request(messages: MessagesLike, o: _Opts) -> router_pb2.CompleteRequest:
     return router_pb2.CompleteRequest(
         messages=_messages(messages),
-        params=generation_params(o.max_tokens, o.stop, o.temperature, o.top_p, o.seed),
+        params=generation_params(o.max_tokens, o.stop, o.temperature, o.top_p, o.seed, o.top_k),
         model=o.model,
         no_cache=o.no_cache,
         allow_cache_when_sampling=o.allow_cache_when_sampling,

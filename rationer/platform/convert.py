@@ -33,6 +33,7 @@ def generation_params(
     temperature: float | None = None,
     top_p: float | None = None,
     seed: int | None = None,
+    top_k: int | None = None,
 ) -> common_pb2.GenerationParams:
     """A ``GenerationParams`` with the optional fields set only when given."""
     params = common_pb2.GenerationParams(max_tokens=max_tokens, stop=list(stop))
@@ -42,4 +43,6 @@ def generation_params(
         params.top_p = top_p
     if seed is not None:
         params.seed = seed
+    if top_k is not None:
+        params.top_k = top_k
     return params

@@ -46,6 +46,7 @@ def to_request(msg: router_pb2.CompleteRequest, project: str) -> CompletionReque
             top_p=p.top_p if p.HasField("top_p") else None,
             stop=tuple(p.stop),
             seed=p.seed if p.HasField("seed") else None,
+            top_k=p.top_k if p.HasField("top_k") else None,
         ),
         model=msg.model,
         allow_cache_when_sampling=msg.allow_cache_when_sampling,

@@ -37,6 +37,7 @@ class GenParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    top_k: int | None = None  # local workers and Anthropic upstreams; OpenAI has none
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from rationer.errors import InvalidArgument
 from services.router.types import CompletionRequest, GenParams, RequestLimits
 
 ROLES = frozenset({"system", "user", "assistant"})
+# The local workers accept 1..1000 (services/slm_worker/engine.py MAX_TOP_K).
+MAX_TOP_K = 1000
 
 
 def _check_text(value: str, what: str) -> None:
@@ -64,10 +66,13 @@ def _validate_params(p: GenParams, limits: RequestLimits) -> GenParams:
         raise InvalidArgument(f"temperature is {p.temperature}; use a value between 0 and 2", param="temperature")
     if p.top_p is not None and (not math.isfinite(p.top_p) or not 0 < p.top_p <= 1):
         raise InvalidArgument(f"top_p is {p.top_p}; use a value in (0, 1]", param="top_p")
+    if p.top_k is not None and not 1 <= p.top_k <= MAX_TOP_K:
+        raise InvalidArgument(f"top_k is {p.top_k}; use a whole number from 1 to {MAX_TOP_K}", param="top_k")
     if len(p.stop) > limits.max_stop:
         raise InvalidArgument(f"{len(p.stop)} stop sequences; at most {limits.max_stop} are allowed", param="stop")
     for s in p.stop:
         if not s or len(s) > limits.max_stop_chars:
             raise InvalidArgument(f"stop sequences must be 1..{limits.max_stop_chars} characters", param="stop")
         _check_text(s, "a stop sequence")
-    return GenParams(max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop, seed=p.seed)
+    return GenParams(max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop, seed=p.seed,
+                     top_k=p.top_k)  # fmt: skip

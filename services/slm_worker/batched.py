@@ -213,7 +213,7 @@ class BatchedContext:
         if req.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
             return chain
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(40))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(req.top_k))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(req.top_p, 1))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(0.05, 1))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(req.temperature))

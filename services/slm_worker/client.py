@@ -36,6 +36,7 @@ class GenerationParams:
     top_p: float | None = None
     stop: Sequence[str] = ()
     seed: int | None = None
+    top_k: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _request(
     return pb.GenerateRequest(
         model=model,
         messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
-        params=generation_params(p.max_tokens, p.stop, p.temperature, p.top_p, p.seed),
+        params=generation_params(p.max_tokens, p.stop, p.temperature, p.top_p, p.seed, p.top_k),
         request_id=request_id,
     )
 

@@ -33,6 +33,9 @@ PREFILL_CHUNK = 128
 RANDOM_SEED = 0xFFFFFFFF
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 40  # llama.cpp's own default
+# Above a few thousand the filter is a no-op on these vocabularies (49k-262k) but costs a sort.
+MAX_TOP_K = 1000
 
 
 @dataclass
@@ -41,6 +44,7 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     deadline: float | None = None  # time.monotonic() value
@@ -176,7 +180,7 @@ class Slot:
             req.prompt_tokens,
             temp=max(req.temperature, 0.0),
             top_p=req.top_p,
-            top_k=40,
+            top_k=req.top_k,
             min_p=0.05,
             repeat_penalty=1.0,
             reset=True,

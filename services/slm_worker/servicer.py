@@ -47,6 +47,7 @@ def _params(p: common_pb2.GenerationParams) -> Params:
         top_p=p.top_p if p.HasField("top_p") else None,
         stop=list(p.stop),
         seed=p.seed if p.HasField("seed") else None,
+        top_k=p.top_k if p.HasField("top_k") else None,
     )
 
 

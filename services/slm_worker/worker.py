@@ -18,7 +18,9 @@ import structlog
 from rationer.errors import InvalidArgument, NotFound
 from services.slm_worker.engine import (
     DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
     DEFAULT_TOP_P,
+    MAX_TOP_K,
     GenerationOutcome,
     GenerationRequest,
     TextPiece,
@@ -42,6 +44,7 @@ class Params:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    top_k: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class Worker:
             max_tokens=_max_tokens(loaded.entry, len(tokens), params.max_tokens),
             temperature=DEFAULT_TEMPERATURE if params.temperature is None else params.temperature,
             top_p=DEFAULT_TOP_P if params.top_p is None else params.top_p,
+            top_k=DEFAULT_TOP_K if params.top_k is None else params.top_k,
             stop=[*params.stop, *format_stops],
             seed=params.seed,
             deadline=None if timeout_s is None else time.monotonic() + timeout_s,
@@ -154,6 +158,8 @@ class Worker:
             raise InvalidArgument(f"seed must be between 0 and {MAX_SEED}, got {p.seed}")
         if p.top_p is not None and not (0 < p.top_p <= 1):
             raise InvalidArgument(f"top_p must be in (0, 1], got {p.top_p}")
+        if p.top_k is not None and not 1 <= p.top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {p.top_k}")
         if len(p.stop) > self._limits.max_stop_sequences:
             raise InvalidArgument(
                 f"at most {self._limits.max_stop_sequences} stop sequences are allowed, got {len(p.stop)}"

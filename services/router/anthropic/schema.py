@@ -193,17 +193,19 @@ def parse_messages_request(body: Any) -> MessagesCall:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad(f"must be true or false, got {_shown(stream)}", "stream")
+    top_k = _int(body, "top_k", 1)
     params = GenParams(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0.0, 1.0),
         top_p=_number(body, "top_p", 0.0, 1.0),
         stop=_stop_sequences(body.get("stop_sequences")),
+        top_k=top_k,  # the core passes it to local workers and Anthropic upstreams
     )
     return MessagesCall(
         model=model,
         messages=_system(body.get("system")) + parse_messages(body.get("messages")),
         params=params,
-        top_k=_int(body, "top_k", 1),
+        top_k=top_k,
         stream=bool(stream),
         user=_user(body.get("metadata")),
     )

@@ -126,6 +126,7 @@ def payload(model: str, messages: Sequence[Message], params: GenParams, stream: 
         body["temperature"] = min(params.temperature, 1.0)
     if params.top_p is not None:
         body["top_p"] = params.top_p
+    top_k = params.top_k if top_k is None else top_k
     if top_k is not None:
         body["top_k"] = top_k
     if params.stop:

@@ -58,7 +58,7 @@ def _messages(messages: Sequence[Message]) -> list[ChatMessage]:
 
 def _params(p: GenParams) -> GenerationParams:
     return GenerationParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop,
-                            seed=p.seed)  # fmt: skip
+                            seed=p.seed, top_k=p.top_k)  # fmt: skip
 
 
 def _timeout(deadline: float | None) -> float | None:
