@@ -37,7 +37,7 @@ def contribution(ev: UsageEvent) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-_UPSERT = (
+UPSERT = (
     "INSERT INTO rollups_hourly (hour, day, key_id, tier, model, project, org_id, team_id, user_id, "
     + ", ".join(SUM_COLS)
     + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -49,7 +49,7 @@ _UPSERT = (
 
 def upsert(ev: UsageEvent, sums: tuple[int, ...]) -> Query:
     hour = hour_of(ev.time_us)
-    return (_UPSERT, (hour, utc_day(hour), ev.key_id, ev.tier, ev.model, ev.project, ev.org_id, ev.team_id,
+    return (UPSERT, (hour, utc_day(hour), ev.key_id, ev.tier, ev.model, ev.project, ev.org_id, ev.team_id,
                       ev.user_id, *sums))  # fmt: skip
 
 
