@@ -196,7 +196,8 @@ class LedgerAdmin:
         validate.text("budget_id", budget_id, 600, required=True)
         now = self._ledger.now()
         return await self._store.write(lambda: audit.audited(
-            actor, "budgets.remove", lambda b: b.id, sql_console.remove_budget(budget_id, now), now))  # fmt: skip
+            actor, "budgets.remove", lambda b: b.id, sql_console.remove_budget(budget_id, now), now,
+            removed=True))  # fmt: skip
 
     async def list_budgets(self, kind: str, scope_id: str) -> list[Budget]:
         if kind:

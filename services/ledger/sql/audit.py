@@ -46,14 +46,21 @@ def _nothing() -> Op[None]:
 
 
 def audited(actor: str, action: str, target: Callable[[T], str], change: Op[T], now: int,
-            before: Op[Any] | None = None) -> Op[T]:  # fmt: skip
-    """Run ``change`` and log it; ``before`` reads the prior state (None: it did not exist)."""
+            before: Op[Any] | None = None, removed: bool = False) -> Op[T]:  # fmt: skip
+    """Run ``change`` and log it; ``before`` reads the prior state (None: it did not exist).
+
+    ``removed``: the change deletes what it returns, which is then the before and the after is null.
+    """
     prior = yield from (before if before is not None else _nothing())
     out = yield from change
+    if removed:
+        prior, shown = out, None
+    else:
+        shown = out
     yield (
         "INSERT INTO audit_log (id, time, actor, action, target, before_json, after_json)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (f"a_{uuid.uuid4().hex}", now, actor, action, target(out), to_json(prior), to_json(out)),
+        (f"a_{uuid.uuid4().hex}", now, actor, action, target(out), to_json(prior), to_json(shown)),
     )
     return out
 
