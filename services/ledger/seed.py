@@ -46,12 +46,13 @@ def events(spec: SeedSpec) -> Iterator[UsageEvent]:
     owners = []
     for i in range(spec.keys):
         org, team = f"seed-org{i % 4}", f"seed-org{i % 4}/team{i % 20}"
-        owners.append((f"k_seed{run}{i:04d}", org, team, f"{team}/u{i}@seed.test"))
+        # A key is one app: one project tag (or none), as a project-bound key has.
+        owners.append((f"k_seed{run}{i:04d}", org, team, f"{team}/u{i}@seed.test", f"proj{i % 5}" if i % 3 else ""))
     kinds = [k for k, _ in KINDS]
     weights = [w for _, w in KINDS]
     span = spec.days * 86_400_000_000
     for n in range(spec.count):
-        key, org, team, user = owners[rnd.randrange(spec.keys)]
+        key, org, team, user, project = owners[rnd.randrange(spec.keys)]
         tier, model, per_m = TIERS[rnd.randrange(len(TIERS))]
         kind = rnd.choices(kinds, weights)[0]
         p, c = rnd.randrange(10, 4000), rnd.randrange(1, 1000)
@@ -60,7 +61,7 @@ def events(spec: SeedSpec) -> Iterator[UsageEvent]:
         signal = kind in ("denied", "soft_alert", "wrong_hit")
         yield UsageEvent(
             f"e_seed{run}{n:09d}", spec.end_us - 1 - rnd.randrange(span), kind, f"rq{run}{n}", org, team, user,
-            key, f"proj{rnd.randrange(5)}" if rnd.random() < 0.7 else "", tier, model,
+            key, project, tier, model,
             0 if signal else p, 0 if signal else c, 0 if signal else cost, 0 if signal else cf,
             kind == "cache_hit", rnd.randrange(5, 3000), 1,
         )  # fmt: skip

@@ -80,10 +80,31 @@ def seed_events(
     typer.echo(_run(run_seed(backend, target, count, days, keys, seed)))
 
 
+def bench_console(
+    json_out: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    backend: str = typer.Option("both", help="sqlite | postgres | both"),
+    count: int = typer.Option(1_000_000, help="Seeded usage events."),
+    repeats: int = typer.Option(30, help="Runs of each query."),
+    keys: int = typer.Option(50, help="Synthetic keys the events spread over (rollup rows grow with them)."),
+    postgres_dsn: str = typer.Option("", help="Default: the ledger settings' postgres_dsn."),
+    config: Path = typer.Option(None, "--config", help="TOML file with a [ledger] section."),
+) -> None:  # fmt: skip
+    """p95 of the console's Overview and Chargeback queries on N seeded events (target <= 300 ms)."""
+    from rationer.cli.bench_import import bench_module
+    from rationer.platform.logging import configure_logging
+    from rationer.platform.settings import load_settings
+    from services.ledger.settings import LedgerSettings
+
+    configure_logging("console", "ERROR")  # stdout stays clean for --json
+    dsn = postgres_dsn or load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ).postgres_dsn
+    bench_module("bench.ledger_console").main(json_out, backend, count, repeats, dsn, keys)
+
+
 def register(groups: CliGroups) -> None:
     groups.keys.command("update")(keys_update)
     groups.budgets.command("remove")(budgets_remove)
     groups.report.command("audit")(audit_report)
+    groups.bench.command("console")(bench_console)
     ledger_app = typer.Typer(help="Ledger maintenance: seed synthetic events.", no_args_is_help=True)
     groups.root.add_typer(ledger_app, name="ledger")
     ledger_app.command("seed-events")(seed_events)
