@@ -19,7 +19,7 @@ from typing import Any
 
 from services.ledger.models import UsageEvent
 from services.ledger.money import utc_day
-from services.ledger.sql.rollups import SUM_COLS, UPSERT, contribution, hour_of
+from services.ledger.sql.rollups import DAY_US, SUM_COLS, UPSERT, UPSERT_DAILY, contribution, hour_of
 
 TIERS = (("local-small", "smollm2-135m", 20), ("local-large", "qwen2.5-1.5b", 150), ("frontier", "gpt-4o", 5000))
 # (kind, weight): mostly charges, some cache hits, a few signals.
@@ -77,19 +77,24 @@ def _row(ev: UsageEvent) -> tuple[Any, ...]:
 class _Rollups:
     def __init__(self) -> None:
         self.rows: dict[tuple[Any, ...], list[int]] = {}
+        self.days: dict[tuple[Any, ...], list[int]] = {}
 
     def add(self, ev: UsageEvent) -> None:
         sums = contribution(ev)
         if sums is None:
             return
-        hour = hour_of(ev.time_us)
-        k = (hour, utc_day(hour), ev.key_id, ev.tier, ev.model, ev.project, ev.org_id, ev.team_id, ev.user_id)
-        acc = self.rows.setdefault(k, [0] * len(SUM_COLS))
-        for i, v in enumerate(sums):
-            acc[i] += v
+        rest = (ev.key_id, ev.tier, ev.model, ev.project, ev.org_id, ev.team_id, ev.user_id)
+        hour, day = hour_of(ev.time_us), ev.time_us - ev.time_us % DAY_US
+        for table, k in ((self.rows, (hour, utc_day(hour), *rest)), (self.days, (day, utc_day(day), *rest))):
+            acc = table.setdefault(k, [0] * len(SUM_COLS))
+            for i, v in enumerate(sums):
+                acc[i] += v
 
     def params(self) -> list[tuple[Any, ...]]:
         return [(*k, *v) for k, v in self.rows.items()]
+
+    def daily_params(self) -> list[tuple[Any, ...]]:
+        return [(*k, *v) for k, v in self.days.items()]
 
 
 def _chunks(spec: SeedSpec, roll: _Rollups) -> Iterator[list[tuple[Any, ...]]]:
@@ -116,6 +121,7 @@ def seed_sqlite(path: Path, spec: SeedSpec) -> int:
         for chunk in _chunks(spec, roll):
             conn.executemany(_INSERT, chunk)
         conn.executemany(UPSERT, roll.params())
+        conn.executemany(UPSERT_DAILY, roll.daily_params())
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -134,5 +140,6 @@ def seed_postgres(dsn: str, spec: SeedSpec) -> int:
                     for row in chunk:
                         cp.write_row(row)
             cur.executemany(UPSERT.replace("?", "%s"), roll.params())
+            cur.executemany(UPSERT_DAILY.replace("?", "%s"), roll.daily_params())
         conn.commit()
     return spec.count

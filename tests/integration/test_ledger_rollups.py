@@ -20,7 +20,7 @@ from services.ledger.models import UsageEvent
 from services.ledger.seed import SeedSpec, events, seed_postgres, seed_sqlite
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql import reports
-from services.ledger.sql.rollups import HOUR_US, record_event
+from services.ledger.sql.rollups import DAY_US, HOUR_US, record_event
 from services.ledger.store import SQLiteStore, Store
 from services.ledger.store_postgres import PostgresStore
 
@@ -41,7 +41,8 @@ event_st = st.builds(
     st.integers(0, 10**12), st.integers(0, 10**12), st.booleans(), st.integers(0, 10**9),
 )  # fmt: skip
 bound_st = st.one_of(st.none(), st.integers(-HOUR_US, SPAN + HOUR_US).map(lambda t: T0 + t),
-                     st.integers(-2, 74).map(lambda h: T0 + h * HOUR_US))  # fmt: skip
+                     st.integers(-2, 74).map(lambda h: T0 + h * HOUR_US),
+                     st.integers(-1, 4).map(lambda d: T0 - T0 % DAY_US + d * DAY_US))  # fmt: skip
 scope_st = st.sampled_from([("", ""), ("org", "o1"), ("team", "o1/t2"), ("user", "o1/t1/a@x"), ("key", "k_c"),
                             ("project", "o1/web")])  # fmt: skip
 group_st = st.lists(st.sampled_from(GROUPS), max_size=2, unique=True)
@@ -94,6 +95,15 @@ def test_split_finds_the_whole_hours() -> None:
     assert reports.split(T0 + 1, T0 + HOUR_US) is None
     assert reports.split(T0 + 1, T0 + 3 * HOUR_US - 1) == (T0 + HOUR_US, T0 + 2 * HOUR_US)
     assert reports.split(T0, T0 + HOUR_US) == (T0, T0 + HOUR_US)
+    d0 = T0 - T0 % DAY_US
+    assert reports.pieces(None, None) == [("rollups_daily", "day_start", None, None)]
+    assert reports.pieces(d0 + 5, d0 + 2 * DAY_US + HOUR_US + 7) == [
+        ("events", "time", d0 + 5, d0 + HOUR_US),
+        ("events", "time", d0 + 2 * DAY_US + HOUR_US, d0 + 2 * DAY_US + HOUR_US + 7),
+        ("rollups_daily", "day_start", d0 + DAY_US, d0 + 2 * DAY_US),
+        ("rollups_hourly", "hour", d0 + HOUR_US, d0 + DAY_US),
+        ("rollups_hourly", "hour", d0 + 2 * DAY_US, d0 + 2 * DAY_US + HOUR_US),
+    ]  # fmt: skip
 
 
 def test_seeded_events_have_matching_rollups(backend: tuple[asyncio.AbstractEventLoop, Store], tmp_path: Path,

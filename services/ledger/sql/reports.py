@@ -1,10 +1,10 @@
-"""Usage (the chargeback report) read from the hourly rollups.
+"""Usage (the chargeback report) read from the rollups.
 
-Whole UTC hours inside the range come from ``rollups_hourly``; the ragged
-ends (a range that starts or ends mid-hour) from the raw events, in one
-UNION ALL, so the answer equals :func:`services.ledger.sql.admin.usage` over
-the events exactly, at a cost bounded by the rollup rows plus at most two
-hours of events.
+Whole UTC days inside the range come from ``rollups_daily``, the whole hours
+left at either end from ``rollups_hourly``, the ragged ends (a mid-hour start
+or end) from the raw events, in one UNION ALL: the answer equals
+:func:`services.ledger.sql.admin.usage` over the events exactly, at a cost of
+the daily rows plus at most two days of hourly rows and two hours of events.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from services.ledger.models import USAGE_KINDS, UsageRow
 from services.ledger.sql.admin import _GROUP_COLUMNS, _SCOPE_COLUMNS, SIGNAL_KINDS, UsageQuery
 from services.ledger.sql.common import Op
-from services.ledger.sql.rollups import HOUR_US, SUM_COLS
+from services.ledger.sql.rollups import DAY_US, HOUR_US, SUM_COLS
 
 _SERVED = "kind IN (" + ", ".join(f"'{k}'" for k in USAGE_KINDS) + ")"
 _KINDS = ", ".join(f"'{k}'" for k in (*USAGE_KINDS, *SIGNAL_KINDS))
@@ -34,17 +34,39 @@ def _scope(q: UsageQuery) -> tuple[str, list[object]]:
     return "", []
 
 
-def _ceil_hour(t: int) -> int:
-    return -(-t // HOUR_US) * HOUR_US
-
-
-def split(start: int | None, end: int | None) -> tuple[int | None, int | None] | None:
-    """The whole-hour window [a, b) inside [start, end) (None ends: unbounded), or None if empty."""
-    a = None if start is None else _ceil_hour(start)
-    b = None if end is None else end - end % HOUR_US
+def split(start: int | None, end: int | None, size: int = HOUR_US) -> tuple[int | None, int | None] | None:
+    """The whole-bucket window [a, b) inside [start, end) (None ends: unbounded), or None if empty."""
+    a = None if start is None else -(-start // size) * size
+    b = None if end is None else end - end % size
     if a is not None and b is not None and a >= b:
         return None
     return a, b
+
+
+Piece = tuple[str, str, int | None, int | None]  # table, its time column, [lo, hi)
+
+
+def pieces(start: int | None, end: int | None) -> list[Piece]:
+    """Cover [start, end) exactly: daily rows, hourly rows at the ends, raw events at the ragged ends."""
+    hours = split(start, end)
+    if hours is None:
+        return [("events", "time", start, end)]
+    ha, hb = hours
+    out: list[Piece] = []
+    if start is not None and ha is not None and start < ha:
+        out.append(("events", "time", start, ha))
+    if end is not None and hb is not None and hb < end:
+        out.append(("events", "time", hb, end))
+    days = split(start, end, DAY_US)
+    if days is None:
+        return [*out, ("rollups_hourly", "hour", ha, hb)]
+    da, db = days
+    out.append(("rollups_daily", "day_start", da, db))
+    if ha is not None and da is not None and ha < da:
+        out.append(("rollups_hourly", "hour", ha, da))
+    if hb is not None and db is not None and db < hb:
+        out.append(("rollups_hourly", "hour", db, hb))
+    return out
 
 
 def _range(col: str, lo: int | None, hi: int | None) -> tuple[str, list[object]]:
@@ -56,36 +78,17 @@ def _range(col: str, lo: int | None, hi: int | None) -> tuple[str, list[object]]
     return sql, params
 
 
-def _event_edges(q: UsageQuery, window: tuple[int | None, int | None] | None) -> tuple[str, list[object]]:
-    """The time condition on raw events: outside the rollup window, inside [start, end)."""
-    if window is None:
-        return _range("time", q.start_us, q.end_us)
-    parts, params = [], list[object]()
-    if q.start_us is not None and window[0] is not None and q.start_us < window[0]:
-        parts.append("(time >= ? AND time < ?)")
-        params += [q.start_us, window[0]]
-    if q.end_us is not None and window[1] is not None and window[1] < q.end_us:
-        parts.append("(time >= ? AND time < ?)")
-        params += [window[1], q.end_us]
-    if not parts:
-        return " AND 1 = 0", []
-    return f" AND ({' OR '.join(parts)})", params
-
-
 def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     cols = [_GROUP_COLUMNS[g] for g in q.group_by]
     scope, scope_params = _scope(q)
-    window = split(q.start_us, q.end_us)
     selects, params = [], list[object]()
-    if window is not None:
-        when, p = _range("hour", *window)
-        selects.append(f"SELECT {', '.join([*cols, *SUM_COLS])} FROM rollups_hourly WHERE 1 = 1{scope}{when}")
-        params += [*scope_params, *p]
-    edges, p = _event_edges(q, window)
-    if not edges.endswith("1 = 0"):
-        values = [f"{v} AS {c}" for v, c in zip(_EVENT_VALUES, SUM_COLS, strict=True)]
-        selects.append(f"SELECT {', '.join([*cols, *values])} FROM events"
-                       f" WHERE kind IN ({_KINDS}){scope}{edges}")  # fmt: skip
+    values = [f"{v} AS {c}" for v, c in zip(_EVENT_VALUES, SUM_COLS, strict=True)]
+    for table, col, lo, hi in pieces(q.start_us, q.end_us):
+        when, p = _range(col, lo, hi)
+        if table == "events":
+            selects.append(f"SELECT {', '.join([*cols, *values])} FROM events WHERE kind IN ({_KINDS}){scope}{when}")
+        else:
+            selects.append(f"SELECT {', '.join([*cols, *SUM_COLS])} FROM {table} WHERE 1 = 1{scope}{when}")
         params += [*scope_params, *p]
     group = f" GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
     sums = ", ".join(f"SUM({c})" for c in SUM_COLS)

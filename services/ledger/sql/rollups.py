@@ -1,7 +1,7 @@
-"""Hourly rollups (hour x key x tier x model x project), kept with every event.
+"""Hourly and daily rollups (bucket x key x tier x model x project), kept with every event.
 
-Every event insert goes through :func:`record_event`, which upserts the
-rollup row in the *same transaction*: a rollup can never lag or disagree with
+Every event insert goes through :func:`record_event`, which upserts its
+hourly and its daily rollup row in the *same transaction*: a rollup can never lag or disagree with
 the events it sums (see docs/ledger.md, "Rollups"). Reports read whole hours
 from the rollups and the ragged ends of a range from the raw events.
 """
@@ -13,6 +13,7 @@ from services.ledger.money import utc_day
 from services.ledger.sql.common import Op, Query, insert_event
 
 HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
 SUM_COLS = ("requests", "prompt_tokens", "completion_tokens", "cost", "counterfactual_cost", "cache_hits",
             "overage", "cache_savings", "denials", "soft_alerts", "wrong_hits")  # fmt: skip
 _SIGNALS = {"denied": 8, "soft_alert": 9, "wrong_hit": 10}
@@ -37,20 +38,27 @@ def contribution(ev: UsageEvent) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-UPSERT = (
-    "INSERT INTO rollups_hourly (hour, day, key_id, tier, model, project, org_id, team_id, user_id, "
-    + ", ".join(SUM_COLS)
-    + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-    + ", ".join("?" for _ in SUM_COLS)
-    + ") ON CONFLICT (hour, key_id, tier, model, project) DO UPDATE SET "
-    + ", ".join(f"{c} = rollups_hourly.{c} + excluded.{c}" for c in SUM_COLS)
-)
+def _upsert_sql(table: str, bucket: str) -> str:
+    return (
+        f"INSERT INTO {table} ({bucket}, day, key_id, tier, model, project, org_id, team_id, user_id, "
+        + ", ".join(SUM_COLS)
+        + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        + ", ".join("?" for _ in SUM_COLS)
+        + f") ON CONFLICT ({bucket}, key_id, tier, model, project) DO UPDATE SET "
+        + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUM_COLS)
+    )
 
 
-def upsert(ev: UsageEvent, sums: tuple[int, ...]) -> Query:
+UPSERT = _upsert_sql("rollups_hourly", "hour")
+UPSERT_DAILY = _upsert_sql("rollups_daily", "day_start")
+
+
+def upserts(ev: UsageEvent, sums: tuple[int, ...]) -> list[Query]:
+    """The hourly and the daily row (in that order, the lock order on PostgreSQL)."""
+    rest = (ev.key_id, ev.tier, ev.model, ev.project, ev.org_id, ev.team_id, ev.user_id, *sums)
     hour = hour_of(ev.time_us)
-    return (UPSERT, (hour, utc_day(hour), ev.key_id, ev.tier, ev.model, ev.project, ev.org_id, ev.team_id,
-                      ev.user_id, *sums))  # fmt: skip
+    day = ev.time_us - ev.time_us % DAY_US
+    return [(UPSERT, (hour, utc_day(hour), *rest)), (UPSERT_DAILY, (day, utc_day(day), *rest))]
 
 
 def record_event(ev: UsageEvent, reservation_id: str | None, detail: str = "",
@@ -59,4 +67,6 @@ def record_event(ev: UsageEvent, reservation_id: str | None, detail: str = "",
     yield insert_event(ev, reservation_id, detail, record_id)
     sums = contribution(ev)
     if sums is not None:
-        yield upsert(ev, sums)
+        # Not `yield from`: a list iterator cannot take the rows the driver sends back.
+        for q in upserts(ev, sums):  # noqa: UP028
+            yield q
