@@ -45,11 +45,11 @@ class LedgerAdminClient:
 
     async def create_key(self, *, user_id: str = "", team_id: str = "", service_account: str = "",
                          allowed_tiers: Sequence[str] = (), ttl_s: float = 0.0, name: str = "",
-                         admin: bool = False, project: str = "") -> pb.CreateKeyResponse:  # fmt: skip
+                         admin: bool = False, project: str = "", role: str = "") -> pb.CreateKeyResponse:  # fmt: skip
         req = pb.CreateKeyRequest(
             user_id=user_id, team_id=team_id, service_account=service_account,
             allowed_tiers=list(allowed_tiers), ttl=cv.duration(ttl_s) if ttl_s else None, name=name,
-            admin=admin, project=project,
+            admin=admin, project=project, role=role,
         )  # fmt: skip
         return await call(self._stub.CreateKey, req, self._timeout, self._md)
 
@@ -96,3 +96,21 @@ class LedgerAdminClient:
             period=common_pb2.TimeRange(start=cv.ts(start_us), end=cv.ts(end_us)), kind=kind, limit=limit
         )
         return list((await call(self._stub.ListEvents, req, self._timeout, self._md)).events)
+
+    async def update_key(self, key_id: str, *, role: str = "",
+                         allowed_tiers: Sequence[str] | None = None) -> pb.ApiKey:  # fmt: skip
+        """``allowed_tiers``: None = unchanged, [] = every tier."""
+        req = pb.UpdateKeyRequest(key_id=key_id, role=role, set_allowed_tiers=allowed_tiers is not None,
+                                  allowed_tiers=list(allowed_tiers or ()))  # fmt: skip
+        return await call(self._stub.UpdateKey, req, self._timeout, self._md)
+
+    async def remove_budget(self, budget_id: str) -> pb.Budget:
+        req = pb.RemoveBudgetRequest(budget_id=budget_id)
+        return await call(self._stub.RemoveBudget, req, self._timeout, self._md)
+
+    async def list_audit(self, *, action: str = "", limit: int = 1000, start_us: int | None = None,
+                         end_us: int | None = None) -> list[pb.AuditEntry]:  # fmt: skip
+        req = pb.ListAuditRequest(
+            period=common_pb2.TimeRange(start=cv.ts(start_us), end=cv.ts(end_us)), action=action, limit=limit
+        )
+        return list((await call(self._stub.ListAudit, req, self._timeout, self._md)).entries)

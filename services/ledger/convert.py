@@ -87,7 +87,7 @@ def api_key(k: m.KeyRecord) -> pb.ApiKey:
         key_id=k.key_id, prefix=k.prefix, user_id=k.user_id, team_id=k.team_id,
         service_account=k.service_account, allowed_tiers=list(k.allowed_tiers),
         created_at=ts(k.created_at_us), expires_at=ts(k.expires_at_us), revoked_at=ts(k.revoked_at_us),
-        name=k.name, project=k.project,
+        name=k.name, project=k.project, role=k.role,
     )  # fmt: skip
 
 

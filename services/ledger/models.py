@@ -48,6 +48,7 @@ class KeyRecord:
     revoked_at_us: int | None
     isolate_teams: bool = False
     project: str = ""
+    role: str = "member"  # admin | finops | viewer | member (services.ledger.roles)
 
     def principal(self) -> Principal:
         tenant = f"{self.org_id}/{self.team_id}" if self.isolate_teams else self.org_id

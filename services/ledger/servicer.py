@@ -12,10 +12,12 @@ from rationer.api.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from rationer.errors import Unauthenticated
 from rationer.platform import identity
 from services.ledger import convert as cv
+from services.ledger import roles
 from services.ledger.admin import KeySpec, LedgerAdmin
 from services.ledger.ledger import Ledger
 from services.ledger.models import AuthorizeInput, RateLimit
 from services.ledger.sql import admin as sql_admin
+from services.ledger.sql.console import KeyUpdate
 
 Ctx = ServicerContext[Any, Any]
 
@@ -91,6 +93,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         return pb.RecordWrongHitResponse(event=cv.event(ev), replayed=replayed)
 
     async def Usage(self, request: pb.UsageRequest, context: Ctx) -> pb.UsageResponse:
+        actor = await self._admin.actor(bearer(context))
         caller = await self._admin.caller(bearer(context))
         has_scope = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
         kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has_scope else ""
@@ -101,7 +104,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             tuple(cv.enum_in(cv.GROUP, g, "group_by") for g in request.group_by), request.current_period,
         )  # fmt: skip
         q = self._admin.resolve_period(q)
-        rows = await self._admin.usage(caller, q)
+        rows = await self._admin.usage(caller, q, actor)
         period = common_pb2.TimeRange(start=cv.ts(q.start_us), end=cv.ts(q.end_us))
         return pb.UsageResponse(rows=[cv.usage_row(r) for r in rows], period=period)
 
@@ -116,78 +119,101 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
         self._admin = admin
 
     async def CreateOrg(self, request: pb.CreateOrgRequest, context: Ctx) -> pb.Org:
-        await self._admin.require_admin(bearer(context))
-        o = await self._admin.create_org(request.name, request.isolate_teams)
+        a = await self._admin.require_admin(bearer(context), "create orgs")
+        o = await self._admin.create_org(request.name, request.isolate_teams, a.name)
         return pb.Org(id=o.id, name=o.name, isolate_teams=o.isolate_teams)
 
     async def CreateTeam(self, request: pb.CreateTeamRequest, context: Ctx) -> pb.Team:
-        await self._admin.require_admin(bearer(context))
-        t = await self._admin.create_team(request.org_id, request.name)
+        a = await self._admin.require_admin(bearer(context), "create teams")
+        t = await self._admin.create_team(request.org_id, request.name, a.name)
         return pb.Team(id=t.id, org_id=t.org_id, name=t.name)
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Ctx) -> pb.User:
-        await self._admin.require_admin(bearer(context))
-        u = await self._admin.create_user(request.team_id, request.email)
+        a = await self._admin.require_admin(bearer(context), "create users")
+        u = await self._admin.create_user(request.team_id, request.email, a.name)
         return pb.User(id=u.id, team_id=u.team_id, email=u.email)
 
     async def CreateKey(self, request: pb.CreateKeyRequest, context: Ctx) -> pb.CreateKeyResponse:
-        await self._admin.require_admin(bearer(context))
+        a = await self._admin.require_admin(bearer(context), "create keys")
         created = await self._admin.create_key(
             KeySpec(request.user_id, request.team_id, request.service_account, tuple(request.allowed_tiers),
-                    cv.seconds_of(request.ttl), request.name, request.admin, request.project)
+                    cv.seconds_of(request.ttl), request.name, request.admin, request.project, request.role),
+            a.name,
         )  # fmt: skip
         return pb.CreateKeyResponse(key=cv.api_key(created.key), secret=created.secret)
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Ctx) -> pb.ListKeysResponse:
-        await self._admin.require_admin(bearer(context))
+        await self._admin.require_admin(bearer(context), "list keys")
         keys = await self._admin.list_keys(request.org_id, request.team_id, request.include_revoked)
         return pb.ListKeysResponse(keys=[cv.api_key(k) for k in keys])
 
     async def RevokeKey(self, request: pb.RevokeKeyRequest, context: Ctx) -> pb.ApiKey:
-        await self._admin.require_admin(bearer(context))
-        return cv.api_key(await self._admin.revoke_key(request.key_id))
+        a = await self._admin.require_admin(bearer(context), "revoke keys")
+        return cv.api_key(await self._admin.revoke_key(request.key_id, a.name))
 
     async def SetBudget(self, request: pb.SetBudgetRequest, context: Ctx) -> pb.Budget:
-        await self._admin.require_admin(bearer(context))
+        a = await self._admin.require(bearer(context), roles.BUDGETS, "set budgets")
         spec = sql_admin.BudgetSpec(
             cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind"), request.scope.id,
             cv.enum_in(cv.UNIT, request.unit, "unit"), cv.enum_in(cv.PERIOD, request.period, "period"),
             request.hard_limit, request.soft_fraction,
         )  # fmt: skip
-        return cv.budget(await self._admin.set_budget(spec))
+        return cv.budget(await self._admin.set_budget(spec, a.name))
 
     async def ListBudgets(self, request: pb.ListBudgetsRequest, context: Ctx) -> pb.ListBudgetsResponse:
-        await self._admin.require_admin(bearer(context))
+        await self._admin.require(bearer(context), roles.BUDGETS, "list budgets")
         has = request.HasField("scope") and request.scope.kind != pb.SCOPE_KIND_UNSPECIFIED
         kind = cv.enum_in(cv.SCOPE_KIND, request.scope.kind, "scope.kind") if has else ""
         budgets = await self._admin.list_budgets(kind, request.scope.id if has else "")
         return pb.ListBudgetsResponse(budgets=[cv.budget(b) for b in budgets])
 
     async def SetPrice(self, request: pb.SetPriceRequest, context: Ctx) -> pb.Price:
-        await self._admin.require_admin(bearer(context))
+        a = await self._admin.require_admin(bearer(context), "set prices")
         cache = tuple(getattr(request, f).nano_usd if request.HasField(f) else None
                       for f in ("cache_read_per_million", "cache_creation_per_million"))  # fmt: skip
         p = await self._admin.set_price(request.tier, request.model, request.input_per_million.nano_usd,
                                         request.output_per_million.nano_usd, request.is_reference,
-                                        (cache[0], cache[1]))  # fmt: skip
+                                        (cache[0], cache[1]), a.name)  # fmt: skip
         return cv.price(p)
 
     async def SetRateLimit(self, request: pb.SetRateLimitRequest, context: Ctx) -> pb.RateLimit:
-        await self._admin.require_admin(bearer(context))
+        a = await self._admin.require_admin(bearer(context), "set rate limits")
         lim = request.limit
         kind = cv.enum_in(cv.SCOPE_KIND, lim.scope.kind, "limit.scope.kind")
         out = await self._admin.set_rate_limit(
-            RateLimit(kind, lim.scope.id, lim.requests_per_minute, lim.tokens_per_minute)
+            RateLimit(kind, lim.scope.id, lim.requests_per_minute, lim.tokens_per_minute), a.name
         )
         return pb.RateLimit(scope=cv.scope(out.scope_kind, out.scope_id),
                             requests_per_minute=out.requests_per_minute,
                             tokens_per_minute=out.tokens_per_minute)  # fmt: skip
 
     async def ListEvents(self, request: pb.ListEventsRequest, context: Ctx) -> pb.ListEventsResponse:
-        await self._admin.require_admin(bearer(context))
+        await self._admin.require(bearer(context), roles.READ_ALL, "list usage events")
         events = await self._admin.list_events(
             cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
             cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
             request.kind, request.limit,
         )  # fmt: skip
         return pb.ListEventsResponse(events=[cv.event(e) for e in events])
+
+    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: Ctx) -> pb.ApiKey:
+        a = await self._admin.require_admin(bearer(context), "update keys")
+        u = KeyUpdate(request.key_id, request.role or None,
+                      tuple(request.allowed_tiers) if request.set_allowed_tiers else None)  # fmt: skip
+        return cv.api_key(await self._admin.update_key(u, a.name))
+
+    async def RemoveBudget(self, request: pb.RemoveBudgetRequest, context: Ctx) -> pb.Budget:
+        a = await self._admin.require(bearer(context), roles.BUDGETS, "remove budgets")
+        return cv.budget(await self._admin.remove_budget(request.budget_id, a.name))
+
+    async def ListAudit(self, request: pb.ListAuditRequest, context: Ctx) -> pb.ListAuditResponse:
+        await self._admin.require_admin(bearer(context), "read the audit log")
+        entries = await self._admin.list_audit(
+            cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
+            cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
+            request.action, request.limit,
+        )  # fmt: skip
+        return pb.ListAuditResponse(entries=[
+            pb.AuditEntry(id=e.id, time=cv.ts(e.time_us), actor=e.actor, action=e.action, target=e.target,
+                          before_json=e.before_json, after_json=e.after_json) for e in entries
+        ])  # fmt: skip

@@ -43,7 +43,9 @@ def keys_create(
     tier: list[str] = typer.Option([], "--tier", help="Allowed tier; repeat. None = every tier."),
     ttl_days: float = typer.Option(0.0, help="Expire after this many days (0 = never)."),
     name: str = typer.Option("", help="A label for the key."),
-    admin: bool = typer.Option(False, "--admin", help="The key may call admin RPCs."),
+    admin: bool = typer.Option(False, "--admin", help="The key may call admin RPCs (same as --role admin)."),
+    role: str = typer.Option("", "--role", help="admin | finops | viewer | member (default: member, or admin "
+                                                "with --admin); see docs/console.md."),
     project: str = typer.Option("", help="Bind the key to this project tag: its requests always count "
                                          "against project:<org>/<tag> budgets."),
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
@@ -52,7 +54,7 @@ def keys_create(
     from services.ledger.cli.ops import create_key
 
     out = _run(create_key(ledger, admin_token, org, team, user, service_account, tier, ttl_days, name, admin,
-                          project))  # fmt: skip
+                          project, role))  # fmt: skip
     typer.echo(f"key_id: {out.key.key_id}\nteam:   {out.key.team_id}\nuser:   {out.key.user_id or '-'}")
     if out.key.project:
         typer.echo(f"project: {out.key.project}")
@@ -197,3 +199,6 @@ def register(groups: CliGroups) -> None:
     groups.prices.command("set")(prices_set)
     groups.events.command("list")(events_list)
     groups.bench.command("ledger")(bench)
+    from services.ledger.cli import console
+
+    console.register(groups)

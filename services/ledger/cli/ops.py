@@ -28,14 +28,14 @@ def need_token(token: str) -> str:
 
 async def create_key(ledger: str, token: str, org: str, team: str, user: str, service_account: str,
                      tiers: Sequence[str], ttl_days: float, name: str, admin: bool,
-                     project: str = "") -> pb.CreateKeyResponse:  # fmt: skip
+                     project: str = "", role: str = "") -> pb.CreateKeyResponse:  # fmt: skip
     async with LedgerAdminClient(ledger, need_token(token)) as c:
         o = await c.create_org(org)
         t = await c.create_team(o.id, team)
         user_id = (await c.create_user(t.id, user)).id if user else ""
         return await c.create_key(user_id=user_id, team_id=t.id, service_account=service_account,
                                   allowed_tiers=tiers, ttl_s=ttl_days * 86400, name=name, admin=admin,
-                                  project=project)  # fmt: skip
+                                  project=project, role=role)  # fmt: skip
 
 
 def _key_line(k: pb.ApiKey) -> str:
@@ -43,7 +43,8 @@ def _key_line(k: pb.ApiKey) -> str:
     owner = k.user_id or f"{k.team_id} (service account {k.service_account})"
     tiers = ",".join(k.allowed_tiers) or "*"
     project = f"  project={k.project}" if k.project else ""
-    return f"{k.key_id}  {k.prefix}…  {state:7}  tiers={tiers}{project}  {owner}  {k.name}"
+    role = f"  role={k.role}" if k.role and k.role != "member" else ""
+    return f"{k.key_id}  {k.prefix}…  {state:7}  tiers={tiers}{project}{role}  {owner}  {k.name}"
 
 
 async def list_keys(ledger: str, token: str, org: str, team: str, include_revoked: bool) -> str:

@@ -79,6 +79,7 @@ class NewKey:
     name: str
     is_admin: bool
     project: str = ""
+    role: str = "member"
 
 
 def create_key(k: NewKey, now: int) -> Op[CreatedKey]:
@@ -95,10 +96,10 @@ def create_key(k: NewKey, now: int) -> Op[CreatedKey]:
         raise NotFound(f"team {team_id!r} does not exist; team ids look like '<org>/<team>'")
     yield (
         "INSERT INTO api_keys (id, secret_sha256, prefix, org_id, team_id, user_id, service_account,"
-        " allowed_tiers, is_admin, name, created_at, expires_at, project)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " allowed_tiers, is_admin, name, created_at, expires_at, project, role)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (k.key_id, k.secret_sha256, k.secret[:10], rows[0][0], team_id, k.user_id, k.service_account,
-         ",".join(k.allowed_tiers), int(k.is_admin), k.name, now, k.expires_at_us, k.project),
+         ",".join(k.allowed_tiers), int(k.is_admin), k.name, now, k.expires_at_us, k.project, k.role),
     )  # fmt: skip
     key = yield from load_key_by_id(k.key_id)
     assert key is not None  # inserted just above, same transaction

@@ -19,12 +19,12 @@ from services.ledger.sql.common import (
     Op,
     current_price,
     event_from_row,
-    insert_event,
     load_key_by_id,
     require_active,
 )
 from services.ledger.sql.data import event, new_id, reused_request_id
 from services.ledger.sql.reference import counterfactual
+from services.ledger.sql.rollups import record_event
 
 
 def existing_hit(key_id: str, record: str) -> Op[UsageEvent | None]:
@@ -57,7 +57,7 @@ def record_cache_hit(a: CacheHitCall, now: int) -> Op[tuple[UsageEvent, bool]]:
                (a.prompt_tokens, a.completion_tokens), 0, cf, True, a.latency_ms, version)  # fmt: skip
     if a.served:
         ev = replace(ev, detail="recorded after it was served (the ledger was unreachable then)")
-    yield insert_event(ev, None, ev.detail, record_id=a.record)
+    yield from record_event(ev, None, ev.detail, record_id=a.record)
     return ev, False
 
 
@@ -79,5 +79,5 @@ def record_wrong_hit(key_id: str, request_id: str, now: int) -> Op[tuple[UsageEv
     ev = replace(hit, event_id=new_id("e"), time_us=now, kind="wrong_hit", prompt_tokens=0, completion_tokens=0,
                  cost=0, counterfactual_cost=0, cache_hit=False, latency_ms=0, detail="cache hit reported wrong",
                  overage=0, overage_tokens=0)  # fmt: skip
-    yield insert_event(ev, None, ev.detail, record_id=request_id)
+    yield from record_event(ev, None, ev.detail, record_id=request_id)
     return ev, False

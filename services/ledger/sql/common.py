@@ -35,7 +35,7 @@ POSTGRES = Dialect("postgres", " FOR UPDATE")
 
 KEY_COLS = (
     "k.id, k.prefix, k.org_id, k.team_id, k.user_id, k.service_account, k.allowed_tiers, k.is_admin,"
-    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams, k.project"
+    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams, k.project, k.role"
 )
 KEY_FROM = "api_keys k JOIN orgs o ON o.id = k.org_id"
 EVENT_COLS = (
@@ -56,7 +56,7 @@ def key_from_row(row: tuple[Any, ...]) -> KeyRecord:
         created_at_us=int(row[9]),
         expires_at_us=None if row[10] is None else int(row[10]),
         revoked_at_us=None if row[11] is None else int(row[11]),
-        isolate_teams=bool(row[12]), project=row[13] or "",
+        isolate_teams=bool(row[12]), project=row[13] or "", role=row[14] or "member",
     )  # fmt: skip
 
 

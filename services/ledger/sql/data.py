@@ -32,7 +32,6 @@ from services.ledger.sql.common import (
     active_holds,
     current_price,
     event_from_row,
-    insert_event,
     load_budgets,
     load_key_by_id,
     path_scope_keys,
@@ -40,6 +39,7 @@ from services.ledger.sql.common import (
     require_active,
 )
 from services.ledger.sql.reference import counterfactual
+from services.ledger.sql.rollups import record_event
 
 
 def new_id(prefix: str) -> str:
@@ -133,7 +133,7 @@ def authorize(a: AuthorizeInput, ttl_us: int, now: int, d: Dialect) -> Op[Reserv
             yield ("DELETE FROM reservations WHERE id = ?", (res_id,))
             ev = event(key, now, "denied", a.request_id, a.project, a.tier, a.model or price.model,
                         (a.prompt_tokens, a.max_completion_tokens), price_version=price.version)  # fmt: skip
-            yield insert_event(ev, None, denial.limit_id)
+            yield from record_event(ev, None, denial.limit_id)
             return denial
         used = spent + h + amount
         fractions.append(max(0.0, 1.0 - used / b.hard_limit) if b.hard_limit > 0 else 0.0)
@@ -151,7 +151,7 @@ def authorize(a: AuthorizeInput, ttl_us: int, now: int, d: Dialect) -> Op[Reserv
         start, _ = period_bounds(b.period, now)
         yield ("UPDATE budgets SET soft_alerted_start = ? WHERE id = ?", (start, b.id))
         ev = event(key, now, "soft_alert", a.request_id, a.project, a.tier, a.model or price.model)
-        yield insert_event(ev, res_id, b.id)
+        yield from record_event(ev, res_id, b.id)
     return Reservation(res_id, hold_usd, expires, tuple(b.id for b in alerts), min(fractions, default=1.0))
 
 
@@ -218,7 +218,7 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
         a.prompt_tokens, a.completion_tokens, cap.cost, cf, False, a.latency_ms, price.version, "; ".join(notes),
         overage=cost - cap.cost, overage_tokens=tokens - cap.tokens,
     )  # fmt: skip
-    yield insert_event(ev, a.reservation_id, ev.detail)
+    yield from record_event(ev, a.reservation_id, ev.detail)
     yield (
         "UPDATE reservations SET state = 'committed', settled_at = ?, event_id = ? WHERE id = ?",
         (now, ev.event_id, a.reservation_id),
