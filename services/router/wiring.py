@@ -22,6 +22,7 @@ from rationer.platform.metrics import RpcMetrics
 from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
+from services.ledger.models import Price
 from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.anthropic.upstream import AnthropicClient, AnthropicConfig
 from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
@@ -105,6 +106,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
         journal=journal,
+        ledger_connected=ledger.connected,
         counters=counters,
         reference=reference,
         recorder=recorder,
@@ -246,8 +248,12 @@ async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook, reference: str)
         prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price(
             reference
         )
+        latest: dict[str, Price] = {}
+        for price in sorted(await ledger.prices(), key=lambda p: p.version):
+            latest[price.tier] = price
+        prices.tiers = latest
     except RationerError as exc:
-        log.warning("could not read the reference price from the ledger", error=exc.message)
+        log.warning("could not read the prices from the ledger", error=exc.message)
 
 
 async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, reference: str, every_s: float = 60.0) -> None:
