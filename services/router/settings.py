@@ -113,6 +113,8 @@ def default_tiers() -> list[TierSettings]:
 
 class RouterSettings(ServiceSettings):
     listen: str = "127.0.0.1:7400"
+    # "auto": uvloop when it is installed (the `fast` extra; services/router/loop.py), else asyncio's own loop.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     ledger_address: str = "127.0.0.1:7401"
     cache_address: str = ""  # empty disables the cache
     worker_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:7403"])
