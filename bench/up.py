@@ -81,7 +81,8 @@ async def time_one_start(data_dir: Path, *, timeout_s: float = 180.0) -> float:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=0.5) as http:
             while not await _ready(http, ports):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"rationer up exited with {proc.returncode}; see {data_dir.parent}")
+                    tail = (data_dir.parent / f"up-{base}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"rationer up exited with {proc.returncode}:\n{tail}")
                 if time.perf_counter() - started > timeout_s:
                     raise RuntimeError(f"rationer up not ready within {timeout_s:.0f} s")
                 await asyncio.sleep(0.05)

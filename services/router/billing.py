@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from rationer.errors import ResourceExhausted
+from rationer.errors import RationerError, ResourceExhausted
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.router.holds import Holds, Spawn
 from services.router.policy import TierSpec
@@ -103,6 +103,7 @@ class Billing:
     ) -> None:  # fmt: skip
         """Commit the answer's usage against its hold and fill the result's billing fields."""
         result = prep.result
+        await _read_headroom(prep)
         prompt, completion = out.prompt_tokens, out.completion_tokens
         if not exact:
             # The upstream did not report usage: bill the hold's token maximum.
@@ -196,3 +197,14 @@ class Billing:
                 "cache store",
             )
         )
+
+
+async def _read_headroom(prep: Prepared) -> None:
+    """The budget headroom the look-up left in flight (lookup.py); an answered call keeps 1.0 if it failed."""
+    if prep.headroom is None:
+        return
+    try:
+        prep.result.budget_remaining_fraction = await prep.headroom
+    except RationerError as exc:
+        log.warning("budget headroom unavailable; reporting 1.0", error=exc.message)
+    prep.headroom = None

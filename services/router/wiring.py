@@ -213,9 +213,10 @@ def tier_specs(
 
 async def _counters(settings: RouterSettings, pool: WorkerPool, closers: list[Closer]) -> dict[str, TokenCounter]:
     """One token counter per tier, loaded once (a GGUF vocabulary for local tiers)."""
-    counters: dict[str, TokenCounter] = {}
-    for tier in settings.tiers:
-        counters[tier.name] = await asyncio.to_thread(tier_counter, tier, settings.model_cache_dir)
+    # Loaded side by side: each is a GGUF vocabulary read (and its file check), mostly outside the GIL.
+    cache_dir = settings.model_cache_dir
+    loaded = await asyncio.gather(*(asyncio.to_thread(tier_counter, t, cache_dir) for t in settings.tiers))
+    counters: dict[str, TokenCounter] = {t.name: c for t, c in zip(settings.tiers, loaded, strict=True)}
     await verify_counters(counters, settings.tiers, pool.count_tokens)
 
     async def close_counters() -> None:
