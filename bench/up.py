@@ -25,7 +25,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rationer.platform.net import free_port
+from rationer.platform.net import free_port, free_port_block
 
 TARGET_S = 5.0
 SERVICES = ("ledger", "cache", "worker0", "router")
@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 async def time_one_start(data_dir: Path, *, timeout_s: float = 180.0) -> float:
     """Seconds from spawning ``rationer up`` to ready (raises if it exits or times out first)."""
-    base, http_port = free_port(), free_port()
+    base, http_port = free_port_block(len(SERVICES)), free_port()
     ports = _ports(base)
     started = time.perf_counter()
     proc = _spawn(data_dir, base, http_port)
