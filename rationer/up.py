@@ -115,7 +115,7 @@ def build_config(opts: UpOptions) -> dict[str, Any]:
         "router": {"listen": addr["router"], "ledger_address": addr["ledger"], "cache_address": addr["cache"],
                    "worker_addresses": [a for n, a in addr.items() if n.startswith("worker")],
                    "tiers": tiers, "logging": log,
-                   "settlement_journal": str(data / "router-settlements.sqlite3"),
+                   "settlement_journal": str(data / "router-settlements.sqlite3"), "answer_before_commit": True,
                    "http": {"enabled": True, "listen": f"{opts.host}:{opts.http_port}"}},
     }  # fmt: skip
 

@@ -21,7 +21,8 @@ class PriceBook:
     reference_input_per_million: int = 0  # nano-USD per 1M input tokens
     reference_output_per_million: int = 0
     # tier -> the ledger's current price (it prices by tier); empty: commits wait for the ledger's figure.
-    tiers: dict[str, Price] = field(default_factory=dict)
+    # None: not kept at all (answer_before_commit off).
+    tiers: dict[str, Price] | None = field(default_factory=dict)
 
     def counterfactual(self, prompt_tokens: int, completion_tokens: int) -> int:
         numer = (
@@ -33,7 +34,7 @@ class PriceBook:
     def cost(self, tier: str, prompt: int, completion: int, *, cache_read: int = 0,
              cache_creation: int = 0) -> int | None:  # fmt: skip
         """What the ledger bills within the hold, or None if this copy has no price for the tier."""
-        price = self.tiers.get(tier)
+        price = self.tiers.get(tier) if self.tiers is not None else None
         if price is None:
             return None
         return cost_nano_usd(prompt, completion, price, cache_read=cache_read, cache_creation=cache_creation)

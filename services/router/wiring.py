@@ -78,7 +78,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     await _probe_frontiers(backends, closers)
     counters = await _counters(settings, pool, closers)
     reference = Reference(ref_tier := reference_tier(settings.tiers, settings.reference_tier), counters.get(ref_tier))
-    prices = await _prices(ledger, closers, ref_tier)
+    prices = await _prices(ledger, closers, ref_tier, tier_prices=settings.answer_before_commit)
     journal = SettlementJournal(settings.settlement_journal)
     metrics = RpcMetrics()
     recorder = PrometheusRecorder(metrics.registry, [t.name for t in settings.tiers],
@@ -228,8 +228,11 @@ async def _counters(settings: RouterSettings, pool: WorkerPool, closers: list[Cl
     return counters
 
 
-async def _prices(ledger: GrpcLedger, closers: list[Closer], reference: str) -> PriceBook:
+async def _prices(ledger: GrpcLedger, closers: list[Closer], reference: str, *, tier_prices: bool) -> PriceBook:
+    """``tier_prices``: keep the tiers' prices too (answer_before_commit needs them; without, commits wait)."""
     prices = PriceBook()
+    if not tier_prices:
+        prices.tiers = None
     await _refresh_prices(ledger, prices, reference)
     # The ledger may start after the router, and reference prices change:
     # re-read them every minute instead of only at start-up.
@@ -249,10 +252,11 @@ async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook, reference: str)
         prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price(
             reference
         )
-        latest: dict[str, Price] = {}
-        for price in sorted(await ledger.prices(), key=lambda p: p.version):
-            latest[price.tier] = price
-        prices.tiers = latest
+        if prices.tiers is not None:
+            latest: dict[str, Price] = {}
+            for price in sorted(await ledger.prices(), key=lambda p: p.version):
+                latest[price.tier] = price
+            prices.tiers = latest
     except RationerError as exc:
         log.warning("could not read the prices from the ledger", error=exc.message)
 

@@ -93,7 +93,7 @@ async def test_an_answer_returned_before_its_commit_is_billed_after_a_crash(tmp_
     target = f"127.0.0.1:{ledger_port}"
     async with LedgerAdminClient(target, ADMIN_TOKEN) as admin:
         key = await make_key(admin, org="crash-after-answer")
-    settings = _router_settings(target, upstream_port, journal)
+    settings = _router_settings(target, upstream_port, journal).model_copy(update={"answer_before_commit": True})
     try:
         # The same settings as JSON: model_dump would mask the service token.
         raw = {**json.loads(settings.model_dump_json()), "service_token": SERVICE_TOKEN}
