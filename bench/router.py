@@ -46,7 +46,7 @@ def _config(tmp: Path, ports: dict[str, int]) -> dict[str, Any]:
         "router": {"listen": f"127.0.0.1:{ports['router']}", "ledger_address": f"127.0.0.1:{ports['ledger']}",
                    "cache_address": f"127.0.0.1:{ports['cache']}", "worker_addresses": [], "logging": log,
                    "service_token": SERVICE_TOKEN,
-                   "settlement_journal": str(tmp / "router-settlements.sqlite3"),
+                   "settlement_journal": str(tmp / "router-settlements.sqlite3"), "answer_before_commit": True,
                    "tiers": [{"name": "frontier", "kind": "frontier", "rank": 0, "model": MODEL,
                               "base_url": f"http://127.0.0.1:{ports['upstream']}/v1", "max_retries": 0}]},
     }  # fmt: skip

@@ -102,7 +102,7 @@ def _config(tmp: Path, p: Ports) -> dict[str, Any]:
                    "admin_token": ADMIN_TOKEN, "service_token": SERVICE_TOKEN, "logging": log},
         "router": {"listen": f"127.0.0.1:{p.router}", "ledger_address": f"127.0.0.1:{p.ledger}",
                    "cache_address": "", "worker_addresses": [], "logging": log, "service_token": SERVICE_TOKEN,
-                   "settlement_journal": str(tmp / "router-settlements.sqlite3"),
+                   "settlement_journal": str(tmp / "router-settlements.sqlite3"), "answer_before_commit": True,
                    "tiers": [{"name": TIER, "kind": "frontier", "rank": 0, "model": MODEL,
                               "base_url": f"http://127.0.0.1:{p.upstream}/v1", "max_retries": 0}],
                    "http": {"enabled": True, "listen": f"127.0.0.1:{p.http}"}},

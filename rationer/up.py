@@ -115,7 +115,7 @@ def build_config(opts: UpOptions) -> dict[str, Any]:
         "router": {"listen": addr["router"], "ledger_address": addr["ledger"], "cache_address": addr["cache"],
                    "worker_addresses": [a for n, a in addr.items() if n.startswith("worker")],
                    "tiers": tiers, "logging": log,
-                   "settlement_journal": str(data / "router-settlements.sqlite3"),
+                   "settlement_journal": str(data / "router-settlements.sqlite3"), "answer_before_commit": True,
                    "http": {"enabled": True, "listen": f"{opts.host}:{opts.http_port}"}},
     }  # fmt: skip
 
@@ -221,9 +221,22 @@ class Supervisor:
         return env
 
     async def start(self) -> None:
-        for child in self.children:
+        """Start the ledger, the cache and the workers at once, then the router, which needs them.
+
+        The three do not talk to each other at start-up, so their start-up
+        times (imports, the embedder, the model) overlap instead of adding up.
+        """
+        *backends, router = self.children
+        for child in backends:
             child.start()
-            await wait_serving(child.address, 180, child)
+        waits = [asyncio.ensure_future(wait_serving(c.address, 180, c)) for c in backends]
+        try:
+            await asyncio.gather(*waits)
+        finally:
+            for w in waits:
+                w.cancel()
+        router.start()
+        await wait_serving(router.address, 180, router)
 
     def stop(self) -> None:
         for child in reversed(self.children):

@@ -86,6 +86,7 @@ SERVICE_CLIS = (
     "rationer.classifier.cli",
     "rationer.replay.cli",
     "rationer.cli.bench_peer",
+    "rationer.cli.bench_up",
 )
 
 for _module in SERVICE_CLIS:

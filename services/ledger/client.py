@@ -60,6 +60,10 @@ class LedgerClient:
         self._timeout = timeout_s
         self._md = (("authorization", f"Bearer {bearer}"),) if bearer else ()
 
+    def connected(self) -> bool:
+        """Whether the channel has a live connection now (no call made to find out)."""
+        return self._channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+
     async def close(self) -> None:
         if self._own:
             await self._channel.close(None)

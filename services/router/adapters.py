@@ -20,7 +20,7 @@ from services.cache.client import CacheClient
 from services.cache.types import CacheContext, EntryMetadata
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.ledger.client import LedgerClient
-from services.ledger.models import UsageEvent
+from services.ledger.models import Price, UsageEvent
 from services.router.types import CachedAnswer, Charge, WrongHitReport
 
 
@@ -69,6 +69,12 @@ class GrpcLedger:
 
     async def record_wrong_hit(self, *, key_id: str, request_id: str) -> None:
         await self.client.record_wrong_hit(key_id, request_id)
+
+    def connected(self) -> bool:
+        return self.client.connected()
+
+    async def prices(self) -> list[Price]:
+        return await self.client.list_prices()
 
     async def reference_price(self, tier: str | None = None) -> tuple[int, int]:
         """The price of the reference ``tier`` ("": none, so (0, 0); None: the ledger's is_reference one)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from rationer.errors import ResourceExhausted
+from rationer.errors import RationerError, ResourceExhausted
 from services.ledger.calls import CacheHitCall, CommitCall
 from services.router.holds import Holds, Spawn
 from services.router.policy import TierSpec
@@ -103,6 +103,7 @@ class Billing:
     ) -> None:  # fmt: skip
         """Commit the answer's usage against its hold and fill the result's billing fields."""
         result = prep.result
+        await _read_headroom(prep)
         prompt, completion = out.prompt_tokens, out.completion_tokens
         if not exact:
             # The upstream did not report usage: bill the hold's token maximum.
@@ -134,13 +135,8 @@ class Billing:
             cache_creation_tokens=out.cache_creation_tokens if exact else 0,
         )
         self._recorder.hold_closed(res)  # from here the journaled commit owns it
-        charge: Charge | None = None
-        try:
-            charge = await self._settler.settle(call)
-        except TRANSIENT:
-            # The model already answered: give the caller the answer; the
-            # journaled commit lands when the ledger is back.
-            result.settlement_pending = True
+        charge = await self._settle_commit(call, res.held_nano_usd)
+        result.settlement_pending = charge is None
         result.add_stage("settle", settle_started)
         result.tier, result.model = tier.name, out.model or tier.model
         result.prompt_tokens, result.completion_tokens = prompt, completion
@@ -151,6 +147,33 @@ class Billing:
             result.savings_nano_usd = charge.counterfactual_nano_usd - charge.cost_nano_usd
         result.gateway_overhead_ms = max((time.perf_counter() - prep.started) * 1000 - out.model_ms, 0.0)
         self._recorder.settled(prep, tier, charge)
+
+    async def _settle_commit(self, call: CommitCall, held: int) -> Charge | None:
+        """The commit's charge; None when the ledger has not confirmed it yet (journaled, it lands later).
+
+        With the tier's price in the book, a cost within the hold (the ledger
+        then bills it uncapped) and the ledger reachable, the answer does not
+        wait for the ledger: the journal row written now makes the commit
+        durable (the next run replays it after a crash), and the charge is the
+        ledger's own formula (``sql/data.py`` commit, ``sql/reference.py``).
+        """
+        cost = self._prices.cost(call.tier, call.prompt_tokens, call.completion_tokens,
+                                 cache_read=call.cache_read_tokens,
+                                 cache_creation=call.cache_creation_tokens)  # fmt: skip
+        # reference_tier None: the ledger's is_reference price, which this book may not hold.
+        if cost is not None and cost <= held and call.reference_tier is not None and self._settler.can_detach():
+            self._settler.settle_detached(call)
+            counterfactual = cost
+            if call.reference_tier:  # never a negative saving, as the ledger
+                ref = self._prices.counterfactual(call.reference_prompt_tokens, call.reference_completion_tokens)
+                counterfactual = max(ref, cost)
+            return Charge(cost, counterfactual)
+        try:
+            return await self._settler.settle(call)
+        except TRANSIENT:
+            # The model already answered: give the caller the answer; the
+            # journaled commit lands when the ledger is back.
+            return None
 
     def store_answer(self, prep: Prepared, tier: TierSpec, text: str) -> None:
         """Keep a billed answer in the cache, in the background (best effort)."""
@@ -174,3 +197,14 @@ class Billing:
                 "cache store",
             )
         )
+
+
+async def _read_headroom(prep: Prepared) -> None:
+    """The budget headroom the look-up left in flight (lookup.py); an answered call keeps 1.0 if it failed."""
+    if prep.headroom is None:
+        return
+    try:
+        prep.result.budget_remaining_fraction = await prep.headroom
+    except RationerError as exc:
+        log.warning("budget headroom unavailable; reporting 1.0", error=exc.message)
+    prep.headroom = None

@@ -37,6 +37,14 @@ class Lookup:
         """
         need_vector = need_vector or prep.cacheable
         headroom = asyncio.ensure_future(self._headroom(prep))
+        if not need_vector:
+            # A named tier with the cache off: nothing before the hold reads
+            # the headroom (a named tier's plan ignores budget pressure), so
+            # its round trip overlaps the Authorize and the model call; the
+            # settle stage reads it (billing.py).
+            headroom.add_done_callback(_consume)
+            prep.headroom = headroom
+            return
         try:
             if prep.cacheable:
                 prep.cached = await self._lookup(prep, exact_only=True)

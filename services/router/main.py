@@ -13,6 +13,7 @@ from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
 from rationer.platform.settings import load_service_settings, service_token_of
 from rationer.platform.tracing import tracing_for
+from services.router.loop import loop_factory
 from services.router.server import create_server
 from services.router.settings import RouterSettings
 from services.router.wiring import build_deps
@@ -53,5 +54,6 @@ def main(config: Path | None = None) -> None:
     # Frontier keys and the service token are scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level,
                       secrets=[service_token_of(settings), *(t.api_key for t in settings.tiers)])  # fmt: skip
-    with tracing_for("router", settings.otlp_endpoint):
-        asyncio.run(serve(settings))
+    factory = loop_factory(settings.event_loop)
+    with tracing_for("router", settings.otlp_endpoint), asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(settings))

@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncGenerator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,7 @@ class RouterCore:
         counters: Mapping[str, TokenCounter] | None = None,
         reference: Reference | None = None,
         recorder: Recorder = NULL_RECORDER,
+        ledger_connected: Callable[[], bool] | None = None,
     ) -> None:
         # The router's one wall clock (retry headers, timestamps); deadlines
         # use time.monotonic, which no date can move.
@@ -108,7 +109,8 @@ class RouterCore:
         self.auth = AuthCache(ledger, ttl_s=auth_ttl_s)
         # Every commit and cache-hit record passes through its journal.
         self.journal = journal if journal is not None else SettlementJournal(clock=clock)
-        self.settler = Settler(ledger, self.journal, self.spawn, max_backoff_s=self.config.settle_max_backoff_s)
+        self.settler = Settler(ledger, self.journal, self.spawn, max_backoff_s=self.config.settle_max_backoff_s,
+                               connected=ledger_connected)  # fmt: skip
         self._background: set[asyncio.Task[Any]] = set()
         # Metrics hooks at the settle, deny and fallback points (telemetry.py; a no-op by default).
         self.recorder = recorder

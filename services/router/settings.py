@@ -113,6 +113,11 @@ def default_tiers() -> list[TierSettings]:
 
 class RouterSettings(ServiceSettings):
     listen: str = "127.0.0.1:7400"
+    # "auto": uvloop when it is installed (the `fast` extra; services/router/loop.py), else asyncio's own loop.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    # Answer once a commit is journaled, not once the ledger confirms it (billing.py; docs/router.md).
+    # Off by default: the ledger then shows a call's charge a moment after its answer, not before.
+    answer_before_commit: bool = False
     ledger_address: str = "127.0.0.1:7401"
     cache_address: str = ""  # empty disables the cache
     worker_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:7403"])

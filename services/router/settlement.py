@@ -93,6 +93,7 @@ class Settler:
         *,
         max_backoff_s: float = 30.0,
         inline_budget_s: float = 2.0,
+        connected: Callable[[], bool] | None = None,
     ) -> None:
         self._ledger = ledger
         # How long a response may wait for its own settlement: a hung ledger
@@ -104,6 +105,19 @@ class Settler:
         self._max_backoff_s = max_backoff_s
         self._inline: set[int] = set()  # entries the request path is sending now
         self._drainer: asyncio.Task[Any] | None = None
+        # Whether the ledger's connection is up now; None: always assume so.
+        self._connected = connected
+
+    def can_detach(self) -> bool:
+        """Whether a settlement may go in the background now (``settle_detached``).
+
+        Only while the ledger is reachable and nothing waits for it: during
+        an outage the caller waits the short inline retry, as before, and
+        learns that its settlement is pending.
+        """
+        if self._drainer is not None and not self._drainer.done():
+            return False
+        return self._connected is None or self._connected()
 
     async def settle(self, call: SettlementCall) -> Charge:
         """Journal a settlement, then give it to the ledger.
@@ -137,6 +151,32 @@ class Settler:
         self._inline.discard(entry_id)
         self.journal.done(entry_id)
         return out
+
+    def settle_detached(self, call: SettlementCall) -> None:
+        """Journal a settlement and send it in the background: the caller answers now.
+
+        The journal row, written before this returns, is what makes the
+        settlement durable: if this process dies before the ledger confirms,
+        the next run replays it (``resume``), and the ledger takes it once.
+        """
+        entry_id = self.journal.add(call)
+        self._inline.add(entry_id)
+        self._spawn(self._send_detached(entry_id, call))
+
+    async def _send_detached(self, entry_id: int, call: SettlementCall) -> None:
+        try:
+            await retry_settlement(lambda: self._send(call), what=call.KIND)
+        except asyncio.CancelledError:
+            self._inline.discard(entry_id)  # stopping: the journal row replays on the next start
+            raise
+        except TRANSIENT:
+            self._hand_over(entry_id)  # the drainer takes it, however late
+            return
+        except RationerError as exc:
+            log.error("the ledger refused a settlement; it stays unbilled", what=f"{call.KIND} {_id_of(call)}",
+                      error=exc.message)  # fmt: skip
+        self._inline.discard(entry_id)
+        self.journal.done(entry_id)
 
     def resume(self) -> int:
         """Replay what an earlier run journaled but never saw confirmed."""

@@ -10,7 +10,7 @@ No behaviour beyond small derived properties; the pipeline stages live in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -241,6 +241,8 @@ class Prepared:
     tiers_tried: list[str] = field(default_factory=list)
     # Prompt tokens each tier's hold was sized for (counted once per tier).
     hold_prompt: dict[str, int] = field(default_factory=dict)
+    # The budget headroom still in flight when nothing before the hold needs it (lookup.py).
+    headroom: Awaitable[float] | None = None
 
 
 Canonicalize = Callable[[Sequence[Message]], str]

@@ -22,6 +22,7 @@ from rationer.platform.metrics import RpcMetrics
 from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
 from services.ledger.client import LedgerClient
+from services.ledger.models import Price
 from services.router.adapters import GrpcCache, GrpcLedger
 from services.router.anthropic.upstream import AnthropicClient, AnthropicConfig
 from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
@@ -77,7 +78,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     await _probe_frontiers(backends, closers)
     counters = await _counters(settings, pool, closers)
     reference = Reference(ref_tier := reference_tier(settings.tiers, settings.reference_tier), counters.get(ref_tier))
-    prices = await _prices(ledger, closers, ref_tier)
+    prices = await _prices(ledger, closers, ref_tier, tier_prices=settings.answer_before_commit)
     journal = SettlementJournal(settings.settlement_journal)
     metrics = RpcMetrics()
     recorder = PrometheusRecorder(metrics.registry, [t.name for t in settings.tiers],
@@ -99,6 +100,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
         auth_ttl_s=settings.auth_cache_ttl_s,
         batcher=batcher,
         journal=journal,
+        ledger_connected=ledger.connected,
         counters=counters,
         reference=reference,
         recorder=recorder,
@@ -210,9 +212,10 @@ def tier_specs(
 
 async def _counters(settings: RouterSettings, pool: WorkerPool, closers: list[Closer]) -> dict[str, TokenCounter]:
     """One token counter per tier, loaded once (a GGUF vocabulary for local tiers)."""
-    counters: dict[str, TokenCounter] = {}
-    for tier in settings.tiers:
-        counters[tier.name] = await asyncio.to_thread(tier_counter, tier, settings.model_cache_dir)
+    # Loaded side by side: each is a GGUF vocabulary read (and its file check), mostly outside the GIL.
+    cache_dir = settings.model_cache_dir
+    loaded = await asyncio.gather(*(asyncio.to_thread(tier_counter, t, cache_dir) for t in settings.tiers))
+    counters: dict[str, TokenCounter] = {t.name: c for t, c in zip(settings.tiers, loaded, strict=True)}
     await verify_counters(counters, settings.tiers, pool.count_tokens)
 
     async def close_counters() -> None:
@@ -224,8 +227,11 @@ async def _counters(settings: RouterSettings, pool: WorkerPool, closers: list[Cl
     return counters
 
 
-async def _prices(ledger: GrpcLedger, closers: list[Closer], reference: str) -> PriceBook:
+async def _prices(ledger: GrpcLedger, closers: list[Closer], reference: str, *, tier_prices: bool) -> PriceBook:
+    """``tier_prices``: keep the tiers' prices too (answer_before_commit needs them; without, commits wait)."""
     prices = PriceBook()
+    if not tier_prices:
+        prices.tiers = None
     await _refresh_prices(ledger, prices, reference)
     # The ledger may start after the router, and reference prices change:
     # re-read them every minute instead of only at start-up.
@@ -245,8 +251,13 @@ async def _refresh_prices(ledger: GrpcLedger, prices: PriceBook, reference: str)
         prices.reference_input_per_million, prices.reference_output_per_million = await ledger.reference_price(
             reference
         )
+        if prices.tiers is not None:
+            latest: dict[str, Price] = {}
+            for price in sorted(await ledger.prices(), key=lambda p: p.version):
+                latest[price.tier] = price
+            prices.tiers = latest
     except RationerError as exc:
-        log.warning("could not read the reference price from the ledger", error=exc.message)
+        log.warning("could not read the prices from the ledger", error=exc.message)
 
 
 async def _keep_prices_fresh(ledger: GrpcLedger, prices: PriceBook, reference: str, every_s: float = 60.0) -> None:

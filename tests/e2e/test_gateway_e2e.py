@@ -148,9 +148,15 @@ async def test_stream_is_billed_with_exact_tokens(stack: Stack) -> None:
     assert text and 0 < final.completion_tokens <= 10
     assert final.usage_exact and final.finish_reason in ("stop", "length")
     stack.routes.append(final)
-    async with stack.admin() as admin:
-        events = await admin.list_events(kind="charge")
-    ev = next(e for e in events if e.request_id == final.request_id)  # first attempt: bare request id
+    # The answer does not wait for the ledger to confirm the commit (journaled
+    # first; docs/router.md): the charge lands right after it.
+    for _ in range(50):
+        async with stack.admin() as admin:
+            events = [e for e in await admin.list_events(kind="charge") if e.request_id == final.request_id]
+        if events:
+            break
+        await asyncio.sleep(0.1)
+    ev = events[0]  # first attempt: bare request id
     assert (ev.prompt_tokens, ev.completion_tokens) == (final.prompt_tokens, final.completion_tokens)
     assert ev.cost.nano_usd == final.cost_nano_usd
 
