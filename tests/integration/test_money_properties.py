@@ -172,11 +172,12 @@ def _held_reservations(key_id: str) -> Op[list[tuple[Any, ...]]]:
 
 
 async def _settled(stack: Stack, key_id: str, timeout_s: float = 30.0) -> None:
-    """Wait until the router has settled everything it placed for this key."""
+    """Wait until the router has settled everything it placed for this key (journal drained too)."""
     store = stack.ledger.deps.ledger.store
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not stack.core._background and not await store.read(lambda: _held_reservations(key_id)):
+        busy = stack.core._background or len(stack.core.journal)
+        if not busy and not await store.read(lambda: _held_reservations(key_id)):
             return
         await asyncio.sleep(0.1)
 
@@ -205,12 +206,14 @@ async def _check_invariants(stack: Stack, key_id: str, hard_limit: int, outcomes
             assert len(mine) <= 1, f"M2: {o} was billed {len(mine)} times"
 
 
-@pytest.fixture(scope="module")
+# Both settlement modes: the router waits for the ledger's Commit, or (``rationer up``'s
+# default, issue 17) answers once the Commit is journaled and sends it in the background.
+@pytest.fixture(scope="module", params=[False, True], ids=["commit-then-answer", "answer-before-commit"])
 async def stack(
-    frontier_base_url: str, tmp_path_factory: pytest.TempPathFactory
+    frontier_base_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Stack, asyncio.AbstractEventLoop]]:
     async with running_stack(tmp_path_factory.mktemp("money-props"), frontier_base_url=frontier_base_url,
-                             worker=True) as s:  # fmt: skip
+                             worker=True, answer_before_commit=request.param) as s:  # fmt: skip
         # Hypothesis drives a plain function; each example runs on the loop
         # the stack's servers live on.
         yield s, asyncio.get_running_loop()
