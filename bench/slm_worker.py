@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,9 @@ def _start_worker(config: Path) -> tuple[subprocess.Popen[str], str]:
         except ValueError:
             continue
         if event.get("event") == "worker serving":
+            # Keep reading: a full stderr pipe would block the worker's
+            # logging, and with it its event loop, mid-run.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, f"127.0.0.1:{event['port']}"
     raise RuntimeError(f"worker failed to start (exit {proc.wait()})")
 
