@@ -82,6 +82,7 @@ class BatchedContext:
         self._pieces = Slot(llm, -1)  # token -> bytes, with its cache
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = llm._model.vocab
+        self._eog_cache: dict[int, bool] = {}
         self._pending: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._active: dict[int, _Job] = {}
         self._closed = False
@@ -178,15 +179,29 @@ class BatchedContext:
                 j.error = exc
                 j.done.set()
             return
+        # Sample every sequence first, then hand out the text: the emits of
+        # one step then run back to back without releasing the GIL, so the
+        # event loop is woken once for all of them (mailbox.LoopWaker).
+        sampled: list[tuple[_Job, int]] = []
         for i, j in enumerate(jobs):
             j.pos += 1
-            self._guarded(j, lambda job, idx=i: self._sample_at(job, idx))
+            self._guarded(j, lambda job, idx=i: sampled.append((job, self._sample(job, idx))))
+        for j, tok in sampled:
+            self._guarded(j, lambda job, t=tok: self._on_token(job, t))
 
-    def _sample_at(self, job: _Job, idx: int) -> None:
-        self._on_token(job, self._l.llama_sampler_sample(job.sampler, self._ctx, idx))
+    def _sample(self, job: _Job, idx: int) -> int:
+        return int(self._l.llama_sampler_sample(job.sampler, self._ctx, idx))
+
+    def _eog(self, tok: int) -> bool:
+        # Cached: each ctypes call releases the GIL, which would let the loop
+        # run between the emits of one step.
+        known = self._eog_cache.get(tok)
+        if known is None:
+            known = self._eog_cache[tok] = bool(self._is_eog(self._vocab, tok))
+        return known
 
     def _on_token(self, job: _Job, tok: int) -> None:
-        if self._is_eog(self._vocab, tok):
+        if self._eog(tok):
             self._finish(job, "stop")
             return
         job.produced += 1

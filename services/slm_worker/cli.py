@@ -29,8 +29,11 @@ def register(groups: CliGroups) -> None:
         tokens: int = typer.Option(64, help="tokens generated per stream"),
         rounds: int = typer.Option(6, help="rounds over the 3 prompts; one bare/worker pair each"),
         threads: int = typer.Option(1, help="llama.cpp threads for the single-stream runs"),
+        concurrent_rounds: int = typer.Option(3, help="slots/batched pairs per stream count (medians)"),
     ) -> None:
         """Worker vs bare llama-cpp-python: tok/s ratio, TTFT overhead, concurrency."""
         from rationer.cli.bench_import import bench_module
 
-        bench_module("bench.slm_worker").main(json_out=json_out, tokens=tokens, rounds=rounds, threads=threads)
+        bench_module("bench.slm_worker").main(
+            json_out=json_out, tokens=tokens, rounds=rounds, threads=threads, concurrent_rounds=concurrent_rounds
+        )

@@ -55,6 +55,12 @@ async def run(settings: WorkerSettings) -> None:
 
 def main(config: Path | None = None) -> int:
     """Run the worker; returns the process exit status."""
+    # llama.cpp's OpenMP threads otherwise spin between decode calls. A
+    # multi-thread context (a batched one) then holds a core while the event
+    # loop and gRPC need it, and on a loaded host streams stalled until their
+    # deadline; passive waiting costs one wake-up per decode call. libgomp
+    # reads this when llama_cpp is first imported, which happens later.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         settings = load_settings(WorkerSettings, "worker", toml_path=config, environ=os.environ)
     except (RationerError, ValidationError) as exc:

@@ -21,10 +21,10 @@ import structlog
 
 from rationer.errors import ResourceExhausted, Unavailable
 from services.slm_worker.engine import GenerationOutcome, GenerationRequest, Slot, TextPiece
+from services.slm_worker.mailbox import LoopWaker, Mailbox
 
 log = structlog.get_logger(__name__)
 
-_DONE = object()
 _RATE_WINDOW = 20  # recent generations that feed recent_tokens_per_second
 
 
@@ -56,6 +56,7 @@ class SlotPool:
         self._recent: collections.deque[tuple[int, float]] = collections.deque(maxlen=_RATE_WINDOW)
         self._recent_lock = threading.Lock()
         self._draining = False
+        self._waker: LoopWaker | None = None
         # Finish reasons of completed runs, e.g. {"length": 3, "cancelled": 1}.
         self.finished: collections.Counter[str] = collections.Counter()
         # Calls turned away for another worker or tier to take, by reason
@@ -142,37 +143,41 @@ class SlotPool:
         slot returns to the pool once its thread has stopped.
         """
         lease = await self._acquire()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        box = Mailbox(self._waker_for(asyncio.get_running_loop()))
         cancel = threading.Event()
-
         prompt_tokens = len(req.prompt_tokens)
-
-        def emit(text: str, produced: int) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, TextPiece(text, prompt_tokens, produced))
-
         try:
-            future = loop.run_in_executor(lease.executor, lease.slot.run, req, emit, cancel)
+            future = asyncio.get_running_loop().run_in_executor(lease.executor, lease.slot.run, req, box.emit, cancel)
         except BaseException:
             self._release(lease)
             raise
-        future.add_done_callback(lambda f: self._finished(lease, f, queue))
+        future.add_done_callback(lambda f: self._finished(lease, f, box))
         try:
-            while (item := await queue.get()) is not _DONE:
-                yield item
+            # Everything ready is taken at once: a consumer that falls behind
+            # sends one piece for several tokens (services/slm_worker/mailbox.py).
+            while (ready := await box.take()) is not None:
+                yield TextPiece(ready[0], prompt_tokens, ready[1])
             outcome = future.result()
             yield outcome
         finally:
             cancel.set()
 
-    def _finished(self, lease: _Lease, future: asyncio.Future[GenerationOutcome], queue: asyncio.Queue[Any]) -> None:
-        # Runs on the loop after every emit() of that run (same FIFO), so the
-        # consumer sees all deltas before _DONE.
+    def _waker_for(self, loop: asyncio.AbstractEventLoop) -> LoopWaker:
+        # One per loop, shared by every generation of this pool, so all the
+        # sequences of one batched decode step wake the loop once.
+        if self._waker is None or self._waker.loop is not loop:
+            self._waker = LoopWaker(loop)
+        return self._waker
+
+    def _finished(self, lease: _Lease, future: asyncio.Future[GenerationOutcome], box: Mailbox) -> None:
+        # Runs on the loop once the slot's thread has returned, so every
+        # emit() of that run is already in the mailbox: the consumer sees all
+        # deltas before the outcome.
         self._release(lease)
         if not future.cancelled() and future.exception() is None:
             self._record(future.result())
             self.finished[future.result().finish_reason] += 1
-        queue.put_nowait(_DONE)
+        box.close()
 
     async def run_once(self, fn: Any) -> list[Any]:
         """Run ``fn(slot)`` on every slot's own thread (used for warm-up)."""
