@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rationer.errors import InvalidArgument, NotFound
 from services.ledger.models import (
@@ -288,13 +290,17 @@ def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     group = f" GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
     rows = yield (f"SELECT {', '.join([*cols, *sums])} FROM events{where} AND kind IN ({kinds}){group}",
                   tuple(params))  # fmt: skip
-    out = []
-    n = len(cols)
+    return usage_rows(rows, q.group_by)
+
+
+def usage_rows(rows: Any, group_by: Sequence[str]) -> list[UsageRow]:
+    """``GROUP BY`` rows (group columns, then the sums) as usage rows; an aggregate over no rows is dropped."""
+    out, n = [], len(group_by)
     for r in rows:
         nums = [int(x or 0) for x in r[n:]]
         if nums[0] == 0 and not any(nums[-3:]):
             continue  # an empty aggregate over no rows
-        out.append(UsageRow(dict(zip(q.group_by, (str(x) for x in r[:n]), strict=True)), *nums))
+        out.append(UsageRow(dict(zip(group_by, (str(x) for x in r[:n]), strict=True)), *nums))
     return out
 
 

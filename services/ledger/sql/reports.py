@@ -10,7 +10,7 @@ the daily rows plus at most two days of hourly rows and two hours of events.
 from __future__ import annotations
 
 from services.ledger.models import USAGE_KINDS, UsageRow
-from services.ledger.sql.admin import _GROUP_COLUMNS, _SCOPE_COLUMNS, SIGNAL_KINDS, UsageQuery
+from services.ledger.sql.admin import _GROUP_COLUMNS, _SCOPE_COLUMNS, SIGNAL_KINDS, UsageQuery, usage_rows
 from services.ledger.sql.common import Op
 from services.ledger.sql.rollups import DAY_US, HOUR_US, SUM_COLS
 
@@ -94,10 +94,4 @@ def usage(q: UsageQuery) -> Op[list[UsageRow]]:
     sums = ", ".join(f"SUM({c})" for c in SUM_COLS)
     rows = yield (f"SELECT {', '.join([*cols, sums])} FROM ({' UNION ALL '.join(selects)}) u{group}",
                   tuple(params))  # fmt: skip
-    out, n = [], len(cols)
-    for r in rows:
-        nums = [int(x or 0) for x in r[n:]]
-        if nums[0] == 0 and not any(nums[-3:]):
-            continue  # an empty aggregate over no rows
-        out.append(UsageRow(dict(zip(q.group_by, (str(x) for x in r[:n]), strict=True)), *nums))
-    return out
+    return usage_rows(rows, q.group_by)
