@@ -213,12 +213,16 @@ async def http_caller(url: str, key: str, concurrency: int, *, model: str = "") 
             body: dict[str, Any] = {"model": model or MODEL, "messages": _messages(i), "max_tokens": 16}
             if model:
                 body["no_cache"] = True
-            async with session.post(url, data=json.dumps(body), headers=headers) as resp:
-                data = await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"{url} answered {resp.status}: {data[:300]!r}")
+            await _post(session, url, body, headers)
 
         yield call
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    async with session.post(url, data=json.dumps(body), headers=headers) as resp:
+        data = await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{url} answered {resp.status}: {data[:300]!r}")
 
 
 @contextlib.asynccontextmanager
@@ -231,10 +235,7 @@ async def messages_caller(url: str, key: str, concurrency: int, *, model: str) -
 
         async def call(i: int) -> None:
             body = {"model": model, "messages": _messages(i), "max_tokens": 16}
-            async with session.post(url, data=json.dumps(body), headers=headers) as resp:
-                data = await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"{url} answered {resp.status}: {data[:300]!r}")
+            await _post(session, url, body, headers)
 
         yield call
 
