@@ -71,7 +71,7 @@ async def _day(data: LedgerClient, s: Seeded, day: int, clock: FixedClock) -> No
             ("member", "local-small", "ops-bot"), ("admin", "frontier-mini", "search")]  # fmt: skip
     for i, (who, tier, project) in enumerate(plan):
         for n in range(1 + (day + i) % 3):
-            tokens = (200 + 37 * ((day * 5 + i * 3 + n) % 11), 50 + 13 * ((day + i + n) % 7))
+            tokens = (8_000 + 1_480 * ((day * 5 + i * 3 + n) % 11), 2_000 + 520 * ((day + i + n) % 7))
             model = IMG_MODEL if (who, n, day % 4) == ("batch", 0, 1) else ""
             await _charge(data, s.keys[who], tier, tokens, f"d{day}-{i}-{n}", project, model)
             clock.advance(60)
@@ -79,7 +79,7 @@ async def _day(data: LedgerClient, s: Seeded, day: int, clock: FixedClock) -> No
     for n in range(day % 3 + 1):
         rid = f"hit-{day}-{n}"
         await data.record_cache_hit(cache_hit(key.key_id, rid, project="search", tier="frontier",
-                                              model=PRICES["frontier"][0], prompt_tokens=300, completion_tokens=80))
+                                              model=PRICES["frontier"][0], prompt_tokens=12_000, completion_tokens=3_200))
         if (day, n) in ((2, 0), (7, 1)):
             await data.record_wrong_hit(key.key_id, rid)
         clock.advance(30)

@@ -19,15 +19,13 @@ import pkgutil
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from services.router.console.context import Ctx
+from services.router.console.context import Ctx
 
 # What a handler returns: JSON-able data (sent as JSON) or a response of its own (CSV, ...).
-ApiHandler = Callable[["Ctx"], Awaitable[object]]
+ApiHandler = Callable[[Ctx], Awaitable[object]]
 SLUG = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
