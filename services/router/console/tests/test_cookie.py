@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from pydantic import SecretStr
@@ -20,7 +22,8 @@ async def _cookie(settings: ConsoleSettings, secure_transport: bool) -> str:
     try:
         console = Console(settings, ledger, clock, lambda r: "rid")
         s = console._codec.new("rk_x", clock.now_us(), clock.now_us() + 60_000_000)
-        request = make_mocked_request("POST", "/console/login", sslcontext=object() if secure_transport else None)
+        tls = ssl.create_default_context() if secure_transport else None
+        request = make_mocked_request("POST", "/console/login", sslcontext=tls)
         resp = web.Response()
         console._set_cookie(request, resp, s)
         return resp.cookies.output(header="")
