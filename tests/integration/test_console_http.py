@@ -108,6 +108,15 @@ async def test_bad_input_is_400_with_what_to_send(st: ConsoleStack, query: dict[
         assert r.status == 400 and body["error"]["param"] == param and words in body["error"]["message"], body
 
 
+async def test_an_unknown_scope_reads_as_no_usage_not_an_error(st: ConsoleStack) -> None:
+    # Scopes are filters in the ledger's Usage (as for the CLI): an id nobody used has no rows.
+    s, _ = await signed_in(st, "admin")
+    async with s:
+        r = await s.get(f"{st.base_url}/console/api/chargeback", params={**MARCH, "scope": "team:acme/nobody"})
+        d = await r.json()
+        assert r.status == 200 and d["rows"] == [] and d["total"]["requests"] == 0
+
+
 async def test_unknown_paths_are_404_json_with_security_headers(st: ConsoleStack) -> None:
     s, _ = await signed_in(st, "admin")
     async with s:
