@@ -140,7 +140,12 @@ class RouterSettings(ServiceSettings):
     default_max_tokens: int = 256
     max_tokens_cap: int = 4096
     max_prompt_chars: int = 64 * 1024
-    worker_refresh_s: float = 1.0
+    # Every worker_refresh_s the router re-resolves worker_addresses ("host:port", or "dns:host:port"
+    # for one worker per DNS record) and probes each worker's load (ListModels). An unreachable worker
+    # is out of rotation at the next probe; one whose probe fails otherwise (too slow) after
+    # worker_probe_misses consecutive failures (docs/deploy.md, "Workers").
+    worker_refresh_s: float = Field(default=1.0, gt=0)
+    worker_probe_misses: int = Field(default=2, ge=1, le=100)
     # Where package-shipped tokenizer GGUFs that come in chunks are assembled
     # (the worker's default, so both share one copy on one host).
     model_cache_dir: str = "~/.cache/rationer/models"

@@ -75,7 +75,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     closers: list[Closer] = []
     ledger, cache = _services(settings, closers)
     pool = WorkerPool(settings.worker_addresses, refresh_s=settings.worker_refresh_s,
-                      service_token=service_token_of(settings))  # fmt: skip
+                      service_token=service_token_of(settings), probe_misses=settings.worker_probe_misses)  # fmt: skip
     await pool.start()
     closers.append(pool.close)
     backends = _backends(settings.tiers, pool, closers)
