@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from rationer.errors import FailedPrecondition
 from services.ledger.calls import CommitCall
 from services.router.journal import SettlementJournal
 from services.router.journal_lock import JournalInUse, lock_path
@@ -74,6 +75,15 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     SettlementJournal(path).close()  # no stale pid file to clean up by hand
+
+
+def test_a_file_that_is_not_a_journal_is_refused_and_left_unlocked(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite3"
+    path.write_text("not a database, but long enough for SQLite to read a header from it" * 4)
+    with pytest.raises(FailedPrecondition, match="is not a settlement journal the router can open"):
+        SettlementJournal(path)
+    with pytest.raises(FailedPrecondition, match="is not a settlement journal"):
+        SettlementJournal(path)  # the same refusal, not "in use": the first attempt let go of its lock
 
 
 def test_remove_deletes_an_empty_journal_and_refuses_one_with_entries(tmp_path: Path) -> None:
