@@ -21,9 +21,9 @@ def _amount(b: pb.Budget, n: float) -> str:
 
 
 def _when(t: object, present: bool) -> str:
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from datetime import UTC
+
+    from google.protobuf.timestamp_pb2 import Timestamp
 
     assert isinstance(t, Timestamp)
     return t.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M UTC") if present else "never at this rate"
@@ -67,7 +67,8 @@ async def _webhook(ledger: str, token: str, action: str, arg: str, budget_id: st
                     "(store it now: it is shown only once; it signs X-Rationer-Signature)")  # fmt: skip
         if action == "list":
             hooks = await c.list_webhooks(budget_id=budget_id, org_id=org)
-            return "\n".join(f"{w.id}  {w.budget_id or 'org:' + w.org_id}  {w.url}  {w.name}" for w in hooks) or "(none)"
+            lines = [f"{w.id}  {w.budget_id or 'org:' + w.org_id}  {w.url}  {w.name}".rstrip() for w in hooks]
+            return "\n".join(lines) or "(none)"
         if action == "remove":
             w = await c.remove_webhook(arg)
             return f"removed {w.id} ({w.url})"
