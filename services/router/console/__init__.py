@@ -1,0 +1,1 @@
+"""The FinOps console pages served by the router's HTTP door."""
