@@ -1,1 +1,0 @@
-"""The FinOps console pages served by the router's HTTP door."""
