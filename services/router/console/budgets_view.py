@@ -22,6 +22,9 @@ from services.ledger import convert as cv
 MAX_USD = 1_000_000_000  # the ledger's hard-limit ceiling, in dollars
 NANO = 1_000_000_000
 W, H, PAD = 640, 200, 36
+# Presentation attributes, not CSS: the chart is an <img>, and the console's CSP allows no inline style.
+COLORS = {"alert-line": "#c9a227", "soft-line": "#e08a00", "hard-line": "#c0392b", "spend": "#1f6feb",
+          "forecast": "#6e7781", "frame": "#d0d7de", "axis": "#57606a"}
 
 
 def _iso(t: Timestamp, present: bool = True) -> str | None:
@@ -77,25 +80,29 @@ def burndown_svg(s: pb.BudgetStatusEntry, now: Timestamp) -> str:
     line = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
     parts = [f'<svg class="burndown" viewBox="0 0 {W} {H}" role="img" aria-label="'
              f'{html.escape(b.id)} burn-down" xmlns="http://www.w3.org/2000/svg">',
-             f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" class="frame" fill="none"/>']
+             f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" class="frame" fill="none" '
+             f'stroke="{COLORS["frame"]}"/>', '<g font-family="sans-serif" font-size="11">']
     for frac in b.alert_fractions:
         parts.append(_hline(y(frac * b.hard_limit), "alert-line", f"{frac:g}"))
     parts.append(_hline(y(b.soft_fraction * b.hard_limit), "soft-line", f"soft {b.soft_fraction:g}"))
     parts.append(_hline(y(b.hard_limit), "hard-line", f"hard {amount_text(unit, b.hard_limit)}"))
-    parts.append(f'<polyline class="spend" fill="none" points="{line}"/>')
+    parts.append(f'<polyline class="spend" fill="none" stroke="{COLORS["spend"]}" stroke-width="2" points="{line}"/>')
     if s.rate_per_day > 0 and x1 > now_us:
         parts.append(f'<line class="forecast" x1="{x(now_us):.1f}" y1="{y(b.spent):.1f}" x2="{x(x1):.1f}" '
-                     f'y2="{y(end_spend):.1f}" stroke-dasharray="4 3"/>')  # fmt: skip
+                     f'y2="{y(end_spend):.1f}" stroke="{COLORS["forecast"]}" stroke-dasharray="4 3"/>')  # fmt: skip
     label = datetime.fromtimestamp(x0 / 1e6, UTC).strftime("%Y-%m-%d")
-    parts.append(f'<text x="{PAD}" y="{H - 10}" class="axis">{label}</text>')
-    parts.append(f'<text x="{W - PAD}" y="{H - 10}" class="axis" text-anchor="end">'
-                 f'{datetime.fromtimestamp(x1 / 1e6, UTC).strftime("%Y-%m-%d")}</text></svg>')  # fmt: skip
+    axis = COLORS["axis"]
+    parts.append(f'<text x="{PAD}" y="{H - 10}" class="axis" fill="{axis}">{label}</text>')
+    parts.append(f'<text x="{W - PAD}" y="{H - 10}" class="axis" fill="{axis}" text-anchor="end">'
+                 f'{datetime.fromtimestamp(x1 / 1e6, UTC).strftime("%Y-%m-%d")}</text></g></svg>')  # fmt: skip
     return "".join(parts)
 
 
 def _hline(yy: float, cls: str, label: str) -> str:
-    return (f'<line class="{cls}" x1="{PAD}" x2="{W - PAD}" y1="{yy:.1f}" y2="{yy:.1f}"/>'
-            f'<text class="{cls}-label" x="{W - PAD - 4}" y="{yy - 3:.1f}" text-anchor="end">'
+    c = COLORS[cls]
+    dash = ' stroke-dasharray="2 3"' if cls != "hard-line" else ""
+    return (f'<line class="{cls}" x1="{PAD}" x2="{W - PAD}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="{c}"{dash}/>'
+            f'<text class="{cls}-label" x="{W - PAD - 4}" y="{yy - 3:.1f}" text-anchor="end" fill="{c}">'
             f"{html.escape(label)}</text>")  # fmt: skip
 
 
