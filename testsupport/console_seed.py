@@ -78,8 +78,9 @@ async def _day(data: LedgerClient, s: Seeded, day: int, clock: FixedClock) -> No
     key = s.keys["bob"]
     for n in range(day % 3 + 1):
         rid = f"hit-{day}-{n}"
-        await data.record_cache_hit(cache_hit(key.key_id, rid, project="search", tier="frontier",
-                                              model=PRICES["frontier"][0], prompt_tokens=12_000, completion_tokens=3_200))
+        hit = cache_hit(key.key_id, rid, project="search", tier="frontier", model=PRICES["frontier"][0],
+                        prompt_tokens=12_000, completion_tokens=3_200)  # fmt: skip
+        await data.record_cache_hit(hit)
         if (day, n) in ((2, 0), (7, 1)):
             await data.record_wrong_hit(key.key_id, rid)
         clock.advance(30)
