@@ -70,7 +70,7 @@ async def _day(data: LedgerClient, s: Seeded, day: int, clock: FixedClock) -> No
     plan = [("bob", "local-small", "search"), ("bob", "frontier", ""), ("batch", "frontier-mini", SCRIPT_PROJECT),
             ("member", "local-small", "ops-bot"), ("admin", "frontier-mini", "search")]  # fmt: skip
     for i, (who, tier, project) in enumerate(plan):
-        for n in range(1 + (day + i) % 3):
+        for n in range((3, 1, 1, 2, 1)[i] + (day + i) % 3):
             tokens = (8_000 + 1_480 * ((day * 5 + i * 3 + n) % 11), 2_000 + 520 * ((day + i + n) % 7))
             model = IMG_MODEL if (who, n, day % 4) == ("batch", 0, 1) else ""
             await _charge(data, s.keys[who], tier, tokens, f"d{day}-{i}-{n}", project, model)

@@ -54,15 +54,15 @@
 
   /* Horizontal bars: items [{label, value, text}] (text: what to print beside the bar). */
   function bars(title, items) {
-    const W = 560, row = 26, L = 150, T = 24;
+    const W = 1100, row = 26, L = 170, T = 24;
     const H = T + row * Math.max(1, items.length) + 6;
     const max = Math.max(1e-12, ...items.map((i) => Number(i.value)));
-    const root = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img" });
+    const root = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart bars", role: "img" });
     root.appendChild(svg("title", {}, title));
-    root.appendChild(svg("text", { x: 4, y: 16, class: "chart-title" }, title));
+    root.appendChild(svg("text", { x: 10, y: 16, class: "chart-title" }, title));
     items.forEach((it, k) => {
       const yy = T + k * row;
-      const w = Math.max(1, (W - L - 130) * Number(it.value) / max);
+      const w = Math.max(1, (W - L - 260) * Number(it.value) / max);
       root.appendChild(svg("text", { x: L - 8, y: yy + 15, class: "axis", "text-anchor": "end" }, it.label));
       root.appendChild(svg("rect", { x: L, y: yy + 4, width: w.toFixed(1), height: 16, class: "bar s" + (k % 6) }));
       root.appendChild(svg("text", { x: L + w + 6, y: yy + 16, class: "axis" }, it.text));
