@@ -83,7 +83,8 @@ def burndown_svg(s: pb.BudgetStatusEntry, now: Timestamp) -> str:
              f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" class="frame" fill="none" '
              f'stroke="{COLORS["frame"]}"/>', '<g font-family="sans-serif" font-size="11">']
     for frac in b.alert_fractions:
-        parts.append(_hline(y(frac * b.hard_limit), "alert-line", f"{frac:g}"))
+        if abs(frac - b.soft_fraction) > 1e-9:  # the soft line is drawn and named below
+            parts.append(_hline(y(frac * b.hard_limit), "alert-line", f"alert {frac:g}"))
     parts.append(_hline(y(b.soft_fraction * b.hard_limit), "soft-line", f"soft {b.soft_fraction:g}"))
     parts.append(_hline(y(b.hard_limit), "hard-line", f"hard {amount_text(unit, b.hard_limit)}"))
     parts.append(f'<polyline class="spend" fill="none" stroke="{COLORS["spend"]}" stroke-width="2" points="{line}"/>')
@@ -101,9 +102,10 @@ def burndown_svg(s: pb.BudgetStatusEntry, now: Timestamp) -> str:
 def _hline(yy: float, cls: str, label: str) -> str:
     c = COLORS[cls]
     dash = ' stroke-dasharray="2 3"' if cls != "hard-line" else ""
+    # Alert lines are named on the left, soft and hard on the right: near lines never overprint.
+    at = f'x="{PAD + 4}" text-anchor="start"' if cls == "alert-line" else f'x="{W - PAD - 4}" text-anchor="end"'
     return (f'<line class="{cls}" x1="{PAD}" x2="{W - PAD}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="{c}"{dash}/>'
-            f'<text class="{cls}-label" x="{W - PAD - 4}" y="{yy - 3:.1f}" text-anchor="end" fill="{c}">'
-            f"{html.escape(label)}</text>")  # fmt: skip
+            f'<text class="{cls}-label" {at} y="{yy - 3:.1f}" fill="{c}">{html.escape(label)}</text>')
 
 
 @dataclass(frozen=True)
