@@ -41,6 +41,24 @@ async def signed_in(st: ConsoleStack, who: str) -> AsyncIterator[Signed]:
         yield Signed(http, st.base_url, csrf)
 
 
+async def _refusals(f: Signed, fin: str, budget_id: str) -> None:
+    """Bad input is a 400 naming the field, an unknown id a 404: the ledger's or the page's message, never 500."""
+    bad: list[tuple[str, dict[str, Any], int, str]] = [
+        ("budgets", {"scope": f"team:{fin}", "hard_limit": "-5"}, 400, "between $0"),
+           ("budgets", {"scope": f"team:{fin}", "hard_limit": "1", "alert_fractions": "0.5,x"}, 400, "'x'"),
+           ("budgets", {"scope": "team:acme/nope", "hard_limit": "1"}, 404, "does not exist"),
+           ("budgets", {"scope": "nonsense", "hard_limit": "1"}, 400, "scope must look like"),
+           ("budgets/remove", {"id": "budget:team:nope:usd:monthly"}, 404, "does not exist"),
+           ("budgets/remove", {}, 400, "id is required"),
+           ("webhooks", {"budget_id": budget_id, "url": "javascript:alert(1)"}, 400, "http:// or https://"),
+           ("webhooks", {"budget_id": "budget:nope", "url": "https://x.test/"}, 404, "does not exist"),
+           ("webhooks/test", {"webhook_id": "wh_nope"}, 404, "does not exist"),
+           ("webhooks/remove", {"webhook_id": ["x"]}, 400, "must be a string")]  # fmt: skip
+    for path, body, code, msg in bad:
+        status, err = await f.post(path, body)
+        assert status == code and msg in err["error"]["message"], (path, body, status, err)
+
+
 async def test_budgets_page_api_as_finops_and_viewer(tmp_path: Path) -> None:
     async with running_console_stack(tmp_path) as st, webhook_receiver() as rx:
         eng, fin = st.seeded.teams["eng"], st.seeded.teams["fin"]
@@ -73,19 +91,7 @@ async def test_budgets_page_api_as_finops_and_viewer(tmp_path: Path) -> None:
             status, d = await f.get("budgets")
             assert [w["url"] for b in d["budgets"] if b["id"] == made["id"] for w in b["webhooks"]] == [rx.url("/fin")]
 
-            bad = [("budgets", {"scope": f"team:{fin}", "hard_limit": "-5"}, 400, "between $0"),
-                   ("budgets", {"scope": f"team:{fin}", "hard_limit": "1", "alert_fractions": "0.5,x"}, 400, "'x'"),
-                   ("budgets", {"scope": "team:acme/nope", "hard_limit": "1"}, 404, "does not exist"),
-                   ("budgets", {"scope": "nonsense", "hard_limit": "1"}, 400, "scope must look like"),
-                   ("budgets/remove", {"id": "budget:team:nope:usd:monthly"}, 404, "does not exist"),
-                   ("budgets/remove", {}, 400, "id is required"),
-                   ("webhooks", {"budget_id": made["id"], "url": "javascript:alert(1)"}, 400, "http:// or https://"),
-                   ("webhooks", {"budget_id": "budget:nope", "url": "https://x.test/"}, 404, "does not exist"),
-                   ("webhooks/test", {"webhook_id": "wh_nope"}, 404, "does not exist"),
-                   ("webhooks/remove", {"webhook_id": ["x"]}, 400, "must be a string")]  # fmt: skip
-            for path, body, code, msg in bad:
-                status, err = await f.post(path, body)
-                assert status == code and msg in err["error"]["message"], (path, body, status, err)
+            await _refusals(f, fin, made["id"])
             status, err = await f.post("budgets/remove", {"id": made["id"]}, csrf=False)
             assert status == 403 and "CSRF" in err["error"]["message"]
             status, gone = await f.post("budgets/remove", {"id": made["id"]})
