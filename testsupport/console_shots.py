@@ -25,8 +25,12 @@ MAX_HEIGHT = 3000
 
 def _shoot(driver: Any, path: Path) -> None:
     """The whole page: the window grown to the document's height (capped)."""
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(WIDTH, min(max(height, 700), MAX_HEIGHT))
+    for _ in range(3):  # the window's chrome takes some height: converge on the document's
+        height, inner, outer = driver.execute_script(
+            "return [document.documentElement.scrollHeight, window.innerHeight, window.outerHeight]")
+        if inner >= min(height, MAX_HEIGHT):
+            break
+        driver.set_window_size(WIDTH, min(max(int(height), 700), MAX_HEIGHT) + int(outer) - int(inner))
     driver.save_screenshot(str(path))
 
 

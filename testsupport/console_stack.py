@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import SecretStr
 
-from rationer.platform.clock import FixedClock
+from rationer.platform.clock import Clock, FixedClock
 from rationer.platform.net import free_port
 from services.ledger.models import UsageRow
 from services.router.http.app import HttpRunner, start_http
@@ -98,19 +98,28 @@ def _router_settings(tmp_path: Path, ledger: str, upstream: str, console: Consol
 
 
 @asynccontextmanager
-async def running_console_stack(tmp_path: Path, console: ConsoleSettings | None = None) -> AsyncIterator[ConsoleStack]:
-    console = console or ConsoleSettings(secret=SecretStr(CONSOLE_SECRET))
-    clock = FixedClock(START)
+async def running_door(
+    tmp_path: Path, ledger: str, clock: Clock, console: ConsoleSettings
+) -> AsyncIterator[HttpRunner]:
+    """The router (built by ``build_deps``) and its HTTP door with the console, on an instant upstream."""
     async with AsyncExitStack() as stack:
-        ledger = await stack.enter_async_context(running_ledger(settings_for("sqlite", tmp_path), clock=clock))
-        seeded = await seed(ledger.admin, ledger.client, clock)
         upstream = await stack.enter_async_context(_upstream())
-        settings = _router_settings(tmp_path, ledger.target, upstream, console)
+        settings = _router_settings(tmp_path, ledger, upstream, console)
         deps = await build_deps(settings, clock=clock)
         stack.push_async_callback(deps.close)
         runner = await start_http(deps.core, settings.http, registry=deps.metrics.registry, ledger=deps.ledger)
         stack.push_async_callback(runner.stop)
-        yield ConsoleStack(ledger, runner, clock, seeded)
+        yield runner
+
+
+@asynccontextmanager
+async def running_console_stack(tmp_path: Path, console: ConsoleSettings | None = None) -> AsyncIterator[ConsoleStack]:
+    console = console or ConsoleSettings(secret=SecretStr(CONSOLE_SECRET))
+    clock = FixedClock(START)
+    async with running_ledger(settings_for("sqlite", tmp_path), clock=clock) as ledger:
+        seeded = await seed(ledger.admin, ledger.client, clock)
+        async with running_door(tmp_path, ledger.target, clock, console) as runner:
+            yield ConsoleStack(ledger, runner, clock, seeded)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from services.router.console.registry import ApiHandler, Page, discover, json_re
 from services.router.console.security import guard_middleware, login_form, safe_next, see_other
 from services.router.console.session import COOKIE, Session, SessionCodec
 from services.router.console.static_files import load
+from services.router.http.errors import error_body, json_error
 from services.router.settings import ConsoleSettings
 
 log = structlog.get_logger(__name__)
@@ -181,8 +182,10 @@ class Console:
 def off_app(reason: str) -> web.Application:
     """What /console answers when the console cannot run (no secret configured)."""
 
+    exc = Unavailable(reason)
+
     async def refuse(request: web.Request) -> web.StreamResponse:
-        raise Unavailable(reason)
+        return json_error(503, error_body(exc.message, exc.openai_type, exc.openai_code), {})
 
     sub = web.Application()
     sub.router.add_route("*", "/{tail:.*}", refuse)

@@ -1,6 +1,6 @@
 /* The console's helpers and shell (window.Rationer); pages register with Rationer.page(slug, render).
    Every piece of data reaches the DOM through textContent or setAttribute on a safe attribute:
-   never innerHTML, so a name like <script> or "><img onerror=...> shows as text. */
+   never as HTML markup, so a name like <script> or "><img onerror=...> shows as text. */
 "use strict";
 (function () {
   const R = {};
