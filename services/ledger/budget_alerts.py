@@ -83,6 +83,15 @@ def _status(b: BudgetState, now: int, window_days: int) -> Op[BudgetStatus]:
     return BudgetStatus(budget, start, end, hourly, tuple(points), total, fc, mine)
 
 
+def statuses(visible: list[str] | None, budget_id: str, now: int, window_days: int) -> Op[list[BudgetStatus]]:
+    """The Budgets page's read: every budget of these scope keys (None: all), or the one ``budget_id``."""
+    out = []
+    for b in (yield from _states(visible)):
+        if not budget_id or b.id == budget_id:
+            out.append((yield from _status(b, now, window_days)))
+    return out
+
+
 class BudgetAlerts:
     def __init__(self, ledger: Ledger, settings: LedgerSettings, deliverer: WebhookDeliverer) -> None:
         self._ledger = ledger
@@ -110,15 +119,7 @@ class BudgetAlerts:
         validate.text("budget_id", budget_id, 600)
         visible = await self._visible(actor)
         now, days = self._ledger.now(), self._s.forecast_window_days
-
-        def op() -> Op[list[BudgetStatus]]:
-            out = []
-            for b in (yield from _states(visible)):
-                if not budget_id or b.id == budget_id:
-                    out.append((yield from _status(b, now, days)))
-            return out
-
-        out = await self._store.read(op)
+        out = await self._store.read(lambda: statuses(visible, budget_id, now, days))
         if budget_id and not out:
             raise NotFound(f"budget {budget_id!r} does not exist or is not visible to this key; "
                            "`rationer budgets list` shows the budget ids")  # fmt: skip

@@ -135,7 +135,29 @@ def webhook_log(webhook_id: str, ledger: str = LEDGER_OPT, admin_token: str = TO
     typer.echo(_run(_webhook(ledger, admin_token, "log", webhook_id)))
 
 
+def bench_budgets(
+    json_out: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    backend: str = typer.Option("both", help="sqlite | postgres | both"),
+    count: int = typer.Option(1_000_000, help="Seeded usage events."),
+    repeats: int = typer.Option(20, help="Runs of each read."),
+    keys: int = typer.Option(50, help="Synthetic keys the events spread over."),
+    postgres_dsn: str = typer.Option("", help="Default: the ledger settings' postgres_dsn."),
+) -> None:  # fmt: skip
+    """p95 of the Budgets page's read (burn-down, forecast, alerts) on N seeded events (target <= 300 ms)."""
+    import os
+
+    from rationer.cli.bench_import import bench_module
+    from rationer.platform.logging import configure_logging
+    from rationer.platform.settings import load_settings
+    from services.ledger.settings import LedgerSettings
+
+    configure_logging("console", "ERROR")  # stdout stays clean for --json
+    dsn = postgres_dsn or load_settings(LedgerSettings, "ledger", environ=os.environ).postgres_dsn
+    bench_module("bench.ledger_budgets").main(json_out, backend, count, repeats, dsn, keys)
+
+
 def register(groups: CliGroups) -> None:
+    groups.bench.command("budgets")(bench_budgets)
     groups.budgets.command("status")(budgets_status)
     groups.budgets.command("alerts")(budgets_alerts)
     hooks = typer.Typer(help="Webhooks receiving budget alerts (admin or finops).", no_args_is_help=True)
