@@ -3,7 +3,7 @@
 Seeds N events (services.ledger.seed, 30 days) into a fresh SQLite file and
 a fresh PostgreSQL schema, adds budgets on seeded scopes of every kind (org,
 team, user, key, project; monthly, plus a daily one read from the hourly
-rollups), and times through the real store drivers: the admin's page (every
+rollups), with "now" on the 28th (a whole month of burn-down), and times through the real store drivers: the admin's page (every
 budget: burn-down series, forecast, alerts) and one budget alone. The
 baseline, in the same run, is the plain budget listing (ListBudgets' read,
 no series); the ratio says what the burn-down and forecast cost on top.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from datetime import UTC, datetime
 import time
 import uuid
 from collections.abc import Callable
@@ -25,13 +26,16 @@ from typing import Any
 from bench.ledger_console import p95
 from services.ledger import seed as seeding
 from services.ledger.budget_alerts import statuses
-from services.ledger.money import period_bounds
+from services.ledger.money import from_datetime, period_bounds
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql.common import Op
 from services.ledger.store import SQLiteStore, Store
 from services.ledger.store_postgres import PostgresStore
 
 TARGET_MS = 300.0
+# Late in a month, so a monthly budget's burn-down reads a whole month of daily rollups (the seed's
+# 30 days end here); a fixed instant, not the wall clock, so every run reads the same shape.
+NOW = datetime(2031, 3, 28, 15, tzinfo=UTC)
 
 
 def _add_budgets(now: int) -> Op[list[str]]:
@@ -85,7 +89,7 @@ async def _store_for(backend: str, tmp: Path, dsn: str, schema: str) -> tuple[St
 
 
 async def run_backend(backend: str, count: int, repeats: int, dsn: str, keys: int) -> dict[str, Any]:
-    now = int(time.time() * 1e6)
+    now = from_datetime(NOW)
     spec = seeding.SeedSpec(count, now, days=30, keys=keys, seed=1)
     tmp = Path(tempfile.mkdtemp(prefix="rationer-bench-budgets-"))
     schema = f"bench_budgets_{uuid.uuid4().hex[:8]}"

@@ -53,8 +53,7 @@ CREATE TABLE webhook_deliveries (
     attempts BIGINT NOT NULL,
     next_attempt_at BIGINT NOT NULL,
     lease_until BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    UNIQUE (webhook_id, alert_id, id)
+    created_at BIGINT NOT NULL
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
