@@ -3,8 +3,9 @@
 Seeds N events (services.ledger.seed, 30 days) into a fresh SQLite file and
 a fresh PostgreSQL schema, adds budgets on seeded scopes of every kind (org,
 team, user, key, project; monthly, plus a daily one read from the hourly
-rollups), with "now" on the 28th (a whole month of burn-down), and times through the real store drivers: the admin's page (every
-budget: burn-down series, forecast, alerts) and one budget alone. The
+rollups), with "now" on the 28th (a whole month of burn-down), and times
+through the real store drivers: the admin's page (every budget: burn-down
+series, forecast, alerts) and one budget alone. The
 baseline, in the same run, is the plain budget listing (ListBudgets' read,
 no series); the ratio says what the burn-down and forecast cost on top.
 Target: p95 <= 300 ms at 1,000,000 events on the 2-core box.
@@ -15,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from datetime import UTC, datetime
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
