@@ -12,6 +12,7 @@ from rationer.platform.interceptor import ServiceCredential
 from rationer.platform.metrics import RpcMetrics
 from rationer.platform.server import build_server
 from services.ledger.admin import LedgerAdmin
+from services.ledger.budget_alerts import BudgetAlerts
 from services.ledger.ledger import Ledger
 from services.ledger.servicer import LedgerAdminServicer, LedgerServicer
 
@@ -39,6 +40,7 @@ OPEN_METHODS = frozenset(
 class LedgerDeps:
     ledger: Ledger
     admin: LedgerAdmin
+    alerts: BudgetAlerts
     metrics: RpcMetrics = field(default_factory=RpcMetrics)  # this server's own registry
 
 
@@ -47,7 +49,7 @@ def create_server(address: str, deps: LedgerDeps, *, service_token: str) -> tupl
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(deps.ledger, deps.admin), server)
-        pb_grpc.add_LedgerAdminServiceServicer_to_server(LedgerAdminServicer(deps.admin), server)
+        pb_grpc.add_LedgerAdminServiceServicer_to_server(LedgerAdminServicer(deps.admin, deps.alerts), server)
 
     credential = ServiceCredential(service_token, OPEN_METHODS)
     return build_server(address, service="ledger", service_names=SERVICE_NAMES, register=register,

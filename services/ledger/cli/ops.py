@@ -74,7 +74,7 @@ def _budget_line(b: pb.Budget) -> str:
 
 
 async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | None, tokens: int | None,
-                     period: str, soft: float) -> str:  # fmt: skip
+                     period: str, soft: float, alerts: Sequence[float] = ()) -> str:  # fmt: skip
     kind, scope_id = parse_scope(scope)
     if usd_limit is not None and not 0 <= usd_limit <= MAX_USD_LIMIT:
         raise InvalidArgument(f"--usd must be between 0 and {MAX_USD_LIMIT:,}, got {usd_limit:g}")
@@ -84,7 +84,8 @@ async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | Non
     if period not in cv.PERIOD_PB:
         raise InvalidArgument("--period must be daily, monthly or lifetime")
     async with LedgerAdminClient(ledger, need_token(token)) as c:
-        b = await c.set_budget(kind, scope_id, unit=unit, period=period, hard_limit=limit, soft_fraction=soft)
+        b = await c.set_budget(kind, scope_id, unit=unit, period=period, hard_limit=limit, soft_fraction=soft,
+                               alert_fractions=alerts)  # fmt: skip
     return _budget_line(b)
 
 

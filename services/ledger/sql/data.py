@@ -23,6 +23,7 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import cost_nano_usd, format_usd, period_bounds, to_datetime
+from services.ledger.sql.alerts import raise_crossings
 from services.ledger.sql.common import (
     EVENT_COLS,
     BudgetState,
@@ -225,6 +226,8 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     )
     if budgets:
         yield _charge_budgets(scope_keys, cap.cost, cap.tokens, now, d)
+        # Same transaction, budget rows still locked: a line is crossed once (sql.alerts).
+        yield from raise_crossings(budgets, cap.cost, cap.tokens, org_id, now)
     return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - tokens))
 
 
