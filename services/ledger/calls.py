@@ -35,6 +35,8 @@ class CommitCall:
     # Parts of prompt_tokens read from / written to the provider's prompt cache (own rates).
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    status_code: int = 0  # HTTP status the caller got; 0 = 200, or 499 with a finish_note
+    prompt_text: str = ""  # only for orgs that log prompts (Principal.log_prompts)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class CacheHitCall:
     reference_tier: str | None = None  # as CommitCall's
     reference_prompt_tokens: int = 0
     reference_completion_tokens: int = 0
+    status_code: int = 0  # as CommitCall's; 0 = 200
+    prompt_text: str = ""  # as CommitCall's
 
     @property
     def record(self) -> str:

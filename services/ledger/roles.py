@@ -33,6 +33,7 @@ class Actor:
     key_id: str = ""  # "" for the admin token
     org_id: str = ""
     team_id: str = ""
+    user_id: str = ""  # "" for the admin token and team service keys
 
     @property
     def name(self) -> str:
