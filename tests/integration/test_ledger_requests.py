@@ -68,7 +68,7 @@ async def test_update_key_sets_and_clears_expiry_audited(settings: LedgerSetting
     async with running_ledger(settings, clock=clock) as led:
         k = await make_key(led.admin)
         now = int(clock.time() * S)
-        with pytest.raises(InvalidArgument, match="not in the future.*revoke it"):
+        with pytest.raises(InvalidArgument, match=r"not in the future.*revoke it"):
             await led.admin.update_key(k.key_id, expires_at_us=now - S)
         with pytest.raises(InvalidArgument, match="within 36500 days"):
             await led.admin.update_key(k.key_id, expires_at_us=now + 101 * 365 * 86_400 * S)
@@ -179,7 +179,7 @@ async def _bad_input(led: RunningLedger, keys: dict[str, tsl.TestKey]) -> None:
                       ({"status": 42}, "HTTP status"),
                       ({"start_us": 10 * S, "end_us": 5 * S}, "start must be before")):  # fmt: skip
         with pytest.raises(InvalidArgument, match=match):
-            await led.admin.list_requests(**kw)  # type: ignore[arg-type]
+            await led.admin.list_requests(**kw)
     with pytest.raises(NotFound):
         await led.admin.list_requests(key_id="k_0000000000000000")
 
