@@ -11,6 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+# The most prompt text a usage event keeps, in characters, for orgs that log prompts.
+PROMPT_MAX_CHARS = 4096
+
+
+def prompt_text(messages: Any) -> str:
+    """The logged form of a prompt: ``role: content`` per message, at most PROMPT_MAX_CHARS + 1.
+
+    One character past the limit is kept so the ledger can tell the prompt
+    was cut (it stores PROMPT_MAX_CHARS and marks it truncated). Lone
+    surrogates (valid JSON escapes, invalid UTF-8) become '?': protobuf
+    refuses them, and a prompt must never fail a commit.
+    """
+    text = "\n".join(f"{m.role}: {m.content}" for m in messages)[: PROMPT_MAX_CHARS + 1]
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+
 
 @dataclass(frozen=True)
 class CommitCall:

@@ -16,7 +16,7 @@ from rationer.platform.clock import FixedClock
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CommitCall
 from services.ledger.settings import LedgerSettings
-from services.ledger.sql.requests import PROMPT_MAX_CHARS
+from services.ledger.calls import PROMPT_MAX_CHARS
 from testsupport import ledger as tsl
 from testsupport.ledger import RunningLedger, cache_hit, make_key, running_ledger, settings_for
 

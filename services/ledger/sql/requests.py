@@ -14,12 +14,11 @@ import base64
 from dataclasses import dataclass
 
 from rationer.errors import InvalidArgument
+from services.ledger.calls import PROMPT_MAX_CHARS
 from services.ledger.models import UsageEvent
 from services.ledger.sql.common import EVENT_COLS, Op, event_from_row
 
 REQUEST_KINDS = ("charge", "embedding", "cache_hit", "denied")
-# Prompt text kept per event, in characters (documented in docs/console.md).
-PROMPT_MAX_CHARS = 4096
 
 
 @dataclass(frozen=True)
