@@ -17,6 +17,7 @@ from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.calls import CommitCall
 from services.ledger.settings import LedgerSettings
 from services.ledger.calls import PROMPT_MAX_CHARS
+from tests.integration.test_ledger_cli import rationer
 from testsupport import ledger as tsl
 from testsupport.ledger import RunningLedger, cache_hit, make_key, running_ledger, settings_for
 
@@ -236,3 +237,20 @@ async def _raw_text(led: RunningLedger, settings: LedgerSettings) -> bytes:
         return "".join(out)
 
     return str(await led.deps.ledger.store.read(dump)).encode()
+
+
+async def test_cli_sets_expiry_and_prompt_logging(tmp_path: Path) -> None:
+    async with running_ledger(settings_for("sqlite", tmp_path), clock=FixedClock(START)) as led:
+        k = await make_key(led.admin)
+        rc, out, err = await rationer(led.target, "keys", "update", k.key_id, "--expires", "2031-04-01")
+        assert rc == 0 and "expires=2031-04-01T00:00:00+00:00" in out, err
+        rc, out, err = await rationer(led.target, "keys", "update", k.key_id, "--no-expiry")
+        assert rc == 0 and "expires=" not in out, err
+        rc, _, err = await rationer(led.target, "keys", "update", k.key_id, "--expires", "next tuesday")
+        assert rc == 2 and "is not a date" in err
+        rc, _, err = await rationer(led.target, "keys", "update", k.key_id, "--expires", "2020-01-01")
+        assert rc != 0 and "INVALID_ARGUMENT" in err and "revoke it" in err
+        rc, out, err = await rationer(led.target, "orgs", "prompt-logging", k.org_id, "--on")
+        assert rc == 0 and out.strip() == f"org {k.org_id}: prompt logging on", err
+        rc, _, err = await rationer(led.target, "orgs", "prompt-logging", "nope", "--off")
+        assert rc != 0 and "NOT_FOUND" in err
