@@ -14,9 +14,8 @@ import pytest
 from rationer.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from rationer.platform.clock import FixedClock
 from services.ledger.admin_client import LedgerAdminClient
-from services.ledger.calls import CommitCall
+from services.ledger.calls import PROMPT_MAX_CHARS, CommitCall
 from services.ledger.settings import LedgerSettings
-from services.ledger.calls import PROMPT_MAX_CHARS
 from tests.integration.test_ledger_cli import rationer
 from testsupport import ledger as tsl
 from testsupport.ledger import RunningLedger, cache_hit, make_key, running_ledger, settings_for
