@@ -26,11 +26,13 @@ def _methods(service: str, *names: str) -> tuple[str, ...]:
     return tuple(f"/{desc.full_name}/{m.name}" for m in desc.methods if not names or m.name in names)
 
 
-# Callable without the service token: Usage (the caller's own API key or the
-# admin credential decides what it may read), the public price list, and the
+# Callable without the service token: Usage and WhoAmI (the caller's own API key
+# or the admin credential decides what it may read), the public price list, and the
 # admin service (the admin credential). Every other data-plane RPC moves money
 # or resolves keys and is the router's alone.
-OPEN_METHODS = frozenset(_methods("LedgerService", "Usage", "ListPrices") + _methods("LedgerAdminService"))
+OPEN_METHODS = frozenset(
+    _methods("LedgerService", "Usage", "ListPrices", "WhoAmI") + _methods("LedgerAdminService")
+)
 
 
 @dataclass(frozen=True)

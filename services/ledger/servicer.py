@@ -113,6 +113,15 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     async def ListPrices(self, request: pb.ListPricesRequest, context: Ctx) -> pb.ListPricesResponse:
         return pb.ListPricesResponse(prices=[cv.price(p) for p in await self._admin.list_prices()])
 
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: Ctx) -> pb.WhoAmIResponse:
+        caller = await self._admin.caller(bearer(context))
+        actor = await self._admin.actor(bearer(context))
+        if caller is None:  # the admin token
+            return pb.WhoAmIResponse(role=actor.role)
+        return pb.WhoAmIResponse(role=actor.role, key_id=caller.key_id, org_id=caller.org_id,
+                                 team_id=caller.team_id, user_id=caller.user_id,
+                                 key_expires_at=cv.ts(caller.expires_at_us))  # fmt: skip
+
 
 class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
     """Every call first checks the admin credential."""

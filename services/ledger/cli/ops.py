@@ -14,7 +14,7 @@ from services.ledger import convert as cv
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.money import to_datetime
-from services.ledger.report import period_label, period_range, render, usd
+from services.ledger.report import key_labels, period_label, period_range, render, usd
 
 # The ledger's hard-limit ceiling (10**18 nano-USD), in the USD the operator types.
 MAX_USD_LIMIT = 1_000_000_000
@@ -115,7 +115,7 @@ async def _key_owners(ledger: str, token: str) -> dict[str, str] | None:
             keys = await c.list_keys(include_revoked=True)
     except RationerError:
         return None
-    return {k.key_id: k.user_id or f"{k.team_id} service account {k.service_account}" for k in keys}
+    return key_labels(keys)
 
 
 async def chargeback(ledger: str, token: str, period: str, by: str, fmt: str) -> str:
