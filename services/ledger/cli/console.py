@@ -106,7 +106,7 @@ def bench_console(
     postgres_dsn: str = typer.Option("", help="Default: the ledger settings' postgres_dsn."),
     config: Path = typer.Option(None, "--config", help="TOML file with a [ledger] section."),
 ) -> None:  # fmt: skip
-    """p95 of the console's Overview and Chargeback queries on N seeded events (target <= 300 ms)."""
+    """p95 of the console's Overview, Chargeback and Requests queries on N seeded events (target <= 300 ms)."""
     from rationer.cli.bench_import import bench_module
     from rationer.platform.logging import configure_logging
     from rationer.platform.settings import load_settings
