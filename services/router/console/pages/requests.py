@@ -63,4 +63,5 @@ async def list_requests(ctx: Ctx) -> dict[str, object]:
             "next_cursor": resp.next_cursor, "page_size": page_size}  # fmt: skip
 
 
-PAGE = Page(slug="requests", title="Requests", order=50, routes=(Route("GET", "requests", list_requests),))
+PAGE = Page(slug="requests", title="Requests", order=50, routes=(Route("GET", "requests", list_requests),),
+            shot_params={"page_size": "20"})
