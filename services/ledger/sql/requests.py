@@ -85,15 +85,19 @@ def _where(q: RequestsQuery) -> tuple[str, list[object]]:
         conds.append(("status = ?", q.status))
     if q.cache:
         conds.append(("cache_hit = ?", int(q.cache == "hit")))
+    end = q.end_us
+    if q.cursor is not None:
+        # One upper bound for the index range: SQLite uses only one of two.
+        end = q.cursor[0] + 1 if end is None else min(end, q.cursor[0] + 1)
     if q.start_us is not None:
         conds.append(("time >= ?", q.start_us))
-    if q.end_us is not None:
-        conds.append(("time < ?", q.end_us))
+    if end is not None:
+        conds.append(("time < ?", end))
     for cond, value in conds:
         sql, params = f"{sql} AND {cond}", [*params, value]
     if q.cursor is not None:
-        # time <= t bounds the index range; the OR only sorts out the ties at t.
-        sql, params = f"{sql} AND time <= ? AND (time < ? OR id < ?)", [*params, q.cursor[0], *q.cursor]
+        # The bound above ends the range at t; this only sorts out the ties at t.
+        sql, params = f"{sql} AND (time < ? OR id < ?)", [*params, *q.cursor]
     return sql, params
 
 
