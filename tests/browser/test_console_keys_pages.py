@@ -61,6 +61,7 @@ def test_a_new_key_shows_its_secret_once_and_its_revoke_shows_in_audit(fresh: An
 def test_tiers_and_expiry_are_set_in_the_editor(fresh: Any, stack: ConsoleStack) -> None:
     kid = stack.keys["batch"].key_id
     sign_in(fresh, stack.base_url, stack.keys["admin"].secret, "/console/keys")
+    until(fresh, lambda d: kid in column(d, "keys", "key_id"))
     next(r for r in fresh.find_elements(By.CSS_SELECTOR, "#keys tbody tr") if r.text.startswith(kid)).click()
     editor = fresh.find_element(By.ID, "edit-key")
     editor.find_element(By.CSS_SELECTOR, "input[name=edit-tiers][value=local-small]").click()
@@ -74,14 +75,14 @@ def test_tiers_and_expiry_are_set_in_the_editor(fresh: Any, stack: ConsoleStack)
 def test_a_viewer_sees_its_own_key_and_team_and_no_controls(fresh: Any, stack: ConsoleStack) -> None:
     viewer = stack.keys["viewer"]
     sign_in(fresh, stack.base_url, viewer.secret, "/console/keys")
-    assert column(fresh, "keys", "key_id") == [viewer.key_id]
+    until(fresh, lambda d: column(d, "keys", "key_id") == [viewer.key_id])
     assert fresh.find_elements(By.ID, "create-key") == []
     fresh.find_element(By.CSS_SELECTOR, "#keys tbody tr").click()  # read-only: no editor opens
     assert fresh.find_elements(By.ID, "edit-key") == []
     fresh.get(stack.base_url + f"/console/requests?{MARCH}&page_size=500")
     assert wait_ready(fresh) == "1"
-    teams = set(column(fresh, "requests", "team_id"))
-    assert teams == {viewer.team_id}
+    until(fresh, lambda d: column(d, "requests", "team_id"))
+    assert set(column(fresh, "requests", "team_id")) == {viewer.team_id}
     assert "Audit" not in fresh.find_element(By.TAG_NAME, "nav").text
     fresh.get(stack.base_url + f"/console/requests?{MARCH}&team={stack.seeded.teams['ops']}")
     assert wait_ready(fresh) == "error"
@@ -90,6 +91,7 @@ def test_a_viewer_sees_its_own_key_and_team_and_no_controls(fresh: Any, stack: C
 
 def test_requests_search_and_paging(fresh: Any, stack: ConsoleStack) -> None:
     sign_in(fresh, stack.base_url, stack.keys["finops"].secret, f"/console/requests?{MARCH}&page_size=4")
+    until(fresh, lambda d: len(column(d, "requests", "time")) == 4)
     first = column(fresh, "requests", "time")
     assert len(first) == 4 and first == sorted(first, reverse=True)
     fresh.find_element(By.ID, "next").click()
