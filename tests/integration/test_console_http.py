@@ -108,6 +108,15 @@ async def test_bad_input_is_400_with_what_to_send(st: ConsoleStack, query: dict[
         assert r.status == 400 and body["error"]["param"] == param and words in body["error"]["message"], body
 
 
+async def test_an_unknown_scope_reads_as_no_usage_not_an_error(st: ConsoleStack) -> None:
+    # Scopes are filters in the ledger's Usage (as for the CLI): an id nobody used has no rows.
+    s, _ = await signed_in(st, "admin")
+    async with s:
+        r = await s.get(f"{st.base_url}/console/api/chargeback", params={**MARCH, "scope": "team:acme/nobody"})
+        d = await r.json()
+        assert r.status == 200 and d["rows"] == [] and d["total"]["requests"] == 0
+
+
 async def test_unknown_paths_are_404_json_with_security_headers(st: ConsoleStack) -> None:
     s, _ = await signed_in(st, "admin")
     async with s:
@@ -209,3 +218,38 @@ async def test_a_revoked_key_ends_its_session_at_the_next_call(st: ConsoleStack,
         r = await s.get(f"{st.base_url}/console/api/overview")
         assert r.status == 401 and (await r.json())["error"]["code"] == "session_ended"
         assert "Max-Age=0" in r.headers["Set-Cookie"]
+
+
+async def test_a_pages_change_route_gets_csrf_checked_before_its_handler(st: ConsoleStack) -> None:
+    """The contract other pages rely on (docs/console.md, "Adding a page"), on a page of the test's own."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from pydantic import SecretStr
+
+    from services.router.console.context import Ctx
+    from services.router.console.registry import Page, Route
+    from services.router.console.routes import Console
+    from services.router.settings import ConsoleSettings
+
+    calls: list[str] = []
+
+    async def echo(ctx: Ctx) -> dict[str, object]:
+        calls.append(ctx.session.key_id)
+        return {"got": await ctx.json(), "role": ctx.session.role, "who": (await ctx.ledger.whoami()).key_id}
+
+    page = Page(slug="echo", title="Echo", routes=(Route("POST", "echo/{thing}", echo),))
+    console = Console(ConsoleSettings(secret=SecretStr("x" * 32)), st.ledger.client, st.clock, lambda r: "rid",
+                      pages=[page])  # fmt: skip
+    app = web.Application()
+    console.mount(app)
+    async with TestServer(app) as server, session() as s:
+        base = str(server.make_url(""))
+        token = (await (await s.post(f"{base}/console/login", json={"api_key": st.keys["bob"].secret})).json())[
+            "csrf_token"]
+        r = await s.post(f"{base}/console/api/echo/a", json={"n": 1})
+        assert r.status == 403 and (await r.json())["error"]["code"] == "csrf" and calls == []
+        r = await s.post(f"{base}/console/api/echo/a", json={"n": 1}, headers={"X-CSRF-Token": token})
+        assert r.status == 200 and await r.json() == {"got": {"n": 1}, "role": "member",
+                                                        "who": st.keys["bob"].key_id}  # fmt: skip
+        r = await s.post(f"{base}/console/api/echo/a", data=b"[1]", headers={"X-CSRF-Token": token})
+        assert r.status == 400 and "JSON object" in (await r.json())["error"]["message"]

@@ -30,12 +30,13 @@ class Console:
     """One per router process; ``mount`` adds /console to the door's application."""
 
     def __init__(self, settings: ConsoleSettings, ledger: LedgerClient, clock: Clock,
-                 rid_of: Callable[[web.Request], str], body_timeout_s: float = 30.0) -> None:  # fmt: skip
+                 rid_of: Callable[[web.Request], str], body_timeout_s: float = 30.0,
+                 pages: list[Page] | None = None) -> None:  # fmt: skip
         self.settings, self._ledger, self._clock, self._rid = settings, ledger, clock, rid_of
         self._codec = SessionCodec(settings.secret_value())
         self._csrf = Csrf(settings.secret_value())
         self._body_timeout_s = body_timeout_s
-        self.pages: list[Page] = discover()
+        self.pages: list[Page] = discover() if pages is None else pages  # tests mount pages of their own
         self._by_slug = {p.slug: p for p in self.pages}
         self._static = load()
 

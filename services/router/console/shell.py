@@ -23,12 +23,12 @@ LOGIN_ERRORS = {
 }  # fmt: skip
 
 
-def _head(title: str) -> str:
+def _head(title: str, extra: str = "") -> str:
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>{escape(title)} · Rationer console</title>'
             f'<link rel="icon" href="{STATIC}/favicon.svg" type="image/svg+xml">'
-            f'<link rel="stylesheet" href="{STATIC}/console.css"></head>')  # fmt: skip
+            f'<link rel="stylesheet" href="{STATIC}/console.css">{extra}</head>')  # fmt: skip
 
 
 def shell(page: Page, pages: list[Page], csrf_token: str, role: str) -> str:
@@ -40,9 +40,10 @@ def shell(page: Page, pages: list[Page], csrf_token: str, role: str) -> str:
     )  # fmt: skip
     scripts = "".join(f'<script src="{STATIC}/{name}"></script>' for name in
                       ("console.js", "charts.js", *(f"pages/{p.slug}.js" for p in pages)))  # fmt: skip
+    meta = f'<meta name="csrf-token" content="{escape(csrf_token)}">'
     return (
-        f"{_head(page.title)}<body data-page=\"{escape(page.slug)}\">"
-        f'<meta name="csrf-token" content="{escape(csrf_token)}">'
+        f"{_head(page.title, meta)}"
+        f'<body data-page="{escape(page.slug)}">'
         f'<header class="top"><span class="brand">Rationer</span><nav>{nav}</nav>'
         '<span class="who" id="who"></span>'
         f'<form method="post" action="/console/logout" class="logout">'
