@@ -3,7 +3,8 @@
 Seeds N events (services.ledger.seed) into a fresh SQLite file and a fresh
 PostgreSQL schema, then times each query the console's Overview and
 Chargeback pages load (sql.reports.usage: hourly rollups plus the raw ragged
-ends) through the real store drivers. The target: every query's p95
+ends) and the Requests page's pages (sql.requests.list_requests: raw events
+along the (scope, time, id) indexes) through the real store drivers. The target: every query's p95
 <= 300 ms at 1,000,000 events on the 2-core box.
 """
 
@@ -23,6 +24,7 @@ from services.ledger import seed as seeding
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql import reports
 from services.ledger.sql.common import Op
+from services.ledger.sql.requests import RequestsQuery, Scope, list_requests
 from services.ledger.store import SQLiteStore, Store
 from services.ledger.store_postgres import PostgresStore
 
@@ -48,6 +50,26 @@ def queries(end_us: int) -> dict[str, sql_admin.UsageQuery]:
     }
 
 
+def requests_queries(end_us: int, key_id: str) -> dict[str, RequestsQuery]:
+    """The Requests page: its first page in each role's scope, filtered pages, and a page a week back."""
+    start, q, team = end_us - 30 * DAY_US, RequestsQuery, Scope("team_id", "seed-org0/team0")
+    return {
+        "requests_all": q(Scope(), start, end_us),
+        "requests_org": q(Scope("org_id", "seed-org0"), start, end_us),
+        "requests_team": q(team, start, end_us),
+        "requests_key": q(Scope(), start, end_us, key_id=key_id),
+        "requests_team_tier_hits": q(team, start, end_us, tier="frontier", cache="hit"),
+        "requests_denied_frontier": q(Scope(), start, end_us, tier="frontier", status=429),
+        "requests_page_week_back": q(Scope(), start, end_us, cursor=(end_us - 7 * DAY_US, "~")),
+        "requests_team_page_200": q(team, start, end_us, page_size=200),
+    }
+
+
+def _a_key() -> Op[str]:
+    rows = yield ("SELECT key_id FROM events WHERE team_id = 'seed-org0/team0' LIMIT 1", ())
+    return str(rows[0][0])
+
+
 def _rollup_rows() -> Op[int]:
     rows = yield ("SELECT COUNT(*) FROM rollups_hourly", ())
     return int(rows[0][0])
@@ -58,12 +80,15 @@ def p95(xs: list[float]) -> float:
 
 
 async def _measure(store: Store, end_us: int, repeats: int) -> dict[str, dict[str, float]]:
+    ops: dict[str, Any] = {name: partial(reports.usage, q) for name, q in queries(end_us).items()}
+    key_id = await store.read(_a_key)
+    ops |= {name: partial(list_requests, q) for name, q in requests_queries(end_us, key_id).items()}
     out = {}
-    for name, q in queries(end_us).items():
+    for name, op in ops.items():
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            await store.read(partial(reports.usage, q))
+            await store.read(op)
             times.append((time.perf_counter() - t0) * 1000)
         out[name] = {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(p95(times), 1)}
     return out

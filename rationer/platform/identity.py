@@ -24,6 +24,7 @@ class Principal:
     service_account: str = ""
     is_admin: bool = False
     expires_at_us: int | None = None
+    log_prompts: bool = False  # the org stores prompt text with usage events (ledger orgs.log_prompts)
 
 
 @dataclass(frozen=True)

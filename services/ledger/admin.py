@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from rationer.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.ledger import roles, validate
+from services.ledger.console_admin import ConsoleAdmin
 from services.ledger.ledger import Ledger, hash_secret
 from services.ledger.models import (
     PERIODS,
@@ -30,7 +31,7 @@ from services.ledger.models import (
     UsageRow,
     User,
 )
-from services.ledger.money import format_usd, period_bounds
+from services.ledger.money import format_usd, period_bounds, to_datetime
 from services.ledger.roles import Actor
 from services.ledger.settings import LedgerSettings
 from services.ledger.sql import admin as sql_admin
@@ -62,6 +63,7 @@ class LedgerAdmin:
         self._ledger = ledger
         self._store = ledger.store
         self._s = settings
+        self.console = ConsoleAdmin(ledger)  # the console's scoped reads and org settings
 
     async def caller(self, bearer: str) -> Principal | None:
         """Resolve a bearer credential: None for the admin token, else the key's principal."""
@@ -79,7 +81,7 @@ class LedgerAdmin:
             return roles.ADMIN_TOKEN
         key = await self._store.read(lambda: load_key_by_id(principal.key_id))
         role = key.role if key is not None else "member"
-        return Actor(role, principal.key_id, principal.org_id, principal.team_id)
+        return Actor(role, principal.key_id, principal.org_id, principal.team_id, principal.user_id)
 
     async def require(self, bearer: str, allowed: frozenset[str], what: str) -> Actor:
         actor = await self.actor(bearer)
@@ -305,6 +307,8 @@ class LedgerAdmin:
                 validate.name("allowed tier", tier)
             await self._priced_tiers(u.allowed_tiers)
         now = self._ledger.now()
+        if u.set_expiry and u.expires_at_us is not None:
+            _check_expiry(u.expires_at_us, now)
         key = await self._store.write(lambda: audit.audited(
             actor, "keys.update", lambda k: k.key_id, sql_console.update_key(u), now,
             load_key_by_id(u.key_id)))  # fmt: skip
@@ -315,3 +319,14 @@ class LedgerAdmin:
         validate.text("action", action, 64)
         validate.int_range("limit", limit or 1000, 1, 10_000)
         return await self._store.read(lambda: audit.list_audit(start, end, action, limit or 1000))
+
+
+def _check_expiry(expires_at_us: int, now: int) -> None:
+    if expires_at_us <= now:
+        raise InvalidArgument(
+            f"expires_at {to_datetime(expires_at_us).isoformat()} is not in the future (now "
+            f"{to_datetime(now).isoformat()}); to stop a key now, revoke it (`rationer keys revoke`)"
+        )
+    if expires_at_us > now + MAX_KEY_TTL_S * 1_000_000:
+        raise InvalidArgument(f"expires_at must be within {MAX_KEY_TTL_S // 86_400} days from now "
+                              "(or unset = never expires)")  # fmt: skip

@@ -13,6 +13,13 @@ from services.ledger import convert as cv
 from services.ledger.client import call
 
 
+class Unchanged:
+    """The default of an optional setting an update leaves as it is."""
+
+
+UNCHANGED = Unchanged()
+
+
 class LedgerAdminClient:
     def __init__(self, target: str | grpc.aio.Channel, admin_token: str, *, timeout_s: float = 10.0) -> None:
         self._own = isinstance(target, str)
@@ -97,11 +104,13 @@ class LedgerAdminClient:
         )
         return list((await call(self._stub.ListEvents, req, self._timeout, self._md)).events)
 
-    async def update_key(self, key_id: str, *, role: str = "",
-                         allowed_tiers: Sequence[str] | None = None) -> pb.ApiKey:  # fmt: skip
-        """``allowed_tiers``: None = unchanged, [] = every tier."""
+    async def update_key(self, key_id: str, *, role: str = "", allowed_tiers: Sequence[str] | None = None,
+                         expires_at_us: int | Unchanged | None = UNCHANGED) -> pb.ApiKey:  # fmt: skip
+        """``allowed_tiers``: None = unchanged, [] = every tier; ``expires_at_us``: None = never expires."""
+        set_expiry = not isinstance(expires_at_us, Unchanged)
         req = pb.UpdateKeyRequest(key_id=key_id, role=role, set_allowed_tiers=allowed_tiers is not None,
-                                  allowed_tiers=list(allowed_tiers or ()))  # fmt: skip
+                                  allowed_tiers=list(allowed_tiers or ()), set_expires_at=set_expiry,
+                                  expires_at=cv.ts(expires_at_us) if set_expiry else None)  # type: ignore[arg-type]  # fmt: skip
         return await call(self._stub.UpdateKey, req, self._timeout, self._md)
 
     async def remove_budget(self, budget_id: str) -> pb.Budget:
@@ -144,3 +153,13 @@ class LedgerAdminClient:
     async def list_webhook_deliveries(self, webhook_id: str, limit: int = 0) -> list[pb.WebhookDelivery]:
         req = pb.ListWebhookDeliveriesRequest(webhook_id=webhook_id, limit=limit)
         return list((await call(self._stub.ListWebhookDeliveries, req, self._timeout, self._md)).deliveries)
+    async def list_requests(self, *, start_us: int | None = None, end_us: int | None = None, cursor: str = "",
+                            page_size: int = 0, **filters: str | int) -> pb.ListRequestsResponse:  # fmt: skip
+        """``filters``: org_id, team_id, key_id, tier, model, status, cache (ListRequestsRequest)."""
+        req = pb.ListRequestsRequest(period=common_pb2.TimeRange(start=cv.ts(start_us), end=cv.ts(end_us)),
+                                     cursor=cursor, page_size=page_size, **filters)  # type: ignore[arg-type]  # fmt: skip
+        return await call(self._stub.ListRequests, req, self._timeout, self._md)
+
+    async def set_org_settings(self, org_id: str, *, log_prompts: bool) -> pb.Org:
+        req = pb.SetOrgSettingsRequest(org_id=org_id, log_prompts=log_prompts)
+        return await call(self._stub.SetOrgSettings, req, self._timeout, self._md)

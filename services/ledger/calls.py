@@ -11,6 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+# The most prompt text a usage event keeps, in characters, for orgs that log prompts.
+PROMPT_MAX_CHARS = 4096
+
+
+def prompt_text(messages: Any) -> str:
+    """The logged form of a prompt: ``role: content`` per message, at most PROMPT_MAX_CHARS + 1.
+
+    One character past the limit is kept so the ledger can tell the prompt
+    was cut (it stores PROMPT_MAX_CHARS and marks it truncated). Lone
+    surrogates (valid JSON escapes, invalid UTF-8) become '?': protobuf
+    refuses them, and a prompt must never fail a commit.
+    """
+    text = "\n".join(f"{m.role}: {m.content}" for m in messages)[: PROMPT_MAX_CHARS + 1]
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+
 
 @dataclass(frozen=True)
 class CommitCall:
@@ -35,6 +50,8 @@ class CommitCall:
     # Parts of prompt_tokens read from / written to the provider's prompt cache (own rates).
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    status_code: int = 0  # HTTP status the caller got; 0 = 200, or 499 with a finish_note
+    prompt_text: str = ""  # only for orgs that log prompts (Principal.log_prompts)
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,8 @@ class CacheHitCall:
     reference_tier: str | None = None  # as CommitCall's
     reference_prompt_tokens: int = 0
     reference_completion_tokens: int = 0
+    status_code: int = 0  # as CommitCall's; 0 = 200
+    prompt_text: str = ""  # as CommitCall's
 
     @property
     def record(self) -> str:

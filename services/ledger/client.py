@@ -98,7 +98,7 @@ class LedgerClient:
     async def authenticate(self, api_key: str) -> Principal:
         r = await call(self._stub.Authenticate, pb.AuthenticateRequest(api_key=api_key), self._timeout)
         exp = cv.us_of(r.key_expires_at, r.HasField("key_expires_at"))
-        return replace(cv.principal_in(r.principal), expires_at_us=exp)
+        return replace(cv.principal_in(r.principal), expires_at_us=exp, log_prompts=r.log_prompts)
 
     async def headroom(self, key_id: str, project: str = "") -> HeadroomResult:
         r = await call(self._stub.GetHeadroom, pb.GetHeadroomRequest(key_id=key_id, project=project),

@@ -121,7 +121,7 @@ def event(e: m.UsageEvent) -> pb.UsageEvent:
         model=e.model, prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
         cost=money(e.cost), counterfactual_cost=money(e.counterfactual_cost), cache_hit=e.cache_hit,
         latency_ms=e.latency_ms, price_version=e.price_version, kind=e.kind, detail=e.detail,
-        overage=money(e.overage), overage_tokens=e.overage_tokens,
+        overage=money(e.overage), overage_tokens=e.overage_tokens, status=e.status,
     )  # fmt: skip
 
 
@@ -130,7 +130,7 @@ def event_in(e: pb.UsageEvent) -> m.UsageEvent:
         e.event_id, us_of(e.time) or 0, e.kind, e.request_id, e.org_id, e.team_id, e.user_id, e.key_id,
         e.project, e.tier, e.model, e.prompt_tokens, e.completion_tokens, e.cost.nano_usd,
         e.counterfactual_cost.nano_usd, e.cache_hit, e.latency_ms, e.price_version, e.detail,
-        e.overage.nano_usd, e.overage_tokens,
+        e.overage.nano_usd, e.overage_tokens, e.status,
     )  # fmt: skip
 
 
@@ -160,7 +160,8 @@ def commit_request(c: CommitCall) -> pb.CommitRequest:
                             latency_ms=c.latency_ms, fallbacks=c.fallbacks, bill_late=c.bill_late,
                             finish_note=c.finish_note, counterfactual=_reference_out(c),
                             cache_read_tokens=c.cache_read_tokens,
-                            cache_creation_tokens=c.cache_creation_tokens)  # fmt: skip
+                            cache_creation_tokens=c.cache_creation_tokens, status_code=c.status_code,
+                            prompt_text=c.prompt_text)  # fmt: skip
 
 
 def commit_call(r: pb.CommitRequest) -> CommitCall:
@@ -180,7 +181,8 @@ def commit_call(r: pb.CommitRequest) -> CommitCall:
     return CommitCall(r.reservation_id, r.key_id, u.prompt_tokens, u.completion_tokens, model=r.model,
                       tier=r.tier, latency_ms=r.latency_ms, fallbacks=r.fallbacks, bill_late=r.bill_late,
                       finish_note=r.finish_note, cache_read_tokens=cached[0],
-                      cache_creation_tokens=cached[1], **_reference_in(r))  # fmt: skip
+                      cache_creation_tokens=cached[1], status_code=r.status_code, prompt_text=r.prompt_text,
+                      **_reference_in(r))  # fmt: skip
 
 
 def _reference_in(r: pb.CommitRequest | pb.RecordCacheHitRequest) -> dict[str, Any]:
@@ -202,10 +204,12 @@ def cache_hit_request(c: CacheHitCall) -> pb.RecordCacheHitRequest:
     return pb.RecordCacheHitRequest(key_id=c.key_id, request_id=c.request_id, project=c.project, tier=c.tier,
                                     model=c.model, usage=usage(c.prompt_tokens, c.completion_tokens),
                                     latency_ms=c.latency_ms, record_id=c.record_id, served=c.served,
-                                    counterfactual=_reference_out(c))  # fmt: skip
+                                    counterfactual=_reference_out(c), status_code=c.status_code,
+                                    prompt_text=c.prompt_text)  # fmt: skip
 
 
 def cache_hit_call(r: pb.RecordCacheHitRequest) -> CacheHitCall:
     return CacheHitCall(r.key_id, r.request_id, r.project, r.tier, r.model, r.usage.prompt_tokens,
                         r.usage.completion_tokens, latency_ms=r.latency_ms, record_id=r.record_id,
-                        served=r.served, **_reference_in(r))  # fmt: skip
+                        served=r.served, status_code=r.status_code, prompt_text=r.prompt_text,
+                        **_reference_in(r))  # fmt: skip

@@ -246,6 +246,7 @@ class Ledger:
         validate.int_range("latency_ms", c.latency_ms, 0, 86_400_000)
         validate.int_range("fallbacks", c.fallbacks, 0, 16)
         validate.text("finish_note", c.finish_note, 64)
+        validate.int_range("status_code", c.status_code, 0, 599)
         _validate_reference(c)
         now, d = self._clock.now_us(), self._store.dialect
         res: CommitResult = await self._store.write(lambda: sql_data.commit(c, now, d))
@@ -295,6 +296,7 @@ class Ledger:
         validate.tokens("usage.prompt_tokens", a.prompt_tokens)
         validate.tokens("usage.completion_tokens", a.completion_tokens)
         validate.int_range("latency_ms", a.latency_ms, 0, 86_400_000)
+        validate.int_range("status_code", a.status_code, 0, 599)
         _validate_reference(a)
         key = await self.key(a.key_id)
         a = replace(a, project=bound_project(key, a.project))

@@ -49,6 +49,7 @@ class KeyRecord:
     isolate_teams: bool = False
     project: str = ""
     role: str = "member"  # admin | finops | viewer | member (services.ledger.roles)
+    log_prompts: bool = False  # the key's org stores prompt text (orgs.log_prompts)
 
     def principal(self) -> Principal:
         tenant = f"{self.org_id}/{self.team_id}" if self.isolate_teams else self.org_id
@@ -63,6 +64,7 @@ class KeyRecord:
             is_admin=self.is_admin,
             expires_at_us=self.expires_at_us,
             project=self.project,
+            log_prompts=self.log_prompts,
         )
 
 
@@ -71,6 +73,7 @@ class Org:
     id: str
     name: str
     isolate_teams: bool
+    log_prompts: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class UsageEvent:
     # budget on the path had no room left (cost + overage = true cost).
     overage: int = 0
     overage_tokens: int = 0
+    # The HTTP status the caller got (200, 499 partial, 429 denied); 0: a signal, not a request.
+    status: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,12 @@ before roles existed and every key made without ``--role``: the data plane
 plus Usage of its own org, exactly what such a key could do before, so the
 migration changes nobody's access. The admin token is a full admin.
 
-| role   | Usage            | budgets          | events | keys, prices, limits, audit |
-|--------|------------------|------------------|--------|-----------------------------|
-| admin  | all              | read and change  | yes    | yes                         |
-| finops | all              | read and change  | yes    | no                          |
-| member | own org          | no               | no     | no                          |
-| viewer | own team         | no               | no     | no                          |
+| role   | Usage / requests log | budgets         | events | list keys        | change keys, prices, limits; audit |
+|--------|----------------------|-----------------|--------|------------------|------------------------------------|
+| admin  | all                  | read and change | yes    | all              | yes                                |
+| finops | all                  | read and change | yes    | all (read-only)  | no                                 |
+| member | own org              | no              | no     | own user's       | no                                 |
+| viewer | own team             | no              | no     | own user's       | no                                 |
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Actor:
     key_id: str = ""  # "" for the admin token
     org_id: str = ""
     team_id: str = ""
+    user_id: str = ""  # "" for the admin token and team service keys
 
     @property
     def name(self) -> str:

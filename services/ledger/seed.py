@@ -27,7 +27,7 @@ KINDS = (("charge", 80), ("cache_hit", 12), ("embedding", 3), ("denied", 3), ("s
 EVENT_COLS = ("id", "time", "day", "kind", "request_id", "reservation_id", "org_id", "team_id", "user_id",
               "key_id", "project", "tier", "model", "prompt_tokens", "completion_tokens", "cost",
               "counterfactual_cost", "cache_hit", "latency_ms", "price_version", "detail", "overage",
-              "overage_tokens", "record_id")  # fmt: skip
+              "overage_tokens", "record_id", "status")  # fmt: skip
 CHUNK = 50_000
 
 
@@ -59,11 +59,12 @@ def events(spec: SeedSpec) -> Iterator[UsageEvent]:
         cost = (p + c) * per_m * 1000 // 1_000_000 * 1000 if kind != "cache_hit" else 0
         cf = (p + c) * 5_000_000 // 1_000_000 * 1000
         signal = kind in ("denied", "soft_alert", "wrong_hit")
+        status = 429 if kind == "denied" else 0 if signal else 499 if n % 50 == 0 else 200
         yield UsageEvent(
             f"e_seed{run}{n:09d}", spec.end_us - 1 - rnd.randrange(span), kind, f"rq{run}{n}", org, team, user,
             key, project, tier, model,
             0 if signal else p, 0 if signal else c, 0 if signal else cost, 0 if signal else cf,
-            kind == "cache_hit", rnd.randrange(5, 3000), 1,
+            kind == "cache_hit", rnd.randrange(5, 3000), 1, status=status,
         )  # fmt: skip
 
 
@@ -71,7 +72,7 @@ def _row(ev: UsageEvent) -> tuple[Any, ...]:
     return (ev.event_id, ev.time_us, utc_day(ev.time_us), ev.kind, ev.request_id, None, ev.org_id, ev.team_id,
             ev.user_id, ev.key_id, ev.project, ev.tier, ev.model, ev.prompt_tokens, ev.completion_tokens,
             ev.cost, ev.counterfactual_cost, int(ev.cache_hit), ev.latency_ms, ev.price_version, "seed", 0, 0,
-            ev.event_id if ev.kind == "cache_hit" else None)  # fmt: skip
+            ev.event_id if ev.kind == "cache_hit" else None, ev.status)  # fmt: skip
 
 
 class _Rollups:
@@ -141,5 +142,11 @@ def seed_postgres(dsn: str, spec: SeedSpec) -> int:
                         cp.write_row(row)
             cur.executemany(UPSERT.replace("?", "%s"), roll.params())
             cur.executemany(UPSERT_DAILY.replace("?", "%s"), roll.daily_params())
+        conn.commit()
+        # A bulk load leaves the planner's statistics empty until autovacuum
+        # gets to it; refresh them now, as autovacuum would on a live ledger.
+        conn.execute("ANALYZE events")
+        conn.execute("ANALYZE rollups_hourly")
+        conn.execute("ANALYZE rollups_daily")
         conn.commit()
     return spec.count

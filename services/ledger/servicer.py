@@ -20,6 +20,7 @@ from services.ledger.models import AuthorizeInput, RateLimit
 from services.ledger.servicer_budgets import BudgetAlertsServicerMixin
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql.console import KeyUpdate
+from services.ledger.sql.requests import RequestsQuery, Scope, decode_cursor
 
 Ctx = ServicerContext[Any, Any]
 
@@ -45,7 +46,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
 
     async def Authenticate(self, request: pb.AuthenticateRequest, context: Ctx) -> pb.AuthenticateResponse:
         p = await self._ledger.authenticate(request.api_key)
-        return pb.AuthenticateResponse(principal=cv.principal(p), key_expires_at=cv.ts(p.expires_at_us))
+        return pb.AuthenticateResponse(principal=cv.principal(p), key_expires_at=cv.ts(p.expires_at_us),
+                                       log_prompts=p.log_prompts)
 
     async def GetHeadroom(self, request: pb.GetHeadroomRequest, context: Ctx) -> pb.GetHeadroomResponse:
         rows, low = await self._ledger.headroom(request.key_id, request.project)
@@ -136,7 +138,7 @@ class LedgerAdminServicer(BudgetAlertsServicerMixin, pb_grpc.LedgerAdminServiceS
     async def CreateOrg(self, request: pb.CreateOrgRequest, context: Ctx) -> pb.Org:
         a = await self._admin.require_admin(bearer(context), "create orgs")
         o = await self._admin.create_org(request.name, request.isolate_teams, a.name)
-        return pb.Org(id=o.id, name=o.name, isolate_teams=o.isolate_teams)
+        return pb.Org(id=o.id, name=o.name, isolate_teams=o.isolate_teams, log_prompts=o.log_prompts)
 
     async def CreateTeam(self, request: pb.CreateTeamRequest, context: Ctx) -> pb.Team:
         a = await self._admin.require_admin(bearer(context), "create teams")
@@ -158,8 +160,9 @@ class LedgerAdminServicer(BudgetAlertsServicerMixin, pb_grpc.LedgerAdminServiceS
         return pb.CreateKeyResponse(key=cv.api_key(created.key), secret=created.secret)
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Ctx) -> pb.ListKeysResponse:
-        await self._admin.require_admin(bearer(context), "list keys")
-        keys = await self._admin.list_keys(request.org_id, request.team_id, request.include_revoked)
+        # Any key may list: admin and finops every key, anyone else its own user's keys.
+        actor = await self._admin.actor(bearer(context))
+        keys = await self._admin.console.list_keys(actor, request.org_id, request.team_id, request.include_revoked)
         return pb.ListKeysResponse(keys=[cv.api_key(k) for k in keys])
 
     async def RevokeKey(self, request: pb.RevokeKeyRequest, context: Ctx) -> pb.ApiKey:
@@ -214,7 +217,9 @@ class LedgerAdminServicer(BudgetAlertsServicerMixin, pb_grpc.LedgerAdminServiceS
     async def UpdateKey(self, request: pb.UpdateKeyRequest, context: Ctx) -> pb.ApiKey:
         a = await self._admin.require_admin(bearer(context), "update keys")
         u = KeyUpdate(request.key_id, request.role or None,
-                      tuple(request.allowed_tiers) if request.set_allowed_tiers else None)  # fmt: skip
+                      tuple(request.allowed_tiers) if request.set_allowed_tiers else None,
+                      request.set_expires_at,
+                      cv.us_of(request.expires_at, request.HasField("expires_at"), "expires_at"))  # fmt: skip
         return cv.api_key(await self._admin.update_key(u, a.name))
 
     async def RemoveBudget(self, request: pb.RemoveBudgetRequest, context: Ctx) -> pb.Budget:
@@ -232,3 +237,22 @@ class LedgerAdminServicer(BudgetAlertsServicerMixin, pb_grpc.LedgerAdminServiceS
             pb.AuditEntry(id=e.id, time=cv.ts(e.time_us), actor=e.actor, action=e.action, target=e.target,
                           before_json=e.before_json, after_json=e.after_json) for e in entries
         ])  # fmt: skip
+
+    async def ListRequests(self, request: pb.ListRequestsRequest, context: Ctx) -> pb.ListRequestsResponse:
+        actor = await self._admin.actor(bearer(context))
+        q = RequestsQuery(
+            Scope(), cv.us_of(request.period.start, request.period.HasField("start"), "period.start"),
+            cv.us_of(request.period.end, request.period.HasField("end"), "period.end"),
+            request.org_id, request.team_id, request.key_id, request.tier, request.model, request.status,
+            request.cache, request.page_size, decode_cursor(request.cursor) if request.cursor else None,
+        )  # fmt: skip
+        rows, cursor = await self._admin.console.list_requests(actor, q)
+        return pb.ListRequestsResponse(requests=[
+            pb.RequestRecord(event=cv.event(r.event), prompt_text=r.prompt_text, prompt_truncated=r.prompt_truncated)
+            for r in rows
+        ], next_cursor=cursor)  # fmt: skip
+
+    async def SetOrgSettings(self, request: pb.SetOrgSettingsRequest, context: Ctx) -> pb.Org:
+        a = await self._admin.require_admin(bearer(context), "change org settings")
+        o = await self._admin.console.set_org_settings(request.org_id, request.log_prompts, a.name)
+        return pb.Org(id=o.id, name=o.name, isolate_teams=o.isolate_teams, log_prompts=o.log_prompts)

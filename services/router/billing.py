@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from rationer.errors import RationerError, ResourceExhausted
-from services.ledger.calls import CacheHitCall, CommitCall
+from services.ledger.calls import CacheHitCall, CommitCall, prompt_text
 from services.router.holds import Holds, Spawn
 from services.router.policy import TierSpec
 from services.router.ports import CachePort
@@ -83,6 +83,8 @@ class Billing:
             # This answer's own id: retries of the record land once, while a
             # second answer under the same request id is a second record.
             record_id=uuid.uuid4().hex,
+            status_code=200,
+            prompt_text=_logged_prompt(prep),
             **ref,
         )
         try:
@@ -133,6 +135,9 @@ class Billing:
             # Exact usage only: a billed maximum has no cache split.
             cache_read_tokens=out.cache_read_tokens if exact else 0,
             cache_creation_tokens=out.cache_creation_tokens if exact else 0,
+            # What the caller got: the whole answer, or a stream cut short (499, as nginx logs it).
+            status_code=499 if finish_note else 200,
+            prompt_text=_logged_prompt(prep),
         )
         self._recorder.hold_closed(res)  # from here the journaled commit owns it
         charge = await self._settle_commit(call, res.held_nano_usd)
@@ -197,6 +202,11 @@ class Billing:
                 "cache store",
             )
         )
+
+
+def _logged_prompt(prep: Prepared) -> str:
+    """The prompt for the ledger's Requests log, only for orgs that turned prompt logging on."""
+    return prompt_text(prep.request.messages) if prep.principal.log_prompts else ""
 
 
 async def _read_headroom(prep: Prepared) -> None:

@@ -13,6 +13,7 @@ door's (``http/embeddings.py``).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from rationer.errors import ResourceExhausted
 from services.ledger.calls import CommitCall
@@ -36,6 +37,7 @@ class Embeddings:
 
     async def run(self, principal: Principal, texts: list[str], *, request_id: str, project: str) -> EmbeddingsResult:
         """Hold, embed, commit; raises before any compute if the ledger says no."""
+        started = time.perf_counter()
         tokens = await asyncio.to_thread(self._count, texts)
         res = await self._reserve(principal, tokens, request_id, project)
         try:
@@ -48,7 +50,8 @@ class Embeddings:
             raise
         call = CommitCall(
             reservation_id=res.reservation_id, key_id=principal.key_id, prompt_tokens=tokens, completion_tokens=0,
-            model=MODEL_ID, tier=EMBEDDINGS_TIER, latency_ms=0, fallbacks=0, bill_late=True,
+            model=MODEL_ID, tier=EMBEDDINGS_TIER, latency_ms=int((time.perf_counter() - started) * 1000),
+            fallbacks=0, bill_late=True, status_code=200,
         )  # fmt: skip
         try:
             charge = await self._settler.settle(call)

@@ -189,6 +189,8 @@ async def _ledger_target(channel: grpc.aio.Channel, admin: Any, client: Any) -> 
                                         output_per_million=common_pb2.Money(nano_usd=2))],
         "SetRateLimit": [pb.SetRateLimitRequest(limit=pb.RateLimit(scope=scope, requests_per_minute=1000))],
         "ListEvents": [pb.ListEventsRequest(kind="charge", limit=10)],
+        "ListRequests": [pb.ListRequestsRequest(team_id=k.team_id, page_size=5, cache="miss")],
+        "SetOrgSettings": [pb.SetOrgSettingsRequest(org_id=k.org_id, log_prompts=False)],
     }  # fmt: skip
     token = ((SERVICE_TOKEN_KEY, SERVICE_TOKEN),)
     return Target(channel, (*token, ("authorization", f"Bearer {ADMIN_TOKEN}")), hints, seeds)

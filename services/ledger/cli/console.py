@@ -19,15 +19,32 @@ def keys_update(
     role: str = typer.Option("", "--role", help="admin | finops | viewer | member (default: unchanged)."),
     tier: list[str] = typer.Option([], "--tier", help="Replace the allowed tiers; repeat."),
     all_tiers: bool = typer.Option(False, "--all-tiers", help="Allow every tier."),
+    expires: str = typer.Option("", "--expires", help="New expiry, UTC: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]."),
+    no_expiry: bool = typer.Option(False, "--no-expiry", help="The key never expires."),
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
-    """Change a key's role or allowed tiers (audited)."""
-    from services.ledger.cli.console_ops import update_key
+    """Change a key's role, allowed tiers or expiry (audited)."""
+    from services.ledger.admin_client import UNCHANGED
+    from services.ledger.cli.console_ops import parse_expiry, update_key
 
     if tier and all_tiers:
         raise typer.BadParameter("give --tier or --all-tiers, not both")
+    if expires and no_expiry:
+        raise typer.BadParameter("give --expires or --no-expiry, not both")
     tiers = [] if all_tiers else (tier or None)
-    typer.echo(_run(update_key(ledger, admin_token, key_id, role, tiers)))
+    expiry = None if no_expiry else parse_expiry(expires) if expires else UNCHANGED
+    typer.echo(_run(update_key(ledger, admin_token, key_id, role, tiers, expiry)))
+
+
+def orgs_prompt_logging(
+    org_id: str = typer.Argument(..., help="The org id (its name)."),
+    on: bool = typer.Option(..., "--on/--off", help="Store prompt text with usage events, or stop."),
+    ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
+) -> None:  # fmt: skip
+    """Turn an org's prompt logging on or off (off by default; audited as orgs.settings)."""
+    from services.ledger.cli.console_ops import set_prompt_logging
+
+    typer.echo(_run(set_prompt_logging(ledger, admin_token, org_id, on)))
 
 
 def budgets_remove(
@@ -89,7 +106,7 @@ def bench_console(
     postgres_dsn: str = typer.Option("", help="Default: the ledger settings' postgres_dsn."),
     config: Path = typer.Option(None, "--config", help="TOML file with a [ledger] section."),
 ) -> None:  # fmt: skip
-    """p95 of the console's Overview and Chargeback queries on N seeded events (target <= 300 ms)."""
+    """p95 of the console's Overview, Chargeback and Requests queries on N seeded events (target <= 300 ms)."""
     from rationer.cli.bench_import import bench_module
     from rationer.platform.logging import configure_logging
     from rationer.platform.settings import load_settings
@@ -123,3 +140,6 @@ def register(groups: CliGroups) -> None:
     ledger_app = typer.Typer(help="Ledger maintenance: seed synthetic events.", no_args_is_help=True)
     groups.root.add_typer(ledger_app, name="ledger")
     ledger_app.command("seed-events")(seed_events)
+    orgs_app = typer.Typer(help="Org settings.", no_args_is_help=True)
+    groups.root.add_typer(orgs_app, name="orgs")
+    orgs_app.command("prompt-logging")(orgs_prompt_logging)

@@ -7,18 +7,38 @@ import io
 import json
 import time
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rationer.api.ledger.v1 import ledger_pb2 as pb
-from services.ledger.admin_client import LedgerAdminClient
+from services.ledger.admin_client import UNCHANGED, LedgerAdminClient, Unchanged
 from services.ledger.cli.ops import _key_line, need_token
 from services.ledger.report import period_range
 
 
-async def update_key(ledger: str, token: str, key_id: str, role: str, tiers: Sequence[str] | None) -> str:
+async def update_key(ledger: str, token: str, key_id: str, role: str, tiers: Sequence[str] | None,
+                     expiry: int | Unchanged | None = UNCHANGED) -> str:  # fmt: skip
     async with LedgerAdminClient(ledger, need_token(token)) as c:
-        return "updated: " + _key_line(await c.update_key(key_id, role=role, allowed_tiers=tiers))
+        return "updated: " + _key_line(await c.update_key(key_id, role=role, allowed_tiers=tiers,
+                                                          expires_at_us=expiry))  # fmt: skip
+
+
+def parse_expiry(text: str) -> int:
+    """``--expires`` as UTC microseconds; a date means its start (00:00 UTC)."""
+    import typer
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"--expires {text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1_000_000)
+
+
+async def set_prompt_logging(ledger: str, token: str, org_id: str, on: bool) -> str:
+    async with LedgerAdminClient(ledger, need_token(token)) as c:
+        org = await c.set_org_settings(org_id, log_prompts=on)
+    return f"org {org.id}: prompt logging {'on' if org.log_prompts else 'off'}"
 
 
 async def remove_budget(ledger: str, token: str, budget_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC
 
 from rationer.api.ledger.v1 import ledger_pb2 as pb
 from rationer.cli.credentials import admin_credential
@@ -44,6 +45,8 @@ def _key_line(k: pb.ApiKey) -> str:
     tiers = ",".join(k.allowed_tiers) or "*"
     project = f"  project={k.project}" if k.project else ""
     role = f"  role={k.role}" if k.role and k.role != "member" else ""
+    if k.HasField("expires_at"):
+        role += f"  expires={k.expires_at.ToDatetime(tzinfo=UTC).isoformat()}"
     return f"{k.key_id}  {k.prefix}…  {state:7}  tiers={tiers}{project}{role}  {owner}  {k.name}"
 
 

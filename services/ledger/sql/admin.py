@@ -41,12 +41,12 @@ from services.ledger.sql.common import (
 
 def ensure_org(name: str, isolate_teams: bool, now: int) -> Op[Org]:
     """Create-if-missing: the org id is its name, so retries and bootstraps are idempotent."""
-    rows = yield ("SELECT id, name, isolate_teams FROM orgs WHERE id = ?", (name,))
+    rows = yield ("SELECT id, name, isolate_teams, log_prompts FROM orgs WHERE id = ?", (name,))
     if not rows:
         yield ("INSERT INTO orgs (id, name, isolate_teams, created_at) VALUES (?, ?, ?, ?)",
                (name, name, int(isolate_teams), now))  # fmt: skip
         return Org(name, name, isolate_teams)
-    return Org(rows[0][0], rows[0][1], bool(rows[0][2]))
+    return Org(rows[0][0], rows[0][1], bool(rows[0][2]), bool(rows[0][3]))
 
 
 def ensure_team(org_id: str, name: str, now: int) -> Op[Team]:

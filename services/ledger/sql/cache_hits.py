@@ -24,6 +24,7 @@ from services.ledger.sql.common import (
 )
 from services.ledger.sql.data import event, new_id, reused_request_id
 from services.ledger.sql.reference import counterfactual
+from services.ledger.sql.requests import store_prompt
 from services.ledger.sql.rollups import record_event
 
 
@@ -54,10 +55,12 @@ def record_cache_hit(a: CacheHitCall, now: int) -> Op[tuple[UsageEvent, bool]]:
     version = (yield from current_price(a.tier)).version if a.tier else 0
     cf = yield from counterfactual(a, 0)
     ev = event(key, now, "cache_hit", a.request_id, a.project, a.tier, a.model,
-               (a.prompt_tokens, a.completion_tokens), 0, cf, True, a.latency_ms, version)  # fmt: skip
+               (a.prompt_tokens, a.completion_tokens), 0, cf, True, a.latency_ms, version,
+               a.status_code or 200)  # fmt: skip
     if a.served:
         ev = replace(ev, detail="recorded after it was served (the ledger was unreachable then)")
     yield from record_event(ev, None, ev.detail, record_id=a.record)
+    yield from store_prompt(ev, a.prompt_text)
     return ev, False
 
 
@@ -78,6 +81,6 @@ def record_wrong_hit(key_id: str, request_id: str, now: int) -> Op[tuple[UsageEv
     hit = found[0]
     ev = replace(hit, event_id=new_id("e"), time_us=now, kind="wrong_hit", prompt_tokens=0, completion_tokens=0,
                  cost=0, counterfactual_cost=0, cache_hit=False, latency_ms=0, detail="cache hit reported wrong",
-                 overage=0, overage_tokens=0)  # fmt: skip
+                 overage=0, overage_tokens=0, status=0)  # fmt: skip
     yield from record_event(ev, None, ev.detail, record_id=request_id)
     return ev, False

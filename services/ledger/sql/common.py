@@ -35,13 +35,13 @@ POSTGRES = Dialect("postgres", " FOR UPDATE")
 
 KEY_COLS = (
     "k.id, k.prefix, k.org_id, k.team_id, k.user_id, k.service_account, k.allowed_tiers, k.is_admin,"
-    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams, k.project, k.role"
+    " k.name, k.created_at, k.expires_at, k.revoked_at, o.isolate_teams, k.project, k.role, o.log_prompts"
 )
 KEY_FROM = "api_keys k JOIN orgs o ON o.id = k.org_id"
 EVENT_COLS = (
     "id, time, kind, request_id, org_id, team_id, user_id, key_id, project, tier, model,"
     " prompt_tokens, completion_tokens, cost, counterfactual_cost, cache_hit, latency_ms, price_version, detail,"
-    " overage, overage_tokens"
+    " overage, overage_tokens, status"
 )
 PRICE_COLS = ("tier, model, input_per_million, output_per_million, version, effective_from, is_reference,"
               " cache_read_per_million, cache_creation_per_million")  # fmt: skip
@@ -57,7 +57,7 @@ def key_from_row(row: tuple[Any, ...]) -> KeyRecord:
         created_at_us=int(row[9]),
         expires_at_us=None if row[10] is None else int(row[10]),
         revoked_at_us=None if row[11] is None else int(row[11]),
-        isolate_teams=bool(row[12]), project=row[13] or "", role=row[14] or "member",
+        isolate_teams=bool(row[12]), project=row[13] or "", role=row[14] or "member", log_prompts=bool(row[15]),
     )  # fmt: skip
 
 
@@ -68,6 +68,7 @@ def event_from_row(row: tuple[Any, ...]) -> UsageEvent:
         prompt_tokens=int(row[11]), completion_tokens=int(row[12]), cost=int(row[13]),
         counterfactual_cost=int(row[14]), cache_hit=bool(row[15]), latency_ms=int(row[16]),
         price_version=int(row[17]), detail=row[18] or "", overage=int(row[19]), overage_tokens=int(row[20]),
+        status=int(row[21]),
     )  # fmt: skip
 
 
@@ -80,14 +81,14 @@ def insert_event(ev: UsageEvent, reservation_id: str | None, detail: str = "", r
     return (
         "INSERT INTO events (id, time, day, kind, request_id, reservation_id, org_id, team_id, user_id,"
         " key_id, project, tier, model, prompt_tokens, completion_tokens, cost, counterfactual_cost,"
-        " cache_hit, latency_ms, price_version, detail, overage, overage_tokens, record_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cache_hit, latency_ms, price_version, detail, overage, overage_tokens, record_id, status)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             ev.event_id, ev.time_us, utc_day(ev.time_us), ev.kind, ev.request_id, reservation_id,
             ev.org_id, ev.team_id, ev.user_id, ev.key_id, ev.project, ev.tier, ev.model,
             ev.prompt_tokens, ev.completion_tokens, ev.cost, ev.counterfactual_cost,
             int(ev.cache_hit), ev.latency_ms, ev.price_version, detail, ev.overage, ev.overage_tokens,
-            record_id,
+            record_id, ev.status,
         ),
     )  # fmt: skip
 

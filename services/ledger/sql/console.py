@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from rationer.errors import NotFound
 from services.ledger.models import Budget, KeyRecord, Price
 from services.ledger.sql.admin import BudgetSpec, list_budgets
-from services.ledger.sql.common import PRICE_COLS, Op, load_key_by_id, price_from_row
+from services.ledger.sql.common import KEY_COLS, KEY_FROM, PRICE_COLS, Op, key_from_row, load_key_by_id, price_from_row
 
 
 def budget_id(b: BudgetSpec) -> str:
@@ -41,6 +41,8 @@ class KeyUpdate:
     key_id: str
     role: str | None = None  # None: unchanged
     allowed_tiers: tuple[str, ...] | None = None  # None: unchanged; (): all tiers
+    set_expiry: bool = False  # replace the expiry with expires_at_us
+    expires_at_us: int | None = None  # None: never expires
 
 
 def update_key(u: KeyUpdate) -> Op[KeyRecord]:
@@ -50,6 +52,17 @@ def update_key(u: KeyUpdate) -> Op[KeyRecord]:
         yield ("UPDATE api_keys SET role = ?, is_admin = ? WHERE id = ?", (u.role, int(u.role == "admin"), u.key_id))
     if u.allowed_tiers is not None:
         yield ("UPDATE api_keys SET allowed_tiers = ? WHERE id = ?", (",".join(u.allowed_tiers), u.key_id))
+    if u.set_expiry:
+        yield ("UPDATE api_keys SET expires_at = ? WHERE id = ?", (u.expires_at_us, u.key_id))
     key = yield from load_key_by_id(u.key_id)
     assert key is not None
     return key
+
+
+def own_keys(user_id: str, key_id: str, include_revoked: bool) -> Op[list[KeyRecord]]:
+    """A key owner's keys: every key of its user, or (a team service key, no user) itself alone."""
+    column, value = ("k.user_id", user_id) if user_id else ("k.id", key_id)
+    revoked = "" if include_revoked else " AND k.revoked_at IS NULL"
+    rows = yield (f"SELECT {KEY_COLS} FROM {KEY_FROM} WHERE {column} = ?{revoked} ORDER BY k.created_at, k.id",
+                  (value,))  # fmt: skip
+    return [key_from_row(r) for r in rows]

@@ -40,6 +40,7 @@ from services.ledger.sql.common import (
     require_active,
 )
 from services.ledger.sql.reference import counterfactual
+from services.ledger.sql.requests import store_prompt
 from services.ledger.sql.rollups import record_event
 
 
@@ -49,10 +50,11 @@ def new_id(prefix: str) -> str:
 
 def event(key: KeyRecord, now: int, kind: str, request_id: str, project: str, tier: str, model: str,
            tokens: tuple[int, int] = (0, 0), cost: int = 0, cf: int = 0, cache_hit: bool = False,
-           latency_ms: int = 0, price_version: int = 0) -> UsageEvent:  # fmt: skip
+           latency_ms: int = 0, price_version: int = 0, status: int = 0) -> UsageEvent:  # fmt: skip
     return UsageEvent(
         new_id("e"), now, kind, request_id, key.org_id, key.team_id, key.user_id, key.key_id,
         project, tier, model, tokens[0], tokens[1], cost, cf, cache_hit, latency_ms, price_version,
+        status=status,
     )  # fmt: skip
 
 
@@ -133,7 +135,8 @@ def authorize(a: AuthorizeInput, ttl_us: int, now: int, d: Dialect) -> Op[Reserv
             denial = _denial(b, spent, h, amount, now)
             yield ("DELETE FROM reservations WHERE id = ?", (res_id,))
             ev = event(key, now, "denied", a.request_id, a.project, a.tier, a.model or price.model,
-                        (a.prompt_tokens, a.max_completion_tokens), price_version=price.version)  # fmt: skip
+                        (a.prompt_tokens, a.max_completion_tokens), price_version=price.version,
+                        status=429)  # fmt: skip
             yield from record_event(ev, None, denial.limit_id)
             return denial
         used = spent + h + amount
@@ -218,8 +221,10 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
         new_id("e"), now, kind, rq or "", org_id, team_id, user_id, key_id, project, tier, model,
         a.prompt_tokens, a.completion_tokens, cap.cost, cf, False, a.latency_ms, price.version, "; ".join(notes),
         overage=cost - cap.cost, overage_tokens=tokens - cap.tokens,
+        status=a.status_code or (499 if a.finish_note else 200),
     )  # fmt: skip
     yield from record_event(ev, a.reservation_id, ev.detail)
+    yield from store_prompt(ev, a.prompt_text)
     yield (
         "UPDATE reservations SET state = 'committed', settled_at = ?, event_id = ? WHERE id = ?",
         (now, ev.event_id, a.reservation_id),
