@@ -9,6 +9,7 @@ Secrets never reach it: a created key is logged as its record.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,15 @@ from services.ledger.models import CreatedKey
 from services.ledger.sql.common import Op
 
 T = TypeVar("T")
+
+# Audit rows are listed ORDER BY time, id: changes in the same microsecond (or under a
+# fixed test clock) must still list in the order they were made, so the id starts with
+# this process's sequence number, not with random bits alone.
+_sequence = itertools.count()
+
+
+def _audit_id() -> str:
+    return f"a_{next(_sequence):012x}{uuid.uuid4().hex[:20]}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ def audited(actor: str, action: str, target: Callable[[T], str], change: Op[T], 
     yield (
         "INSERT INTO audit_log (id, time, actor, action, target, before_json, after_json)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (f"a_{uuid.uuid4().hex}", now, actor, action, target(out), to_json(prior), to_json(shown)),
+        (_audit_id(), now, actor, action, target(out), to_json(prior), to_json(shown)),
     )
     return out
 
