@@ -26,7 +26,7 @@ async def _sweeper(deps: CacheDeps) -> None:
     # Expired entries are already invisible to lookups; this frees their space.
     while True:
         await asyncio.sleep(SWEEP_INTERVAL_S)
-        removed = deps.cache.sweep_expired()
+        removed = await deps.cache.sweep_expired()
         if removed:
             log.info("expired cache entries removed", removed=removed)
 

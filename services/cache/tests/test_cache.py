@@ -18,8 +18,14 @@ from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from rationer.platform.clock import FixedClock
 from services.cache.cache import CachePolicy, SemanticCache
+from services.cache.faiss_backend import EmbeddedFaissBackend
 from services.cache.types import CacheContext, LookupQuery, StoreCommand
 from testsupport.cache import shared_embedder
+
+
+def embedded(cache: SemanticCache) -> EmbeddedFaissBackend:
+    assert isinstance(cache.backend, EmbeddedFaissBackend)
+    return cache.backend
 
 
 def Clock() -> FixedClock:
@@ -55,7 +61,7 @@ async def test_ttl_expiry_with_an_injected_clock() -> None:
     assert (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
     clock.advance(61)
     assert not (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
-    assert cache.sweep_expired() == 1
+    assert await cache.sweep_expired() == 1
 
 
 async def test_lru_eviction_keeps_recently_used_entries() -> None:
@@ -90,15 +96,15 @@ async def test_invalidate_semantics() -> None:
     await cache.store(StoreCommand("t", "second question here", "2", unit(2)))
     await cache.store(StoreCommand("u", "third question here", "3", unit(3)))
     with pytest.raises(NotFound):
-        cache.invalidate(tenant="u", entry_id=a.entry_id)  # another tenant's id is not found
-    assert cache.invalidate(tenant="t", entry_id=a.entry_id) == 1
-    assert cache.invalidate(tenant="nobody") == 0
-    assert cache.invalidate(tenant="t") == 1
+        await cache.invalidate(tenant="u", entry_id=a.entry_id)  # another tenant's id is not found
+    assert await cache.invalidate(tenant="t", entry_id=a.entry_id) == 1
+    assert await cache.invalidate(tenant="nobody") == 0
+    assert await cache.invalidate(tenant="t") == 1
     with pytest.raises(InvalidArgument, match="all=true removes every tenant"):
-        cache.invalidate(tenant="u", everything=True)  # not a way to clear one tenant
-    assert cache.invalidate(everything=True) == 1
+        await cache.invalidate(tenant="u", everything=True)  # not a way to clear one tenant
+    assert await cache.invalidate(everything=True) == 1
     with pytest.raises(InvalidArgument):
-        cache.invalidate()
+        await cache.invalidate()
 
 
 async def test_persistence_snapshot_crash_and_corruption(tmp_path: Path) -> None:
@@ -164,9 +170,9 @@ async def test_a_row_in_the_wrong_namespace_index_is_never_served() -> None:
     cache = await make(None)
     await cache.store(StoreCommand("t", "where is the office", "Leeds", unit(1)))
     await cache.store(StoreCommand("u", "what is the wifi password", "u-secret", unit(2)))
-    u_row = cache._store.by_entry_id((await cache.store(StoreCommand("u", "x y z", "u2", unit(3)))).entry_id)
+    u_row = await cache.backend.by_entry_id((await cache.store(StoreCommand("u", "x y z", "u2", unit(3)))).entry_id)
     assert u_row is not None
-    t_index = cache._indexes[("t", CacheContext().key)]
+    t_index = embedded(cache)._indexes[("t", CacheContext().key)]
     t_index.add(np.array([u_row.row_id], dtype=np.int64), unit(3).reshape(1, -1))
     got = await cache.lookup(LookupQuery("t", "x y z", unit(3), disable_guard=True))
     assert not got.hit
@@ -191,8 +197,8 @@ async def test_invalidating_a_whole_hnsw_tenant_drops_its_index_without_rebuilds
 
     monkeypatch.setattr(NamespaceIndex, "begin_rebuild", counting)
     # Row by row, a quarter of tombstones would rebuild the index ~3 times per N.
-    assert cache.invalidate(tenant="t") == 40
-    assert rebuilds == [] and ("t", CacheContext().key) not in cache._indexes
+    assert await cache.invalidate(tenant="t") == 40
+    assert rebuilds == [] and ("t", CacheContext().key) not in embedded(cache)._indexes
 
 
 async def test_hit_receipts_survive_a_restart_so_feedback_is_still_authorized(tmp_path: Path) -> None:
@@ -207,15 +213,15 @@ async def test_hit_receipts_survive_a_restart_so_feedback_is_still_authorized(tm
 
     cache = await make(tmp_path, clock)  # a new process would see only what is on disk
     with pytest.raises(PermissionDenied):
-        cache.report_wrong_hit("t", "key-b", "req-1")
-    first = cache.report_wrong_hit("t", "key-a", "req-1")
+        await cache.report_wrong_hit("t", "key-b", "req-1")
+    first = await cache.report_wrong_hit("t", "key-a", "req-1")
     assert first.evicted and not first.already_reported
     cache.close()
 
     cache = await make(tmp_path, clock)
-    assert cache.report_wrong_hit("t", "key-a", "req-1").already_reported  # counted once, across restarts too
-    assert not cache.report_wrong_hit("t", "key-a", "req-2").already_reported
+    assert (await cache.report_wrong_hit("t", "key-a", "req-1")).already_reported  # counted once, across restarts too
+    assert not (await cache.report_wrong_hit("t", "key-a", "req-2")).already_reported
     clock.advance(25 * 3600)
     with pytest.raises(NotFound):
-        cache.report_wrong_hit("t", "key-a", "req-2")  # reported already, and past the window anyway
+        await cache.report_wrong_hit("t", "key-a", "req-2")  # reported already, and past the window anyway
     cache.close()
