@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 class EmbeddedFaissBackend:
     def __init__(self, data_dir: Path | None, index_config: IndexConfig | None = None) -> None:
         self._data_dir = data_dir
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
         self._index_config = index_config or IndexConfig()
         self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
         self._indexes: dict[Namespace, NamespaceIndex] = {}

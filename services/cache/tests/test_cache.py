@@ -1,11 +1,15 @@
 """SemanticCache with the real embedder, real FAISS and real SQLite files.
 
+Tests about what a cache promises (TTL, LRU, context, invalidation, tenant
+isolation) run on both backends (``backend`` fixture): the embedded FAISS one
+and the shared pgvector one on a real PostgreSQL (testsupport/pgvector.py).
 Vectors are passed explicitly where the test is about storage semantics, so
 those tests need no inference; the embedder is still the real one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +21,33 @@ from rationer.embedding import DIM
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from rationer.platform.clock import FixedClock
+from services.cache.backend import VectorBackend
 from services.cache.cache import CachePolicy, SemanticCache
 from services.cache.faiss_backend import EmbeddedFaissBackend
+from services.cache.pgvector_backend import PgvectorBackend, PgvectorConfig
 from services.cache.types import CacheContext, LookupQuery, StoreCommand
 from testsupport.cache import shared_embedder
+from testsupport.pgvector import fresh_schema
+
+Backends = Callable[[], VectorBackend | None]
+
+
+@pytest.fixture(params=["faiss", "pgvector"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backends]:
+    """Makes the backend of one cache: None is the embedded default."""
+    if request.param == "faiss":
+        yield lambda: None
+        return
+    server = request.getfixturevalue("pgvector")
+    made: list[PgvectorBackend] = []
+
+    def shared() -> VectorBackend:
+        made.append(PgvectorBackend(PgvectorConfig(dsn=server.dsn, schema=fresh_schema(), pool_size=2)))
+        return made[-1]
+
+    yield shared
+    for b in made:
+        b.close(save=False)
 
 
 def embedded(cache: SemanticCache) -> EmbeddedFaissBackend:
@@ -37,12 +64,15 @@ def unit(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-async def make(tmp: Path | None, clock: FixedClock | None = None, **policy: object) -> SemanticCache:
+async def make(
+    tmp: Path | None, clock: FixedClock | None = None, backend: Backends | None = None, **policy: object
+) -> SemanticCache:
     cache = SemanticCache(
         MicroBatcher(shared_embedder().embed),
         data_dir=tmp,
         policy=CachePolicy(**policy),  # type: ignore[arg-type]
         clock=clock or Clock(),
+        backend=backend() if backend is not None else None,
     )
     await cache.start()
     return cache
@@ -54,9 +84,9 @@ async def test_not_started_is_unavailable() -> None:
         await cache.lookup(LookupQuery(tenant="t", text="hello"))
 
 
-async def test_ttl_expiry_with_an_injected_clock() -> None:
+async def test_ttl_expiry_with_an_injected_clock(backend: Backends) -> None:
     clock = Clock()
-    cache = await make(None, clock)
+    cache = await make(None, clock, backend)
     await cache.store(StoreCommand("t", "What is the VAT rate?", "20%", unit(1), ttl_s=60))
     assert (await cache.lookup(LookupQuery("t", "What is the VAT rate?", unit(1)))).hit
     clock.advance(61)
@@ -64,9 +94,9 @@ async def test_ttl_expiry_with_an_injected_clock() -> None:
     assert await cache.sweep_expired() == 1
 
 
-async def test_lru_eviction_keeps_recently_used_entries() -> None:
+async def test_lru_eviction_keeps_recently_used_entries(backend: Backends) -> None:
     clock = Clock()
-    cache = await make(None, clock, capacity_per_tenant=2)
+    cache = await make(None, clock, backend, capacity_per_tenant=2)
     for i, text in enumerate(["alpha question one", "beta question two"]):
         clock.advance(1)
         await cache.store(StoreCommand("t", text, f"a{i}", unit(i)))
@@ -81,8 +111,8 @@ async def test_lru_eviction_keeps_recently_used_entries() -> None:
     assert other.evicted == 0  # capacity is per tenant
 
 
-async def test_context_must_match() -> None:
-    cache = await make(None)
+async def test_context_must_match(backend: Backends) -> None:
+    cache = await make(None, backend=backend)
     local = CacheContext(tier_class="local")
     await cache.store(StoreCommand("t", "Summarise the refund policy", "...", unit(5), context=local))
     frontier = CacheContext(tier_class="frontier")
@@ -90,8 +120,8 @@ async def test_context_must_match() -> None:
     assert (await cache.lookup(LookupQuery("t", "Summarise the refund policy", unit(5), local))).hit
 
 
-async def test_invalidate_semantics() -> None:
-    cache = await make(None)
+async def test_invalidate_semantics(backend: Backends) -> None:
+    cache = await make(None, backend=backend)
     a = await cache.store(StoreCommand("t", "first question here", "1", unit(1)))
     await cache.store(StoreCommand("t", "second question here", "2", unit(2)))
     await cache.store(StoreCommand("u", "third question here", "3", unit(3)))
@@ -142,10 +172,10 @@ TEXTS = st.sampled_from(["How do I reset my password?", "What are your opening h
     disable_guard=st.booleans(),
 )
 async def test_no_lookup_ever_returns_another_tenants_entry(
-    ops: list[tuple[bool, str, str, int]], disable_guard: bool
+    backend: Backends, ops: list[tuple[bool, str, str, int]], disable_guard: bool
 ) -> None:
     # Identical texts and vectors across tenants: the strongest temptation.
-    cache = await make(None)
+    cache = await make(None, backend=backend)
     owner: dict[str, str] = {}
     for is_store, tenant, text, seed in ops:
         if is_store:
