@@ -132,7 +132,7 @@ def run(replicas: int, duration: float, clients: int, postgres_dsn: str) -> dict
     scaled = results[f"escrow_{replicas}"]["pairs_per_s"]
     ratio = round(scaled / single, 2) if single else 0.0
     return {"bench": "ledger_replicas", "replicas": replicas, "clients": clients, "duration_s": duration,
-            "cpus": os.cpu_count(), **results, f"ratio_escrow_{replicas}_to_single": ratio,
+            "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2), **results, f"ratio_escrow_{replicas}_to_single": ratio,
             "target_ratio_ge_3": ratio >= 3.0, "books": books,
             "books_balance": books["spent"] == books["charges"] and books["slices_left"] == 0}  # fmt: skip
 
