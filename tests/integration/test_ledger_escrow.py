@@ -150,7 +150,7 @@ def test_two_escrow_replicas_never_overspend_and_count_every_commit_once(pg_dsn:
     orgs = count()
     with _two_replicas(pg_dsn, tmp_path, c) as (leds, run):
 
-        @hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
         @given(steps=st.lists(_step, min_size=1, max_size=16), usd=st.integers(cost(300, 300), 6 * cost(800, 800)),
                tokens=st.integers(500, 10_000), settle_at=st.integers(0, 3))  # fmt: skip
         def check(steps: list[Step], usd: int, tokens: int, settle_at: int) -> None:
