@@ -1,4 +1,5 @@
-"""Router commands: ``serve router``, ``up``, ``chat``, ``complete``, ``bench router``, ``bench http``."""
+"""Router commands: ``serve router``, ``up``, ``chat``, ``complete``, ``bench router``, ``bench http``,
+``bench worker-spread``, ``router drain-journal``."""
 
 from __future__ import annotations
 
@@ -192,10 +193,57 @@ def bench_http(
     print(f"meets targets: {result['meets_targets']}")
 
 
+def bench_worker_spread(
+    requests: Annotated[int, typer.Option(min=6, help="Requests per run.")] = 30,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent callers (the pool has 3 slots).")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Back-to-back pairs of runs.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The router's worker choice (spare capacity) against round robin, on 2 real workers of 2 and 1 slots."""
+    import asyncio
+
+    from rationer.cli.bench_import import bench_module
+
+    result = asyncio.run(bench_module("bench.worker_spread").run_bench(requests, concurrency, rounds))
+    if as_json:
+        print(json.dumps(result))
+        return
+    for policy in ("least_loaded", "round_robin"):
+        r = result[policy]
+        print(f"{policy:<13} {r['rps']:>6.2f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+              f"share by worker slots {r['share_by_slots']}")  # fmt: skip
+    print(f"least_loaded / round_robin: req/s x{result['rps_ratio']}, p99 x{result['p99_ratio']}")
+
+
+def drain_journal(
+    path: Annotated[Path, typer.Argument(help="The journal file a router that is gone left behind.")],
+    config: ConfigOpt = None,
+    wait_s: Annotated[float, typer.Option(min=0, help="How long to retry while the ledger is away.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Settle the unconfirmed commits of another router's journal (idempotent: nothing is billed twice)."""
+    import dataclasses
+
+    from services.router.main import drain_main
+
+    report = drain_main(path, config, wait_s)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report)))
+    else:
+        print(f"{report.path}: {report.found} pending, {report.landed} settled, {report.refused} refused by the "
+              f"ledger, {report.left} left{' (journal removed)' if report.removed else ''}")  # fmt: skip
+    if report.left:
+        raise typer.Exit(1)
+
+
 def register(groups: CliGroups) -> None:
+    router = typer.Typer(help="Router operations: journals of replicas that are gone.", no_args_is_help=True)
+    groups.root.add_typer(router, name="router")
+    router.command("drain-journal")(drain_journal)
     groups.serve.command("router")(serve)
     groups.bench.command("router")(bench)
     groups.root.command("up")(up)
     groups.root.command("chat")(chat)
     groups.root.command("complete")(complete)
     groups.bench.command("http")(bench_http)
+    groups.bench.command("worker-spread")(bench_worker_spread)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from rationer.platform.secrets import read_secret
 from rationer.platform.settings import ServiceSettings
@@ -85,6 +85,43 @@ class PressureSettings(BaseModel):
     floor_fraction: float = 0.05
 
 
+class ConsoleSettings(BaseModel):
+    """The FinOps console at ``/console`` on the HTTP door (docs/console.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off without a secret: sessions are sealed with it, so every replica
+    # behind one URL must share it. `rationer up` generates one.
+    enabled: bool = True
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0, le=30 * 24 * 3600.0)
+    # Mark the session cookie Secure even on plain HTTP: a TLS proxy in front.
+    behind_tls: bool = False
+    # The longest date range a page may ask for.
+    max_range_days: int = Field(default=400, gt=0, le=3660)
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_is_text(cls, v: object) -> object:
+        return v if v is None or isinstance(v, SecretStr) else str(v)
+
+    @model_validator(mode="after")
+    def _load_secret_file(self) -> ConsoleSettings:
+        if self.secret_file is not None:
+            value = read_secret(self.secret_file, "router http.console secret_file")
+            if self.secret is not None and self.secret.get_secret_value() != value:
+                raise ValueError("http.console: set secret or secret_file, not both")
+            self.secret = SecretStr(value)
+        if self.secret is not None and len(self.secret.get_secret_value()) < 16:
+            raise ValueError("http.console secret must be at least 16 characters; make one with: "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")  # fmt: skip
+        return self
+
+    def secret_value(self) -> str:
+        return self.secret.get_secret_value() if self.secret is not None else ""
+
+
 class HttpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,6 +139,7 @@ class HttpSettings(BaseModel):
     # A request body must arrive within this long once the handler reads it;
     # a stalled upload gets 408 and its connection is closed (docs/http.md).
     body_timeout_s: float = Field(default=30.0, gt=0)
+    console: ConsoleSettings = ConsoleSettings()
 
 
 def default_tiers() -> list[TierSettings]:
@@ -140,7 +178,12 @@ class RouterSettings(ServiceSettings):
     default_max_tokens: int = 256
     max_tokens_cap: int = 4096
     max_prompt_chars: int = 64 * 1024
-    worker_refresh_s: float = 1.0
+    # Every worker_refresh_s the router re-resolves worker_addresses ("host:port", or "dns:host:port"
+    # for one worker per DNS record) and probes each worker's load (ListModels). An unreachable worker
+    # is out of rotation at the next probe; one whose probe fails otherwise (too slow) after
+    # worker_probe_misses consecutive failures (docs/deploy.md, "Workers").
+    worker_refresh_s: float = Field(default=1.0, gt=0)
+    worker_probe_misses: int = Field(default=2, ge=1, le=100)
     # Where package-shipped tokenizer GGUFs that come in chunks are assembled
     # (the worker's default, so both share one copy on one host).
     model_cache_dir: str = "~/.cache/rationer/models"
@@ -154,6 +197,15 @@ class RouterSettings(ServiceSettings):
     # crash here and are replayed on start (docs/router.md). One file per
     # router replica. "" keeps them in memory only: not durable.
     settlement_journal: Path | None = Path(".rationer/router-settlements.sqlite3")
+    # This router replica's name (docs/deploy.md, "Router replicas"). Set, the journal is
+    # <stem>.<replica_id><suffix> next to settlement_journal, so replicas sharing a machine or a
+    # volume never share a file (a journal held by a live process refuses a second one anyway).
+    # Kubernetes: the pod name, from the downward API. "" uses settlement_journal as it is.
+    replica_id: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})?$")
+    # On start, settle the journals other replicas left in the journal's directory
+    # (<stem>.*<suffix>, and <stem><suffix> itself) that no live process holds: a replica that
+    # never comes back on a shared volume strands no usage (docs/deploy.md).
+    adopt_orphaned_journals: bool = False
     http: HttpSettings = HttpSettings()
     # /metrics labels the first N distinct teams by id, the rest "other" (0: no per-team label).
     metrics_max_teams: int = Field(default=50, ge=0, le=1000)
@@ -162,3 +214,15 @@ class RouterSettings(ServiceSettings):
     @classmethod
     def _empty_means_memory(cls, v: object) -> object:
         return None if v == "" else v
+
+    @property
+    def journal_path(self) -> Path | None:
+        """This replica's own journal file; None keeps settlements in memory."""
+        return replica_journal(self.settlement_journal, self.replica_id)
+
+
+def replica_journal(base: Path | None, replica_id: str) -> Path | None:
+    """``dir/router-settlements.sqlite3`` + ``r1`` -> ``dir/router-settlements.r1.sqlite3``."""
+    if base is None or not replica_id:
+        return base
+    return base.with_name(f"{base.stem}.{replica_id}{base.suffix}")
