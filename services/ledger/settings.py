@@ -74,7 +74,8 @@ class LedgerSettings(ServiceSettings):
     # holds against its own slices of the budgets instead of locking the
     # budget rows per request. Off by default: one ledger process gains
     # little, and with escrow `spent` lags the events by up to one settle
-    # interval and a dead replica's slices stay unavailable until they expire.
+    # interval and a dead replica's live holds stay counted until its slices
+    # expire (their unused room is reclaimed by whoever runs short).
     escrow: bool = False
     escrow_slice_fraction: float = Field(0.5, gt=0, le=1)
     escrow_slice_max_requests: int = Field(256, ge=1)
