@@ -28,7 +28,7 @@ from services.ledger.sql import alerts as sql_alerts
 from services.ledger.sql import audit
 from services.ledger.sql import burndown as sql_burn
 from services.ledger.sql import webhooks as sql_hooks
-from services.ledger.sql.common import BUDGET_COLS, BudgetState, Op, active_holds, budget_from_row, load_key_by_id
+from services.ledger.sql.common import BUDGET_COLS, BudgetState, Op, budget_from_row, budget_usage, load_key_by_id
 from services.ledger.sql.common import path_scope_keys as _path
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -73,8 +73,8 @@ def _status(b: BudgetState, now: int, window_days: int) -> Op[BudgetStatus]:
     buckets = yield from sql_burn.series(b.scope_key, b.unit, chart_start, end or now + 1, hourly)
     offset = (yield from sql_burn.total_before(b.scope_key, b.unit, chart_start)) if end is None else 0
     points = cumulative(buckets, offset)
-    held = yield from active_holds([b.id], now)
-    budget = b.to_budget(now, held.get(b.id, 0))
+    unfolded, held = (yield from budget_usage([b.id], now)).get(b.id, (0, 0))  # escrow-aware, like ListBudgets
+    budget = b.to_budget(now, held, unfolded)
     fc = forecast(budget.spent, b.hard_limit, points, now, start, end, window_days)
     raised = yield from sql_alerts.list_alerts([b.id], 50)
     period_start = max(start, b.period_start)
