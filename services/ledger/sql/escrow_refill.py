@@ -177,7 +177,8 @@ def refill(replica: str, p: Prepared | None, res_id: str, expires: int, now: int
 def _record_denial(p: Prepared, denial: Denial, now: int) -> Op[None]:
     a = p.a
     ev = event(p.key, now, "denied", a.request_id, a.project, a.tier, a.model or p.price.model,
-               (a.prompt_tokens, a.max_completion_tokens), price_version=p.price.version)  # fmt: skip
+               (a.prompt_tokens, a.max_completion_tokens), price_version=p.price.version,
+               status=429)  # fmt: skip
     yield from record_event(ev, None, denial.limit_id)
 
 
