@@ -21,12 +21,13 @@ async def test_an_unreachable_worker_fails_with_its_label() -> None:
             await client.list_models()
 
 
-def test_metadata_forwards_the_served_call_and_an_explicit_request_id_wins() -> None:
-    client = WorkerClient("127.0.0.1:1")
+async def test_metadata_forwards_the_served_call_and_an_explicit_request_id_wins() -> None:
+    # async: the client's grpc.aio channel needs a running loop (a sync test depends on test order).
     structlog.contextvars.clear_contextvars()
     try:
-        structlog.contextvars.bind_contextvars(request_id="served-1", principal="acme/k_1")
-        assert dict(client._md()) == {REQUEST_ID_KEY: "served-1", PRINCIPAL_KEY: "acme/k_1"}
-        assert dict(client._md("mine-2")) == {REQUEST_ID_KEY: "mine-2", PRINCIPAL_KEY: "acme/k_1"}
+        async with WorkerClient("127.0.0.1:1") as client:
+            structlog.contextvars.bind_contextvars(request_id="served-1", principal="acme/k_1")
+            assert dict(client._md()) == {REQUEST_ID_KEY: "served-1", PRINCIPAL_KEY: "acme/k_1"}
+            assert dict(client._md("mine-2")) == {REQUEST_ID_KEY: "mine-2", PRINCIPAL_KEY: "acme/k_1"}
     finally:
         structlog.contextvars.clear_contextvars()
