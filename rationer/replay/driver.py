@@ -19,6 +19,7 @@ import grpc
 
 from rationer.client import Answer, AsyncClient
 from rationer.errors import RationerError, ResourceExhausted
+from rationer.platform.client import channel_options
 from rationer.replay.provision import KeyBook
 from rationer.replay.trace import TraceLine
 
@@ -128,7 +129,8 @@ class Driver:
 
     async def run(self, lines: list[TraceLine] | tuple[TraceLine, ...]) -> DriveResult:
         opts = self.opts
-        async with grpc.aio.insecure_channel(opts.address, options=CHANNEL_OPTIONS) as channel:
+        options = channel_options(opts.address, CHANNEL_OPTIONS)  # round robin over ipv4:a,b (several routers)
+        async with grpc.aio.insecure_channel(opts.address, options=options) as channel:
             # One SDK client per (key, project), all on the one channel.
             clients: dict[tuple[str, str], AsyncClient] = {}
 
