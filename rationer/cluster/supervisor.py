@@ -138,16 +138,22 @@ async def prepare(opts: ClusterOptions) -> str:
 
 @asynccontextmanager
 async def running_cluster(opts: ClusterOptions) -> AsyncIterator[Cluster]:
-    """Start every replica and the HTTP balancer; stop them all on exit."""
+    """Start every replica and the HTTP balancer, restart any that dies, stop them all on exit."""
     database = await prepare(opts)
     sup = ClusterSupervisor(opts, database)
     balancer = TcpBalancer(addresses(opts, "http"))
+    stop = asyncio.Event()
+    watching: asyncio.Future[None] | None = None
     try:
         await sup.start()
         await balancer.start(opts.host, opts.http_port)
         creds = await sup.credentials()
+        watching = asyncio.ensure_future(sup.supervise(stop))
         yield Cluster(opts, sup, balancer, creds, database)
     finally:
+        stop.set()
+        if watching is not None:
+            await watching
         await balancer.close()
         await asyncio.to_thread(sup.stop)
 
@@ -177,7 +183,7 @@ A replica that dies is restarted (try `kill -9` on one: see logs/). Ctrl-C stops
 async def _serve(opts: ClusterOptions, stop: asyncio.Event) -> None:
     async with running_cluster(opts) as cluster:
         print(banner(cluster), flush=True)
-        await cluster.supervisor.supervise(stop)
+        await stop.wait()
 
 
 async def run_cluster_up(opts: ClusterOptions) -> None:

@@ -104,10 +104,14 @@ def _fill(rec: Record, answer: Answer) -> None:
 
 
 class Driver:
-    def __init__(self, opts: DriveOptions, book: KeyBook, on_done: Callable[[Record], None] | None = None) -> None:
+    def __init__(self, opts: DriveOptions, book: KeyBook, on_done: Callable[[Record], None] | None = None,
+                 on_start: Callable[[Record], None] | None = None) -> None:  # fmt: skip
+        """``on_start``/``on_done``: called as each request leaves and once it has its outcome
+        (the cluster test counts the requests in flight when it kills a replica)."""
         self.opts = opts
         self.book = book
         self.on_done = on_done or (lambda _r: None)
+        self.on_start = on_start or (lambda _r: None)
 
     async def tiers(self, client: AsyncClient) -> dict[str, dict[str, Any]]:
         return {t.name: {"kind": t.kind, "rank": t.rank, "model": t.model} for t in await client.list_tiers()}
@@ -115,6 +119,7 @@ class Driver:
     async def _one(self, client: AsyncClient, rec: Record, line: TraceLine, t0: float) -> None:
         sent = time.perf_counter()
         rec.sent_s = sent - t0
+        self.on_start(rec)
         try:
             answer = await client.complete(list(line.messages), max_tokens=line.max_tokens,
                                            temperature=line.temperature, user=line.user,
