@@ -1,4 +1,5 @@
-"""Router commands: ``serve router``, ``up``, ``chat``, ``complete``, ``bench router``, ``bench http``."""
+"""Router commands: ``serve router``, ``up``, ``chat``, ``complete``, ``bench router``, ``bench http``,
+``router drain-journal``."""
 
 from __future__ import annotations
 
@@ -192,7 +193,31 @@ def bench_http(
     print(f"meets targets: {result['meets_targets']}")
 
 
+def drain_journal(
+    path: Annotated[Path, typer.Argument(help="The journal file a router that is gone left behind.")],
+    config: ConfigOpt = None,
+    wait_s: Annotated[float, typer.Option(min=0, help="How long to retry while the ledger is away.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Settle the unconfirmed commits of another router's journal (idempotent: nothing is billed twice)."""
+    import dataclasses
+
+    from services.router.main import drain_main
+
+    report = drain_main(path, config, wait_s)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report)))
+    else:
+        print(f"{report.path}: {report.found} pending, {report.landed} settled, {report.refused} refused by the "
+              f"ledger, {report.left} left{' (journal removed)' if report.removed else ''}")  # fmt: skip
+    if report.left:
+        raise typer.Exit(1)
+
+
 def register(groups: CliGroups) -> None:
+    router = typer.Typer(help="Router operations: journals of replicas that are gone.", no_args_is_help=True)
+    groups.root.add_typer(router, name="router")
+    router.command("drain-journal")(drain_journal)
     groups.serve.command("router")(serve)
     groups.bench.command("router")(bench)
     groups.root.command("up")(up)

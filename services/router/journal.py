@@ -15,6 +15,9 @@ one replays in the next; a field an older row lacks takes its default.
 SQLite in WAL mode with synchronous=NORMAL: a committed row survives a crash
 of this process (it is in the WAL file); only a power loss can drop the last
 few. One insert and one delete cost tens of microseconds, so they run inline.
+
+A file journal belongs to one live process at a time (``journal_lock.py``):
+opening one that another live router holds raises ``JournalInUse``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import structlog
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger.calls import SettlementCall, from_record
+from services.router.journal_lock import JournalLock
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +47,15 @@ class PendingSettlement:
 class SettlementJournal:
     """Pending settlements; ``path=None`` keeps them in memory only."""
 
-    def __init__(self, path: Path | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, path: Path | None = None, *, clock: Clock = SYSTEM_CLOCK, lock_wait_s: float = 0.0) -> None:
         self.path = path
         self._clock = clock
+        self._file_lock: JournalLock | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Before SQLite opens the file: a live owner's WAL is never touched.
+            self._file_lock = JournalLock(path)
+            self._file_lock.acquire(wait_s=lock_wait_s)
         self._db = sqlite3.connect(
             ":memory:" if path is None else str(path), isolation_level=None, check_same_thread=False
         )
@@ -100,6 +108,20 @@ class SettlementJournal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._file_lock is not None:
+            self._file_lock.release()
+
+    def remove(self) -> None:
+        """Close and delete the journal's files; only for an empty journal (a drained or adopted one)."""
+        if len(self):
+            raise ValueError(f"the journal {self.path} still holds {len(self)} settlements")
+        with self._lock:
+            self._db.close()  # checkpoints the WAL into the (empty) main file
+        if self.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        if self._file_lock is not None:
+            self._file_lock.release(remove=True)
 
 
 def _record(entry_id: int, kind: str, fields: str) -> SettlementCall | None:

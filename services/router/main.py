@@ -13,7 +13,10 @@ from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, start
 from rationer.platform.settings import load_service_settings, service_token_of
 from rationer.platform.tracing import tracing_for
+from services.ledger.client import LedgerClient
+from services.router.adapters import GrpcLedger
 from services.router.loop import loop_factory
+from services.router.orphans import DrainReport, drain_journal
 from services.router.server import create_server
 from services.router.settings import RouterSettings
 from services.router.wiring import build_deps
@@ -47,6 +50,21 @@ async def serve(settings: RouterSettings) -> None:
         if http_runner is not None:
             await http_runner.stop()
         await deps.close()
+
+
+async def _drain(settings: RouterSettings, path: Path, wait_s: float) -> DrainReport:
+    ledger = GrpcLedger(LedgerClient(settings.ledger_address, service_token=service_token_of(settings)))
+    try:
+        return await drain_journal(path, ledger, wait_s=wait_s)
+    finally:
+        await ledger.client.close()
+
+
+def drain_main(path: Path, config: Path | None, wait_s: float) -> DrainReport:
+    """``rationer router drain-journal``: settle a journal another router left, with this config's ledger."""
+    settings = load_service_settings(RouterSettings, "router", config, os.environ)
+    configure_logging(settings.logging.format, settings.logging.level, secrets=[service_token_of(settings)])
+    return asyncio.run(_drain(settings, path, wait_s))
 
 
 def main(config: Path | None = None) -> None:

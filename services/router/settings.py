@@ -140,7 +140,12 @@ class RouterSettings(ServiceSettings):
     default_max_tokens: int = 256
     max_tokens_cap: int = 4096
     max_prompt_chars: int = 64 * 1024
-    worker_refresh_s: float = 1.0
+    # Every worker_refresh_s the router re-resolves worker_addresses ("host:port", or "dns:host:port"
+    # for one worker per DNS record) and probes each worker's load (ListModels). An unreachable worker
+    # is out of rotation at the next probe; one whose probe fails otherwise (too slow) after
+    # worker_probe_misses consecutive failures (docs/deploy.md, "Workers").
+    worker_refresh_s: float = Field(default=1.0, gt=0)
+    worker_probe_misses: int = Field(default=2, ge=1, le=100)
     # Where package-shipped tokenizer GGUFs that come in chunks are assembled
     # (the worker's default, so both share one copy on one host).
     model_cache_dir: str = "~/.cache/rationer/models"
@@ -154,6 +159,15 @@ class RouterSettings(ServiceSettings):
     # crash here and are replayed on start (docs/router.md). One file per
     # router replica. "" keeps them in memory only: not durable.
     settlement_journal: Path | None = Path(".rationer/router-settlements.sqlite3")
+    # This router replica's name (docs/deploy.md, "Router replicas"). Set, the journal is
+    # <stem>.<replica_id><suffix> next to settlement_journal, so replicas sharing a machine or a
+    # volume never share a file (a journal held by a live process refuses a second one anyway).
+    # Kubernetes: the pod name, from the downward API. "" uses settlement_journal as it is.
+    replica_id: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})?$")
+    # On start, settle the journals other replicas left in the journal's directory
+    # (<stem>.*<suffix>, and <stem><suffix> itself) that no live process holds: a replica that
+    # never comes back on a shared volume strands no usage (docs/deploy.md).
+    adopt_orphaned_journals: bool = False
     http: HttpSettings = HttpSettings()
     # /metrics labels the first N distinct teams by id, the rest "other" (0: no per-team label).
     metrics_max_teams: int = Field(default=50, ge=0, le=1000)
@@ -162,3 +176,15 @@ class RouterSettings(ServiceSettings):
     @classmethod
     def _empty_means_memory(cls, v: object) -> object:
         return None if v == "" else v
+
+    @property
+    def journal_path(self) -> Path | None:
+        """This replica's own journal file; None keeps settlements in memory."""
+        return replica_journal(self.settlement_journal, self.replica_id)
+
+
+def replica_journal(base: Path | None, replica_id: str) -> Path | None:
+    """``dir/router-settlements.sqlite3`` + ``r1`` -> ``dir/router-settlements.r1.sqlite3``."""
+    if base is None or not replica_id:
+        return base
+    return base.with_name(f"{base.stem}.{replica_id}{base.suffix}")

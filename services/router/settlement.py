@@ -32,6 +32,15 @@ TRANSIENT: tuple[type[RationerError], ...] = (Unavailable, DeadlineExceeded, Can
 Op = Callable[[], Coroutine[Any, Any, Any]]
 
 
+@dataclasses.dataclass
+class ReplayCount:
+    """What one pass over a journal did (``Settler.replay_pending``)."""
+
+    landed: int = 0
+    refused: int = 0  # the ledger's definitive refusal: the entry is dropped, with an error log
+    stopped: bool = False  # a transient failure ended the pass; the rest waits in the journal
+
+
 async def retry_settlement(op: Op, *, what: str, attempts: int = 6) -> Any:
     """Retry transient ledger failures with exponential backoff (~1.5 s in all)."""
     delay = 0.05
@@ -216,8 +225,15 @@ class Settler:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff_s)
 
-    async def _replay(self, pending: list[PendingSettlement]) -> bool:
+    async def replay_pending(self) -> ReplayCount:
+        """One pass over the whole journal in order, stopping at the first transient failure."""
+        count = ReplayCount()
+        count.stopped = not await self._replay(self.journal.pending(), count)
+        return count
+
+    async def _replay(self, pending: list[PendingSettlement], count: ReplayCount | None = None) -> bool:
         """Send entries in order; False at the first transient failure."""
+        count = count if count is not None else ReplayCount()
         for entry in pending:
             what = f"{entry.call.KIND} {_id_of(entry.call)}"
             try:
@@ -227,8 +243,10 @@ class Settler:
             except RationerError as exc:
                 log.error("the ledger refused a journaled settlement; it stays unbilled", what=what,
                           error=exc.message)  # fmt: skip
+                count.refused += 1
             else:
                 log.info("deferred settlement landed", what=what)
+                count.landed += 1
             self.journal.done(entry.entry_id)
         return True
 

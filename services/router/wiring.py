@@ -28,6 +28,7 @@ from services.router.anthropic.upstream import AnthropicClient, AnthropicConfig
 from services.router.backends import FrontierBackend, FrontierClient, FrontierConfig, WorkerPool
 from services.router.backends.probe import keep_probing, probe_all
 from services.router.journal import SettlementJournal
+from services.router.orphans import adopt_orphans
 from services.router.pipeline import RouterCore
 from services.router.policy import PressureConfig, ScoreScale, TierPolicy, TierSpec
 from services.router.ports import ModelBackend
@@ -39,6 +40,7 @@ from services.router.tokens import GgufCounter, TokenCounter, tier_counter, veri
 from services.router.types import CoreConfig, RequestLimits
 
 log = structlog.get_logger(__name__)
+JOURNAL_LOCK_WAIT_S = 2.0
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -65,13 +67,15 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     from rationer.embedding.batcher import MicroBatcher
     from services.router import cachepolicy
 
+    # First: a journal another live router holds refuses this one before anything starts.
+    journal = _journal(settings)
     embedder = Embedder(settings.embedder_model_dir, threads=settings.embedder_threads)
     batcher = MicroBatcher(embedder.embed, window_s=settings.embed_batch_window_ms / 1000, max_batch=32)
     scorer = ComplexityScorer(settings.classifier_artifact)
     closers: list[Closer] = []
     ledger, cache = _services(settings, closers)
     pool = WorkerPool(settings.worker_addresses, refresh_s=settings.worker_refresh_s,
-                      service_token=service_token_of(settings))  # fmt: skip
+                      service_token=service_token_of(settings), probe_misses=settings.worker_probe_misses)  # fmt: skip
     await pool.start()
     closers.append(pool.close)
     backends = _backends(settings.tiers, pool, closers)
@@ -79,7 +83,6 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     counters = await _counters(settings, pool, closers)
     reference = Reference(ref_tier := reference_tier(settings.tiers, settings.reference_tier), counters.get(ref_tier))
     prices = await _prices(ledger, closers, ref_tier, tier_prices=settings.answer_before_commit)
-    journal = SettlementJournal(settings.settlement_journal)
     metrics = RpcMetrics()
     recorder = PrometheusRecorder(metrics.registry, [t.name for t in settings.tiers],
                                   max_teams=settings.metrics_max_teams)  # fmt: skip
@@ -116,6 +119,15 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
     # Closed last, after the drain (RouterDeps.close) and after the ledger channel.
     closers[:0] = [close_batcher, close_journal]
     return RouterDeps(core, closers, metrics)
+
+
+def _journal(settings: RouterSettings) -> SettlementJournal:
+    """This replica's journal, with the orphans of replicas gone for good moved into it when asked."""
+    # A short wait: a replica adopting this journal holds its lock for milliseconds.
+    journal = SettlementJournal(settings.journal_path, lock_wait_s=JOURNAL_LOCK_WAIT_S)
+    if settings.adopt_orphaned_journals and settings.settlement_journal is not None:
+        adopt_orphans(settings.settlement_journal, journal)
+    return journal
 
 
 def _limits(settings: RouterSettings) -> RequestLimits:

@@ -1,55 +1,33 @@
 """The local tiers: a ``ModelBackend`` over the slm_worker pool, balanced client-side.
 
 Each worker is reached through its ``WorkerClient``; this module keeps only
-what is the router's: discovery, health and the choice of worker. Every
-``refresh_s`` the pool asks each worker for ``ListModels`` (models and live
-load). A call goes to the worker with the most spare capacity for the model
-(free slots minus queue depth minus the calls this router already has in
-flight there, so bursts between refreshes spread out). A worker that answers
+what is the router's: discovery, health and the choice of worker
+(``workers.py``: DNS or static addresses, the probe's hysteresis, the
+ranking). Every ``refresh_s`` the pool re-resolves its addresses and asks each
+worker for ``ListModels`` (models and live load). A call goes to the worker
+with the most spare capacity for the model. A worker that answers
 RESOURCE_EXHAUSTED or UNAVAILABLE is skipped for that call and the next one is
-tried; UNAVAILABLE also marks it down until the next refresh.
+tried; UNAVAILABLE also marks it down until a probe finds it up again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 
 from rationer.errors import DeadlineExceeded, RationerError, ResourceExhausted, Unavailable
+from services.router.backends.workers import WorkerState, expand, rank
 from services.router.types import Completion, Delta, GenParams, Message
-from services.slm_worker.client import ChatMessage, GenerationParams, ModelLoad, StreamChunk, WorkerClient
+from services.slm_worker.client import ChatMessage, GenerationParams, StreamChunk, WorkerClient
 
 log = structlog.get_logger(__name__)
 
 COUNT_TOKENS_TIMEOUT_S = 5.0
 LIST_MODELS_TIMEOUT_S = 1.0
-
-
-@dataclass
-class _Worker:
-    address: str
-    client: WorkerClient
-    up: bool = False
-    models: dict[str, ModelLoad] = field(default_factory=dict)
-    inflight: int = 0
-
-    def serves(self, model: str) -> ModelLoad | None:
-        info = self.models.get(model)
-        if info is None:
-            info = next((m for m in self.models.values() if m.tier == model), None)
-        return info
-
-    def spare(self, model: str) -> float:
-        info = self.serves(model)
-        if info is None:
-            return float("-inf")
-        return info.free_slots - info.queue_depth - self.inflight
 
 
 def _messages(messages: Sequence[Message]) -> list[ChatMessage]:
@@ -90,41 +68,35 @@ def _delta(chunk: StreamChunk, model: str) -> Delta:
     )
 
 
-async def _expand(address: str) -> list[str]:
-    """``dns:host:port`` -> one ``ip:port`` per A/AAAA record (compose --scale)."""
-    if not address.startswith("dns:"):
-        return [address]
-    host, _, port = address[4:].rpartition(":")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except OSError as exc:
-        log.warning("worker discovery failed", address=address, error=str(exc))
-        return []
-    ips = sorted({str(info[4][0]) for info in infos})
-    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
+def _client(address: str, service_token: str) -> WorkerClient:
+    # No client-side deadline: each call passes what is left of the request's.
+    return WorkerClient(address, timeout_s=None, service_token=service_token, label="the local worker")
 
 
 class WorkerPool:
-    def __init__(self, addresses: Sequence[str], refresh_s: float = 1.0, *, service_token: str = "") -> None:
+    def __init__(
+        self, addresses: Sequence[str], refresh_s: float = 1.0, *, service_token: str = "", probe_misses: int = 2,
+        client_factory: Callable[[str, str], WorkerClient] = _client,
+    ) -> None:  # fmt: skip
         self._configured = list(addresses)
         self._service_token = service_token
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerState] = []
         self._refresh_s = refresh_s
+        self._probe_misses = probe_misses
+        self._new_client = client_factory
+        self._turn = 0  # rotates the order of equally loaded workers
         self._task: asyncio.Task[None] | None = None
 
     async def _discover(self) -> None:
         wanted: list[str] = []
         for address in self._configured:
-            wanted += await _expand(address)
+            wanted += await expand(address)
         known = {w.address: w for w in self._workers}
         workers = []
         for address in wanted:
             w = known.pop(address, None)
             if w is None:
-                # No client-side deadline: each call passes what is left of the request's.
-                client = WorkerClient(address, timeout_s=None, service_token=self._service_token,
-                                      label="the local worker")  # fmt: skip
-                w = _Worker(address, client)
+                w = WorkerState(address, self._new_client(address, self._service_token))
             workers.append(w)
         self._workers = workers
         for gone in known.values():
@@ -151,16 +123,11 @@ class WorkerPool:
         await self._discover()
         await asyncio.gather(*(self._refresh_one(w) for w in self._workers))
 
-    async def _refresh_one(self, w: _Worker) -> None:
+    async def _refresh_one(self, w: WorkerState) -> None:
         try:
-            listed = await w.client.list_models(timeout_s=LIST_MODELS_TIMEOUT_S)
+            w.probed(await w.client.list_models(timeout_s=LIST_MODELS_TIMEOUT_S), self._probe_misses)
         except RationerError as exc:
-            if w.up:
-                log.warning("worker down", worker=w.address, error=exc.message)
-            w.up = False
-            return
-        w.models = {m.name: m for m in listed.models}
-        w.up = True
+            w.probed(exc, self._probe_misses)
 
     def healthy(self, model: str) -> bool:
         return any(w.up and w.serves(model) is not None for w in self._workers)
@@ -176,13 +143,11 @@ class WorkerPool:
             for w in self._workers
         ]
 
-    def _ranked(self, model: str) -> list[_Worker]:
-        live = [w for w in self._workers if w.up and w.serves(model) is not None]
-        if not live:
-            raise Unavailable(f"no local worker serves {model!r} right now")
-        return sorted(live, key=lambda w: w.spare(model), reverse=True)
+    def _ranked(self, model: str) -> list[WorkerState]:
+        self._turn += 1
+        return rank(self._workers, model, self._turn)
 
-    def _skip(self, w: _Worker, err: RationerError) -> None:
+    def _skip(self, w: WorkerState, err: RationerError) -> None:
         if isinstance(err, Unavailable):
             w.up = False
         log.info("worker refused; trying the next", worker=w.address, error=err.message)
