@@ -129,8 +129,11 @@ def build_config(opts: ClusterOptions, database: str) -> dict[str, Any]:
                    "cache_address": balanced_target(addresses(opts, "cache")),
                    "worker_addresses": addresses(opts, "worker"), "tiers": tiers, "logging": log,
                    "embedder_threads": 1, "answer_before_commit": True,
+                   "settlement_journal": str(data / "router-settlements.sqlite3"),
                    "http": {"enabled": True, "listen": addresses(opts, "http")[0]}},
     }  # fmt: skip
+    if _has("router", "adopt_orphaned_journals"):
+        config["router"]["adopt_orphaned_journals"] = True
     return _merge(config, opts.overrides)
 
 
@@ -151,10 +154,12 @@ def replicas(opts: ClusterOptions) -> list[Replica]:
         out.append(Replica(f"worker{i}", "slm-worker", addr,
                            {"RATIONER_WORKER__LISTEN": addr, "RATIONER_WORKER__WORKER_ID": f"worker{i}"}))  # fmt: skip
     for i, (addr, http) in enumerate(zip(addresses(opts, "router"), addresses(opts, "http"), strict=True)):
-        env = {"RATIONER_ROUTER__LISTEN": addr, "RATIONER_ROUTER__HTTP__LISTEN": http,
-               # Each replica its own journal: a restarted replica replays only what it journaled.
-               "RATIONER_ROUTER__SETTLEMENT_JOURNAL": str(data / f"router{i}-settlements.sqlite3")}  # fmt: skip
+        env = {"RATIONER_ROUTER__LISTEN": addr, "RATIONER_ROUTER__HTTP__LISTEN": http}
+        # Each replica its own journal: a restarted replica replays what it journaled. With replica
+        # ids the router names its file after the id (and can adopt a vanished replica's file).
         if _has("router", "replica_id"):
             env["RATIONER_ROUTER__REPLICA_ID"] = f"router{i}"
+        else:
+            env["RATIONER_ROUTER__SETTLEMENT_JOURNAL"] = str(data / f"router{i}-settlements.sqlite3")
         out.append(Replica(f"router{i}", "router", addr, env))
     return out
