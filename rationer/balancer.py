@@ -29,9 +29,10 @@ log = structlog.get_logger(__name__)
 CHUNK = 64 * 1024
 
 
-def parse_upstream(text: str) -> tuple[str, int]:
+def parse_upstream(text: str, *, listen: bool = False) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    low = 0 if listen else 1
+    if not sep or not host or not port.isdigit() or not low <= int(port) < 65536:
         raise InvalidArgument(f"upstream {text!r} is not HOST:PORT (for example 127.0.0.1:8080)")
     return host.strip("[]"), int(port)
 
@@ -77,10 +78,12 @@ class TcpBalancer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         for task in list(self._conns):
             task.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
+        if self._server is not None:
+            # After the connections: on 3.12+ wait_closed waits for every one of them.
+            await self._server.wait_closed()
 
     async def _candidates(self) -> list[tuple[str, int]]:
         """Every resolved upstream address, starting from this connection's turn."""
@@ -124,3 +127,36 @@ class TcpBalancer:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+
+def parse_route(text: str) -> tuple[tuple[str, int], list[str]]:
+    """``LISTEN=UP1,UP2`` -> ((listen host, port), [upstreams])."""
+    listen, sep, ups = text.partition("=")
+    upstreams = [u for u in ups.split(",") if u.strip()]
+    if not sep or not upstreams:
+        raise InvalidArgument(f"route {text!r} is not LISTEN=UPSTREAM[,UPSTREAM...] (e.g. 0.0.0.0:8080=router:8080)")
+    for u in upstreams:
+        parse_upstream(u)
+    return parse_upstream(listen, listen=True), upstreams
+
+
+async def run_balancers(routes: Sequence[str]) -> None:
+    """One balancer per route until SIGINT or SIGTERM (``rationer cluster balance``)."""
+    import signal
+
+    parsed = [parse_route(r) for r in routes]
+    if not parsed:
+        raise InvalidArgument("pass at least one --route LISTEN=UPSTREAM")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    balancers = [TcpBalancer(ups) for _, ups in parsed]
+    try:
+        for b, ((host, port), ups) in zip(balancers, parsed, strict=True):
+            await b.start(host, port)
+            log.info("balancing", listen=f"{host}:{b.port}", upstreams=ups)
+        await stop.wait()
+    finally:
+        for b in balancers:
+            await b.close()

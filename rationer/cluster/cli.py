@@ -53,7 +53,20 @@ def up(
     asyncio.run(run_cluster_up(opts))
 
 
+def balance(
+    route: Annotated[list[str], typer.Option("--route", help="LISTEN=UPSTREAM[,UPSTREAM...], e.g. "
+                                             "0.0.0.0:8080=router:8080 (names re-resolved per connection).")],
+) -> None:  # fmt: skip
+    """Round-robin TCP balancer in front of router replicas (compose's `gateway`); runs until SIGTERM."""
+    import asyncio
+
+    from rationer.balancer import run_balancers
+
+    asyncio.run(run_balancers(route))
+
+
 def register(groups: CliGroups) -> None:
     cluster = typer.Typer(help="Several replicas of every service on loopback.", no_args_is_help=True)
     cluster.command("up")(up)
+    cluster.command("balance")(balance)
     groups.root.add_typer(cluster, name="cluster")

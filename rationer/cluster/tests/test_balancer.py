@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
-from rationer.balancer import TcpBalancer, parse_upstream
+from rationer.balancer import TcpBalancer, parse_route, parse_upstream
 from rationer.errors import InvalidArgument
 from rationer.platform.net import free_port
 
@@ -84,3 +86,30 @@ def test_bad_upstreams_are_refused_with_the_form_to_use(bad: str) -> None:
 def test_a_host_name_upstream_parses() -> None:
     assert parse_upstream("router:8080") == ("router", 8080)
     assert parse_upstream("[::1]:8080") == ("::1", 8080)
+
+
+@pytest.mark.parametrize("bad", ["0.0.0.0:8080", "0.0.0.0:8080=", "x=router:8080", "0.0.0.0:1=router"])
+def test_bad_routes_are_refused_with_the_form_to_use(bad: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"HOST:PORT|LISTEN=UPSTREAM"):
+        parse_route(bad)
+
+
+async def test_the_balance_command_serves_until_sigterm() -> None:
+    port = free_port()
+    async with echo_server("r") as upstream:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rationer.cli.main", "cluster", "balance", "--route", f"127.0.0.1:{port}={upstream}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            answer = b""
+            for _ in range(100):  # until it listens
+                try:
+                    answer = await ask(port, b"hello")
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+            assert answer == b"r:hello"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
