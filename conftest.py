@@ -15,3 +15,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--long-minutes", type=float, default=0.0,
         help="run each generated suite for about this many minutes instead of its fast core",
     )  # fmt: skip
+
+
+# The shared cache backend's server (testsupport/pgvector.py), for any test path.
+from testsupport.pgvector import pgvector  # noqa: E402,F401

@@ -195,12 +195,13 @@ async def rebuild_stall(entries: int, hnsw_m: int = 32) -> dict[str, Any]:
     """Another tenant's Lookup latency while one namespace crosses into HNSW
     at ``entries`` and rebuilds in the background (in process, vectors given)."""
     from services.cache.cache import CachePolicy, SemanticCache
+    from services.cache.faiss_backend import EmbeddedFaissBackend
     from services.cache.types import LookupQuery, StoreCommand
     from testsupport.cache import shared_embedder
 
     rng = np.random.default_rng(3)
-    cache = SemanticCache(MicroBatcher(shared_embedder().embed), policy=CachePolicy(guard=False),
-                          index_config=IndexConfig(kind="auto", hnsw_m=hnsw_m, hnsw_min_entries=entries))  # fmt: skip
+    backend = EmbeddedFaissBackend(None, IndexConfig(kind="auto", hnsw_m=hnsw_m, hnsw_min_entries=entries))
+    cache = SemanticCache(MicroBatcher(shared_embedder().embed), policy=CachePolicy(guard=False), backend=backend)
     await cache.start()
     try:
         probe = _unit(rng, 1)[0]
@@ -210,11 +211,11 @@ async def rebuild_stall(entries: int, hnsw_m: int = 32) -> dict[str, Any]:
         # than the rebuild being measured.
         big = NamespaceIndex(IndexConfig(kind="auto", hnsw_m=hnsw_m, hnsw_min_entries=entries))
         big.add(np.arange(entries - 1, dtype=np.int64), _unit(rng, entries - 1))
-        cache._indexes[("big", "")] = big
+        backend._indexes[("big", "")] = big
         baseline = [await _timed_lookup(cache, LookupQuery("probe", "x", probe)) for _ in range(200)]
         t0 = time.perf_counter()
         big.add(np.array([entries - 1], dtype=np.int64), _unit(rng, 1))  # crosses the HNSW threshold
-        cache._schedule_rebuild(big)  # what Store does after adding
+        backend._rebuilder.schedule(big)  # what Store does after adding
         during: list[float] = []
         done = asyncio.ensure_future(cache.wait_for_rebuilds())
         while not done.done():

@@ -1,5 +1,6 @@
-"""The semantic cache: exact fast path, FAISS search per (tenant, context)
-namespace, false-hit guard, TTL, per-tenant LRU capacity and persistence.
+"""The semantic cache: exact fast path, vector search per (tenant, context)
+namespace on a backend (``services.cache.backend``: embedded FAISS or shared
+pgvector), false-hit guard, TTL, per-tenant LRU capacity.
 
 No gRPC here; the servicer converts messages and delegates. Every method runs
 on the event loop thread; ONNX inference runs on the batcher's worker thread.
@@ -7,27 +8,24 @@ on the event loop thread; ONNX inference runs on the batcher's worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import structlog
 from prometheus_client import Counter
 
 from rationer.embedding.batcher import MicroBatcher
 from rationer.errors import InvalidArgument, NotFound, Unavailable
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
-from services.cache import guard, keys, persistence, validation
+from services.cache import guard, keys, validation
+from services.cache.backend import VectorBackend
+from services.cache.faiss_backend import EmbeddedFaissBackend
 from services.cache.feedback import FeedbackBook
-from services.cache.index import IndexConfig, NamespaceIndex
+from services.cache.index import IndexConfig
 from services.cache.pair_features import HARD_RULES
-from services.cache.persistence import Namespace
-from services.cache.rebuilds import Rebuilder
-from services.cache.store import Entry, EntryStore, NewEntry
+from services.cache.store import Entry, NewEntry
 from services.cache.types import (
     CacheStats,
     EntryMetadata,
@@ -78,28 +76,25 @@ class SemanticCache:
         clock: Clock = SYSTEM_CLOCK,
         verifier: Verifier | None = None,
         feedback: FeedbackBook | None = None,
+        backend: VectorBackend | None = None,
     ) -> None:
         self._batcher = batcher
         # None: the lexical guard and the two thresholds decide (the legacy path).
         self._verifier = verifier
         self._policy = policy or CachePolicy()
-        self._index_config = index_config or IndexConfig()
         self._clock = clock
-        self._data_dir = data_dir
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
         # Receipts persist beside the entries, so feedback survives a restart.
         self._feedback = feedback or FeedbackBook(clock, path=data_dir / "receipts.sqlite3" if data_dir else None)
-        self._store = EntryStore(data_dir / "cache.sqlite3" if data_dir is not None else None)
-        self._indexes: dict[Namespace, NamespaceIndex] = {}
-        self._rebuilder = Rebuilder()  # index rebuilds, never on the event loop
+        # Entries and vectors: embedded FAISS unless a shared backend is given.
+        self._backend: VectorBackend = backend or EmbeddedFaissBackend(data_dir, index_config)
         self._counters: defaultdict[str, _Counters] = defaultdict(_Counters)
-        # Tenants that have stored something (since the data was created):
-        # a lookup for any other tenant is NOT_FOUND, which the router
-        # treats as a plain miss.
-        self._tenants: set[str] = set()
+        # Tenants seen to have stored something: a backend never forgets a
+        # tenant, so a positive answer may be kept (a lookup for any other
+        # tenant is NOT_FOUND, which the router treats as a plain miss).
+        self._known: set[str] = set()
         self.ready = False
-        self.loaded_from = ""  # "snapshot" | "rebuild" | "empty", for logs and tests
 
     @property
     def policy(self) -> CachePolicy:
@@ -109,31 +104,27 @@ class SemanticCache:
     def verifier(self) -> Verifier | None:
         return self._verifier
 
+    @property
+    def backend(self) -> VectorBackend:
+        return self._backend
+
+    @property
+    def loaded_from(self) -> str:
+        """ "snapshot" | "rebuild" | "empty" (embedded) or "shared", for logs and tests."""
+        return self._backend.loaded_from
+
     # ---- start / stop -------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the indexes (snapshot or rebuild) off the event loop."""
-        await asyncio.get_running_loop().run_in_executor(None, self._load)
+        """Load the indexes (snapshot or rebuild) or connect, off the event loop."""
+        await self._backend.start()
         self.ready = True
 
-    def _snapshot_path(self) -> Path | None:
-        return self._data_dir / "index.snapshot" if self._data_dir is not None else None
-
-    def _load(self) -> None:
-        loaded = persistence.load_indexes(self._store, self._snapshot_path(), self._index_config)
-        self._indexes, self.loaded_from = loaded.indexes, loaded.source
-        self._tenants |= loaded.tenants
-
     def save_snapshot(self) -> None:
-        path = self._snapshot_path()
-        if path is not None:
-            persistence.save_snapshot(path, self._store, self._indexes)
+        self._backend.checkpoint()
 
     def close(self, *, save: bool = True) -> None:
-        if save and self.ready:
-            self.save_snapshot()
-        self._rebuilder.close()
-        self._store.close()
+        self._backend.close(save=save and self.ready)
         self._feedback.close()
 
     def _require_ready(self) -> None:
@@ -149,59 +140,53 @@ class SemanticCache:
         vector = validation.vector(q.vector)
         threshold = validation.similarity(q.min_similarity) or self._policy.min_similarity
         ctx = q.context.key
-        self._require_known(tenant)
+        await self._require_known(tenant)
         now = self._clock.time()
-        counters = self._counters[tenant]
-        entry = self._store.exact(tenant, ctx, keys.exact_key(ctx, text), now)
+        entry = await self._backend.exact(tenant, ctx, keys.exact_key(ctx, text), now)
         if entry is not None:
-            return self._served(q, self._hit(entry, 1.0, "exact", now))
+            return self._served(q, await self._hit(entry, 1.0, "exact", now))
         if q.exact_only:
             return LookupResult(hit=False)  # the caller follows up with a full lookup
-        index = self._indexes.get((tenant, ctx))
-        if index is None or not len(index):
-            counters.misses += 1  # unknown tenant or context: a miss, not an error
-            return LookupResult(hit=False)
         if vector is None:
             vector = await self._batcher.embed(text)
-        result = self._semantic(index, (tenant, ctx), text, vector, threshold, q.disable_guard, now)
+        candidates = await self._backend.search(tenant, ctx, vector, self._policy.candidates, now)
+        result = await self._semantic(candidates, (tenant, ctx), text, threshold, q.disable_guard, now)
         if result.hit:
             return self._served(q, result)
-        counters.misses += 1
+        counters = self._counters[tenant]
+        counters.misses += 1  # also an unknown context: a miss, not an error
         if result.guard_rejection:
             counters.guard_rejections += 1
         return result
 
-    def _semantic(
+    async def _semantic(
         self,
-        index: NamespaceIndex,
+        candidates: list[tuple[Entry, float]],
         namespace: tuple[str, str],
         text: str,
-        vector: npt.NDArray[np.float32],
         threshold: float,
         disable_guard: bool,
         now: float,
     ) -> LookupResult:
+        """The guard or verifier, here on every backend's candidates alike."""
         reworded_threshold = max(threshold, self._policy.reworded_similarity)
         use_guard = self._policy.guard and not disable_guard
         rejection, best = "", 0.0
-        for row_id, sim in index.search(vector.reshape(1, -1), self._policy.candidates)[0]:
+        for entry, sim in candidates:
             best = max(best, sim)
             if sim < threshold:
                 break  # results are sorted best first
-            entry = self._store.get(row_id)
-            if entry is None or entry.expires_at <= now:
-                continue
-            if (entry.tenant, entry.ctx) != namespace:
-                # Only a damaged snapshot could map a row into another
-                # namespace's index; isolation must not rest on it.
-                log.error("index row outside its namespace; skipped", row_id=row_id)
+            if entry.expires_at <= now or (entry.tenant, entry.ctx) != namespace:
+                # A backend must never return these; isolation must not rest on it.
+                log.error("backend returned an entry outside the namespace or expired; skipped",
+                          entry_id=entry.entry_id)  # fmt: skip
                 continue
             if not use_guard:
-                return self._hit(entry, sim, "semantic", now)
+                return await self._hit(entry, sim, "semantic", now)
             if self._verifier is not None:
                 score, verdict = self._verifier.score(entry.text, text, sim)
                 if self._verifier.accepts(score):
-                    return self._hit(entry, sim, "semantic", now)
+                    return await self._hit(entry, sim, "semantic", now)
                 # The guard's hard rule when one fired (the field's meaning
                 # since before the verifier), else "verifier": the score was too low.
                 vetoed = verdict.reason in HARD_RULES
@@ -209,7 +194,7 @@ class SemanticCache:
                 continue
             verdict = guard.check(entry.text, text)
             if verdict.ok and (not verdict.reworded or sim >= reworded_threshold):
-                return self._hit(entry, sim, "semantic", now)
+                return await self._hit(entry, sim, "semantic", now)
             rejection = rejection or (verdict.reason or "reworded")
         return LookupResult(hit=False, similarity=best, guard_rejection=rejection)
 
@@ -217,8 +202,8 @@ class SemanticCache:
         self._feedback.record(q.tenant, q.request_id, q.key_id, result.entry_id)
         return result
 
-    def _hit(self, entry: Entry, similarity: float, kind: str, now: float) -> LookupResult:
-        self._store.touch(entry.row_id, now)
+    async def _hit(self, entry: Entry, similarity: float, kind: str, now: float) -> LookupResult:
+        await self._backend.touch(entry, now)
         self._counters[entry.tenant].hits += 1
         meta = EntryMetadata(
             model=entry.model,
@@ -243,7 +228,7 @@ class SemanticCache:
         self._require_ready()
         policy = self._policy
         tenant = validation.tenant(cmd.tenant)
-        self._tenants.add(tenant)
+        self._known.add(tenant)  # as before backends: even a store refused below makes the tenant known here
         text = validation.text(cmd.text, policy.max_text_bytes)
         answer = validation.answer(cmd.answer, policy.max_answer_bytes)
         ttl_s = validation.ttl(cmd.ttl_s, policy.default_ttl_s, policy.max_ttl_s)
@@ -259,53 +244,16 @@ class SemanticCache:
             saved_nano_usd=max(meta.saved_nano_usd, 0), prompt_tokens=max(meta.prompt_tokens, 0),
             completion_tokens=max(meta.completion_tokens, 0), expires_at=now + ttl_s,
         )  # fmt: skip
-        row_id, replaced = self._store.insert(new)
-        if replaced is not None:
-            self._unindex(replaced)
-        index = self._indexes.get((tenant, ctx))
-        if index is None:
-            index = self._indexes[(tenant, ctx)] = NamespaceIndex(self._index_config)
-        index.add(np.array([row_id], dtype=np.int64), vector.reshape(1, -1))
-        self._schedule_rebuild(index)
-        self._remove_rows(self._store.expired(now, tenant))
-        evicted = self._remove_rows(self._store.lru_victims(tenant, policy.capacity_per_tenant))
+        await self._backend.insert(new)
+        await self._backend.remove_expired(now, tenant)
+        evicted = await self._backend.evict_lru(tenant, policy.capacity_per_tenant)
         self._counters[tenant].evictions += evicted
         return StoreResult(entry_id=new.entry_id, evicted=evicted)
 
-    def _unindex(self, entry: Entry) -> None:
-        ns = (entry.tenant, entry.ctx)
-        index = self._indexes.get(ns)
-        if index is not None:
-            index.remove(entry.row_id)
-            if not len(index):
-                del self._indexes[ns]
-            else:
-                self._schedule_rebuild(index)
-
-    def _schedule_rebuild(self, index: NamespaceIndex) -> None:
-        self._rebuilder.schedule(index)
-
     async def wait_for_rebuilds(self) -> None:
-        await self._rebuilder.wait()
+        await self._backend.wait_for_rebuilds()
 
-    def _remove_rows(self, row_ids: list[int]) -> int:
-        removed = self._store.delete(row_ids)
-        by_ns: dict[Namespace, list[Entry]] = defaultdict(list)
-        for entry in removed:
-            by_ns[(entry.tenant, entry.ctx)].append(entry)
-        for ns, entries in by_ns.items():
-            index = self._indexes.get(ns)
-            if index is not None and len(entries) >= len(index):
-                # The whole namespace goes: drop its index rather than remove
-                # row by row, which would rebuild an HNSW index again and
-                # again (each rebuild blocks the service).
-                del self._indexes[ns]
-                continue
-            for entry in entries:
-                self._unindex(entry)
-        return len(removed)
-
-    def invalidate(self, *, tenant: str = "", entry_id: str = "", everything: bool = False) -> int:
+    async def invalidate(self, *, tenant: str = "", entry_id: str = "", everything: bool = False) -> int:
         """Remove one entry (needs its tenant), a whole tenant, or everything."""
         self._require_ready()
         if everything:
@@ -313,34 +261,37 @@ class SemanticCache:
                 raise InvalidArgument(
                     "all=true removes every tenant's entries; do not combine it with tenant or entry_id"
                 )
-            return self._remove_rows(self._store.tenant_rows(None))
+            return await self._backend.remove_tenant(None)
         if entry_id:
             validation.tenant(tenant)
-            entry = self._store.by_entry_id(entry_id)
+            entry = await self._backend.by_entry_id(entry_id)
             if entry is None or entry.tenant != tenant:
                 # Same answer for "absent" and "another tenant's": no probing across tenants.
                 raise NotFound(f"no cache entry {entry_id!r} for tenant {tenant!r}")
-            return self._remove_rows([entry.row_id])
+            return await self._backend.remove([entry])
         if tenant:
-            return self._remove_rows(self._store.tenant_rows(tenant))
+            return await self._backend.remove_tenant(tenant)
         raise InvalidArgument("say what to invalidate: entry_id with tenant, tenant alone, or all=true")
 
-    def sweep_expired(self) -> int:
+    async def sweep_expired(self) -> int:
         """Delete expired entries of every tenant (lookups already skip them)."""
-        return self._remove_rows(self._store.expired(self._clock.time()))
+        return await self._backend.remove_expired(self._clock.time())
 
-    def _require_known(self, tenant: str) -> None:
-        if tenant not in self._tenants:
+    async def _require_known(self, tenant: str) -> None:
+        if tenant in self._known:
+            return
+        if not await self._backend.has_tenant(tenant):
             raise NotFound(f"tenant {tenant!r} has stored nothing in this cache yet; a lookup for it is a miss")
+        self._known.add(tenant)
 
-    def report_wrong_hit(self, tenant: str, key_id: str, request_id: str) -> WrongHitResult:
+    async def report_wrong_hit(self, tenant: str, key_id: str, request_id: str) -> WrongHitResult:
         """The caller says the answer served for ``request_id`` was wrong:
         evict the entry (so no one else gets it) and count the report once."""
         self._require_ready()
         tenant = validation.tenant(tenant)
         report = self._feedback.report(tenant, key_id, request_id)
-        entry = self._store.by_entry_id(report.entry_id)
-        evicted = entry is not None and entry.tenant == tenant and self._remove_rows([entry.row_id]) == 1
+        entry = await self._backend.by_entry_id(report.entry_id)
+        evicted = entry is not None and entry.tenant == tenant and await self._backend.remove([entry]) == 1
         if not report.already_reported:
             self._counters[tenant].wrong_hits += 1
             WRONG_HITS.labels(tenant).inc()
@@ -348,13 +299,14 @@ class SemanticCache:
                      evicted=evicted)  # fmt: skip
         return WrongHitResult(entry_id=report.entry_id, evicted=evicted, already_reported=report.already_reported)
 
-    def stats(self, tenant: str = "") -> CacheStats:
+    async def stats(self, tenant: str = "") -> CacheStats:
         if tenant:
-            self._require_known(validation.tenant(tenant))
-            n = self._store.count(tenant)
+            await self._require_known(validation.tenant(tenant))
+            n = await self._backend.count(tenant)
             return CacheStats(entries=n, tenants=1 if n else 0, **asdict(self._counters.get(tenant, _Counters())))
         total = _Counters()
         for c in self._counters.values():
             for name, value in asdict(c).items():
                 setattr(total, name, getattr(total, name) + value)
-        return CacheStats(entries=self._store.count(), tenants=self._store.tenant_count(), **asdict(total))
+        entries, tenants = await self._backend.count(), await self._backend.tenant_count()
+        return CacheStats(entries=entries, tenants=tenants, **asdict(total))

@@ -72,7 +72,7 @@ async def through_cache(cache: SemanticCache, s: Scored, vecs: npt.NDArray[np.fl
         await cache.store(StoreCommand(tenant=tenant, text=p.a, answer=f"answer to {p.a}", vector=vecs[i]))
         res = await cache.lookup(LookupQuery(tenant=tenant, text=p.b, vector=vecs[n + i]))
         out[i] = res.hit
-        cache.invalidate(tenant=tenant)
+        await cache.invalidate(tenant=tenant)
     return out
 
 

@@ -26,7 +26,7 @@ async def _sweeper(deps: CacheDeps) -> None:
     # Expired entries are already invisible to lookups; this frees their space.
     while True:
         await asyncio.sleep(SWEEP_INTERVAL_S)
-        removed = deps.cache.sweep_expired()
+        removed = await deps.cache.sweep_expired()
         if removed:
             log.info("expired cache entries removed", removed=removed)
 
@@ -36,7 +36,7 @@ async def run(settings: CacheSettings) -> None:
     token = service_token_of(settings)
     server, port = create_server(settings.listen, deps, service_token=token)
     await server.start()  # health says NOT_SERVING (and RPCs say UNAVAILABLE) until loaded
-    log.info("cache listening", port=port, data_dir=settings.data_dir or "(memory)")
+    log.info("cache listening", port=port, backend=settings.backend, data_dir=settings.data_dir or "(memory)")
     if settings.metrics_port is not None:
         start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     await deps.cache.start()

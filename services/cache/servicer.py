@@ -95,7 +95,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def Invalidate(self, request: cache_pb2.InvalidateRequest, context: Any) -> cache_pb2.InvalidateResponse:
         target = request.WhichOneof("target")
-        removed = self._cache.invalidate(
+        removed = await self._cache.invalidate(
             tenant=request.tenant,
             entry_id=request.entry_id if target == "entry_id" else "",
             everything=target == "all" and request.all,
@@ -103,7 +103,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         return cache_pb2.InvalidateResponse(removed=removed)
 
     async def Stats(self, request: cache_pb2.StatsRequest, context: Any) -> cache_pb2.StatsResponse:
-        s = self._cache.stats(request.tenant)
+        s = await self._cache.stats(request.tenant)
         return cache_pb2.StatsResponse(
             entries=s.entries,
             tenants=s.tenants,
@@ -117,7 +117,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     async def ReportWrongHit(
         self, request: cache_pb2.ReportWrongHitRequest, context: Any
     ) -> cache_pb2.ReportWrongHitResponse:
-        r = self._cache.report_wrong_hit(request.tenant, request.key_id, request.request_id)
+        r = await self._cache.report_wrong_hit(request.tenant, request.key_id, request.request_id)
         return cache_pb2.ReportWrongHitResponse(
             entry_id=r.entry_id, evicted=r.evicted, already_reported=r.already_reported
         )

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rationer.platform.settings import ServiceSettings
 
 
 class CacheSettings(ServiceSettings):
-    # SQLite database (entries + vectors, WAL) and the FAISS snapshot live here.
+    # Where entries and vectors live (docs/cache.md, "Backends"):
+    # "faiss": embedded SQLite + in-process FAISS (the default; one process);
+    # "pgvector": one PostgreSQL database with pgvector shared by every cache
+    # replica (RATIONER_CACHE__BACKEND=pgvector RATIONER_CACHE__PG_DSN=...).
+    backend: Literal["faiss", "pgvector"] = "faiss"
+    pg_dsn: str = ""  # libpq URI or key=value string; the pgvector extension must exist or be creatable
+    pg_schema: str = Field(default="rationer_cache", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pg_pool_size: int = Field(default=8, ge=1, le=256)
+    pg_ef_search: int = Field(default=64, ge=1, le=1000)
+    # SQLite database (entries + vectors, WAL) and the FAISS snapshot live here
+    # (with backend = "pgvector" only the wrong-hit receipts do).
     # Empty: an in-memory cache that does not survive a restart.
     data_dir: str = ""
     # Embedder: None = ~/.cache/rationer/models. fp32 is the default: int8 is
@@ -58,3 +68,11 @@ class CacheSettings(ServiceSettings):
     hnsw_min_entries: int = Field(default=20_000, ge=0)
     max_text_bytes: int = Field(default=64 * 1024, ge=1)
     max_answer_bytes: int = Field(default=256 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _backend_has_what_it_needs(self) -> CacheSettings:
+        if self.backend == "pgvector" and not self.pg_dsn.strip():
+            raise ValueError(
+                "cache backend 'pgvector' needs pg_dsn (RATIONER_CACHE__PG_DSN), e.g. postgresql://user@host:5432/db"
+            )
+        return self

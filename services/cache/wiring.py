@@ -6,8 +6,11 @@ from pathlib import Path
 
 from rationer.embedding import Embedder
 from rationer.embedding.batcher import MicroBatcher
+from services.cache.backend import VectorBackend
 from services.cache.cache import CachePolicy, SemanticCache
+from services.cache.faiss_backend import EmbeddedFaissBackend
 from services.cache.index import IndexConfig
+from services.cache.pgvector_backend import PgvectorBackend, PgvectorConfig
 from services.cache.server import CacheDeps
 from services.cache.settings import CacheSettings
 from services.cache.verifier import Verifier
@@ -40,8 +43,22 @@ def build_deps(settings: CacheSettings, embedder: Embedder | None = None) -> Cac
     )
     data_dir = Path(settings.data_dir) if settings.data_dir else None
     verifier = build_verifier(settings)
-    cache = SemanticCache(batcher, data_dir=data_dir, policy=policy, index_config=index, verifier=verifier)
+    cache = SemanticCache(batcher, data_dir=data_dir, policy=policy, verifier=verifier,
+                          backend=build_backend(settings, data_dir, index))  # fmt: skip
     return CacheDeps(cache=cache)
+
+
+def build_backend(settings: CacheSettings, data_dir: Path | None, index: IndexConfig) -> VectorBackend:
+    if settings.backend == "pgvector":
+        return PgvectorBackend(
+            PgvectorConfig(
+                dsn=settings.pg_dsn,
+                schema=settings.pg_schema,
+                pool_size=settings.pg_pool_size,
+                ef_search=settings.pg_ef_search,
+            )
+        )
+    return EmbeddedFaissBackend(data_dir, index)
 
 
 def build_verifier(settings: CacheSettings) -> Verifier | None:

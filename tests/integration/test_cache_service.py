@@ -1,10 +1,15 @@
-"""The cache service over gRPC on loopback: real ONNX embedder, FAISS, SQLite."""
+"""The cache service over gRPC on loopback: real ONNX embedder, FAISS, SQLite.
+
+The tests taking ``backend`` run on both backends: embedded FAISS and the
+shared pgvector one (a real PostgreSQL, testsupport/pgvector.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,13 +23,24 @@ from rationer.api.cache.v1 import cache_pb2, cache_pb2_grpc
 from rationer.platform.client import internal_channel
 from services.cache.types import CacheContext, EntryMetadata
 from testsupport.cache import running_cache, shared_embedder
+from testsupport.pgvector import PgvectorServer
+
+
+@pytest.fixture(params=["faiss", "pgvector"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides of the backend under test ({} = the embedded default)."""
+    if request.param == "faiss":
+        return {}
+    server: PgvectorServer = request.getfixturevalue("pgvector")
+    return server.cache_settings()
+
 
 Q = "How do I turn on two-factor authentication?"
 A = "Settings > Security > Two-factor authentication > Turn on."
 
 
-async def test_exact_semantic_and_trap_lookups_with_metadata() -> None:
-    async with running_cache() as running, running.client() as client:
+async def test_exact_semantic_and_trap_lookups_with_metadata(backend: dict[str, Any]) -> None:
+    async with running_cache(**backend) as running, running.client() as client:
         meta = EntryMetadata(model="gemma3-270m", tier="local", saved_nano_usd=1234, prompt_tokens=9)
         stored = await client.store("acme", Q, A, metadata=meta)
         exact = await client.lookup("acme", "how do I turn ON two-factor authentication")
@@ -51,9 +67,9 @@ async def test_router_passes_its_own_vector() -> None:
         assert result.hit and result.similarity > 0.99
 
 
-async def test_exact_only_lookup_sends_no_vector_and_serves_only_the_exact_match() -> None:
+async def test_exact_only_lookup_sends_no_vector_and_serves_only_the_exact_match(backend: dict[str, Any]) -> None:
     vec = shared_embedder().embed([Q])[0]
-    async with running_cache() as running, running.client() as client:
+    async with running_cache(**backend) as running, running.client() as client:
         await client.store("acme", Q, A, vec)
         # The same vector that hits semantically above: exact_only ignores it.
         reworded = await client.lookup("acme", "How can I turn on two-factor authentication?", vec, exact_only=True)
@@ -62,8 +78,8 @@ async def test_exact_only_lookup_sends_no_vector_and_serves_only_the_exact_match
         assert exact.hit and exact.match_kind == "exact" and exact.answer == A
 
 
-async def test_tenant_isolation_and_unknown_tenant_is_not_found() -> None:
-    async with running_cache() as running, running.client() as client:
+async def test_tenant_isolation_and_unknown_tenant_is_not_found(backend: dict[str, Any]) -> None:
+    async with running_cache(**backend) as running, running.client() as client:
         await client.store("acme", Q, A)
         await client.store("globex", "Where is the office?", "Leeds")
         assert not (await client.lookup("globex", Q)).hit  # another tenant's entry is never served
@@ -100,15 +116,15 @@ async def test_isolation_property_over_grpc(ops: list[tuple[bool, str, str]]) ->
                 assert not res.hit or (owners[res.entry_id] == tenant and res.answer == f"{tenant} answer")
 
 
-async def test_context_is_part_of_the_key() -> None:
-    async with running_cache() as running, running.client() as client:
+async def test_context_is_part_of_the_key(backend: dict[str, Any]) -> None:
+    async with running_cache(**backend) as running, running.client() as client:
         await client.store("acme", Q, A, context=CacheContext(tier_class="local", max_tokens=256))
         assert not (await client.lookup("acme", Q, context=CacheContext(tier_class="frontier"))).hit
         assert (await client.lookup("acme", Q, context=CacheContext(tier_class="local", max_tokens=256))).hit
 
 
-async def test_ttl_eviction_and_invalidate() -> None:
-    async with running_cache(capacity_per_tenant=2) as running, running.client() as client:
+async def test_ttl_eviction_and_invalidate(backend: dict[str, Any]) -> None:
+    async with running_cache(capacity_per_tenant=2, **backend) as running, running.client() as client:
         short = await client.store("acme", "What is the wifi password?", "guest123", ttl_s=0.2)
         await asyncio.sleep(0.4)
         assert not (await client.lookup("acme", "What is the wifi password?")).hit

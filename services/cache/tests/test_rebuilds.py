@@ -68,13 +68,13 @@ async def test_lookups_go_on_while_a_rebuild_is_in_flight(monkeypatch: pytest.Mo
         await cache.store(StoreCommand("other", "a question", "an answer", vecs[79]))
         for i in range(60):
             await cache.store(StoreCommand("big", f"question {i}", f"answer {i}", vecs[i]))
-        big = cache._indexes[("big", CacheContext().key)]
+        big = cache._backend._indexes[("big", CacheContext().key)]  # type: ignore[attr-defined]
         assert big.rebuilding and not big.is_hnsw
         # Served meanwhile: another tenant, the old index of this one, and new entries.
         assert (await cache.lookup(LookupQuery("other", "x", vecs[79], disable_guard=True))).hit
         assert (await cache.lookup(LookupQuery("big", "x", vecs[5], disable_guard=True))).answer == "answer 5"
         await cache.store(StoreCommand("big", "question 70", "answer 70", vecs[70]))
-        cache.invalidate(tenant="big", entry_id=(await cache.lookup(LookupQuery("big", "question 3"))).entry_id)
+        await cache.invalidate(tenant="big", entry_id=(await cache.lookup(LookupQuery("big", "question 3"))).entry_id)
         release.set()
         await asyncio.wait_for(cache.wait_for_rebuilds(), 30)
         assert big.is_hnsw and not big.rebuilding
