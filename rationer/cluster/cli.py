@@ -31,6 +31,9 @@ def up(
     redis_url: Annotated[str, typer.Option(envvar="RATIONER_CLUSTER_REDIS_URL", help="Redis for rate limits.")] = (
         "redis://127.0.0.1:6379/0"
     ),
+    cache_pg_dsn: Annotated[str, typer.Option(envvar="RATIONER_CLUSTER_CACHE_PG_DSN",
+                                              help="PostgreSQL with pgvector for the shared cache (default: the "
+                                                   "ledger's server if it has pgvector, else a private one).")] = "",
     frontier_url: Annotated[str, typer.Option(envvar="RATIONER_FRONTIER_BASE_URL",
                                               help="OpenAI-compatible base URL (a frontier tier).")] = "",
     frontier_model: Annotated[str, typer.Option(envvar="RATIONER_FRONTIER_MODEL")] = "gpt-4o",
@@ -47,7 +50,8 @@ def up(
     opts = ClusterOptions(
         data_dir=data_dir, base_port=base_port, http_port=http_port, routers=routers, ledgers=ledgers,
         caches=caches, workers=workers, worker_threads=worker_threads, postgres_dsn=postgres_dsn,
-        database=database, redis_url=redis_url, frontier_url=frontier_url, frontier_model=frontier_model,
+        database=database, redis_url=redis_url, cache_pg_dsn=cache_pg_dsn, frontier_url=frontier_url,
+        frontier_model=frontier_model,
         log_format=log_format, base_env=dict(os.environ), overrides=read_toml(config),
     )  # fmt: skip
     asyncio.run(run_cluster_up(opts))

@@ -43,6 +43,9 @@ class ClusterOptions:
     # "" picks a fresh ``rationer_cluster_<hex>`` on first start, kept in <data>/cluster.json.
     database: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # PostgreSQL with pgvector for the shared cache; "" lets `prepare` choose
+    # (rationer/cluster/vectors.py): the ledger's server if it has pgvector, else a private one.
+    cache_pg_dsn: str = ""
     # Holds and their sweep: short values let a test see an orphaned hold expire.
     reservation_ttl_s: float = 300.0
     sweep_interval_s: float = 30.0
@@ -93,17 +96,15 @@ def _has(section: str, name: str) -> bool:
     return name in classes[section].model_fields
 
 
-def shared_cache_settings(dsn: str) -> dict[str, Any]:
-    """The cache on the shared pgvector backend when the cache has one; {} keeps embedded FAISS."""
-    if _has("cache", "backend"):
-        out: dict[str, Any] = {"backend": "pgvector"}
-        if _has("cache", "postgres_dsn"):
-            out["postgres_dsn"] = dsn
-        return out
-    return {}
+def shared_cache_settings(pg_dsn: str, schema: str) -> dict[str, Any]:
+    """The caches on one pgvector database (every replica sees every entry); {} keeps embedded FAISS."""
+    if not pg_dsn or not _has("cache", "backend"):
+        return {}
+    return {"backend": "pgvector", "pg_dsn": pg_dsn, "pg_schema": schema}
 
 
-def build_config(opts: ClusterOptions, database: str) -> dict[str, Any]:
+def build_config(opts: ClusterOptions, database: str, cache_pg_dsn: str = "") -> dict[str, Any]:
+    """``cache_pg_dsn``: the pgvector server the caches share ("" embedded FAISS, one index each)."""
     data = opts.data_dir.resolve()
     log = {"format": opts.log_format, "level": "INFO"}
     dsn = database_dsn(opts, database)
@@ -121,7 +122,8 @@ def build_config(opts: ClusterOptions, database: str) -> dict[str, Any]:
         ledger["escrow"] = True
     config = {
         "ledger": ledger,
-        "cache": {"listen": addresses(opts, "cache")[0], "logging": log, **shared_cache_settings(dsn)},
+        "cache": {"listen": addresses(opts, "cache")[0], "logging": log,
+                  **shared_cache_settings(cache_pg_dsn, database)},
         "worker": {"listen": addresses(opts, "worker")[0], "logging": log,
                    "models": [{**SMOLLM2, "n_threads": opts.worker_threads}]},
         "router": {"listen": addresses(opts, "router")[0],

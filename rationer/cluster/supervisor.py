@@ -13,6 +13,7 @@ comes back and replays its own settlement journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ import tomli_w
 from rationer.balancer import TcpBalancer
 from rationer.cluster.backing import check_postgres, check_redis, cluster_database, ensure_database
 from rationer.cluster.config import ClusterOptions, addresses, build_config, replicas, router_target
+from rationer.cluster.vectors import CacheVectors, cache_vectors
 from rationer.platform.ports import port_busy_error, port_in_use, split_host_port
 from rationer.platform.secrets import private_dir, write_private
 from rationer.up import Child, Supervisor, admin_token, service_token, wait_serving
@@ -34,14 +36,14 @@ START_TIMEOUT_S = 300.0
 class ClusterSupervisor(Supervisor):
     """``rationer up``'s supervisor (restart with backoff, ordered stop) over the cluster's replicas."""
 
-    def __init__(self, opts: ClusterOptions, database: str) -> None:  # no super().__init__: other options
+    def __init__(self, opts: ClusterOptions, database: str, cache_pg_dsn: str = "") -> None:  # not super()
         self.cluster = opts
         self.database = database
         private_dir(opts.data_dir)
         private_dir(opts.data_dir / "logs")
         admin_token(opts.data_dir)
         self.config_path = opts.data_dir / "gateway.toml"
-        write_private(self.config_path, tomli_w.dumps(build_config(opts, database)))
+        write_private(self.config_path, tomli_w.dumps(build_config(opts, database, cache_pg_dsn)))
         token = {"RATIONER_SERVICE_TOKEN": service_token(opts.data_dir)}
         self.children = [
             Child(r.name, r.service, r.address, self.config_path, opts.data_dir / "logs" / f"{r.name}.log",
@@ -93,6 +95,7 @@ class Cluster:
     balancer: TcpBalancer
     creds: dict[str, str]
     database: str
+    vectors: CacheVectors
 
     @property
     def router(self) -> str:
@@ -140,22 +143,24 @@ async def prepare(opts: ClusterOptions) -> str:
 async def running_cluster(opts: ClusterOptions) -> AsyncIterator[Cluster]:
     """Start every replica and the HTTP balancer, restart any that dies, stop them all on exit."""
     database = await prepare(opts)
-    sup = ClusterSupervisor(opts, database)
-    balancer = TcpBalancer(addresses(opts, "http"))
-    stop = asyncio.Event()
-    watching: asyncio.Future[None] | None = None
-    try:
-        await sup.start()
-        await balancer.start(opts.host, opts.http_port)
-        creds = await sup.credentials()
-        watching = asyncio.ensure_future(sup.supervise(stop))
-        yield Cluster(opts, sup, balancer, creds, database)
-    finally:
-        stop.set()
-        if watching is not None:
-            await watching
-        await balancer.close()
-        await asyncio.to_thread(sup.stop)
+    with contextlib.ExitStack() as servers:
+        vectors = await cache_vectors(opts, database, servers)
+        sup = ClusterSupervisor(opts, database, vectors.dsn)
+        balancer = TcpBalancer(addresses(opts, "http"))
+        stop = asyncio.Event()
+        watching: asyncio.Future[None] | None = None
+        try:
+            await sup.start()
+            await balancer.start(opts.host, opts.http_port)
+            creds = await sup.credentials()
+            watching = asyncio.ensure_future(sup.supervise(stop))
+            yield Cluster(opts, sup, balancer, creds, database, vectors)
+        finally:
+            stop.set()
+            if watching is not None:
+                await watching
+            await balancer.close()
+            await asyncio.to_thread(sup.stop)
 
 
 def banner(cluster: Cluster) -> str:
@@ -166,7 +171,7 @@ Rationer cluster is up ({o.routers} routers, {o.ledgers} ledgers, {o.caches} cac
   gRPC (round robin over the routers): {cluster.router}
   HTTP (balanced, OpenAI-compatible) : {cluster.http_base_url}
   ledgers : {", ".join(cluster.addresses("ledger"))}  (PostgreSQL database {cluster.database}, Redis {o.redis_url})
-  caches  : {", ".join(cluster.addresses("cache"))}
+  caches  : {", ".join(cluster.addresses("cache"))}  ({cluster.vectors.where})
   workers : {", ".join(cluster.addresses("worker"))}
   data    : {o.data_dir.resolve()}  (logs in logs/, credentials in credentials.json)
   demo key: {key}

@@ -33,6 +33,10 @@ class DriveOptions:
     concurrency: int = 8
     timeout_s: float = 300.0
     run_id: str = "replay"
+    # Pause of each of the ``concurrency`` slots after an answer before it sends again. At
+    # concurrency 1 it lets the router's off-path cache store and commit land first, so which
+    # repeat hits, and the budget each call sees, are the trace's own (a determinism setting).
+    think_s: float = 0.0
 
 
 @dataclass
@@ -158,6 +162,8 @@ class Driver:
             async def guarded(rec: Record, line: TraceLine) -> None:
                 try:
                     await self._one(client_for(line), rec, line, t0)
+                    if opts.think_s:
+                        await asyncio.sleep(opts.think_s)
                 finally:
                     sem.release()
 

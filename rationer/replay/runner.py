@@ -40,6 +40,7 @@ class ReplayConfig:
     org_suffix: str | None = None  # None: a fresh "-<run id>" when provisioning
     driver_check: bool = True
     settle_timeout_s: float = 30.0
+    think_s: float = 0.0  # DriveOptions.think_s
 
 
 def parse_speed(text: str) -> float | None:
@@ -161,7 +162,8 @@ async def run_replay(trace: Trace, cfg: ReplayConfig, on_done: Callable[[Record]
     prices = await _prices(cfg.ledger)
     start_us = time.time_ns() // 1000 - 1_000_000
     started = time.time()
-    drive: DriveResult = await Driver(DriveOptions(cfg.address, cfg.speed, cfg.concurrency, run_id=run_id),
+    drive: DriveResult = await Driver(DriveOptions(cfg.address, cfg.speed, cfg.concurrency, run_id=run_id,
+                                                   think_s=cfg.think_s),
                                       book, on_done, on_start).run(trace.lines)  # fmt: skip
     ok = sum(r.status == "ok" for r in drive.records)
     usage = await _settled_usage(cfg, book, start_us, ok)

@@ -11,9 +11,9 @@ text and usage for every call). Then:
   acknowledged request unbilled, nothing billed twice, only requests in
   flight at a kill fail, and no hold outlives its TTL (held = 0 after TTL +
   sweep);
-- with the shared cache backend: the same cost and quality totals as
-  single-node ``rationer up`` on the same trace, and an answer stored
-  through one router is a hit through the other.
+- the caches share one pgvector schema (testsupport.pgvector): the same
+  cost and quality totals as single-node ``rationer up`` on the same trace,
+  and an answer stored through one router is a hit through the other.
 
 The trace size comes from ``RATIONER_CLUSTER_REQUESTS`` (default small);
 ``./scripts/check-long`` runs it bigger (docs/deploy.md).
@@ -33,7 +33,7 @@ import pytest_asyncio
 
 from rationer.client import AsyncClient
 from rationer.cluster.backing import drop_database
-from rationer.cluster.config import ClusterOptions, balanced_target, shared_cache_settings
+from rationer.cluster.config import ClusterOptions, balanced_target
 from rationer.cluster.supervisor import Cluster, running_cluster
 from rationer.platform.net import free_port, free_port_block
 from rationer.replay.driver import Record
@@ -46,14 +46,13 @@ from rationer.replay.trace import Trace
 from rationer.up import Supervisor, UpOptions, admin_token, ports, wait_serving
 from services.ledger.admin_client import LedgerAdminClient
 from tests.integration.stack import instant_frontier
+from testsupport.pgvector import PgvectorServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(600)]
 
 REQUESTS = int(os.environ.get("RATIONER_CLUSTER_REQUESTS", "32"))
 HOLD_TTL_S, SWEEP_S = 6.0, 1.0
-SHARED_CACHE = bool(shared_cache_settings("postgresql://x/y"))
-needs_shared_cache = pytest.mark.skipif(not SHARED_CACHE, reason="needs the shared cache backend (issue 16, "
-                                        "vector-cache): two embedded FAISS caches do not share entries")  # fmt: skip
+THINK_S = 0.25
 
 
 def trace(requests: int, seed: int) -> Trace:
@@ -70,19 +69,24 @@ async def frontier() -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def cluster(tmp_path_factory: pytest.TempPathFactory, frontier: str) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory, frontier: str, pgvector: PgvectorServer
+) -> AsyncIterator[Cluster]:
     opts = ClusterOptions(data_dir=tmp_path_factory.mktemp("cluster"), base_port=free_port_block(50),
                           http_port=free_port(), reservation_ttl_s=HOLD_TTL_S, sweep_interval_s=SWEEP_S,
-                          frontier_url=frontier, log_format="json", base_env=dict(os.environ))  # fmt: skip
+                          cache_pg_dsn=pgvector.dsn, frontier_url=frontier, log_format="json",
+                          base_env=dict(os.environ))  # fmt: skip
     async with running_cluster(opts) as running:
+        assert running.vectors.dsn == pgvector.dsn  # both caches on one pgvector schema
         yield running
     await drop_database(opts.postgres_dsn, running.database)
 
 
-def replay_config(cluster: Cluster, tmp: Path, concurrency: int) -> ReplayConfig:
+def replay_config(cluster: Cluster, tmp: Path, concurrency: int, think_s: float = 0.0) -> ReplayConfig:
     return ReplayConfig(address=cluster.router, ledger=balanced_target(cluster.addresses("ledger")),
                         concurrency=concurrency, admin_token=cluster.creds["admin_token"], provision=True,
-                        keys_path=tmp / "keys.json", driver_check=False, settle_timeout_s=120.0)  # fmt: skip
+                        keys_path=tmp / "keys.json", driver_check=False, settle_timeout_s=120.0,
+                        think_s=think_s)  # fmt: skip
 
 
 async def ledger_events(cluster: Cluster, org_ids: set[str]) -> list[Any]:
@@ -168,7 +172,6 @@ async def test_kill_9_of_one_replica_of_each_service_loses_and_double_bills_noth
         await wait_serving(cluster.supervisor.child(victim).address, 180)
 
 
-@needs_shared_cache
 async def test_an_answer_stored_through_one_router_is_a_hit_through_the_other(cluster: Cluster) -> None:
     prompt = f"Name the capital of France in one word ({os.urandom(4).hex()})."
     r0, r1 = cluster.addresses("router")
@@ -193,11 +196,11 @@ def totals(result: dict[str, Any]) -> dict[str, Any]:
             "tier_mix": s["tier_mix"], "cache_hits": s["cache"]["hits"]}  # fmt: skip
 
 
-@needs_shared_cache
 async def test_the_cluster_gives_the_single_node_totals(cluster: Cluster, frontier: str, tmp_path: Path) -> None:
     tr = trace(REQUESTS, seed=7)
-    # Concurrency 1: the order of stores and lookups, hence every cache hit, is the trace's own.
-    on_cluster = await run_replay(tr, replay_config(cluster, tmp_path, concurrency=1))
+    # Concurrency 1 with a pause after each answer: the router's off-path store and commit land
+    # before the next call, so every cache hit and budget figure is the trace's own.
+    on_cluster = await run_replay(tr, replay_config(cluster, tmp_path, concurrency=1, think_s=THINK_S))
     # `rationer up` with the cluster's tiers: SmolLM2 local-small, the same frontier.
     opts = UpOptions(data_dir=tmp_path / "single", base_port=free_port_block(4), http_port=free_port(),
                      worker_threads=1, frontier_url=frontier, log_format="json", base_env=dict(os.environ),
@@ -207,7 +210,7 @@ async def test_the_cluster_gives_the_single_node_totals(cluster: Cluster, fronti
         await single.start()
         cfg = ReplayConfig(address=f"127.0.0.1:{ports(opts)['router']}", ledger=f"127.0.0.1:{ports(opts)['ledger']}",
                            concurrency=1, admin_token=admin_token(opts.data_dir), provision=True,
-                           driver_check=False)  # fmt: skip
+                           driver_check=False, think_s=THINK_S)  # fmt: skip
         on_single = await run_replay(tr, cfg)
     finally:
         await asyncio.to_thread(single.stop)
