@@ -28,6 +28,7 @@ from rationer.errors import (
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger import validate
 from services.ledger.calls import CacheHitCall, CommitCall
+from services.ledger.escrow import Escrow
 from services.ledger.models import (
     AuthorizeInput,
     CommitResult,
@@ -46,6 +47,7 @@ from services.ledger.settings import LedgerSettings
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql import cache_hits as sql_hits
 from services.ledger.sql import data as sql_data
+from services.ledger.sql import escrow as sql_escrow
 from services.ledger.sql.common import bound_project, load_key_by_id, require_active
 from services.ledger.store import Store
 
@@ -58,8 +60,9 @@ def hash_secret(secret: str) -> str:
 
 class Ledger:
     def __init__(self, store: Store, limiter: RateLimiter, settings: LedgerSettings,
-                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+                 clock: Clock = SYSTEM_CLOCK, escrow: Escrow | None = None) -> None:  # fmt: skip
         self._store = store
+        self.escrow = escrow
         self._limiter = limiter
         self._s = settings
         self._clock = clock
@@ -89,6 +92,8 @@ class Ledger:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def stop(self) -> None:
+        if self.escrow is not None:
+            await self.escrow.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -97,6 +102,9 @@ class Ledger:
     async def sweep_once(self) -> int:
         """Mark expired holds and delete their rows; returns how many."""
         n: int = await self._store.write(partial(sql_data.sweep_expired, self._clock.now_us()))
+        reaped = await self._store.write(partial(sql_escrow.reap_expired, self._clock.now_us(), self._store.dialect))
+        if reaped:
+            log.info("expired escrow slices reaped", count=reaped)
         if n:
             log.info("expired holds swept", count=n)
         return n
@@ -214,7 +222,10 @@ class Ledger:
             return earlier
         now, d = self._clock.now_us(), self._store.dialect
         try:
-            result = await self._store.write(lambda: sql_data.authorize(a, ttl_us, now, d))
+            if self.escrow is not None:
+                result = await self.escrow.authorize(a, ttl_us)
+            else:
+                result = await self._store.write(lambda: sql_data.authorize(a, ttl_us, now, d))
         except (Unavailable, DeadlineExceeded):
             raise  # ambiguous: the hold may exist, and a retry replays it (and refunds then)
         except RationerError:

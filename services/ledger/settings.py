@@ -70,6 +70,17 @@ class LedgerSettings(ServiceSettings):
     rate_limit_cache_ttl_s: float = Field(5.0, ge=0)
     default_soft_fraction: float = Field(0.8, gt=0, le=1)
     reference_tier: str = "frontier"
+    # Budget escrow (PostgreSQL only; docs/ledger.md "Escrow"): each replica
+    # holds against its own slices of the budgets instead of locking the
+    # budget rows per request. Off by default: one ledger process gains
+    # little, and with escrow `spent` lags the events by up to one settle
+    # interval and a dead replica's slices stay unavailable until they expire.
+    escrow: bool = False
+    escrow_slice_fraction: float = Field(0.5, gt=0, le=1)
+    escrow_slice_max_requests: int = Field(256, ge=1)
+    escrow_slice_grace_s: float = Field(60.0, gt=0)
+    escrow_settle_interval_s: float = Field(1.0, gt=0)
+    replica_name: str = ""
     prices: list[PriceSetting] = Field(default_factory=lambda: list(DEFAULT_PRICES))
 
     @field_validator("prices")

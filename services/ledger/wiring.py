@@ -9,6 +9,7 @@ import structlog
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger.admin import LedgerAdmin
+from services.ledger.escrow import Escrow, replica_id
 from services.ledger.ledger import Ledger
 from services.ledger.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from services.ledger.server import LedgerDeps
@@ -42,7 +43,13 @@ async def build_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = 
     """Start storage (migrations run here), seed prices, start the expiry sweeper."""
     store = build_store(s)
     await store.start()
-    ledger = Ledger(store, await build_limiter(s, clock, store), s, clock)
+    # Escrow needs row locks and advisory locks: PostgreSQL only (embedded
+    # SQLite is one process with one writer, nothing to spread).
+    escrow = Escrow(store, s, clock, replica_id(s)) if s.escrow and s.backend == "postgres" else None
+    ledger = Ledger(store, await build_limiter(s, clock, store), s, clock, escrow=escrow)
+    if escrow is not None:
+        escrow.start()
+        log.info("escrow on", replica=escrow.replica)
     admin = LedgerAdmin(ledger, s)
     await admin.seed_prices()
     if sweeper:

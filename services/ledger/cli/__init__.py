@@ -173,16 +173,22 @@ def bench(
     postgres_dsn: str = typer.Option("", help="Default: the ledger settings' postgres_dsn "
                                               "([ledger] in --config, or RATIONER_LEDGER__POSTGRES_DSN)."),
     config: Path = typer.Option(None, "--config", help="TOML file with a [ledger] section."),
+    replicas: int = typer.Option(1, help="N > 1: one hot budget on PostgreSQL, 1 replica vs N with escrow "
+                                         "(uses the largest --clients value)."),
 ) -> None:  # fmt: skip
-    """Authorize+Commit pairs/s and latency vs a no-op gRPC ceiling."""
+    """Authorize+Commit pairs/s and latency vs a no-op gRPC ceiling (or, --replicas N, escrow scaling)."""
     from rationer.cli.bench_import import bench_module
     from rationer.platform.logging import configure_logging
     from rationer.platform.settings import load_settings
     from services.ledger.settings import LedgerSettings
 
     configure_logging("console", "ERROR")  # stdout stays clean for --json
-    bench_main = bench_module("bench.ledger").main
     dsn = postgres_dsn or load_settings(LedgerSettings, "ledger", toml_path=config, environ=os.environ).postgres_dsn
+    if replicas > 1:
+        most = max(int(c) for c in clients.split(","))
+        bench_module("bench.ledger_replicas").main(json_out, replicas, duration, most, dsn)
+        return
+    bench_main = bench_module("bench.ledger").main
     bench_main(json_out, backend, duration, [int(c) for c in clients.split(",")], dsn)
 
 

@@ -213,13 +213,22 @@ def load_budgets(scope_keys: list[str], d: Dialect | None) -> Op[list[BudgetStat
 
 
 def active_holds(budget_ids: list[str], now_us: int) -> Op[dict[str, int]]:
-    """Sum of unexpired holds per budget: expired holds never count."""
+    """What is set aside per budget: unexpired holds plus outstanding escrow slices.
+
+    Expired holds never count. A slice counts in full (its replica's holds and
+    unfolded charges are inside it) until it is folded, returned or reaped.
+    """
     if not budget_ids:
         return {}
     marks = ", ".join("?" for _ in budget_ids)
     rows = yield (
         f"SELECT budget_id, SUM(amount) FROM holds WHERE budget_id IN ({marks}) AND expires_at > ?"
+        " GROUP BY budget_id"
+        f" UNION ALL SELECT budget_id, SUM(amount) FROM escrow_slices WHERE budget_id IN ({marks})"
         " GROUP BY budget_id",
-        (*budget_ids, now_us),
+        (*budget_ids, now_us, *budget_ids),
     )
-    return {r[0]: int(r[1]) for r in rows}
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r[0]] = out.get(r[0], 0) + int(r[1])
+    return out

@@ -7,7 +7,6 @@ operation back; a budget denial is *returned* so its audit event commits.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 from rationer.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from services.ledger.calls import CommitCall
@@ -23,12 +22,12 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import cost_nano_usd, format_usd, period_bounds, to_datetime
+from services.ledger.sql.charges import Cap, cap_charge, charge_budgets
 from services.ledger.sql.common import (
     EVENT_COLS,
     BudgetState,
     Dialect,
     Op,
-    Query,
     active_holds,
     current_price,
     event_from_row,
@@ -38,6 +37,7 @@ from services.ledger.sql.common import (
     price_at_version,
     require_active,
 )
+from services.ledger.sql.escrow_settle import settle_escrow
 from services.ledger.sql.reference import counterfactual
 from services.ledger.sql.rollups import record_event
 
@@ -157,7 +157,7 @@ def authorize(a: AuthorizeInput, ttl_us: int, now: int, d: Dialect) -> Op[Reserv
 
 RES_COLS = (
     "id, key_id, org_id, team_id, user_id, project, tier, model, price_version, state, expires_at,"
-    " event_id, request_id, held_tokens, held_usd"
+    " event_id, request_id, held_tokens, held_usd, escrow_replica"
 )
 
 
@@ -177,7 +177,8 @@ def load_event(event_id: str) -> Op[UsageEvent]:
 
 def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     r = yield from _load_reservation(a.reservation_id, a.key_id, d)
-    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h, hu = r
+    _, key_id, org_id, team_id, user_id, project, r_tier, r_model, r_version, state, expires, event_id, rq, h, hu, \
+        escrow = r
     if state == "committed":
         return CommitResult((yield from load_event(str(event_id))), replayed=True)
     if state == "released":
@@ -207,8 +208,16 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     # budgets have without it (and with every other call's live hold).
     yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
     scope_keys = path_scope_keys(org_id, team_id, user_id, key_id, project)
-    budgets = yield from load_budgets(scope_keys, d)
-    cap = yield from _cap(budgets, cost, tokens, now)
+    direct: Cap | None
+    if escrow is not None:
+        # Held in a replica's slice: charged there as far as the hold goes,
+        # only the rest (or all of a late commit) on the budget rows.
+        cap, direct = yield from settle_escrow(a.reservation_id, scope_keys, (cost, tokens),
+                                               (int(hu), int(h)), late, now, d)  # fmt: skip
+    else:
+        budgets = yield from load_budgets(scope_keys, d)
+        cap = yield from cap_charge(budgets, cost, tokens, now)
+        direct = cap if budgets else None
     notes = _commit_notes(a, int(expires) if late else None, cost - int(hu), cap, cost, tokens)
     kind = "embedding" if r_tier == EMBEDDINGS_TIER else "charge"
     if kind == "embedding":
@@ -223,38 +232,9 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
         "UPDATE reservations SET state = 'committed', settled_at = ?, event_id = ? WHERE id = ?",
         (now, ev.event_id, a.reservation_id),
     )
-    if budgets:
-        yield _charge_budgets(scope_keys, cap.cost, cap.tokens, now, d)
+    if direct is not None:
+        yield charge_budgets(scope_keys, direct.cost, direct.tokens, now, d)
     return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - tokens))
-
-
-@dataclass(frozen=True)
-class _Cap:
-    """What a commit may add to the budgets, and the budget that capped each unit."""
-
-    cost: int
-    tokens: int
-    cost_by: str = ""
-    tokens_by: str = ""
-
-
-def _cap(budgets: list[BudgetState], cost: int, tokens: int, now: int) -> Op[_Cap]:
-    """Cap a charge at the smallest room left in any hard-limited budget on the path.
-
-    Room = hard limit - spent - live holds of other reservations. A commit
-    within its hold always fits (the hold was granted inside the limits, and
-    no other commit may eat into it); usage above the hold, and a late commit
-    whose hold expired, are charged only as far as the room goes. So no
-    commit takes a budget's spent past its hard limit, and the one amount
-    added to every budget of a unit is the event's (sum of events = spent).
-    """
-    held = yield from active_holds([b.id for b in budgets], now)
-    charge, by = {"usd": cost, "tokens": tokens}, {"usd": "", "tokens": ""}
-    for b in budgets:
-        room = max(0, b.hard_limit - b.spent(now) - held.get(b.id, 0))
-        if room < charge[b.unit]:
-            charge[b.unit], by[b.unit] = room, b.id
-    return _Cap(charge["usd"], charge["tokens"], by["usd"], by["tokens"])
 
 
 def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
@@ -266,7 +246,7 @@ def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
         )
 
 
-def _commit_notes(a: CommitCall, expired_at: int | None, over_hold: int, cap: _Cap, cost: int,
+def _commit_notes(a: CommitCall, expired_at: int | None, over_hold: int, cap: Cap, cost: int,
                   tokens: int) -> list[str]:  # fmt: skip
     notes = [f"fallbacks={a.fallbacks}"] if a.fallbacks else []
     if a.finish_note:
@@ -284,29 +264,6 @@ def _commit_notes(a: CommitCall, expired_at: int | None, over_hold: int, cap: _C
     return notes
 
 
-def _charge_budgets(scope_keys: list[str], cost: int, tokens: int, now: int, d: Dialect) -> Query:
-    """One statement adding the charge to every budget on the path, rolling periods.
-
-    Last in the transaction so budget rows stay locked only until COMMIT; the
-    subquery takes the row locks in id order like Authorize does (no deadlock).
-    Periods only roll forward: operations can commit out of clock order
-    (around midnight, or across replicas), and a charge stamped with the
-    period just ended must not reset a row that already moved on. It is added
-    to the current period instead, which errs towards counting it.
-    """
-    day, _ = period_bounds("daily", now)
-    month, _ = period_bounds("monthly", now)
-    marks = ", ".join("?" for _ in scope_keys)
-    start = "(CASE period WHEN 'daily' THEN ? WHEN 'monthly' THEN ? ELSE 0 END)"
-    return (
-        f"UPDATE budgets SET spent = (CASE WHEN period_start < {start} THEN 0 ELSE spent END)"
-        f" + (CASE unit WHEN 'usd' THEN ? ELSE ? END),"
-        f" period_start = (CASE WHEN period_start < {start} THEN {start} ELSE period_start END), updated_at = ?"
-        f" WHERE id IN (SELECT id FROM budgets WHERE scope_key IN ({marks}) ORDER BY id{d.for_update})",
-        (day, month, cost, tokens, day, month, day, month, now, *scope_keys),
-    )
-
-
 def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[ReleaseResult]:
     r = yield from _load_reservation(res_id, key_id, d)
     team_id, state, expires = str(r[3]), r[9], int(r[10])
@@ -318,6 +275,8 @@ def release(res_id: str, key_id: str, now: int, d: Dialect) -> Op[ReleaseResult]
     # recorded even on an expired hold: a stray later Commit is then refused.
     yield ("UPDATE reservations SET state = 'released', settled_at = ? WHERE id = ?", (now, res_id))
     yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
+    if r[15] is not None:
+        yield ("DELETE FROM escrow_holds WHERE reservation_id = ?", (res_id,))
     return ReleaseResult(state == "held" and expires > now, team_id, int(r[13]))
 
 
