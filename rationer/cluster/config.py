@@ -145,8 +145,8 @@ def replicas(opts: ClusterOptions) -> list[Replica]:
     out: list[Replica] = []
     for i, addr in enumerate(addresses(opts, "ledger")):
         env = {"RATIONER_LEDGER__LISTEN": addr}
-        if _has("ledger", "replica_id"):
-            env["RATIONER_LEDGER__REPLICA_ID"] = f"ledger{i}"
+        if _has("ledger", "replica_name"):  # names its escrow slices
+            env["RATIONER_LEDGER__REPLICA_NAME"] = f"ledger{i}"
         out.append(Replica(f"ledger{i}", "ledger", addr, env))
     for i, addr in enumerate(addresses(opts, "cache")):
         # Embedded FAISS keeps its files per replica; the shared backend ignores data_dir.

@@ -50,7 +50,7 @@ from testsupport.pgvector import PgvectorServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(600)]
 
-REQUESTS = int(os.environ.get("RATIONER_CLUSTER_REQUESTS", "32"))
+REQUESTS = int(os.environ.get("RATIONER_CLUSTER_REQUESTS", "20"))
 HOLD_TTL_S, SWEEP_S = 6.0, 1.0
 THINK_S = 0.25
 
