@@ -1,5 +1,5 @@
 """Router commands: ``serve router``, ``up``, ``chat``, ``complete``, ``bench router``, ``bench http``,
-``router drain-journal``."""
+``bench worker-spread``, ``router drain-journal``."""
 
 from __future__ import annotations
 
@@ -193,6 +193,28 @@ def bench_http(
     print(f"meets targets: {result['meets_targets']}")
 
 
+def bench_worker_spread(
+    requests: Annotated[int, typer.Option(min=6, help="Requests per run.")] = 30,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent callers (the pool has 3 slots).")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Back-to-back pairs of runs.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The router's worker choice (spare capacity) against round robin, on 2 real workers of 2 and 1 slots."""
+    import asyncio
+
+    from rationer.cli.bench_import import bench_module
+
+    result = asyncio.run(bench_module("bench.worker_spread").run_bench(requests, concurrency, rounds))
+    if as_json:
+        print(json.dumps(result))
+        return
+    for policy in ("least_loaded", "round_robin"):
+        r = result[policy]
+        print(f"{policy:<13} {r['rps']:>6.2f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+              f"share by worker slots {r['share_by_slots']}")  # fmt: skip
+    print(f"least_loaded / round_robin: req/s x{result['rps_ratio']}, p99 x{result['p99_ratio']}")
+
+
 def drain_journal(
     path: Annotated[Path, typer.Argument(help="The journal file a router that is gone left behind.")],
     config: ConfigOpt = None,
@@ -224,3 +246,4 @@ def register(groups: CliGroups) -> None:
     groups.root.command("chat")(chat)
     groups.root.command("complete")(complete)
     groups.bench.command("http")(bench_http)
+    groups.bench.command("worker-spread")(bench_worker_spread)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from rationer.errors import FailedPrecondition
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger.calls import SettlementCall, from_record
 from services.router.journal_lock import JournalLock
@@ -56,19 +57,26 @@ class SettlementJournal:
             # Before SQLite opens the file: a live owner's WAL is never touched.
             self._file_lock = JournalLock(path)
             self._file_lock.acquire(wait_s=lock_wait_s)
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), isolation_level=None, check_same_thread=False
-        )
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            if self._file_lock is not None:
+                self._file_lock.release()
+            raise FailedPrecondition(f"{path} is not a settlement journal the router can open: {exc}") from None
         # Background settle tasks and the request path share one connection.
         self._lock = threading.Lock()
-        with self._lock:
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " kind TEXT NOT NULL, args TEXT NOT NULL, created_at REAL NOT NULL)"
-            )
+
+    @staticmethod
+    def _open(path: Path | None) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None, check_same_thread=False)
+        if path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " kind TEXT NOT NULL, args TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+        return db
 
     @property
     def durable(self) -> bool:

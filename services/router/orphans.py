@@ -98,14 +98,16 @@ def adopt_orphans(base: Path, own: SettlementJournal) -> int:
             for entry in entries:
                 own.add(entry.call)
                 orphan.done(entry.entry_id)
-        finally:
-            if len(orphan):
-                # Rows this version cannot read stay where they are, for an operator.
-                log.error("an orphaned journal keeps entries this version cannot read", path=str(path),
-                          left=len(orphan))  # fmt: skip
-                orphan.close()
-            else:
-                orphan.remove()
+        except BaseException:
+            orphan.close()  # what is not moved yet stays in the orphan, for the next adopter
+            raise
+        if len(orphan):
+            # Rows this version cannot read stay where they are, for an operator.
+            log.error("an orphaned journal keeps entries this version cannot read", path=str(path),
+                      left=len(orphan))  # fmt: skip
+            orphan.close()
+        else:
+            orphan.remove()
         if entries:
             log.warning("adopted an orphaned settlement journal", path=str(path), entries=len(entries))
         moved += len(entries)

@@ -167,6 +167,28 @@ def _config(tmp_path: Path, ledger: str) -> Path:
     return config
 
 
+async def test_a_second_router_on_a_held_journal_refuses_to_start(tmp_path: Path) -> None:
+    journal = tmp_path / "router-settlements.r1.sqlite3"
+    held = SettlementJournal(journal)  # a live router's, here this test process
+    config = tmp_path / "router.toml"
+    config.write_text(f"[router]\nsettlement_journal = '{tmp_path / 'router-settlements.sqlite3'}'\n"
+                      "replica_id = 'r1'\nlisten = '127.0.0.1:0'\nworker_addresses = []\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATIONER_")}
+    env["RATIONER_SERVICE_TOKEN"] = SERVICE_TOKEN
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rationer.cli.main", "serve", "router", "--config", str(config), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        held.close()
+    assert proc.returncode == 2
+    line = err.decode().strip().splitlines()[-1]
+    assert line.startswith("error (FAILED_PRECONDITION): the settlement journal") and f"pid {os.getpid()}" in line
+    assert "replica_id" in line
+
+
 async def test_drain_journal_settles_a_killed_replicas_commits_exactly_once(
     tmp_path: Path, upstream: str, ledger: tuple[RunningLedger, Key]
 ) -> None:

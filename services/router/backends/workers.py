@@ -15,9 +15,12 @@ UNAVAILABLE marks its worker down at once too, and goes to the next worker.
 
 Load spread (``rank``): the worker with the most spare capacity for the model
 first, spare being free slots minus queue depth (what the worker reported at
-the last refresh) minus this router's calls in flight there (which moves
-between refreshes, so a burst spreads out); ties go to fewer calls in flight,
-then in turn, so equally idle workers share sequential traffic too.
+the last probe) corrected by this router's own calls there since that probe:
+minus each call started since, plus each call ended since. The report
+already counts the calls that were running when it was made, so subtracting
+all calls in flight would count those twice and take a worker whose call
+just finished for a full one. Ties go to fewer calls in flight, then in
+turn, so equally idle workers share sequential traffic too.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class WorkerState:
     up: bool = False
     models: dict[str, ModelLoad] = field(default_factory=dict)
     inflight: int = 0
+    inflight_at_probe: int = 0  # this router's calls there when the last report came in
     misses: int = 0  # consecutive failed probes that did not mark it down yet
 
     def serves(self, model: str) -> ModelLoad | None:
@@ -54,13 +58,13 @@ class WorkerState:
         info = self.serves(model)
         if info is None:
             return float("-inf")
-        return info.free_slots - info.queue_depth - self.inflight
+        return info.free_slots - info.queue_depth - (self.inflight - self.inflight_at_probe)
 
     def probed(self, listed: WorkerModels | RationerError, misses_to_mark_down: int) -> None:
         """Record one probe's outcome (the hysteresis in the module docstring)."""
         if not isinstance(listed, RationerError):
             self.models = {m.name: m for m in listed.models}
-            self.up, self.misses = True, 0
+            self.up, self.misses, self.inflight_at_probe = True, 0, self.inflight
             return
         self.misses += 1
         down = isinstance(listed, Unavailable) or self.misses >= misses_to_mark_down

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from rationer.errors import FailedPrecondition
 from services.ledger.calls import CommitCall
 from services.router.journal import SettlementJournal
 from services.router.journal_lock import JournalInUse, lock_path
@@ -73,6 +77,15 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
     SettlementJournal(path).close()  # no stale pid file to clean up by hand
 
 
+def test_a_file_that_is_not_a_journal_is_refused_and_left_unlocked(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite3"
+    path.write_text("not a database, but long enough for SQLite to read a header from it" * 4)
+    with pytest.raises(FailedPrecondition, match="is not a settlement journal the router can open"):
+        SettlementJournal(path)
+    with pytest.raises(FailedPrecondition, match="is not a settlement journal"):
+        SettlementJournal(path)  # the same refusal, not "in use": the first attempt let go of its lock
+
+
 def test_remove_deletes_an_empty_journal_and_refuses_one_with_entries(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     journal = SettlementJournal(path)
@@ -106,3 +119,56 @@ def test_adoption_moves_a_dead_replicas_entries_and_leaves_a_live_ones(tmp_path:
     assert adopt_orphans(base, own) == 0  # nothing left to adopt
     live.close()
     own.close()
+
+
+class _CrashingJournal(SettlementJournal):
+    """A journal whose process "dies" (raises) on the n-th add: adoption interrupted midway."""
+
+    def __init__(self, path: Path, crash_at: int) -> None:
+        super().__init__(path)
+        self._left = crash_at
+
+    def add(self, call: CommitCall) -> int:  # type: ignore[override]
+        if self._left == 0:
+            raise RuntimeError("killed mid-adoption")
+        self._left -= 1
+        return super().add(call)
+
+
+def _all_ids(directory: Path) -> list[str]:
+    ids: list[str] = []
+    for path in sorted(directory.glob("*.sqlite3")):
+        journal = SettlementJournal(path)
+        ids += _ids(journal)
+        journal.close()
+    return ids
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(0, 4), min_size=1, max_size=4), crash_at=st.integers(0, 12))
+def test_adoption_killed_at_any_point_loses_no_entry_and_invents_none(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], crash_at: int
+) -> None:
+    """Invariant: after any interrupted adoption, every acknowledged entry is still in some journal
+    (possibly two: the ledger's idempotency key bills it once), and a later adoption gathers them all."""
+    d = tmp_path_factory.mktemp("adopt")
+    base = d / "router-settlements.sqlite3"
+    acknowledged: set[str] = set()
+    for r, size in enumerate(sizes):
+        orphan = SettlementJournal(d / f"router-settlements.dead{r}.sqlite3")
+        for n in range(size):
+            call = CommitCall(reservation_id=f"res-{r}-{n}", key_id="k_1", prompt_tokens=1, completion_tokens=n)
+            orphan.add(call)
+            acknowledged.add(call.reservation_id)
+        orphan.close()
+    adopter = _CrashingJournal(d / "router-settlements.b.sqlite3", crash_at)
+    with contextlib.suppress(RuntimeError):
+        adopt_orphans(base, adopter)
+    adopter.close()
+    assert set(_all_ids(d)) == acknowledged  # nothing lost, nothing new
+    later_name = "router-settlements.c.sqlite3"
+    later = SettlementJournal(d / later_name)
+    adopt_orphans(base, later)
+    assert set(_ids(later)) == acknowledged
+    later.close()
+    assert [p.name for p in d.glob("*.sqlite3")] == [later_name]  # every other journal was emptied and removed

@@ -91,6 +91,24 @@ async def test_calls_in_flight_count_against_the_last_reported_load() -> None:
     await asyncio.gather(*calls)
 
 
+async def test_a_call_that_ended_since_the_last_report_frees_its_slot() -> None:
+    pool, (a, b) = await _pool(2)
+    a.load, b.load = _load(free=3, slots=3), _load(free=0, slots=2)
+    await pool.refresh()
+    a.hold = asyncio.Event()
+    calls = [asyncio.ensure_future(_call(pool)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert (a.served, b.served) == (2, 0)
+    a.load, b.load = _load(free=1, slots=3), _load(free=2, slots=2)  # reported with A's two calls running
+    await pool.refresh()
+    a.hold.set()
+    await asyncio.gather(*calls)  # both end before the next report
+    await _call(pool)
+    # A has 3 free now, B 2. Taking the report's 1 free slot at face value (it counted the two calls
+    # that have ended since) would send this call to B.
+    assert (a.served, b.served) == (3, 0)
+
+
 async def test_equally_idle_workers_take_turns() -> None:
     pool, fakes = await _pool(3)
     for _ in range(30):
