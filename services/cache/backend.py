@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from services.cache.feedback import ReceiptLog
 from services.cache.store import Entry, NewEntry
 
 Vector = npt.NDArray[np.float32]
@@ -46,6 +47,9 @@ class VectorBackend(Protocol):
 
     async def wait_for_rebuilds(self) -> None:
         """Until background index work is done (tests, benchmarks)."""
+
+    def receipt_log(self) -> ReceiptLog | None:
+        """Where wrong-hit receipts go when they must be shared; None: the cache's own (data_dir or memory)."""
 
     async def has_tenant(self, tenant: str) -> bool:
         """Has ``tenant`` ever stored an entry here?"""

@@ -85,10 +85,12 @@ class SemanticCache:
         self._clock = clock
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
-        # Receipts persist beside the entries, so feedback survives a restart.
-        self._feedback = feedback or FeedbackBook(clock, path=data_dir / "receipts.sqlite3" if data_dir else None)
         # Entries and vectors: embedded FAISS unless a shared backend is given.
         self._backend: VectorBackend = backend or EmbeddedFaissBackend(data_dir, index_config)
+        # Receipts persist beside the entries (so feedback survives a restart),
+        # or in the shared backend (so any replica accepts the report).
+        receipts = data_dir / "receipts.sqlite3" if data_dir else None
+        self._feedback = feedback or FeedbackBook(clock, path=receipts, log=self._backend.receipt_log())
         self._counters: defaultdict[str, _Counters] = defaultdict(_Counters)
         # Tenants seen to have stored something: a backend never forgets a
         # tenant, so a positive answer may be kept (a lookup for any other
@@ -144,7 +146,7 @@ class SemanticCache:
         now = self._clock.time()
         entry = await self._backend.exact(tenant, ctx, keys.exact_key(ctx, text), now)
         if entry is not None:
-            return self._served(q, await self._hit(entry, 1.0, "exact", now))
+            return await self._served(q, await self._hit(entry, 1.0, "exact", now))
         if q.exact_only:
             return LookupResult(hit=False)  # the caller follows up with a full lookup
         if vector is None:
@@ -152,7 +154,7 @@ class SemanticCache:
         candidates = await self._backend.search(tenant, ctx, vector, self._policy.candidates, now)
         result = await self._semantic(candidates, (tenant, ctx), text, threshold, q.disable_guard, now)
         if result.hit:
-            return self._served(q, result)
+            return await self._served(q, result)
         counters = self._counters[tenant]
         counters.misses += 1  # also an unknown context: a miss, not an error
         if result.guard_rejection:
@@ -198,8 +200,8 @@ class SemanticCache:
             rejection = rejection or (verdict.reason or "reworded")
         return LookupResult(hit=False, similarity=best, guard_rejection=rejection)
 
-    def _served(self, q: LookupQuery, result: LookupResult) -> LookupResult:
-        self._feedback.record(q.tenant, q.request_id, q.key_id, result.entry_id)
+    async def _served(self, q: LookupQuery, result: LookupResult) -> LookupResult:
+        await self._feedback.record(q.tenant, q.request_id, q.key_id, result.entry_id)
         return result
 
     async def _hit(self, entry: Entry, similarity: float, kind: str, now: float) -> LookupResult:
@@ -289,7 +291,7 @@ class SemanticCache:
         evict the entry (so no one else gets it) and count the report once."""
         self._require_ready()
         tenant = validation.tenant(tenant)
-        report = self._feedback.report(tenant, key_id, request_id)
+        report = await self._feedback.report(tenant, key_id, request_id)
         entry = await self._backend.by_entry_id(report.entry_id)
         evicted = entry is not None and entry.tenant == tenant and await self._backend.remove([entry]) == 1
         if not report.already_reported:

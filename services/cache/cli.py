@@ -36,6 +36,24 @@ def bench_cache(
     typer.echo(json.dumps(report) if as_json else bench.format_report(report))
 
 
+def bench_cache_backend(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    entries: int = typer.Option(100_000, "--entries", min=100, help="entries per tenant"),
+    tenants: int = typer.Option(2, "--tenants", min=1, help="tenants sharing the backend"),
+    queries: int = typer.Option(500, "--queries", min=10, help="timed lookups per tenant"),
+    pg_dsn: str = typer.Option("", "--pg-dsn", help="a PostgreSQL with pgvector (default: start one in a temp dir)"),
+    milvus: bool = typer.Option(False, "--milvus", help="also measure Milvus Lite (pip install -e .[milvus])"),
+) -> None:
+    """Shared pgvector backend vs embedded FAISS: lookup p50/p99, recall@1, store throughput."""
+    from rationer.cli.bench_import import bench_module
+    from rationer.platform.logging import configure_logging
+
+    bench = bench_module("bench.cache_backend")
+    configure_logging(level="WARNING")
+    report = bench.run(entries=entries, tenants=tenants, queries=queries, pg_dsn=pg_dsn or None, milvus=milvus)
+    typer.echo(json.dumps(report) if as_json else bench.format_report(report))
+
+
 def eval_cache(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     plot: Path | None = typer.Option(None, "--plot", help="write the recall / false-hit sweep as a PNG"),
@@ -113,6 +131,7 @@ def register(groups: CliGroups) -> None:
     """Attach this service's commands to the ``rationer`` CLI groups."""
     groups.serve.command("cache")(serve_cache)
     groups.bench.command("cache")(bench_cache)
+    groups.bench.command("cache-backend")(bench_cache_backend)
     groups.eval.command("cache")(eval_cache)
     groups.train.command("cache")(train_cache)
     groups.calibrate.command("cache")(calibrate_cache)

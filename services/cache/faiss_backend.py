@@ -67,6 +67,9 @@ class EmbeddedFaissBackend:
     async def wait_for_rebuilds(self) -> None:
         await self._rebuilder.wait()
 
+    def receipt_log(self) -> None:
+        return None  # one process: the cache keeps its receipts beside this data
+
     # ---- reads --------------------------------------------------------------
 
     async def has_tenant(self, tenant: str) -> bool:

@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 
 from rationer.errors import Unavailable
 from services.cache.backend import Vector
+from services.cache.feedback import Receipt
 from services.cache.pgvector_schema import Statements
 from services.cache.store import Entry, NewEntry
 
@@ -119,6 +120,9 @@ class PgvectorBackend:
 
     async def _call(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         return await asyncio.to_thread(self._run, fn)
+
+    def receipt_log(self) -> PgReceipts:
+        return PgReceipts(self)
 
     # ---- reads --------------------------------------------------------------
 
@@ -221,6 +225,42 @@ class PgvectorBackend:
             return c.execute(evict_q, (tenant, excess)).rowcount if excess > 0 else 0
 
         return await self._call(evict)
+
+
+class PgReceipts:
+    """Wrong-hit receipts in the shared database: a hit served by one replica
+    is reportable through any other, and ``mark_reported`` counts it once
+    across all of them (one conditional UPDATE)."""
+
+    _PRUNE_EVERY = 100  # saves between deletions of receipts past the window
+
+    def __init__(self, backend: PgvectorBackend) -> None:
+        self._backend = backend
+        self._sql = backend._sql
+        self._saves = 0
+
+    async def save(self, tenant: str, request_id: str, receipt: Receipt, oldest_allowed: float) -> None:
+        r, prune = receipt, self._saves % self._PRUNE_EVERY == 0
+        self._saves += 1
+
+        def write(c: psycopg.Connection[Any]) -> None:
+            c.execute(self._sql.save_receipt, (tenant, request_id, r.key_id, r.entry_id, r.at))
+            if prune:
+                c.execute(self._sql.prune_receipts, (oldest_allowed,))
+
+        await self._backend._call(write)
+
+    async def load(self, tenant: str, request_id: str) -> Receipt | None:
+        q = self._sql.load_receipt
+        row = await self._backend._call(lambda c: c.execute(q, (tenant, request_id)).fetchone())
+        return Receipt(str(row[0]), str(row[1]), float(row[2]), bool(row[3])) if row is not None else None
+
+    async def mark_reported(self, tenant: str, request_id: str) -> bool:
+        q = self._sql.mark_reported
+        return bool(await self._backend._call(lambda c: c.execute(q, (tenant, request_id)).rowcount == 1))
+
+    def close(self) -> None:
+        return None  # the backend owns the pool
 
 
 def _reason(exc: BaseException) -> str:

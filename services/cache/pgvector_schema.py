@@ -52,6 +52,16 @@ CREATE INDEX IF NOT EXISTS entries_expiry ON {s}.entries (expires_at);
 CREATE INDEX IF NOT EXISTS entries_vector ON {s}.entries USING hnsw (vector vector_ip_ops)
     WITH (m = {m}, ef_construction = {ef_construction});
 CREATE TABLE IF NOT EXISTS {s}.tenants (tenant TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS {s}.receipts (
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    reported BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant, request_id)
+);
+CREATE INDEX IF NOT EXISTS receipts_at ON {s}.receipts (at);
 """
 
 
@@ -71,11 +81,11 @@ class Statements:
         self.ddl = sql.SQL(_DDL).format(
             s=s, dim=sql.Literal(DIM), m=sql.Literal(hnsw_m), ef_construction=sql.Literal(ef_construction)
         )
-        e, t = sql.SQL("{}.entries").format(s), sql.SQL("{}.tenants").format(s)
+        e, t, r = (sql.SQL("{}." + name).format(s) for name in ("entries", "tenants", "receipts"))
         cols = sql.SQL(COLS)
 
         def q(text: str) -> sql.Composed:
-            return sql.SQL(text).format(e=e, t=t, cols=cols)
+            return sql.SQL(text).format(e=e, t=t, r=r, cols=cols)
 
         self.insert = q(
             "INSERT INTO {e} (entry_id, tenant, ctx, exact, text, vector, answer, model, tier, created_at, "
@@ -107,6 +117,14 @@ class Statements:
         self.count = q("SELECT count(*) FROM {e}")
         self.count_tenant = q("SELECT count(*) FROM {e} WHERE tenant = %s")
         self.tenant_count = q("SELECT count(DISTINCT tenant) FROM {e}")
+        self.save_receipt = q(
+            "INSERT INTO {r} (tenant, request_id, key_id, entry_id, at, reported) VALUES (%s, %s, %s, %s, %s, false) "
+            "ON CONFLICT (tenant, request_id) DO UPDATE SET key_id = EXCLUDED.key_id, entry_id = EXCLUDED.entry_id, "
+            "at = EXCLUDED.at, reported = false"
+        )
+        self.prune_receipts = q("DELETE FROM {r} WHERE at < %s")
+        self.load_receipt = q("SELECT key_id, entry_id, at, reported FROM {r} WHERE tenant = %s AND request_id = %s")
+        self.mark_reported = q("UPDATE {r} SET reported = true WHERE tenant = %s AND request_id = %s AND NOT reported")
         self.evict = q(
             "DELETE FROM {e} WHERE id IN (SELECT id FROM {e} WHERE tenant = %s ORDER BY last_used ASC, id ASC LIMIT %s)"
         )

@@ -60,6 +60,19 @@ async def test_store_via_a_hits_via_b_and_invalidation_via_b_reaches_a(pgvector:
         assert not (await b.lookup("acme", "Where is the office?")).hit
 
 
+async def test_a_hit_served_by_a_is_reported_wrong_through_b_and_counted_once(pgvector: PgvectorServer) -> None:
+    async with two_replicas(pgvector) as (a, b):
+        stored = await a.store("acme", Q, A)
+        assert (await a.lookup("acme", Q, request_id="rq-1", key_id="key-a")).hit
+        with pytest.raises(errors.PermissionDenied):
+            await b.report_wrong_hit("acme", "key-b", "rq-1")  # only the key that received it
+        first = await b.report_wrong_hit("acme", "key-a", "rq-1")
+        assert first.entry_id == stored.entry_id and first.evicted and not first.already_reported
+        again = await a.report_wrong_hit("acme", "key-a", "rq-1")
+        assert again.already_reported and not again.evicted
+        assert not (await a.lookup("acme", Q)).hit  # evicted for every replica
+
+
 async def test_a_tenant_first_seen_by_one_replica_is_known_to_the_other(pgvector: PgvectorServer) -> None:
     async with two_replicas(pgvector) as (a, b):
         with pytest.raises(errors.NotFound):
