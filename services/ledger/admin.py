@@ -188,16 +188,20 @@ class LedgerAdmin:
                                     spec.hard_limit, soft)  # fmt: skip
         now = self._ledger.now()
         bid = sql_console.budget_id(spec)
-        return await self._store.write(lambda: audit.audited(
+        out: Budget = await self._store.write(lambda: audit.audited(
             actor, "budgets.set", lambda b: b.id, sql_admin.set_budget(spec, now), now,
             sql_console.budget_by_id(bid, now)))  # fmt: skip
+        self._ledger.invalidate()  # escrow's cached budget lists
+        return out
 
     async def remove_budget(self, budget_id: str, actor: str = "system") -> Budget:
         validate.text("budget_id", budget_id, 600, required=True)
         now = self._ledger.now()
-        return await self._store.write(lambda: audit.audited(
+        out: Budget = await self._store.write(lambda: audit.audited(
             actor, "budgets.remove", lambda b: b.id, sql_console.remove_budget(budget_id, now), now,
             removed=True))  # fmt: skip
+        self._ledger.invalidate()
+        return out
 
     async def list_budgets(self, kind: str, scope_id: str) -> list[Budget]:
         if kind:
@@ -218,9 +222,11 @@ class LedgerAdmin:
             if rate is not None:
                 validate.int_range(f"{what}_per_million nano-USD", rate, 0, MAX_LIMIT // 10**7)
         now = self._ledger.now()
-        return await self._store.write(lambda: audit.audited(
+        price: Price = await self._store.write(lambda: audit.audited(
             actor, "prices.set", lambda p: p.tier, sql_admin.set_price(tier, model, inp, out, is_reference, now, cache),
             now, sql_console.price_or_none(tier)))  # fmt: skip
+        self._ledger.invalidate()  # escrow's cached prices
+        return price
 
     async def _priced_tiers(self, tiers: tuple[str, ...]) -> None:
         # A tier with no price cannot be authorized, so a key limited to it

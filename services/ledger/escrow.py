@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,10 +25,11 @@ import structlog
 
 from rationer.errors import DeadlineExceeded, RationerError, Unavailable
 from rationer.platform.clock import Clock
-from services.ledger.models import AuthorizeInput, Denial, Reservation
+from services.ledger.models import AuthorizeInput, Denial, KeyRecord, Price, Reservation
 from services.ledger.settings import LedgerSettings
 from services.ledger.sql import escrow as sql_escrow
 from services.ledger.sql import escrow_refill as sql_refill
+from services.ledger.sql.common import BudgetState, path_scope_keys
 from services.ledger.sql.data import new_id
 from services.ledger.store import Store
 
@@ -40,6 +42,8 @@ class _Slice:
     generation: int
     expires_at: int
     entries: dict[str, int] = field(default_factory=dict)  # reservation id -> what it holds here
+    room: int = 0  # the budget's room outside other replicas' slices at the last refill
+    limit: int = 0
     used: int = 0
     active: bool = True  # took a hold since the last settle
 
@@ -81,7 +85,7 @@ class EscrowBook:
             if g.amount == 0 and not g.live:
                 self.slices.pop(bid, None)
             else:
-                self.slices[bid] = _Slice(g.amount, g.generation, g.expires_at, dict(g.live))
+                self.slices[bid] = _Slice(g.amount, g.generation, g.expires_at, dict(g.live), g.room, g.limit)
 
     def apply_settled(self, bid: str, charged: int, settled: list[str], expires: int) -> None:
         s = self.slices.get(bid)
@@ -93,8 +97,18 @@ class EscrowBook:
         s.expires_at = max(s.expires_at, expires)
 
     def fraction(self, amounts: dict[str, int]) -> float:
-        return 1.0 if not amounts else min(1.0, *(1.0 - self.slices[b].used / max(1, self.slices[b].granted)
-                                                  for b in amounts))  # fmt: skip
+        """The budgets' remaining fraction as Authorize reports it: what neither this replica
+        holds nor another replica's slice covers (as of the last refill)."""
+        out = 1.0
+        for bid in amounts:
+            s = self.slices[bid]
+            out = min(out, max(0.0, (s.room - s.used) / s.limit)) if s.limit > 0 else 0.0
+        return out
+
+    def forget(self, res_id: str) -> None:
+        """A release committed here deleted the reservation's hold rows: stop counting them."""
+        for s in self.slices.values():
+            s.used -= s.entries.pop(res_id, 0)
 
 
 def _placed(r: Reservation | Denial | None) -> Reservation | Denial:
@@ -119,12 +133,41 @@ class Escrow:
         self._sizing = sql_refill.Sizing(settings.escrow_slice_fraction, settings.escrow_slice_max_requests,
                                          self._ttl_us)  # fmt: skip
         self._task: asyncio.Task[None] | None = None
+        self._prices: dict[str, tuple[Price, float]] = {}
+        self._budgets: dict[tuple[str, ...], tuple[list[BudgetState], float]] = {}
 
-    async def authorize(self, a: AuthorizeInput, ttl_us: int) -> Reservation | Denial:
+    def invalidate(self) -> None:
+        """Forget cached prices and budget lists (after a change made through this replica)."""
+        self._prices.clear()
+        self._budgets.clear()
+
+    async def _prepare(self, a: AuthorizeInput, key: KeyRecord) -> sql_escrow.Prepared:
+        """Price and path budgets from a short cache, so the fast path reads nothing.
+
+        Staleness is bounded by ``auth_cache_ttl_s`` like the key cache: a new
+        price applies, and a budget created on the path is held against, that
+        much later (refills always read the locked budget rows themselves).
+        """
+        sql_escrow.check_tier(key, a.tier)
+        scope_keys = path_scope_keys(key.org_id, key.team_id, key.user_id, key.key_id, a.project)
+        now, ttl = time.monotonic(), self._s.auth_cache_ttl_s
+        price = self._prices.get(a.tier)
+        budgets = self._budgets.get(tuple(scope_keys))
+        need_price = price is None or now - price[1] >= ttl
+        need_budgets = budgets is None or now - budgets[1] >= ttl
+        if need_price or need_budgets:
+            got_p, got_b = await self._store.read(partial(sql_escrow.lookups, a.tier if need_price else None,
+                                                          scope_keys if need_budgets else None))  # fmt: skip
+            if got_p is not None:
+                price = self._prices[a.tier] = (got_p, now)
+            if got_b is not None:
+                budgets = self._budgets[tuple(scope_keys)] = (got_b, now)
+        assert price is not None and budgets is not None
+        return sql_escrow.prepared(a, key, price[0], budgets[0], scope_keys)
+
+    async def authorize(self, a: AuthorizeInput, ttl_us: int, key: KeyRecord) -> Reservation | Denial:
         now = self._clock.now_us()
-        p = await self._store.read(partial(sql_escrow.prepare, a, now))
-        if isinstance(p, Reservation):
-            return p
+        p = await self._prepare(a, key)
         expires = now + ttl_us
         amounts = p.amounts()
         for _ in range(4):
@@ -180,6 +223,8 @@ class Escrow:
             now = self._clock.now_us()
             folded = await self._store.write(partial(sql_refill.settle, self.replica, ids, now, self._ttl_us,
                                                      self._store.dialect))  # fmt: skip
+            for bid in set(ids) - set(folded):
+                self.book.slices.pop(bid, None)  # the budget was removed
             for bid, (charged, settled, exp) in folded.items():
                 self.book.apply_settled(bid, charged, settled, exp)
             for s in self.book.slices.values():

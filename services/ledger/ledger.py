@@ -122,6 +122,8 @@ class Ledger:
         self._by_hash.clear()
         self._by_id.clear()
         self._limits_at = -1e18
+        if self.escrow is not None:
+            self.escrow.invalidate()
 
     async def authenticate(self, secret: str) -> Principal:
         validate.text("api_key", secret, 256)
@@ -223,7 +225,7 @@ class Ledger:
         now, d = self._clock.now_us(), self._store.dialect
         try:
             if self.escrow is not None:
-                result = await self.escrow.authorize(a, ttl_us)
+                result = await self.escrow.authorize(a, ttl_us, key)
             else:
                 result = await self._store.write(lambda: sql_data.authorize(a, ttl_us, now, d))
         except (Unavailable, DeadlineExceeded):
@@ -270,6 +272,8 @@ class Ledger:
         validate.text("reason", reason, 256)
         now, d = self._clock.now_us(), self._store.dialect
         res: ReleaseResult = await self._store.write(lambda: sql_data.release(reservation_id, key_id, now, d))
+        if self.escrow is not None:
+            self.escrow.book.forget(reservation_id)
         await self._refund_tokens(key_id, res.team_id, res.unused_tokens)
         return res.released
 

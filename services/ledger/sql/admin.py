@@ -28,8 +28,8 @@ from services.ledger.sql.common import (
     KEY_FROM,
     PRICE_COLS,
     Op,
-    active_holds,
     budget_from_row,
+    budget_usage,
     event_from_row,
     key_from_row,
     load_budgets,
@@ -179,8 +179,8 @@ def list_budgets(scope_key: str, now: int) -> Op[list[Budget]]:
         states = yield from load_budgets([scope_key], None)
     else:
         states = [budget_from_row(r) for r in (yield (f"SELECT {BUDGET_COLS} FROM budgets ORDER BY id", ()))]
-    held = yield from active_holds([s.id for s in states], now)
-    return [s.to_budget(now, held.get(s.id, 0)) for s in states]
+    use = yield from budget_usage([s.id for s in states], now)
+    return [s.to_budget(now, use.get(s.id, (0, 0))[1], use.get(s.id, (0, 0))[0]) for s in states]
 
 
 def set_price(tier: str, model: str, inp: int, out: int, is_reference: bool, now: int,

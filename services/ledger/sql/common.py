@@ -183,12 +183,12 @@ class BudgetState:
         start, _ = period_bounds(self.period, now_us)
         return self.spent_raw if self.period_start >= start else 0
 
-    def to_budget(self, now_us: int, held: int) -> Budget:
+    def to_budget(self, now_us: int, held: int, unfolded: int = 0) -> Budget:
         kind, _, scope_id = self.scope_key.partition(":")
         _, end = period_bounds(self.period, now_us)
         return Budget(
             self.id, kind, scope_id, self.unit, self.period, self.hard_limit,
-            self.soft_fraction, self.spent(now_us), held, end,
+            self.soft_fraction, self.spent(now_us) + unfolded, held, end,
         )  # fmt: skip
 
 
@@ -231,4 +231,30 @@ def active_holds(budget_ids: list[str], now_us: int) -> Op[dict[str, int]]:
     out: dict[str, int] = {}
     for r in rows:
         out[r[0]] = out.get(r[0], 0) + int(r[1])
+    return out
+
+
+def budget_usage(budget_ids: list[str], now_us: int) -> Op[dict[str, tuple[int, int]]]:
+    """What budgets really use, for reports and headroom: {id: (unfolded charges, live holds)}.
+
+    Admission counts escrow slices in full (``active_holds``); a report counts
+    what is spent or held inside them: charges not yet folded into ``spent``
+    are spent, live uncharged escrow holds are held, and the unused rest of a
+    slice is neither (any replica can reclaim it).
+    """
+    if not budget_ids:
+        return {}
+    marks = ", ".join("?" for _ in budget_ids)
+    rows = yield (
+        f"SELECT budget_id, 0, SUM(amount) FROM holds WHERE budget_id IN ({marks}) AND expires_at > ?"
+        " GROUP BY budget_id"
+        " UNION ALL SELECT budget_id, SUM(COALESCE(charge, 0)),"
+        " SUM(CASE WHEN charge IS NULL AND expires_at > ? THEN amount ELSE 0 END)"
+        f" FROM escrow_holds WHERE budget_id IN ({marks}) GROUP BY budget_id",
+        (*budget_ids, now_us, now_us, *budget_ids),
+    )
+    out: dict[str, tuple[int, int]] = {}
+    for bid, spent, held in rows:
+        was = out.get(bid, (0, 0))
+        out[bid] = (was[0] + int(spent), was[1] + int(held))
     return out

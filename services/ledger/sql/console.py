@@ -27,6 +27,9 @@ def remove_budget(bid: str, now: int) -> Op[Budget]:
     if before is None:
         raise NotFound(f"budget {bid!r} does not exist; `rationer budgets list` shows the budget ids")
     yield ("DELETE FROM holds WHERE budget_id = ?", (bid,))
+    # Escrow slices and their hold rows on it go too (no slice counts for a budget that is gone).
+    yield ("DELETE FROM escrow_holds WHERE budget_id = ?", (bid,))
+    yield ("DELETE FROM escrow_slices WHERE budget_id = ?", (bid,))
     yield ("DELETE FROM budgets WHERE id = ?", (bid,))
     return before
 

@@ -29,6 +29,7 @@ from services.ledger.sql.common import (
     Dialect,
     Op,
     active_holds,
+    budget_usage,
     current_price,
     event_from_row,
     load_budgets,
@@ -206,7 +207,8 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     cf = yield from counterfactual(a, cost)
     # The own hold goes first, so the room computed below is what the
     # budgets have without it (and with every other call's live hold).
-    yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
+    if escrow is None:
+        yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
     scope_keys = path_scope_keys(org_id, team_id, user_id, key_id, project)
     direct: Cap | None
     if escrow is not None:
@@ -285,10 +287,11 @@ def headroom(key_id: str, project: str, now: int) -> Op[list[Headroom]]:
     budgets = yield from load_budgets(
         path_scope_keys(key.org_id, key.team_id, key.user_id, key.key_id, project), None
     )
-    held = yield from active_holds([b.id for b in budgets], now)
+    use = yield from budget_usage([b.id for b in budgets], now)
     out: list[Headroom] = []
     for b in budgets:
-        remaining = max(0, b.hard_limit - b.spent(now) - held.get(b.id, 0))
+        extra, held = use.get(b.id, (0, 0))
+        remaining = max(0, b.hard_limit - b.spent(now) - extra - held)
         frac = min(1.0, remaining / b.hard_limit) if b.hard_limit > 0 else 0.0
         kind, _, scope_id = b.scope_key.partition(":")
         out.append(Headroom(b.id, kind, scope_id, b.unit, frac, remaining))

@@ -13,7 +13,6 @@ slice into spent) keeps both sums unchanged.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,20 +28,13 @@ from services.ledger.sql.common import (
     budget_from_row,
     current_price,
     load_budgets,
-    load_key_by_id,
-    path_scope_keys,
-    require_active,
 )
 from services.ledger.sql.data import existing_reservation
+from services.ledger.sql.escrow_settle import lock_key
 
 
 class StaleSlice(Exception):
     """Another replica reclaimed (or the reaper removed) a slice this hold was sized against."""
-
-
-def lock_key(replica_id: str) -> int:
-    """The advisory lock id of a replica's slices (a collision only makes two replicas wait on each other)."""
-    return int.from_bytes(hashlib.sha256(replica_id.encode()).digest()[:8], "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -64,19 +56,22 @@ class Prepared:
         return {b.id: self.amount(b) for b in self.budgets}
 
 
-def prepare(a: AuthorizeInput, now: int) -> Op[Reservation | Prepared]:
-    if a.request_id:
-        earlier = yield from existing_reservation(a.request_id, a.key_id)
-        if earlier is not None:
-            return earlier
-    key = require_active((yield from load_key_by_id(a.key_id)), now, a.key_id)
-    if key.allowed_tiers and a.tier not in key.allowed_tiers and a.tier != EMBEDDINGS_TIER:
+def check_tier(key: KeyRecord, tier: str) -> None:
+    if key.allowed_tiers and tier not in key.allowed_tiers and tier != EMBEDDINGS_TIER:
         raise PermissionDenied(
-            f"API key {key.key_id} may not use tier {a.tier!r}; allowed: {', '.join(key.allowed_tiers)}"
+            f"API key {key.key_id} may not use tier {tier!r}; allowed: {', '.join(key.allowed_tiers)}"
         )
-    price = yield from current_price(a.tier)
-    scope_keys = path_scope_keys(key.org_id, key.team_id, key.user_id, key.key_id, a.project)
-    budgets = yield from load_budgets(scope_keys, None)
+
+
+def lookups(tier: str | None, scope_keys: list[str] | None) -> Op[tuple[Price | None, list[BudgetState] | None]]:
+    """The tier's current price and the path's budgets (each only if asked for): one read."""
+    price = (yield from current_price(tier)) if tier is not None else None
+    budgets = (yield from load_budgets(scope_keys, None)) if scope_keys is not None else None
+    return price, budgets
+
+
+def prepared(a: AuthorizeInput, key: KeyRecord, price: Price, budgets: list[BudgetState],
+             scope_keys: list[str]) -> Prepared:  # fmt: skip
     hold_usd = cost_nano_usd(a.prompt_tokens, a.max_completion_tokens, price)
     return Prepared(a, key, price, hold_usd, a.prompt_tokens + a.max_completion_tokens, tuple(budgets),
                     tuple(scope_keys))  # fmt: skip

@@ -15,8 +15,9 @@ from services.ledger.models import Denial, Reservation
 from services.ledger.money import period_bounds
 from services.ledger.sql.charges import add_spent
 from services.ledger.sql.common import BUDGET_COLS, BudgetState, Dialect, Op, budget_from_row, load_budgets
-from services.ledger.sql.data import _denial, event
-from services.ledger.sql.escrow import Prepared, insert_placed, lock_key
+from services.ledger.sql.data import _denial, event, existing_reservation
+from services.ledger.sql.escrow import Prepared, insert_placed
+from services.ledger.sql.escrow_settle import lock_replicas, shrink
 from services.ledger.sql.rollups import record_event
 
 
@@ -36,6 +37,8 @@ class Grant:
     expires_at: int
     free_fraction: float
     live: dict[str, int]
+    room: int = 0  # the budget's room outside central holds and other replicas' slices
+    limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,22 +77,6 @@ def _room(b: BudgetState, replica: str, now: int) -> Op[tuple[int, dict[str, tup
     by = {r[0]: (int(r[1]), int(r[2])) for r in slices}
     others = sum(amt for rep, (amt, _) in by.items() if rep != replica)
     return b.hard_limit - b.spent(now) - int(rows[0][0]) - others, by
-
-
-def _shrink(b: BudgetState, replica: str) -> Op[None]:
-    """Shrink another replica's slice to what its rows use (its lock is held), voiding its in-flight holds."""
-    rows = yield ("SELECT COALESCE(SUM(COALESCE(charge, amount)), 0) FROM escrow_holds"
-                  " WHERE replica_id = ? AND budget_id = ?", (replica, b.id))  # fmt: skip
-    used = int(rows[0][0])
-    yield ("UPDATE escrow_slices SET amount = ?, generation = generation + 1"
-           " WHERE budget_id = ? AND replica_id = ? AND amount > ?", (used, b.id, replica, used))  # fmt: skip
-
-
-def _lock_replicas(replicas: set[str]) -> Op[None]:
-    for rep in sorted(replicas):
-        # Exclusive: waits for that replica's placements in flight to commit,
-        # and holds off new ones (they then see the new generation).
-        yield ("SELECT pg_advisory_xact_lock(?)", (lock_key(rep),))
 
 
 def _write_slice(b: BudgetState, replica: str, amount: int, old: tuple[int, int] | None,
@@ -134,9 +121,13 @@ def refill(replica: str, p: Prepared | None, res_id: str, expires: int, now: int
     Denies only when the request does not fit even after every other
     replica's unused slice on a short budget was reclaimed.
     """
+    if p is not None and p.a.request_id:  # a retry of an Authorize that already placed its hold
+        earlier = yield from existing_reservation(p.a.request_id, p.a.key_id)
+        if earlier is not None:
+            return Outcome({}, earlier)
     budgets = yield from _load(list(p.scope_keys) if p is not None else [], budget_ids, d)
     want = {b.id: (p.amount(b) if p is not None else 0) for b in budgets}
-    yield from _lock_replicas({replica})
+    yield from lock_replicas({replica})
     folded = 0
     for b in budgets:
         folded += (yield from fold_own(b, replica, now))[0]
@@ -149,11 +140,11 @@ def refill(replica: str, p: Prepared | None, res_id: str, expires: int, now: int
     short = [b for b in budgets if sum(lives[b.id].values()) + want[b.id] > frees[b.id]]
     others = {r for b in short for r in slices[b.id] if r != replica}
     if others:
-        yield from _lock_replicas(others)
+        yield from lock_replicas(others)
         for b in short:
             for rep in slices[b.id]:
                 if rep != replica:
-                    yield from _shrink(b, rep)
+                    yield from shrink(b, rep)
             frees[b.id], slices[b.id] = yield from _room(b, replica, now)
     denial = None
     for b in budgets:
@@ -167,7 +158,7 @@ def refill(replica: str, p: Prepared | None, res_id: str, expires: int, now: int
         amount = used if (denial is not None or p is None) else _size(used + want[b.id], frees[b.id], want[b.id], n, s)
         gen, exp = yield from _write_slice(b, replica, amount, slices[b.id].get(replica), max(expires, now + s.ttl_us))
         frac = max(0.0, (frees[b.id] - amount) / b.hard_limit) if b.hard_limit > 0 else 0.0
-        grants[b.id] = Grant(amount, gen, exp, frac, lives[b.id])
+        grants[b.id] = Grant(amount, gen, exp, frac, lives[b.id], frees[b.id], b.hard_limit)
     if p is None or denial is not None:
         if denial is not None and p is not None:
             yield from _record_denial(p, denial, now)
