@@ -90,7 +90,7 @@ def test_configs_load_and_ports_line_up(compose: dict[str, Any]) -> None:
     assert router.worker_addresses == [f"dns:slm_worker:{_port(loaded['slm_worker'].listen)}"]
     assert router.http.enabled and _port(router.http.listen) in _open_ports(services["router"])
     assert not services["router"].get("ports"), "replicas cannot share host ports: the gateway publishes them"
-    assert loaded["ledger"].backend == "postgres"
+    assert loaded["ledger"].backend == "postgres" and loaded["ledger"].escrow
     assert "postgres:" in loaded["ledger"].postgres_dsn and "redis:" in (loaded["ledger"].redis_url or "")
     tiers = {t.name for t in router.tiers}
     served = {m.tier for m in loaded["slm_worker"].models}
@@ -124,9 +124,12 @@ def test_the_gateway_balances_over_the_ports_the_routers_listen_on(compose: dict
 
 def test_persistent_state_sits_on_volumes(compose: dict[str, Any]) -> None:
     cache = compose["services"]["cache"]
-    data_dir = _settings(cache).data_dir
-    assert any(str(v).endswith(":/data") for v in cache["volumes"]) and data_dir.startswith("/data")
-    assert "ledger-db" in compose["volumes"] and "cache-data" in compose["volumes"]
+    settings = _settings(cache)
+    # Entries live in PostgreSQL (pgvector); /data (per container) holds only local files.
+    assert settings.backend == "pgvector" and "postgres:" in settings.pg_dsn
+    assert "/data" in cache["volumes"] and settings.data_dir.startswith("/data")
+    assert compose["services"]["postgres"]["image"].startswith("pgvector/pgvector:")
+    assert "ledger-db" in compose["volumes"]
     # The router's settlement journal must outlive the container: an anonymous volume per
     # container (a shared named one would have both replicas open one journal).
     router = compose["services"]["router"]
