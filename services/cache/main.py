@@ -8,6 +8,7 @@ from pathlib import Path
 
 import structlog
 
+from rationer.errors import Unavailable
 from rationer.platform.logging import configure_logging
 from rationer.platform.metrics import start_metrics_endpoint
 from rationer.platform.server import serve_until_signal, set_serving
@@ -39,7 +40,13 @@ async def run(settings: CacheSettings) -> None:
     log.info("cache listening", port=port, backend=settings.backend, data_dir=settings.data_dir or "(memory)")
     if settings.metrics_port is not None:
         start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
-    await deps.cache.start()
+    try:
+        await deps.cache.start()
+    except Unavailable as exc:
+        # The shared backend's database is unreachable or refuses the schema:
+        # say why and stop, rather than serve UNAVAILABLE forever.
+        await server.stop(0)
+        raise SystemExit(f"cache: refusing to start: {exc}") from exc
     await set_serving(server, True)
     log.info("cache serving", loaded_from=deps.cache.loaded_from)
     sweeper = asyncio.create_task(_sweeper(deps))
