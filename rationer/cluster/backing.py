@@ -21,7 +21,7 @@ NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 def _server_hint(dsn: str) -> str:
     # Never echo a password that a DSN may carry.
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", dsn)
 
 
 async def check_postgres(dsn: str, timeout_s: float = 3.0) -> None:
