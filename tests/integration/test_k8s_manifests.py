@@ -393,39 +393,3 @@ def test_scale_runs_replicas_on_postgres_and_redis(rendered: dict[str, list[Doc]
     _one(docs, "Service", redis_host[1])
     env = {v["name"]: v for v in _container(docs, "rationer-ledger")["env"]}
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "rationer-postgres"
-    # Router replicas: named by their pod, balancing per call over every ledger pod.
-    router = _settings(docs, "rationer-router", tmp_path)
-    assert router.replica_id == "rationer-worker-5d8f7c-abcde"  # pod_settings' stand-in pod name
-    router_env = {v["name"]: v for v in _container(docs, "rationer-router")["env"]}
-    assert router_env["RATIONER_ROUTER__REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert router.ledger_address.startswith("dns:")
-
-
-def test_embedded_cache_stays_a_single_replica(rendered: dict[str, list[Doc]]) -> None:
-    """Embedded FAISS has its own index per process: a second replica would halve hits (docs/deploy.md)."""
-    docs = rendered["embedded-sqlite"]
-    cache = _one(docs, "Deployment", "rationer-cache")
-    assert cache["spec"]["replicas"] == 1 and cache["spec"]["strategy"] == {"type": "Recreate"}
-    assert not any(d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject") and "cache" in d["metadata"]["name"]
-                   for d in docs)  # fmt: skip
-
-
-def test_scale_runs_cache_replicas_on_the_shared_pgvector_backend(
-    rendered: dict[str, list[Doc]], tmp_path: Path
-) -> None:
-    docs = rendered["scale"]
-    cache_deployment = _one(docs, "Deployment", "rationer-cache")
-    assert cache_deployment["spec"]["replicas"] >= 2 and cache_deployment["spec"]["strategy"]["type"] == "RollingUpdate"
-    cache = _settings(docs, "rationer-cache", tmp_path)
-    assert cache.backend == "pgvector" and cache.pg_schema
-    pg_host = re.match(r"postgresql://[^@:]+@([^:/]+):(\d+)/", cache.pg_dsn)
-    assert pg_host, "no password in the DSN: PGPASSWORD comes from the Secret"
-    _one(docs, "Service", pg_host[1])
-    pg = _one(docs, "StatefulSet", pg_host[1])["spec"]["template"]["spec"]["containers"][0]
-    assert "pgvector" in pg["image"], "the shared cache needs the vector extension"
-    pod = cache_deployment["spec"]["template"]["spec"]
-    assert all("persistentVolumeClaim" not in v for v in pod["volumes"]), "replicas cannot share a ReadWriteOnce claim"
-    env = {v["name"]: v for v in _container(docs, "rationer-cache")["env"]}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "rationer-postgres"
-    ledger = _settings(docs, "rationer-ledger", tmp_path, {"admin-token": "a" * 32})
-    assert ledger.escrow and ledger.replica_name == "rationer-worker-5d8f7c-abcde"  # the pod name (stand-in)
