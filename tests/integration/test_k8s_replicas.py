@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from services.cache.settings import CacheSettings
 from services.ledger.settings import LedgerSettings
@@ -30,9 +31,11 @@ def rendered() -> dict[str, list[Doc]]:
 
 
 def _settings(docs: list[Doc], deployment: str, tmp: Path, secrets: dict[str, str] | None = None) -> Any:
-    section = {"rationer-cache": (CacheSettings, "cache"), "rationer-ledger": (LedgerSettings, "ledger"),
-               "rationer-router": (RouterSettings, "router")}
-    return pod_settings(docs, deployment, section[deployment], tmp, secrets)  # the class asked for
+    section: dict[str, tuple[type[BaseModel], str]] = {
+        "rationer-cache": (CacheSettings, "cache"), "rationer-ledger": (LedgerSettings, "ledger"),
+        "rationer-router": (RouterSettings, "router"),
+    }  # fmt: skip
+    return pod_settings(docs, deployment, section[deployment], tmp, secrets)
 
 
 def test_embedded_cache_stays_a_single_replica(rendered: dict[str, list[Doc]]) -> None:
