@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import tempfile
 import time
@@ -177,8 +178,8 @@ def _no_embedder(texts: list[str]) -> Vectors:
     raise AssertionError("the benchmark passes every vector")
 
 
-def run(*, entries: int = 100_000, tenants: int = 2, queries: int = 500, stores: int = 300,
-        concurrency: int = 16, pg_dsn: str | None = None, ef_search: int = 64,
+def run(*, entries: int = 100_000, tenants: int = 2, queries: int = 500, stores: int = 200,
+        concurrency: int = 16, pg_dsn: str | None = None, ef_search: int = 128,
         milvus: bool = False) -> dict[str, Any]:  # fmt: skip
     rng = np.random.default_rng(7)
     names = [f"tenant-{i}" for i in range(tenants)]
@@ -197,6 +198,7 @@ def run(*, entries: int = 100_000, tenants: int = 2, queries: int = 500, stores:
         asyncio.run(_ddl(config))
         build_s = _load_pg(dsn, schema, data)
         report["pgvector"] = {"index_build_s": build_s, **asyncio.run(_run_backend(PgvectorBackend(config), args))}
+        report["pgvector_ef_sweep"] = [asyncio.run(_search_at(config, ef, qs)) for ef in (40, 64, 128, 200)]
     if milvus:
         from bench import cache_backend_milvus
 
@@ -211,6 +213,24 @@ def run(*, entries: int = 100_000, tenants: int = 2, queries: int = 500, stores:
     if milvus:
         report["ratio"]["milvus_search_p50"] = report["milvus_lite"]["search_p50_ms"] / f["search_p50_ms"]
     return report
+
+
+async def _search_at(config: PgvectorConfig, ef_search: int, queries: dict[str, tuple[Any, Vectors]]) -> dict[str, Any]:
+    """Search alone at another hnsw.ef_search, on the same index: recall against latency."""
+    backend = PgvectorBackend(dataclasses.replace(config, ef_search=ef_search, pool_size=1))
+    await backend.start()
+    times, found = [], 0
+    try:
+        for tenant, (src, qs) in queries.items():
+            for i, q in zip(src.tolist(), qs, strict=True):
+                t = time.perf_counter()
+                got = await backend.search(tenant, CTX, q, 4, _NOW)
+                times.append(time.perf_counter() - t)
+                found += bool(got) and got[0][0].entry_id == f"{tenant}-{i}"
+    finally:
+        backend.close(save=False)
+    return {"ef_search": ef_search, "recall_at_1": found / len(times), "search_p50_ms": _pct(times, 50),
+            "search_p99_ms": _pct(times, 99)}  # fmt: skip
 
 
 async def _ddl(config: PgvectorConfig) -> None:
@@ -238,6 +258,10 @@ def format_report(r: dict[str, Any]) -> str:
                      f"search alone p50 {b['search_p50_ms']:.2f} ms p99 {b['search_p99_ms']:.2f} ms; "
                      f"store {b['stores_per_s']:.0f}/s one at a time, {b['stores_per_s_concurrent']:.0f}/s "
                      f"concurrent; start {b['start_s']:.1f} s")  # fmt: skip
+    sweep = ", ".join(f"ef {s['ef_search']}: recall {s['recall_at_1']:.3f} p50 {s['search_p50_ms']:.2f} ms"
+                      for s in r.get("pgvector_ef_sweep", []))  # fmt: skip
+    if sweep:
+        lines.append(f"pgvector search alone by hnsw.ef_search: {sweep}")
     x = r["ratio"]
     lines.append(
         f"pgvector / faiss: lookup p50 {x['lookup_p50']:.2f}x, p99 {x['lookup_p99']:.2f}x, "

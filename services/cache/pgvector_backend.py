@@ -42,7 +42,7 @@ class PgvectorConfig:
     dsn: str
     schema: str = "rationer_cache"
     pool_size: int = 8
-    ef_search: int = 64  # hnsw.ef_search: candidates the HNSW scan keeps; recall vs latency
+    ef_search: int = 128  # hnsw.ef_search: candidates the HNSW scan keeps; recall vs latency
     hnsw_m: int = 16
     connect_timeout_s: float = 10.0
 

@@ -23,7 +23,10 @@ class CacheSettings(ServiceSettings):
     pg_dsn: str = ""  # libpq URI or key=value string; the pgvector extension must exist or be creatable
     pg_schema: str = Field(default="rationer_cache", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pg_pool_size: int = Field(default=8, ge=1, le=256)
-    pg_ef_search: int = Field(default=64, ge=1, le=1000)
+    # HNSW candidates per search. 128, not 64: the one index holds every
+    # tenant, and the tenant filter drops the others' candidates (recall@1 at
+    # 2 x 100k: 0.63 at 64; docs/BENCHMARKS.md, "Shared cache backend").
+    pg_ef_search: int = Field(default=128, ge=1, le=1000)
     # SQLite database (entries + vectors, WAL) and the FAISS snapshot live here
     # (with backend = "pgvector" only the wrong-hit receipts do).
     # Empty: an in-memory cache that does not survive a restart.
