@@ -137,6 +137,7 @@ class _Server:
         if not self._conn.poll(60):
             raise RuntimeError(f"{kind} bench server did not start")
         self.target = f"127.0.0.1:{self._conn.recv()}"
+        self.pid = self._proc.pid or 0
 
     def stop(self) -> None:
         self._conn.send("stop")

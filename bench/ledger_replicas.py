@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.ledger import ADMIN, SERVICE_TOKEN, _create_schema, _drop_schema, _pct, _Server
@@ -70,9 +71,29 @@ async def _load(targets: list[str], keys: list[str], clients: int, duration: flo
             "pair_p99_ms": _pct(lat, 0.99) * 1e3, "pairs": pairs}  # fmt: skip
 
 
+def _cpu_s(servers: list[_Server]) -> float:
+    """CPU seconds (user + system) the ledger processes used so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for srv in servers:
+        try:
+            fields = Path(f"/proc/{srv.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def _load_cpu(group: list[_Server], keys: list[str], clients: int, duration: float) -> dict[str, float]:
+    before = _cpu_s(group)
+    row = await _load([s.target for s in group], keys, clients, duration)
+    row["ledger_cpu_ms_per_pair"] = (_cpu_s(group) - before) * 1e3 / max(1, row["pairs"])
+    return row
+
+
 def _merge(rows: list[dict[str, float]]) -> dict[str, float]:
     n = len(rows)
     return {"pairs_per_s": round(sum(r["pairs_per_s"] for r in rows) / n, 1),
+            "ledger_cpu_ms_per_pair": round(sum(r["ledger_cpu_ms_per_pair"] for r in rows) / n, 2),
             "pair_p50_ms": round(sum(r["pair_p50_ms"] for r in rows) / n, 2),
             "pair_p99_ms": round(max(r["pair_p99_ms"] for r in rows), 2),
             "pairs": int(sum(r["pairs"] for r in rows))}  # fmt: skip
@@ -100,7 +121,7 @@ async def _measure(servers: dict[str, list[_Server]], clients: int, duration: fl
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     for _ in range(2):
         for name, group in servers.items():
-            runs[name].append(await _load([s.target for s in group], keys, clients, duration / 2))
+            runs[name].append(await _load_cpu(group, keys, clients, duration / 2))
     return {name: _merge(rows) for name, rows in runs.items()}
 
 
@@ -132,8 +153,8 @@ def run(replicas: int, duration: float, clients: int, postgres_dsn: str) -> dict
     scaled = results[f"escrow_{replicas}"]["pairs_per_s"]
     ratio = round(scaled / single, 2) if single else 0.0
     return {"bench": "ledger_replicas", "replicas": replicas, "clients": clients, "duration_s": duration,
-            "cpus": os.cpu_count(), **results, f"ratio_escrow_{replicas}_to_single": ratio,
-            "target_ratio_ge_3": ratio >= 3.0, "books": books,
+            "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2), **results,
+            f"ratio_escrow_{replicas}_to_single": ratio, "target_ratio_ge_3": ratio >= 3.0, "books": books,
             "books_balance": books["spent"] == books["charges"] and books["slices_left"] == 0}  # fmt: skip
 
 
@@ -148,11 +169,12 @@ def main(json_out: bool, replicas: int, duration: float, clients: int, postgres_
     from rich.table import Table
 
     table = Table(title=f"ledger replicas on one hot budget, PostgreSQL, {clients} clients ({duration:g}s each)")
-    for col in ("target", "pairs/s", "pair p50 ms", "pair p99 ms"):
+    for col in ("target", "pairs/s", "ledger CPU ms/pair", "pair p50 ms", "pair p99 ms"):
         table.add_column(col, justify="right")
     for name in ("single", "escrow_1", f"escrow_{replicas}"):
         row = result[name]
-        table.add_row(name, f"{row['pairs_per_s']:.0f}", f"{row['pair_p50_ms']:.2f}", f"{row['pair_p99_ms']:.2f}")
+        table.add_row(name, f"{row['pairs_per_s']:.0f}", f"{row['ledger_cpu_ms_per_pair']:.2f}",
+                      f"{row['pair_p50_ms']:.2f}", f"{row['pair_p99_ms']:.2f}")  # fmt: skip
     Console().print(table)
     Console().print({k: result[k] for k in (f"ratio_escrow_{replicas}_to_single", "target_ratio_ge_3",
-                                             "books_balance", "books")})  # fmt: skip
+                                             "books_balance", "books", "loadavg_1m")})  # fmt: skip

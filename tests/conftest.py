@@ -11,6 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # --- frontier: a real OpenAI-compatible server (llama_cpp.server + SmolLM2) ---
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -55,8 +56,8 @@ class PgSchema:
         return self.schema
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[PgSchema]:
+@contextmanager
+def _fresh_pg_schema() -> Iterator[PgSchema]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
@@ -72,6 +73,19 @@ def pg_schema() -> Iterator[PgSchema]:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (schema,)
         )
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[PgSchema]:
+    with _fresh_pg_schema() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def pg_schema_module() -> Iterator[PgSchema]:
+    """The same, shared by a module's tests (for module-scoped stacks)."""
+    with _fresh_pg_schema() as s:
+        yield s
 
 
 @pytest.fixture

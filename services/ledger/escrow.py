@@ -64,6 +64,8 @@ class EscrowBook:
             s = self.slices.get(bid)
             if s is None or bid in self.refilling or s.expires_at < expires or s.granted - s.used < amt:
                 return None
+            if res_id in s.entries:
+                return None  # ids are fresh per attempt; never count one twice
         gens = {}
         for bid, amt in amounts.items():
             s = self.slices[bid]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rationer.platform.server import start
+from services.ledger.settings import LedgerSettings
 from services.router.http.app import HttpRunner, start_http
 from services.router.pipeline import RouterCore
 from services.router.server import create_server
@@ -109,6 +110,7 @@ async def running_stack(
     worker: bool = False,
     worker_settings: Any = None,
     http: HttpSettings | None = None,
+    ledger_settings: LedgerSettings | None = None,
     **router_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Ledger + cache (+ an SLM worker) + router (gRPC and HTTP), all started.
@@ -129,7 +131,7 @@ async def running_stack(
         workers: list[str] = []
         if worker:
             workers.append((await stack.enter_async_context(running_worker(worker_settings))).target)
-        ledger = await stack.enter_async_context(running_ledger(settings_for("sqlite", tmp_path)))
+        ledger = await stack.enter_async_context(running_ledger(ledger_settings or settings_for("sqlite", tmp_path)))
         for tier in tiers:
             inp, out = PRICES.get(tier.name, PRICES["frontier-mini"])
             await ledger.admin.set_price(tier.name, tier.model, inp, out, is_reference=tier.name == "frontier")

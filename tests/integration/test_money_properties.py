@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 from stack import Stack, running_stack
 
 from services.ledger.sql.common import Op
+from testsupport.ledger import settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -208,12 +209,20 @@ async def _check_invariants(stack: Stack, key_id: str, hard_limit: int, outcomes
 
 # Both settlement modes: the router waits for the ledger's Commit, or (``rationer up``'s
 # default, issue 17) answers once the Commit is journaled and sends it in the background.
-@pytest.fixture(scope="module", params=[False, True], ids=["commit-then-answer", "answer-before-commit"])
+# The third runs that default on PostgreSQL with budget escrow on (docs/ledger.md "Escrow").
+@pytest.fixture(scope="module", params=[(False, False), (True, False), (True, True)],
+                ids=["commit-then-answer", "answer-before-commit", "answer-before-commit-pg-escrow"])  # fmt: skip
 async def stack(
     frontier_base_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Stack, asyncio.AbstractEventLoop]]:
-    async with running_stack(tmp_path_factory.mktemp("money-props"), frontier_base_url=frontier_base_url,
-                             worker=True, answer_before_commit=request.param) as s:  # fmt: skip
+    answer_first, escrow = request.param
+    tmp = tmp_path_factory.mktemp("money-props")
+    ledger = None
+    if escrow:
+        dsn = request.getfixturevalue("pg_schema_module").dsn
+        ledger = settings_for("postgres", tmp, dsn, escrow=True, escrow_slice_max_requests=4)
+    async with running_stack(tmp, frontier_base_url=frontier_base_url, worker=True, ledger_settings=ledger,
+                             answer_before_commit=answer_first) as s:  # fmt: skip
         # Hypothesis drives a plain function; each example runs on the loop
         # the stack's servers live on.
         yield s, asyncio.get_running_loop()
