@@ -7,7 +7,8 @@ router's ``WorkerPool`` sends ``requests`` short completions at
 refresh, once choosing as the router does (most spare capacity: reported
 free slots minus queue depth minus calls in flight) and once in plain round
 robin over the live workers (the baseline: what a connection-level balancer
-or DNS alone would do). The two alternate in back-to-back pairs; each ratio
+or DNS alone would do). The two alternate in back-to-back pairs (in turn
+first and second); each ratio
 is the median of the per-pair ratios, so drift from other load on a shared
 host hits both sides of a pair alike. Reported: requests/s, p50 and p99
 latency, and each worker's share of the calls.
@@ -109,13 +110,12 @@ async def run_bench(requests: int = 30, concurrency: int = 3, rounds: int = 3, m
             base: list[dict[str, Any]] = []
             ours_share: Counter[str] = Counter()
             base_share: Counter[str] = Counter()
-            for _ in range(rounds):
-                run, share = await _policy(_RecordingPool, targets, requests, concurrency, max_tokens)
-                ours.append(run)
-                ours_share += share
-                run, share = await _policy(_RoundRobinPool, targets, requests, concurrency, max_tokens)
-                base.append(run)
-                base_share += share
+            for r in range(rounds):
+                # Each pair in the other order from the last, so a trend in the host's load favours neither.
+                for cls in (_RecordingPool, _RoundRobinPool)[:: 1 if r % 2 == 0 else -1]:
+                    run, share = await _policy(cls, targets, requests, concurrency, max_tokens)
+                    (base if cls is _RoundRobinPool else ours).append(run)
+                    (base_share if cls is _RoundRobinPool else ours_share).update(share)
     pairs = list(zip(ours, base, strict=True))
     return {
         "workers_slots": list(SLOTS), "requests": requests, "concurrency": concurrency, "rounds": rounds,
