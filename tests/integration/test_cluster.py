@@ -22,7 +22,10 @@ The trace size comes from ``RATIONER_CLUSTER_REQUESTS`` (default small);
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +39,7 @@ from rationer.cluster.backing import drop_database
 from rationer.cluster.config import ClusterOptions, balanced_target
 from rationer.cluster.supervisor import Cluster, running_cluster
 from rationer.platform.net import free_port, free_port_block
+from rationer.platform.ports import port_in_use
 from rationer.replay.driver import Record
 from rationer.replay.provision import KeyBook
 from rationer.replay.runner import ReplayConfig, run_replay
@@ -218,3 +222,32 @@ async def test_the_cluster_gives_the_single_node_totals(cluster: Cluster, fronti
     for result in (on_cluster, on_single):
         check = result["ledger"]["check"]
         assert check["match"] and check["ledger_cost_nano_usd"] == totals(on_cluster)["cost_nano_usd"]
+
+
+async def test_the_command_prints_its_banner_and_stops_on_sigterm(tmp_path: Path, pgvector: PgvectorServer) -> None:
+    """The newcomer's command, as a process (one replica each to keep it short): banner, SIGTERM, exit 0."""
+    base = free_port_block(50)
+    data = tmp_path / "data"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rationer.cli.main", "cluster", "up", "--data-dir", str(data),
+        "--base-port", str(base), "--http-port", str(free_port()), "--routers", "1", "--ledgers", "1",
+        "--caches", "1", "--workers", "1", "--cache-pg-dsn", pgvector.dsn, "--log-format", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        out = b""
+        while b"Ctrl-C stops every process" not in out:
+            line = await asyncio.wait_for(proc.stdout.readline(), 300)
+            assert line, f"exited early: {out.decode()}"
+            out += line
+        banner = out.decode()
+        assert f"127.0.0.1:{base}" in banner and "demo key: rk-" in banner and "pgvector (--cache-pg-dsn)" in banner
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0 and b"Rationer cluster stopped." in rest[0]
+    # Every child went with it: their ports are free again.
+    assert not any(port_in_use("127.0.0.1", base + off) for off in (0, 10, 20, 30, 40))
+    database = json.loads((data / "cluster.json").read_text())["database"]
+    await drop_database(ClusterOptions().postgres_dsn, database)
