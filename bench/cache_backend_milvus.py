@@ -80,3 +80,14 @@ def _second_process_opens(path: str) -> bool:
 
 def _pct(samples: list[float], p: float) -> float:
     return float(np.percentile(np.array(samples) * 1000.0, p)) if samples else 0.0
+
+
+def run_alone(entries: int = 100_000, tenants: int = 2, queries: int = 500) -> dict[str, Any]:
+    """The same data and queries as ``bench.cache_backend.run`` (same seed), Milvus Lite only."""
+    from bench.cache_backend import _queries, _units
+
+    rng = np.random.default_rng(7)
+    names = [f"tenant-{i}" for i in range(tenants)]
+    data = {t: _units(rng, entries) for t in names}
+    qs = {t: _queries(rng, data[t], queries) for t in names}
+    return {"entries_per_tenant": entries, "tenants": tenants, "milvus_lite": run(data, qs)}
