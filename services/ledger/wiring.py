@@ -47,6 +47,8 @@ async def build_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = 
     # SQLite is one process with one writer, nothing to spread).
     escrow = Escrow(store, s, clock, replica_id(s)) if s.escrow and s.backend == "postgres" else None
     ledger = Ledger(store, await build_limiter(s, clock, store), s, clock, escrow=escrow)
+    if s.escrow and escrow is None:
+        log.warning("escrow is for PostgreSQL replicas; the SQLite ledger ignores it", backend=s.backend)
     if escrow is not None:
         escrow.start()
         log.info("escrow on", replica=escrow.replica)

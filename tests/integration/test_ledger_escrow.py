@@ -150,7 +150,7 @@ def test_two_escrow_replicas_never_overspend_and_count_every_commit_once(pg_dsn:
     orgs = count()
     with _two_replicas(pg_dsn, tmp_path, c) as (leds, run):
 
-        @hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
         @given(steps=st.lists(_step, min_size=1, max_size=16), usd=st.integers(cost(300, 300), 6 * cost(800, 800)),
                tokens=st.integers(500, 10_000), settle_at=st.integers(0, 3))  # fmt: skip
         def check(steps: list[Step], usd: int, tokens: int, settle_at: int) -> None:
@@ -188,3 +188,49 @@ def _check_books(dsn: str, key_id: str, usd_budget: str, tok_budget: str, acked:
     assert spent[usd_budget] == sum(int(r[1]) for r in events)
     assert spent[tok_budget] == sum(int(r[2]) for r in events)
     assert left is not None and slices is not None and left[0] == 0 and slices[0] == 0
+
+
+async def test_a_dead_replicas_slices_are_reclaimed_then_reaped_and_its_charges_kept(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """E3: a replica that never settles again loses no money and strands none for good.
+
+    The "dead" replica is a real Escrow on the real database that is simply
+    never run again after its Authorize (no settle loop, no close).
+    """
+    from services.ledger.escrow import Escrow
+    from services.ledger.models import AuthorizeInput, Reservation
+
+    c = FixedClock(datetime(2031, 5, 14, 9, tzinfo=UTC))
+    s = settings_for("postgres", tmp_path, pg_dsn, escrow=True, escrow_slice_max_requests=100,
+                     escrow_slice_fraction=1.0, escrow_settle_interval_s=3600)  # fmt: skip
+    async with running_ledger(s, clock=c) as led:
+        ledger = led.deps.ledger
+        assert ledger.escrow is not None
+        k = await make_key(led.admin)
+        one = cost(100, 100)
+        await led.admin.set_budget("org", k.org_id, unit="usd", period="lifetime", hard_limit=10 * one)
+        dead = Escrow(ledger.store, s, c, "dead-1")
+        r = await dead.authorize(AuthorizeInput(k.key_id, "frontier", prompt_tokens=100, max_completion_tokens=100),
+                                 60_000_000, await ledger.key(k.key_id))  # fmt: skip
+        assert isinstance(r, Reservation)
+        # It took (nearly) the whole budget as its slice, then died. Its hold is
+        # committed through the live replica, and the live one reclaims the rest.
+        await led.client.commit(CommitCall(r.reservation_id, k.key_id, 100, 100))
+        for i in range(9):
+            await led.client.authorize(k.key_id, "frontier", prompt_tokens=100, max_completion_tokens=100,
+                                       request_id=f"live-{i}")  # fmt: skip
+        try:
+            await led.client.authorize(k.key_id, "frontier", prompt_tokens=100, max_completion_tokens=100)
+            raise AssertionError("an 11th request fitted a budget for 10")
+        except ResourceExhausted:
+            pass
+        (b,) = await led.admin.list_budgets("org", k.org_id)
+        assert b.spent == one and b.held == 9 * one  # the dead replica's charge is counted already
+        c.advance(s.reservation_ttl_s + s.escrow_slice_grace_s + 1)  # every hold and the dead slice expired
+        await ledger.sweep_once()
+        await ledger.escrow.settle(return_unused=True)
+        with psycopg.connect(pg_dsn) as conn:
+            left = conn.execute("SELECT replica_id FROM escrow_slices").fetchall()
+            spent = conn.execute("SELECT spent FROM budgets WHERE scope_key = %s", (f"org:{k.org_id}",)).fetchone()
+        assert left == [] and spent is not None and int(spent[0]) == one  # folded into spent by the reaper

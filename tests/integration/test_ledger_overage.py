@@ -44,10 +44,12 @@ def clock() -> FixedClock:
     return FixedClock(datetime(2031, 5, 14, 9, tzinfo=UTC))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+# "postgres-escrow": the same rules hold with budget escrow on (E1, docs/ledger.md).
+@pytest.fixture(params=["sqlite", "postgres", "postgres-escrow"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSettings:
-    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else ""
-    return settings_for(request.param, tmp_path, dsn)
+    backend, _, escrow = request.param.partition("-")
+    dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else ""
+    return settings_for(backend, tmp_path, dsn, escrow=bool(escrow))
 
 
 async def _events(led: RunningLedger, key_id: str) -> list[Any]:

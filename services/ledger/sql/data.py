@@ -205,21 +205,12 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
                          cache_creation=a.cache_creation_tokens)  # fmt: skip
     tokens = a.prompt_tokens + a.completion_tokens
     cf = yield from counterfactual(a, cost)
-    # The own hold goes first, so the room computed below is what the
-    # budgets have without it (and with every other call's live hold).
-    if escrow is None:
-        yield ("DELETE FROM holds WHERE reservation_id = ?", (a.reservation_id,))
     scope_keys = path_scope_keys(org_id, team_id, user_id, key_id, project)
-    direct: Cap | None
-    if escrow is not None:
-        # Held in a replica's slice: charged there as far as the hold goes,
-        # only the rest (or all of a late commit) on the budget rows.
+    if escrow is not None:  # held in a replica's slice (see sql/escrow_settle)
         cap, direct = yield from settle_escrow(a.reservation_id, scope_keys, (cost, tokens),
                                                (int(hu), int(h)), late, now, d)  # fmt: skip
     else:
-        budgets = yield from load_budgets(scope_keys, d)
-        cap = yield from cap_charge(budgets, cost, tokens, now)
-        direct = cap if budgets else None
+        cap, direct = yield from _settle_central(a.reservation_id, scope_keys, cost, tokens, now, d)
     notes = _commit_notes(a, int(expires) if late else None, cost - int(hu), cap, cost, tokens)
     kind = "embedding" if r_tier == EMBEDDINGS_TIER else "charge"
     if kind == "embedding":
@@ -237,6 +228,16 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     if direct is not None:
         yield charge_budgets(scope_keys, direct.cost, direct.tokens, now, d)
     return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - tokens))
+
+
+def _settle_central(res_id: str, scope_keys: list[str], cost: int, tokens: int, now: int,
+                    d: Dialect) -> Op[tuple[Cap, Cap | None]]:  # fmt: skip
+    # The own hold goes first, so the room computed below is what the
+    # budgets have without it (and with every other call's live hold).
+    yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
+    budgets = yield from load_budgets(scope_keys, d)
+    cap = yield from cap_charge(budgets, cost, tokens, now)
+    return cap, (cap if budgets else None)
 
 
 def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:
