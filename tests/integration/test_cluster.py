@@ -127,7 +127,6 @@ class KillPlan:
         self.cluster, self.at = cluster, at
         self.started: set[str] = set()
         self.done: set[str] = set()
-        self.in_flight_at_kills: set[str] = set()
         self.kills: list[tuple[str, int, float]] = []  # (replica, in flight, monotonic time)
 
     def on_start(self, rec: Record) -> None:
@@ -138,7 +137,6 @@ class KillPlan:
         victim = self.at.get(len(self.done))
         if victim is not None:
             flying = self.started - self.done
-            self.in_flight_at_kills |= flying
             self.cluster.kill(victim)
             self.kills.append((victim, len(flying), time.monotonic()))
 
@@ -162,9 +160,11 @@ async def test_kill_9_of_one_replica_of_each_service_loses_and_double_bills_noth
     records = result["records"]
     assert [v for v, _, _ in plan.kills] == ["router0", "ledger0", "cache0", "worker0"]
     failed = {r["request_id"] for r in records if r["status"] == "error"}
-    # The replay completed; only requests in flight at a kill failed (the client retries nothing).
-    assert len(records) == n and failed <= plan.in_flight_at_kills, [r["error"] for r in records if r["error"]]
-    assert len(failed) <= sum(k for _, k, _ in plan.kills)
+    # The replay completed, failing no more calls than were in flight at the kills (the client
+    # retries nothing). Not necessarily the same calls: one sent in the instant between a router's
+    # death and its client noticing the closed connection fails in place of one that finished.
+    assert len(records) == n and len(failed) <= sum(k for _, k, _ in plan.kills), [r["error"] for r in records]
+    assert all(r["error"].startswith("UNAVAILABLE") for r in records if r["status"] == "error")
     # Every acknowledged request billed exactly once, none twice (a failed one at most once).
     per = billed_once(records, await ledger_events(cluster, set(result["run"]["org_ids"].values())))
     assert set(per) <= {r["request_id"] for r in records if r["status"] == "ok"} | failed
@@ -179,6 +179,8 @@ async def test_kill_9_of_one_replica_of_each_service_loses_and_double_bills_noth
 async def test_an_answer_stored_through_one_router_is_a_hit_through_the_other(cluster: Cluster) -> None:
     prompt = f"Name the capital of France in one word ({os.urandom(4).hex()})."
     r0, r1 = cluster.addresses("router")
+    for router in (r0, r1):  # one may be coming back from the kill test
+        await wait_serving(router, 180)
     key = cluster.creds["demo_api_key"]
     async with AsyncClient(r0, key) as first:
         miss = await first.complete(prompt, max_tokens=6, temperature=0.0)
