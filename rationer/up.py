@@ -81,6 +81,13 @@ def service_token(data_dir: Path) -> str:
     return ensure_secret(private_dir(data_dir) / "service_token")
 
 
+def console_secret_file(data_dir: Path) -> Path:
+    """Seals the console's session cookies (``<data>/console_secret``, 0600), generated on first run."""
+    path = private_dir(data_dir) / "console_secret"
+    ensure_secret(path)
+    return path
+
+
 def frontier_key_file(opts: UpOptions) -> Path:
     """``--frontier-key`` stored 0600 for the config to reference (never inlined in the TOML)."""
     return write_private(private_dir(opts.data_dir) / "frontier_api_key", opts.frontier_key)
@@ -116,7 +123,8 @@ def build_config(opts: UpOptions) -> dict[str, Any]:
                    "worker_addresses": [a for n, a in addr.items() if n.startswith("worker")],
                    "tiers": tiers, "logging": log,
                    "settlement_journal": str(data / "router-settlements.sqlite3"), "answer_before_commit": True,
-                   "http": {"enabled": True, "listen": f"{opts.host}:{opts.http_port}"}},
+                   "http": {"enabled": True, "listen": f"{opts.host}:{opts.http_port}",
+                            "console": {"secret_file": str(console_secret_file(opts.data_dir).resolve())}}},
     }  # fmt: skip
 
 
@@ -299,6 +307,7 @@ def banner(opts: UpOptions, creds: dict[str, str], ready: dict[str, Any] | None 
 Rationer is up.
   gRPC router : {router}
   HTTP (OpenAI-compatible): {http}
+  console     : http://{opts.host}:{opts.http_port}/console  (sign in with the admin key below)
   data        : {opts.data_dir.resolve()}  (logs in logs/, credentials in credentials.json)
   demo key    : {key}
   admin key   : {creds.get("admin_api_key", "(see credentials.json)")}  (for rationer keys/budgets/report)

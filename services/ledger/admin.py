@@ -34,7 +34,7 @@ from services.ledger.money import format_usd, period_bounds
 from services.ledger.roles import Actor
 from services.ledger.settings import LedgerSettings
 from services.ledger.sql import admin as sql_admin
-from services.ledger.sql import audit
+from services.ledger.sql import alerts, audit
 from services.ledger.sql import console as sql_console
 from services.ledger.sql import reports as sql_reports
 from services.ledger.sql.common import load_key_by_id
@@ -170,7 +170,9 @@ class LedgerAdmin:
             raise InvalidArgument(f"scope kind must be one of {', '.join(SCOPE_KINDS)}")
         validate.text("scope id", scope_id, 400, required=True)
 
-    async def set_budget(self, spec: sql_admin.BudgetSpec, actor: str = "system") -> Budget:
+    async def set_budget(self, spec: sql_admin.BudgetSpec, actor: str = "system",
+                         alert_fractions: tuple[float, ...] = ()) -> Budget:  # fmt: skip
+        """``alert_fractions``: the soft alert lines; () keeps the budget's (a new one gets the default)."""
         self._scope(spec.scope_kind, spec.scope_id)
         if spec.unit not in UNITS:
             raise InvalidArgument(f"budget unit must be one of {', '.join(UNITS)}")
@@ -184,8 +186,9 @@ class LedgerAdmin:
         soft = spec.soft_fraction or self._s.default_soft_fraction
         if not 0 < soft <= 1:
             raise InvalidArgument(f"soft_fraction must be in (0, 1], got {soft}")
-        spec = sql_admin.BudgetSpec(spec.scope_kind, spec.scope_id, spec.unit, spec.period,
-                                    spec.hard_limit, soft)  # fmt: skip
+        spec = sql_admin.BudgetSpec(spec.scope_kind, spec.scope_id, spec.unit, spec.period, spec.hard_limit, soft,
+                                    alerts.fractions_bp(alert_fractions) if alert_fractions else (),
+                                    alerts.fractions_bp(self._s.default_alert_fractions))  # fmt: skip
         now = self._ledger.now()
         bid = sql_console.budget_id(spec)
         out: Budget = await self._store.write(lambda: audit.audited(

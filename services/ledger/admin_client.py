@@ -61,10 +61,10 @@ class LedgerAdminClient:
         return await call(self._stub.RevokeKey, pb.RevokeKeyRequest(key_id=key_id), self._timeout, self._md)
 
     async def set_budget(self, kind: str, scope_id: str, *, unit: str, period: str, hard_limit: int,
-                         soft_fraction: float = 0.0) -> pb.Budget:  # fmt: skip
+                         soft_fraction: float = 0.0, alert_fractions: Sequence[float] = ()) -> pb.Budget:  # fmt: skip
         req = pb.SetBudgetRequest(
             scope=cv.scope(kind, scope_id), unit=cv.UNIT_PB[unit], period=cv.PERIOD_PB[period],
-            hard_limit=hard_limit, soft_fraction=soft_fraction,
+            hard_limit=hard_limit, soft_fraction=soft_fraction, alert_fractions=list(alert_fractions),
         )  # fmt: skip
         return await call(self._stub.SetBudget, req, self._timeout, self._md)
 
@@ -114,3 +114,33 @@ class LedgerAdminClient:
             period=common_pb2.TimeRange(start=cv.ts(start_us), end=cv.ts(end_us)), action=action, limit=limit
         )
         return list((await call(self._stub.ListAudit, req, self._timeout, self._md)).entries)
+
+    # The Budgets page (issue 15): status, alerts, webhooks.
+    async def budget_status(self, budget_id: str = "") -> pb.BudgetStatusResponse:
+        req = pb.BudgetStatusRequest(budget_id=budget_id)
+        return await call(self._stub.BudgetStatus, req, self._timeout, self._md)
+
+    async def list_budget_alerts(self, budget_id: str = "", limit: int = 0) -> list[pb.BudgetAlert]:
+        req = pb.ListBudgetAlertsRequest(budget_id=budget_id, limit=limit)
+        return list((await call(self._stub.ListBudgetAlerts, req, self._timeout, self._md)).alerts)
+
+    async def add_webhook(self, url: str, *, budget_id: str = "", org_id: str = "",
+                          name: str = "") -> pb.AddWebhookResponse:  # fmt: skip
+        req = pb.AddWebhookRequest(budget_id=budget_id, org_id=org_id, url=url, name=name)
+        return await call(self._stub.AddWebhook, req, self._timeout, self._md)
+
+    async def list_webhooks(self, *, budget_id: str = "", org_id: str = "") -> list[pb.Webhook]:
+        req = pb.ListWebhooksRequest(budget_id=budget_id, org_id=org_id)
+        return list((await call(self._stub.ListWebhooks, req, self._timeout, self._md)).webhooks)
+
+    async def remove_webhook(self, webhook_id: str) -> pb.Webhook:
+        req = pb.RemoveWebhookRequest(webhook_id=webhook_id)
+        return await call(self._stub.RemoveWebhook, req, self._timeout, self._md)
+
+    async def test_webhook(self, webhook_id: str) -> pb.WebhookDelivery:
+        req = pb.TestWebhookRequest(webhook_id=webhook_id)
+        return await call(self._stub.TestWebhook, req, self._timeout, self._md)
+
+    async def list_webhook_deliveries(self, webhook_id: str, limit: int = 0) -> list[pb.WebhookDelivery]:
+        req = pb.ListWebhookDeliveriesRequest(webhook_id=webhook_id, limit=limit)
+        return list((await call(self._stub.ListWebhookDeliveries, req, self._timeout, self._md)).deliveries)

@@ -41,6 +41,18 @@ async def call(fn: Callable[..., Awaitable[R]], request: Any, timeout: float,
 
 
 @dataclass(frozen=True)
+class Identity:
+    """WhoAmI: the bearer's role and place (``key_id`` "" for the admin token)."""
+
+    role: str
+    key_id: str
+    org_id: str
+    team_id: str
+    user_id: str
+    expires_at_us: int | None  # None: the key never expires
+
+
+@dataclass(frozen=True)
 class HeadroomResult:
     budgets: list[m.Headroom]
     min_remaining_fraction: float
@@ -59,6 +71,15 @@ class LedgerClient:
         self._stub = pb_grpc.LedgerServiceStub(self._channel)
         self._timeout = timeout_s
         self._md = (("authorization", f"Bearer {bearer}"),) if bearer else ()
+
+    def as_bearer(self, bearer: str) -> LedgerClient:
+        """A client on this one's channel that calls as ``bearer`` (closing it leaves the channel open)."""
+        return LedgerClient(self._channel, timeout_s=self._timeout, bearer=bearer)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel, for an admin client that shares it (LedgerAdminClient(client.channel, key))."""
+        return self._channel
 
     def connected(self) -> bool:
         """Whether the channel has a live connection now (no call made to find out)."""
@@ -137,6 +158,12 @@ class LedgerClient:
         start = cv.us_of(r.period.start, r.period.HasField("start"), "period.start")
         end = cv.us_of(r.period.end, r.period.HasField("end"), "period.end")
         return [cv.usage_row_in(row) for row in r.rows], start, end
+
+    async def whoami(self) -> Identity:
+        """Who this client's bearer is (UNAUTHENTICATED for an unknown, revoked or expired key)."""
+        r = await call(self._stub.WhoAmI, pb.WhoAmIRequest(), self._timeout, self._md)
+        exp = cv.us_of(r.key_expires_at, r.HasField("key_expires_at"))
+        return Identity(r.role, r.key_id, r.org_id, r.team_id, r.user_id, exp)
 
     async def list_prices(self) -> list[m.Price]:
         r = await call(self._stub.ListPrices, pb.ListPricesRequest(), self._timeout)

@@ -99,7 +99,7 @@ def budget(b: m.Budget) -> pb.Budget:
     return pb.Budget(
         id=b.id, scope=scope(b.scope_kind, b.scope_id), unit=UNIT_PB[b.unit], period=PERIOD_PB[b.period],
         hard_limit=b.hard_limit, soft_fraction=b.soft_fraction, spent=b.spent, held=b.held,
-        period_end=ts(b.period_end_us),
+        period_end=ts(b.period_end_us), alert_fractions=list(b.alert_fractions),
     )  # fmt: skip
 
 

@@ -99,6 +99,7 @@ class Budget:
     spent: int
     held: int
     period_end_us: int | None
+    alert_fractions: tuple[float, ...] = ()  # soft alert lines, fractions of the hard limit
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from rationer.errors import InvalidArgument
 from rationer.platform.money import usd_text
@@ -43,6 +45,11 @@ def period_label(start_us: int | None, end_us: int | None) -> str:
     if (start_us, end_us) == period_range(start.strftime("%Y-%m-%d")):
         return start.strftime("%Y-%m-%d")
     return f"{start.isoformat()}..{end.isoformat()}"
+
+
+def key_labels(keys: Iterable[Any]) -> dict[str, str]:
+    """key id -> who holds it (ApiKey messages), the labels of `--by key` rows (CLI and console alike)."""
+    return {k.key_id: k.user_id or f"{k.team_id} service account {k.service_account}" for k in keys}
 
 
 # An empty group value is traffic without that attribute: keys of team

@@ -14,8 +14,10 @@ from rationer.platform import identity
 from services.ledger import convert as cv
 from services.ledger import roles
 from services.ledger.admin import KeySpec, LedgerAdmin
+from services.ledger.budget_alerts import BudgetAlerts
 from services.ledger.ledger import Ledger
 from services.ledger.models import AuthorizeInput, RateLimit
+from services.ledger.servicer_budgets import BudgetAlertsServicerMixin
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql.console import KeyUpdate
 
@@ -111,12 +113,25 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     async def ListPrices(self, request: pb.ListPricesRequest, context: Ctx) -> pb.ListPricesResponse:
         return pb.ListPricesResponse(prices=[cv.price(p) for p in await self._admin.list_prices()])
 
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: Ctx) -> pb.WhoAmIResponse:
+        caller = await self._admin.caller(bearer(context))
+        actor = await self._admin.actor(bearer(context))
+        if caller is None:  # the admin token
+            return pb.WhoAmIResponse(role=actor.role)
+        return pb.WhoAmIResponse(role=actor.role, key_id=caller.key_id, org_id=caller.org_id,
+                                 team_id=caller.team_id, user_id=caller.user_id,
+                                 key_expires_at=cv.ts(caller.expires_at_us))  # fmt: skip
 
-class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
-    """Every call first checks the admin credential."""
 
-    def __init__(self, admin: LedgerAdmin) -> None:
+class LedgerAdminServicer(BudgetAlertsServicerMixin, pb_grpc.LedgerAdminServiceServicer):
+    """Every call first checks the admin credential (the Budgets page's RPCs: servicer_budgets)."""
+
+    def __init__(self, admin: LedgerAdmin, alerts: BudgetAlerts) -> None:
         self._admin = admin
+        self._alerts = alerts
+
+    def _bearer(self, context: Ctx) -> str:
+        return bearer(context)
 
     async def CreateOrg(self, request: pb.CreateOrgRequest, context: Ctx) -> pb.Org:
         a = await self._admin.require_admin(bearer(context), "create orgs")
@@ -158,7 +173,7 @@ class LedgerAdminServicer(pb_grpc.LedgerAdminServiceServicer):
             cv.enum_in(cv.UNIT, request.unit, "unit"), cv.enum_in(cv.PERIOD, request.period, "period"),
             request.hard_limit, request.soft_fraction,
         )  # fmt: skip
-        return cv.budget(await self._admin.set_budget(spec, a.name))
+        return cv.budget(await self._admin.set_budget(spec, a.name, tuple(request.alert_fractions)))
 
     async def ListBudgets(self, request: pb.ListBudgetsRequest, context: Ctx) -> pb.ListBudgetsResponse:
         await self._admin.require(bearer(context), roles.BUDGETS, "list budgets")

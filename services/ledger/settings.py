@@ -74,14 +74,37 @@ class LedgerSettings(ServiceSettings):
     # holds against its own slices of the budgets instead of locking the
     # budget rows per request. Off by default: one ledger process gains
     # little, and with escrow `spent` lags the events by up to one settle
-    # interval and a dead replica's slices stay unavailable until they expire.
+    # interval and a dead replica's live holds stay counted until its slices
+    # expire (their unused room is reclaimed by whoever runs short).
     escrow: bool = False
     escrow_slice_fraction: float = Field(0.5, gt=0, le=1)
     escrow_slice_max_requests: int = Field(256, ge=1)
     escrow_slice_grace_s: float = Field(60.0, gt=0)
     escrow_settle_interval_s: float = Field(1.0, gt=0)
     replica_name: str = ""
+    # Budget alerts (docs/console.md, "Budgets & alerts"): the soft lines a
+    # new budget gets, the days the run-out forecast measures its rate over,
+    # and how often the forecast scan runs.
+    default_alert_fractions: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.95], max_length=10)
+    forecast_window_days: int = Field(7, ge=1, le=90)
+    forecast_scan_interval_s: float = Field(300.0, gt=0)
+    # Webhook delivery: poll interval, per-request timeout, attempts before a
+    # delivery is failed, first retry delay (doubling each attempt, capped),
+    # and the lease a claimed delivery holds against other replicas.
+    webhook_interval_s: float = Field(5.0, gt=0)
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_backoff_s: float = Field(30.0, gt=0)
+    webhook_backoff_max_s: float = Field(3600.0, gt=0)
+    webhook_lease_s: float = Field(60.0, gt=0)
     prices: list[PriceSetting] = Field(default_factory=lambda: list(DEFAULT_PRICES))
+
+    @field_validator("default_alert_fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in fractions):
+            raise ValueError("default_alert_fractions must each be in (0, 1]")
+        return fractions
 
     @field_validator("prices")
     @classmethod

@@ -9,6 +9,8 @@ import structlog
 
 from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from services.ledger.admin import LedgerAdmin
+from services.ledger.budget_alerts import BudgetAlerts
+from services.ledger.deliverer import WebhookDeliverer
 from services.ledger.escrow import Escrow, replica_id
 from services.ledger.ledger import Ledger
 from services.ledger.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
@@ -39,8 +41,10 @@ async def build_limiter(s: LedgerSettings, clock: Clock = SYSTEM_CLOCK, store: S
     return limiter
 
 
-async def build_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = SYSTEM_CLOCK) -> LedgerDeps:
-    """Start storage (migrations run here), seed prices, start the expiry sweeper."""
+async def build_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = SYSTEM_CLOCK,
+                     deliverer: bool | None = None) -> LedgerDeps:  # fmt: skip
+    """Start storage (migrations run here), seed prices, start the expiry sweeper and the
+    webhook deliverer (``deliverer``: None = with the sweeper; tests drive it by hand)."""
     store = build_store(s)
     await store.start()
     # Escrow needs row locks and advisory locks: PostgreSQL only (embedded
@@ -54,12 +58,18 @@ async def build_deps(s: LedgerSettings, *, sweeper: bool = True, clock: Clock = 
         log.info("escrow on", replica=escrow.replica)
     admin = LedgerAdmin(ledger, s)
     await admin.seed_prices()
+    hooks = WebhookDeliverer(store, s, clock)
+    alerts = BudgetAlerts(ledger, s, hooks)
+    hooks.set_forecast_scan(alerts.scan_forecasts)
     if sweeper:
         ledger.start_sweeper()
-    return LedgerDeps(ledger, admin)
+    if sweeper if deliverer is None else deliverer:
+        hooks.start()
+    return LedgerDeps(ledger, admin, alerts)
 
 
 async def close_deps(deps: LedgerDeps) -> None:
+    await deps.alerts.deliverer.stop()
     await deps.ledger.stop()
     await deps.ledger.limiter.close()
     await deps.ledger.store.close()

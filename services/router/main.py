@@ -32,7 +32,7 @@ async def serve(settings: RouterSettings) -> None:
     if settings.http.enabled:
         from services.router.http.app import start_http
 
-        http_runner = await start_http(deps.core, settings.http, registry=deps.metrics.registry)
+        http_runner = await start_http(deps.core, settings.http, registry=deps.metrics.registry, ledger=deps.ledger)
     if settings.metrics_port is not None:
         start_metrics_endpoint(settings.metrics_host, settings.metrics_port, deps.metrics.registry)
     log.info("router serving", port=port, http=settings.http.listen if http_runner else None)
@@ -71,7 +71,8 @@ def main(config: Path | None = None) -> None:
     settings = load_service_settings(RouterSettings, "router", config, os.environ)
     # Frontier keys and the service token are scrubbed from every log line, whatever its format.
     configure_logging(settings.logging.format, settings.logging.level,
-                      secrets=[service_token_of(settings), *(t.api_key for t in settings.tiers)])  # fmt: skip
+                      secrets=[service_token_of(settings), settings.http.console.secret_value(),
+                               *(t.api_key for t in settings.tiers)])  # fmt: skip
     factory = loop_factory(settings.event_loop)
     with tracing_for("router", settings.otlp_endpoint), asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(settings))

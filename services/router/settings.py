@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from rationer.platform.secrets import read_secret
 from rationer.platform.settings import ServiceSettings
@@ -85,6 +85,43 @@ class PressureSettings(BaseModel):
     floor_fraction: float = 0.05
 
 
+class ConsoleSettings(BaseModel):
+    """The FinOps console at ``/console`` on the HTTP door (docs/console.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off without a secret: sessions are sealed with it, so every replica
+    # behind one URL must share it. `rationer up` generates one.
+    enabled: bool = True
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0, le=30 * 24 * 3600.0)
+    # Mark the session cookie Secure even on plain HTTP: a TLS proxy in front.
+    behind_tls: bool = False
+    # The longest date range a page may ask for.
+    max_range_days: int = Field(default=400, gt=0, le=3660)
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_is_text(cls, v: object) -> object:
+        return v if v is None or isinstance(v, SecretStr) else str(v)
+
+    @model_validator(mode="after")
+    def _load_secret_file(self) -> ConsoleSettings:
+        if self.secret_file is not None:
+            value = read_secret(self.secret_file, "router http.console secret_file")
+            if self.secret is not None and self.secret.get_secret_value() != value:
+                raise ValueError("http.console: set secret or secret_file, not both")
+            self.secret = SecretStr(value)
+        if self.secret is not None and len(self.secret.get_secret_value()) < 16:
+            raise ValueError("http.console secret must be at least 16 characters; make one with: "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")  # fmt: skip
+        return self
+
+    def secret_value(self) -> str:
+        return self.secret.get_secret_value() if self.secret is not None else ""
+
+
 class HttpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,6 +139,7 @@ class HttpSettings(BaseModel):
     # A request body must arrive within this long once the handler reads it;
     # a stalled upload gets 408 and its connection is closed (docs/http.md).
     body_timeout_s: float = Field(default=30.0, gt=0)
+    console: ConsoleSettings = ConsoleSettings()
 
 
 def default_tiers() -> list[TierSettings]:

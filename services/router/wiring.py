@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from rationer.errors import RationerError
+from rationer.platform.clock import SYSTEM_CLOCK, Clock
 from rationer.platform.metrics import RpcMetrics
 from rationer.platform.settings import service_token_of
 from services.cache.client import CacheClient
@@ -53,6 +54,8 @@ class RouterDeps:
     closers: list[Closer] = field(default_factory=list)
     # The gRPC server, the HTTP door's /metrics and the metrics port all serve this registry.
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
+    # The router's one ledger client, shared by the console (it calls as the signed-in key).
+    ledger: LedgerClient | None = None
 
     async def close(self) -> None:
         await self.core.drain()
@@ -60,8 +63,10 @@ class RouterDeps:
             await close()
 
 
-async def build_deps(settings: RouterSettings) -> RouterDeps:
-    """Build the core and its collaborators from settings; journaled settlements resume."""
+async def build_deps(settings: RouterSettings, clock: Clock = SYSTEM_CLOCK) -> RouterDeps:
+    """Build the core and its collaborators from settings; journaled settlements resume.
+
+    ``clock``: the router's wall clock (tests pass the ledger's, so both agree on "this month")."""
     from rationer.classifier.scorer import ComplexityScorer
     from rationer.embedding import Embedder
     from rationer.embedding.batcher import MicroBatcher
@@ -88,6 +93,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
                                   max_teams=settings.metrics_max_teams)  # fmt: skip
     recorder.watch_journal(journal.__len__)
     core = RouterCore(
+        clock=clock,
         ledger=ledger,
         cache=cache,
         embedder=embedder,
@@ -118,7 +124,7 @@ async def build_deps(settings: RouterSettings) -> RouterDeps:
 
     # Closed last, after the drain (RouterDeps.close) and after the ledger channel.
     closers[:0] = [close_batcher, close_journal]
-    return RouterDeps(core, closers, metrics)
+    return RouterDeps(core, closers, metrics, ledger.client)
 
 
 def _journal(settings: RouterSettings) -> SettlementJournal:

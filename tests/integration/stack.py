@@ -151,7 +151,8 @@ async def running_stack(
         server, port = create_server(settings.listen, router_deps)
         await start(server)
         stack.push_async_callback(server.stop, None)
-        runner = await start_http(router_deps.core, settings.http, registry=router_deps.metrics.registry)
+        runner = await start_http(router_deps.core, settings.http, registry=router_deps.metrics.registry,
+                                  ledger=router_deps.ledger)
         stack.push_async_callback(runner.stop)
         key = await make_key(ledger.admin)
         yield Stack(ledger, cache_address, f"127.0.0.1:{port}", runner, router_deps.core, key, tiers, workers)

@@ -88,3 +88,13 @@ def test_the_quick_start_works_as_written(gateway: tuple[Path, int, dict[str, st
     code = code.replace("<rationer key>", key)
     ran = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+    # The console the banner names: sign in with the admin key, see this month's traffic in it.
+    url = re.search(r"console\s+: (http://\S+/console)", (cwd / "up.out").read_text())
+    assert url is not None and url.group(1) == f"http://127.0.0.1:{http_port}/console"
+    admin = json.loads((cwd / ".rationer" / "credentials.json").read_text())["admin_api_key"]
+    with httpx.Client(base_url=url.group(1), timeout=30) as console:
+        r = console.post("/login", data={"api_key": admin, "next": "/console/overview"})
+        assert r.status_code == 303 and r.headers["location"] == "/console/overview", r.text
+        assert console.get("/overview").status_code == 200  # the page shell, signed in
+        overview = console.get("/api/overview").json()
+        assert overview["total"]["requests"] >= 1, overview  # the chat above, at least

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -51,3 +52,18 @@ def test_banner_points_at_the_wrapper_and_names_non_default_addresses() -> None:
     assert './scripts/rationer chat "' in plain and ". .venv/bin/activate" in plain and "--address" not in plain
     moved = banner(UpOptions(base_port=7500, data_dir=UpOptions().data_dir / "x"), creds)
     assert "--address 127.0.0.1:7500" in moved and "--ledger 127.0.0.1:7501" in moved and "--data-dir" in moved
+
+
+def test_up_serves_the_console_with_a_generated_private_secret(tmp_path: Path) -> None:
+    import stat
+
+    from rationer.up import build_config
+    from services.router.settings import RouterSettings
+
+    router = build_config(UpOptions(data_dir=tmp_path / "d", http_port=8123))["router"]
+    secret = Path(router["http"]["console"]["secret_file"])
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text().strip()) >= 32
+    loaded = RouterSettings.model_validate({**router, "settlement_journal": ""}).http.console
+    assert loaded.secret_value() == secret.read_text().strip()
+    assert build_config(UpOptions(data_dir=tmp_path / "d"))["router"]["http"]["console"] == router["http"]["console"]
+    assert "console     : http://127.0.0.1:8123/console" in banner(UpOptions(http_port=8123), {"demo_api_key": "k"})

@@ -86,6 +86,9 @@ def budgets_set(
     tokens: int = typer.Option(None, help="Hard limit in tokens."),
     period: str = typer.Option("monthly", help="daily | monthly | lifetime (UTC calendar)."),
     soft: float = typer.Option(0.0, help="Soft-alert fraction, e.g. 0.8 (0 = default)."),
+    alert: list[float] = typer.Option([], "--alert", help="Alert when spend crosses this fraction of the hard "
+                                                          "limit; repeat (default 0.5, 0.8, 0.95; unchanged on "
+                                                          "an existing budget)."),
     ledger: str = LEDGER_OPT, admin_token: str = TOKEN_OPT,
 ) -> None:  # fmt: skip
     """Create or replace the budget of a scope."""
@@ -93,7 +96,7 @@ def budgets_set(
 
     if (usd is None) == (tokens is None):
         raise typer.BadParameter("give exactly one of --usd or --tokens")
-    typer.echo(_run(set_budget(ledger, admin_token, scope, usd, tokens, period, soft)))
+    typer.echo(_run(set_budget(ledger, admin_token, scope, usd, tokens, period, soft, alert)))
 
 
 def budgets_show(
@@ -205,6 +208,7 @@ def register(groups: CliGroups) -> None:
     groups.prices.command("set")(prices_set)
     groups.events.command("list")(events_list)
     groups.bench.command("ledger")(bench)
-    from services.ledger.cli import console
+    from services.ledger.cli import budgets_cli, console
 
     console.register(groups)
+    budgets_cli.register(groups)

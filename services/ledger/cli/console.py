@@ -100,11 +100,26 @@ def bench_console(
     bench_module("bench.ledger_console").main(json_out, backend, count, repeats, dsn, keys)
 
 
+def bench_console_http(
+    json_out: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    count: int = typer.Option(1_000_000, help="Seeded usage events."),
+    repeats: int = typer.Option(20, help="Loads of each page."),
+    keys: int = typer.Option(50, help="Synthetic keys the events spread over."),
+) -> None:  # fmt: skip
+    """p95 of each console page's data over HTTP (/console/api/...) on N seeded events, vs its Usage RPC."""
+    from rationer.cli.bench_import import bench_module
+    from rationer.platform.logging import configure_logging
+
+    configure_logging("console", "ERROR")  # stdout stays clean for --json
+    bench_module("bench.console_http").main(json_out, count, repeats, keys)
+
+
 def register(groups: CliGroups) -> None:
     groups.keys.command("update")(keys_update)
     groups.budgets.command("remove")(budgets_remove)
     groups.report.command("audit")(audit_report)
     groups.bench.command("console")(bench_console)
+    groups.bench.command("console-http")(bench_console_http)
     ledger_app = typer.Typer(help="Ledger maintenance: seed synthetic events.", no_args_is_help=True)
     groups.root.add_typer(ledger_app, name="ledger")
     ledger_app.command("seed-events")(seed_events)

@@ -13,7 +13,7 @@ from services.ledger import convert as cv
 from services.ledger.admin_client import LedgerAdminClient
 from services.ledger.client import LedgerClient
 from services.ledger.money import to_datetime
-from services.ledger.report import period_label, period_range, render, usd
+from services.ledger.report import key_labels, period_label, period_range, render, usd
 
 # The ledger's hard-limit ceiling (10**18 nano-USD), in the USD the operator types.
 MAX_USD_LIMIT = 1_000_000_000
@@ -74,7 +74,7 @@ def _budget_line(b: pb.Budget) -> str:
 
 
 async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | None, tokens: int | None,
-                     period: str, soft: float) -> str:  # fmt: skip
+                     period: str, soft: float, alerts: Sequence[float] = ()) -> str:  # fmt: skip
     kind, scope_id = parse_scope(scope)
     if usd_limit is not None and not 0 <= usd_limit <= MAX_USD_LIMIT:
         raise InvalidArgument(f"--usd must be between 0 and {MAX_USD_LIMIT:,}, got {usd_limit:g}")
@@ -84,7 +84,8 @@ async def set_budget(ledger: str, token: str, scope: str, usd_limit: float | Non
     if period not in cv.PERIOD_PB:
         raise InvalidArgument("--period must be daily, monthly or lifetime")
     async with LedgerAdminClient(ledger, need_token(token)) as c:
-        b = await c.set_budget(kind, scope_id, unit=unit, period=period, hard_limit=limit, soft_fraction=soft)
+        b = await c.set_budget(kind, scope_id, unit=unit, period=period, hard_limit=limit, soft_fraction=soft,
+                               alert_fractions=alerts)  # fmt: skip
     return _budget_line(b)
 
 
@@ -112,7 +113,7 @@ async def _key_owners(ledger: str, token: str) -> dict[str, str] | None:
             keys = await c.list_keys(include_revoked=True)
     except RationerError:
         return None
-    return {k.key_id: k.user_id or f"{k.team_id} service account {k.service_account}" for k in keys}
+    return key_labels(keys)
 
 
 async def chargeback(ledger: str, token: str, period: str, by: str, fmt: str) -> str:

@@ -21,6 +21,7 @@ from services.ledger.models import (
     User,
 )
 from services.ledger.money import period_bounds
+from services.ledger.sql import alerts
 from services.ledger.sql.common import (
     BUDGET_COLS,
     EVENT_COLS,
@@ -156,20 +157,27 @@ class BudgetSpec:
     period: str
     hard_limit: int
     soft_fraction: float
+    alert_fractions_bp: tuple[int, ...] = ()  # () = keep the budget's (a new one: default_fractions_bp)
+    default_fractions_bp: tuple[int, ...] = alerts.DEFAULT_FRACTIONS_BP
 
 
 def set_budget(b: BudgetSpec, now: int) -> Op[Budget]:
+    """Create or replace; then raise the alerts the spend is already past (sql.alerts, once each)."""
     yield from check_scope(b.scope_kind, b.scope_id)
     budget_id = f"budget:{b.scope_kind}:{b.scope_id}:{b.unit}:{b.period}"
     start, _ = period_bounds(b.period, now)
+    lines = ",".join(map(str, b.alert_fractions_bp or b.default_fractions_bp))
     yield (
         "INSERT INTO budgets (id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET"
+        " updated_at, alert_fractions) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO UPDATE SET"
         " hard_limit = excluded.hard_limit, soft_fraction = excluded.soft_fraction,"
-        " soft_alerted_start = NULL, updated_at = excluded.updated_at",
+        " soft_alerted_start = NULL, updated_at = excluded.updated_at,"
+        " alert_fractions = CASE WHEN ? = 1 THEN excluded.alert_fractions ELSE budgets.alert_fractions END",
         (budget_id, f"{b.scope_kind}:{b.scope_id}", b.unit, b.period, b.hard_limit, b.soft_fraction,
-         start, now),
+         start, now, lines, int(bool(b.alert_fractions_bp))),
     )  # fmt: skip
+    state = next(s for s in (yield from load_budgets([f"{b.scope_kind}:{b.scope_id}"], None)) if s.id == budget_id)
+    yield from alerts.raise_reached(state, now)
     out = yield from list_budgets(f"{b.scope_kind}:{b.scope_id}", now)
     return next(x for x in out if x.id == budget_id)
 

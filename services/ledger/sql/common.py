@@ -45,7 +45,8 @@ EVENT_COLS = (
 )
 PRICE_COLS = ("tier, model, input_per_million, output_per_million, version, effective_from, is_reference,"
               " cache_read_per_million, cache_creation_per_million")  # fmt: skip
-BUDGET_COLS = "id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent, soft_alerted_start"
+BUDGET_COLS = ("id, scope_key, unit, period, hard_limit, soft_fraction, period_start, spent, soft_alerted_start,"
+               " alert_fractions")
 
 
 def key_from_row(row: tuple[Any, ...]) -> KeyRecord:
@@ -175,6 +176,7 @@ class BudgetState:
     period_start: int
     spent_raw: int
     soft_alerted_start: int | None
+    alert_fractions: str = "5000,8000,9500"  # basis points of the hard limit (sql.alerts)
 
     def spent(self, now_us: int) -> int:
         # A row still stamped with an earlier period has spent nothing in this
@@ -189,13 +191,14 @@ class BudgetState:
         return Budget(
             self.id, kind, scope_id, self.unit, self.period, self.hard_limit,
             self.soft_fraction, self.spent(now_us) + unfolded, held, end,
+            tuple(int(bp) / 10_000 for bp in self.alert_fractions.split(",") if bp),
         )  # fmt: skip
 
 
 def budget_from_row(row: tuple[Any, ...]) -> BudgetState:
     return BudgetState(
         row[0], row[1], row[2], row[3], int(row[4]), float(row[5]), int(row[6]), int(row[7]),
-        None if row[8] is None else int(row[8]),
+        None if row[8] is None else int(row[8]), str(row[9]),
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from services.ledger.models import (
     UsageEvent,
 )
 from services.ledger.money import cost_nano_usd, format_usd, period_bounds, to_datetime
+from services.ledger.sql.alerts import raise_crossings
 from services.ledger.sql.charges import Cap, cap_charge, charge_budgets
 from services.ledger.sql.common import (
     EVENT_COLS,
@@ -207,10 +208,10 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     cf = yield from counterfactual(a, cost)
     scope_keys = path_scope_keys(org_id, team_id, user_id, key_id, project)
     if escrow is not None:  # held in a replica's slice (see sql/escrow_settle)
-        cap, direct = yield from settle_escrow(a.reservation_id, scope_keys, (cost, tokens),
+        cap, direct, locked = yield from settle_escrow(a.reservation_id, scope_keys, (cost, tokens),
                                                (int(hu), int(h)), late, now, d)  # fmt: skip
     else:
-        cap, direct = yield from _settle_central(a.reservation_id, scope_keys, cost, tokens, now, d)
+        cap, direct, locked = yield from _settle_central(a.reservation_id, scope_keys, cost, tokens, now, d)
     notes = _commit_notes(a, int(expires) if late else None, cost - int(hu), cap, cost, tokens)
     kind = "embedding" if r_tier == EMBEDDINGS_TIER else "charge"
     if kind == "embedding":
@@ -227,17 +228,20 @@ def commit(a: CommitCall, now: int, d: Dialect) -> Op[CommitResult]:
     )
     if direct is not None:
         yield charge_budgets(scope_keys, direct.cost, direct.tokens, now, d)
+        # Same transaction, budget rows still locked: a line is crossed once (sql.alerts).
+        # Under escrow the part within the hold crosses lines when it is folded (sql.escrow_refill).
+        yield from raise_crossings(locked, direct.cost, direct.tokens, org_id, now)
     return CommitResult(ev, replayed=False, unused_tokens=max(0, int(h) - tokens))
 
 
 def _settle_central(res_id: str, scope_keys: list[str], cost: int, tokens: int, now: int,
-                    d: Dialect) -> Op[tuple[Cap, Cap | None]]:  # fmt: skip
+                    d: Dialect) -> Op[tuple[Cap, Cap | None, list[BudgetState]]]:  # fmt: skip
     # The own hold goes first, so the room computed below is what the
     # budgets have without it (and with every other call's live hold).
     yield ("DELETE FROM holds WHERE reservation_id = ?", (res_id,))
     budgets = yield from load_budgets(scope_keys, d)
     cap = yield from cap_charge(budgets, cost, tokens, now)
-    return cap, (cap if budgets else None)
+    return cap, (cap if budgets else None), budgets
 
 
 def _check_tier_allowed(key_id: str, tier: str) -> Op[None]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from rationer.errors import PermissionDenied
 from services.ledger.models import EMBEDDINGS_TIER, AuthorizeInput, KeyRecord, Price, Reservation
 from services.ledger.money import cost_nano_usd
+from services.ledger.sql.alerts import raise_crossings, scope_org
 from services.ledger.sql.charges import add_spent
 from services.ledger.sql.common import (
     BUDGET_COLS,
@@ -138,6 +139,7 @@ def reap_expired(now: int, d: Dialect, limit: int = 100) -> Op[int]:
         if total and locked:
             (b,) = yield from _budget(budget_id)
             yield add_spent(b, total, now)
+            yield from raise_crossings([b], total, total, (yield from scope_org(b.scope_key)), now)
         yield ("DELETE FROM escrow_slices WHERE budget_id = ? AND replica_id = ?", (budget_id, rep))
         n += 1
     return n

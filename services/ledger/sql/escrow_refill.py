@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from services.ledger.models import Denial, Reservation
 from services.ledger.money import period_bounds
+from services.ledger.sql.alerts import raise_crossings, scope_org
 from services.ledger.sql.charges import add_spent
 from services.ledger.sql.common import BUDGET_COLS, BudgetState, Dialect, Op, budget_from_row, load_budgets
 from services.ledger.sql.data import _denial, event, existing_reservation
@@ -59,6 +60,8 @@ def fold_own(b: BudgetState, replica: str, now: int) -> Op[tuple[int, list[str]]
     charged = sum(int(r[1]) for r in rows)
     if charged:
         yield add_spent(b, charged, now)
+        # spent moves here under escrow, so alert lines are crossed here (once: sql.alerts).
+        yield from raise_crossings([b], charged, charged, (yield from scope_org(b.scope_key)), now)
         yield ("UPDATE escrow_slices SET amount = amount - ? WHERE budget_id = ? AND replica_id = ?",
                (charged, b.id, replica))  # fmt: skip
     return charged, [r[0] for r in rows]

@@ -14,7 +14,9 @@ advisory locks (id order), hold rows.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
+from services.ledger.sql.alerts import raise_crossings, scope_org
 from services.ledger.sql.charges import Cap, cap_charge
 from services.ledger.sql.common import BudgetState, Dialect, Op, load_budgets
 
@@ -52,9 +54,27 @@ def _reclaim_all(budgets: list[BudgetState]) -> Op[None]:
         yield from shrink(by_id[bid], rep)
 
 
+def _early_alerts(budgets: list[BudgetState], res_id: str, cost: int, tokens: int, now: int) -> Op[None]:
+    """Raise the alert lines this charge crosses now, counting charges not folded yet.
+
+    Best effort (no row lock: two concurrent commits may each miss a line
+    their sum crosses); folding raises every line exactly as spent moves
+    (sql.escrow_refill.fold_own), and a line is only ever raised once (sql.alerts).
+    """
+    if not budgets:
+        return
+    marks = ", ".join("?" for _ in budgets)
+    rows = yield (f"SELECT budget_id, SUM(charge) FROM escrow_holds WHERE budget_id IN ({marks})"
+                  " AND charge IS NOT NULL AND reservation_id <> ? GROUP BY budget_id",
+                  (*(b.id for b in budgets), res_id))  # fmt: skip
+    unfolded = {r[0]: int(r[1]) for r in rows}
+    seen = [replace(b, spent_raw=b.spent(now) + unfolded.get(b.id, 0)) for b in budgets]
+    yield from raise_crossings(seen, cost, tokens, (yield from scope_org(budgets[0].scope_key)), now)
+
+
 def settle_escrow(res_id: str, scope_keys: list[str], used: tuple[int, int], held: tuple[int, int],
-                  late: bool, now: int, d: Dialect) -> Op[tuple[Cap, Cap | None]]:  # fmt: skip
-    """``(what the event charges, what goes to the budget rows directly or None)``."""
+                  late: bool, now: int, d: Dialect) -> Op[tuple[Cap, Cap | None, list[BudgetState]]]:  # fmt: skip
+    """``(what the event charges, what goes to the budget rows directly or None, the rows locked)``."""
     cost, tokens = used
     central = late or cost > held[0] or tokens > held[1]
     locked = (yield from load_budgets(scope_keys, d)) if central else None
@@ -70,11 +90,12 @@ def settle_escrow(res_id: str, scope_keys: list[str], used: tuple[int, int], hel
         marks = ", ".join("?" for _ in usd) or "NULL"
         yield (f"UPDATE escrow_holds SET charge = CASE WHEN budget_id IN ({marks}) THEN ? ELSE ? END"
                " WHERE reservation_id = ?", (*usd, in_usd, in_tok, res_id))  # fmt: skip
+        yield from _early_alerts(budgets, res_id, in_usd, in_tok, now)
     else:
         in_usd = in_tok = 0
         yield ("DELETE FROM escrow_holds WHERE reservation_id = ?", (res_id,))
     if in_usd == cost and in_tok == tokens:
-        return Cap(cost, tokens), None
+        return Cap(cost, tokens), None, []
     if locked is None:
         locked = yield from load_budgets(scope_keys, d)  # rare: a row was gone (see above)
     extra = yield from cap_charge(locked, cost - in_usd, tokens - in_tok, now)
@@ -82,4 +103,4 @@ def settle_escrow(res_id: str, scope_keys: list[str], used: tuple[int, int], hel
         yield from _reclaim_all(locked)
         extra = yield from cap_charge(locked, cost - in_usd, tokens - in_tok, now)
     total = Cap(in_usd + extra.cost, in_tok + extra.tokens, extra.cost_by, extra.tokens_by)
-    return total, (extra if locked else None)
+    return total, (extra if locked else None), locked

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rationer.errors import DeadlineExceeded, InvalidArgument, NotFound, RationerError
 from rationer.platform.ports import port_busy_error, port_in_use
+from services.ledger.client import LedgerClient
 from services.router import access
 from services.router.anthropic.door import MessagesDoor
 from services.router.anthropic.openapi import full_document
@@ -71,8 +72,10 @@ def _route_name(request: web.Request) -> str:
 class FrontDoor:
     """Handlers and middleware; one instance per router process."""
 
-    def __init__(self, core: RouterCore, settings: HttpSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, core: RouterCore, settings: HttpSettings, registry: CollectorRegistry | None = None,
+                 ledger: LedgerClient | None = None) -> None:  # fmt: skip
         self.core = core
+        self._ledger = ledger
         # The router's registry (RouterDeps.metrics), so /metrics here shows the gRPC and pipeline series too.
         self._metrics = HttpMetrics(registry if registry is not None else CollectorRegistry(auto_describe=True))
         self.settings = settings
@@ -99,7 +102,21 @@ class FrontDoor:
             app.router.add_get(path, self.ready)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/openapi.json", self.openapi)
+        self._mount_console(app)
         return app
+
+    def _mount_console(self, app: web.Application) -> None:
+        from services.router.console.routes import Console, off_app
+
+        c = self.settings.console
+        if not c.enabled:
+            return
+        if not c.secret_value() or self._ledger is None:
+            why = ("the console is off: it needs a secret to seal sessions; set [router.http.console] "
+                   "secret_file (or RATIONER_ROUTER__HTTP__CONSOLE__SECRET_FILE); `rationer up` makes one")  # fmt: skip
+            app.add_subapp("/console", off_app(why))
+            return
+        Console(c, self._ledger, self.core.clock, lambda r: r[RID], self.settings.body_timeout_s).mount(app)
 
     # ---- middleware: request id, errors, metrics, CORS ---------------------
 
@@ -344,10 +361,14 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 async def start_http(
-    core: RouterCore, settings: HttpSettings, registry: CollectorRegistry | None = None
+    core: RouterCore, settings: HttpSettings, registry: CollectorRegistry | None = None,
+    ledger: LedgerClient | None = None,
 ) -> HttpRunner:
-    """Serve the front door on ``settings.listen`` (port 0 picks a free one); /metrics serves ``registry``."""
-    door = FrontDoor(core, settings, registry)
+    """Serve the front door on ``settings.listen`` (port 0 picks a free one); /metrics serves ``registry``.
+
+    ``ledger`` (the router's ledger client) serves the console at /console; without it the console is off.
+    """
+    door = FrontDoor(core, settings, registry, ledger)
     # handler_cancellation: a client that disconnects cancels its handler, so
     # generation stops at once and is settled for what it produced. The body
     # timeout also bounds a connection that stalls in its headers or sits idle

@@ -182,6 +182,8 @@ class FakeBackend:
     up: bool = True
     calls: int = 0
     context: int | None = None  # the context window in tokens (None: unknown)
+    # Set when a ``hang_after`` stream stalls, so a test cuts it there and not at a guessed time.
+    hung: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def complete(
         self, model: str, messages: Sequence[Message], params: GenParams, deadline: float | None
@@ -200,6 +202,7 @@ class FakeBackend:
             if self.error is not None and i == self.error_after:
                 raise self.error
             if self.hang_after is not None and i == self.hang_after:
+                self.hung.set()
                 await asyncio.Event().wait()
             yield Delta(piece, completion_tokens=i + 1 if self.running_usage else 0, usage_exact=self.running_usage)
         if self.error is not None:

@@ -273,7 +273,7 @@ async def _cut_while_waiting(fakes: Fakes) -> None:
             pass
 
     task = asyncio.ensure_future(read())
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(fakes.backends["small"].hung.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
