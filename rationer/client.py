@@ -20,7 +20,7 @@ import grpc
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
-from rationer.platform.client import domain_error
+from rationer.platform.client import channel_options, domain_error
 from rationer.platform.convert import FINISH_FROM_PROTO, generation_params
 
 NANO = 1_000_000_000
@@ -166,7 +166,7 @@ class Client(_Base):
 
     def __init__(self, address: str, api_key: str, project: str = "") -> None:
         super().__init__(address, api_key, project)
-        self._channel = grpc.insecure_channel(address)
+        self._channel = grpc.insecure_channel(address, options=channel_options(address))
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -216,7 +216,7 @@ class AsyncClient(_Base):
         """``channel``: share one connection among clients (one per key, say); it stays the caller's to close."""
         super().__init__(address, api_key, project)
         self._own = channel is None
-        self._channel = channel or grpc.aio.insecure_channel(address)
+        self._channel = channel or grpc.aio.insecure_channel(address, options=channel_options(address))
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:

@@ -87,6 +87,7 @@ SERVICE_CLIS = (
     "rationer.replay.cli",
     "rationer.cli.bench_peer",
     "rationer.cli.bench_up",
+    "rationer.cluster.cli",
 )
 
 for _module in SERVICE_CLIS:

@@ -8,6 +8,7 @@ and every call it makes carries the service token.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,26 @@ class _StreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-
         return await continuation(_with_token(client_call_details, self._pair), request)
 
 
+# Per-call round robin over every address a target resolves to. gRPC's
+# default policy (pick_first) would send every call of a channel to one
+# replica, so a second ledger or router behind one target would sit idle.
+ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+MULTI_ADDRESS_SCHEMES = ("ipv4:", "ipv6:", "dns:")
+
+
+def channel_options(address: str, options: Sequence[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
+    """``options`` plus round robin when ``address`` may name several replicas.
+
+    ``ipv4:127.0.0.1:7401,127.0.0.1:7411`` (a static list) and ``dns:name:port``
+    (every A record) balance per call; a plain ``host:port`` keeps gRPC's
+    default, one connection.
+    """
+    out = list(options or ())
+    if address.startswith(MULTI_ADDRESS_SCHEMES) and not any(k == ROUND_ROBIN[0] for k, _ in out):
+        out.append(ROUND_ROBIN)
+    return out
+
+
 def internal_channel(
     address: str, service_token: str, *, options: Sequence[tuple[str, Any]] | None = None
 ) -> grpc.aio.Channel:
@@ -69,7 +90,7 @@ def internal_channel(
     pair = (SERVICE_TOKEN_KEY, service_token)
     interceptors: Any = [_UnaryToken(pair), _StreamToken(pair)] if service_token else []
     interceptors.extend(client_interceptors())  # trace context; a no-op while tracing is off
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=channel_options(address, options), interceptors=interceptors)
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:

@@ -19,6 +19,7 @@ import grpc
 
 from rationer.client import Answer, AsyncClient
 from rationer.errors import RationerError, ResourceExhausted
+from rationer.platform.client import channel_options
 from rationer.replay.provision import KeyBook
 from rationer.replay.trace import TraceLine
 
@@ -32,6 +33,10 @@ class DriveOptions:
     concurrency: int = 8
     timeout_s: float = 300.0
     run_id: str = "replay"
+    # Pause of each of the ``concurrency`` slots after an answer before it sends again. At
+    # concurrency 1 it lets the router's off-path cache store and commit land first, so which
+    # repeat hits, and the budget each call sees, are the trace's own (a determinism setting).
+    think_s: float = 0.0
 
 
 @dataclass
@@ -103,10 +108,14 @@ def _fill(rec: Record, answer: Answer) -> None:
 
 
 class Driver:
-    def __init__(self, opts: DriveOptions, book: KeyBook, on_done: Callable[[Record], None] | None = None) -> None:
+    def __init__(self, opts: DriveOptions, book: KeyBook, on_done: Callable[[Record], None] | None = None,
+                 on_start: Callable[[Record], None] | None = None) -> None:  # fmt: skip
+        """``on_start``/``on_done``: called as each request leaves and once it has its outcome
+        (the cluster test counts the requests in flight when it kills a replica)."""
         self.opts = opts
         self.book = book
         self.on_done = on_done or (lambda _r: None)
+        self.on_start = on_start or (lambda _r: None)
 
     async def tiers(self, client: AsyncClient) -> dict[str, dict[str, Any]]:
         return {t.name: {"kind": t.kind, "rank": t.rank, "model": t.model} for t in await client.list_tiers()}
@@ -114,6 +123,7 @@ class Driver:
     async def _one(self, client: AsyncClient, rec: Record, line: TraceLine, t0: float) -> None:
         sent = time.perf_counter()
         rec.sent_s = sent - t0
+        self.on_start(rec)
         try:
             answer = await client.complete(list(line.messages), max_tokens=line.max_tokens,
                                            temperature=line.temperature, user=line.user,
@@ -128,7 +138,8 @@ class Driver:
 
     async def run(self, lines: list[TraceLine] | tuple[TraceLine, ...]) -> DriveResult:
         opts = self.opts
-        async with grpc.aio.insecure_channel(opts.address, options=CHANNEL_OPTIONS) as channel:
+        options = channel_options(opts.address, CHANNEL_OPTIONS)  # round robin over ipv4:a,b (several routers)
+        async with grpc.aio.insecure_channel(opts.address, options=options) as channel:
             # One SDK client per (key, project), all on the one channel.
             clients: dict[tuple[str, str], AsyncClient] = {}
 
@@ -151,6 +162,8 @@ class Driver:
             async def guarded(rec: Record, line: TraceLine) -> None:
                 try:
                     await self._one(client_for(line), rec, line, t0)
+                    if opts.think_s:
+                        await asyncio.sleep(opts.think_s)
                 finally:
                     sem.release()
 

@@ -40,6 +40,7 @@ class ReplayConfig:
     org_suffix: str | None = None  # None: a fresh "-<run id>" when provisioning
     driver_check: bool = True
     settle_timeout_s: float = 30.0
+    think_s: float = 0.0  # DriveOptions.think_s
 
 
 def parse_speed(text: str) -> float | None:
@@ -154,14 +155,16 @@ async def driver_capacity(trace: Trace, concurrency: int) -> dict[str, Any]:
 
 
 async def run_replay(trace: Trace, cfg: ReplayConfig, on_done: Callable[[Record], None] | None = None,
-                     trace_path: str = "") -> dict[str, Any]:  # fmt: skip
+                     trace_path: str = "",
+                     on_start: Callable[[Record], None] | None = None) -> dict[str, Any]:  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     book = await _keys(trace, cfg, run_id)
     prices = await _prices(cfg.ledger)
     start_us = time.time_ns() // 1000 - 1_000_000
     started = time.time()
-    drive: DriveResult = await Driver(DriveOptions(cfg.address, cfg.speed, cfg.concurrency, run_id=run_id),
-                                      book, on_done).run(trace.lines)  # fmt: skip
+    drive: DriveResult = await Driver(DriveOptions(cfg.address, cfg.speed, cfg.concurrency, run_id=run_id,
+                                                   think_s=cfg.think_s),
+                                      book, on_done, on_start).run(trace.lines)  # fmt: skip
     ok = sum(r.status == "ok" for r in drive.records)
     usage = await _settled_usage(cfg, book, start_us, ok)
     result: dict[str, Any] = {
