@@ -9,7 +9,7 @@ a model name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rationer.platform.clock import FixedClock
 from services.ledger.admin_client import LedgerAdminClient
@@ -63,7 +63,10 @@ async def _charge(data: LedgerClient, key: TestKey, tier: str, tokens: tuple[int
     model = model or PRICES[tier][0]
     res = await data.authorize(key.key_id, tier, prompt_tokens=tokens[0], max_completion_tokens=tokens[1],
                                model=model, project=project, request_id=rid)  # fmt: skip
-    await data.commit(CommitCall(res.reservation_id, key.key_id, tokens[0], tokens[1], model=model, tier=tier))
+    # A plausible latency (local tiers answer faster than frontier ones), so the Requests page shows one.
+    latency = (250 if tier.startswith("local") else 900) + tokens[1] // 4
+    await data.commit(CommitCall(res.reservation_id, key.key_id, tokens[0], tokens[1], model=model, tier=tier,
+                                 latency_ms=latency))  # fmt: skip
 
 
 async def _day(data: LedgerClient, s: Seeded, day: int, clock: FixedClock) -> None:
@@ -80,7 +83,7 @@ async def _day(data: LedgerClient, s: Seeded, day: int, clock: FixedClock) -> No
         rid = f"hit-{day}-{n}"
         hit = cache_hit(key.key_id, rid, project="search", tier="frontier", model=PRICES["frontier"][0],
                         prompt_tokens=12_000, completion_tokens=3_200)  # fmt: skip
-        await data.record_cache_hit(hit)
+        await data.record_cache_hit(replace(hit, latency_ms=6 + n))
         if (day, n) in ((2, 0), (7, 1)):
             await data.record_wrong_hit(key.key_id, rid)
         clock.advance(30)
