@@ -20,10 +20,10 @@ from services.router.console.security import guard_middleware, login_form, safe_
 from services.router.console.session import COOKIE, Session, SessionCodec
 from services.router.console.static_files import load
 from services.router.http.errors import error_body, json_error
+from services.router.http.input import MAX_KEY_CHARS, well_formed_key
 from services.router.settings import ConsoleSettings
 
 log = structlog.get_logger(__name__)
-MAX_KEY_CHARS = 256
 
 
 class Console:
@@ -114,8 +114,9 @@ class Console:
                 raise
             return see_other(back + "refused")
         key = str(form.get("api_key", "")).strip()
-        if not key or len(key) > MAX_KEY_CHARS:
-            raise InvalidArgument(f"api_key must be an API key (1 to {MAX_KEY_CHARS} characters)", param="api_key")
+        if not well_formed_key(key):
+            raise InvalidArgument(f"api_key must be an API key: 1 to {MAX_KEY_CHARS} printable ASCII characters "
+                                  "without spaces", param="api_key")  # fmt: skip
         try:
             who = await self._ledger.as_bearer(key).whoami()
         except Unauthenticated:

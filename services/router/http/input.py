@@ -37,10 +37,15 @@ _TOKEN_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~, -]{1,1024}")
 _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 
+def well_formed_key(token: str) -> bool:
+    """Whether ``token`` can be a key at all: it travels as gRPC metadata, so printable ASCII only."""
+    return 0 < len(token) <= MAX_KEY_CHARS and _CREDENTIAL.fullmatch(token) is not None
+
+
 def bearer_key(request: web.Request) -> str:
     """The key from ``Authorization: Bearer <key>``; 401 for anything else, before any lookup."""
     token = bearer(request.headers.get("Authorization"), where="Authorization header", header="Authorization")
-    if len(token) > MAX_KEY_CHARS or not _CREDENTIAL.fullmatch(token):
+    if not well_formed_key(token):
         raise Unauthenticated(
             "malformed Authorization header: the key must be printable ASCII without spaces "
             f"(at most {MAX_KEY_CHARS} characters); expected 'Bearer <rationer key>'"
