@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from bench.ledger_console import p95
 from rationer.platform.clock import SYSTEM_CLOCK
 from services.ledger import seed as seeding
 from services.ledger.client import LedgerClient
@@ -38,10 +39,6 @@ VIEWS: dict[str, tuple[str, list[str]]] = {
     **{f"chargeback_by_{by}": (f"chargeback?by={by}", [by])
        for by in ("org", "team", "user", "key", "project", "model")},
 }  # fmt: skip
-
-
-def p95(xs: list[float]) -> float:
-    return statistics.quantiles(xs, n=20)[-1] if len(xs) >= 2 else xs[0]
 
 
 async def _time(fn: Callable[[], Awaitable[object]], repeats: int) -> dict[str, float]:

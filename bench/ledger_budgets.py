@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from bench.ledger_console import p95
+from bench.ledger_console import p95, seeded_store
 from services.ledger import seed as seeding
 from services.ledger.budget_alerts import statuses
 from services.ledger.money import from_datetime, period_bounds
 from services.ledger.sql import admin as sql_admin
 from services.ledger.sql.common import Op
-from services.ledger.store import SQLiteStore, Store
-from services.ledger.store_postgres import PostgresStore
+from services.ledger.store import Store
 
 TARGET_MS = 300.0
 # Late in a month, so a monthly budget's burn-down reads a whole month of daily rollups (the seed's
@@ -78,38 +74,12 @@ async def _measure(store: Store, now: int, one: str, repeats: int) -> dict[str, 
     return out
 
 
-async def _store_for(backend: str, tmp: Path, dsn: str, schema: str) -> tuple[Store, str]:
-    if backend == "sqlite":
-        return SQLiteStore(tmp / "ledger.sqlite3"), dsn
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    dsn = f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
-    return PostgresStore(dsn), dsn
-
-
 async def run_backend(backend: str, count: int, repeats: int, dsn: str, keys: int) -> dict[str, Any]:
     now = from_datetime(NOW)
     spec = seeding.SeedSpec(count, now, days=30, keys=keys, seed=1)
-    tmp = Path(tempfile.mkdtemp(prefix="rationer-bench-budgets-"))
-    schema = f"bench_budgets_{uuid.uuid4().hex[:8]}"
-    store, dsn = await _store_for(backend, tmp, dsn, schema)
-    await store.start()
-    try:
-        if backend == "sqlite":
-            await asyncio.to_thread(seeding.seed_sqlite, tmp / "ledger.sqlite3", spec)
-        else:
-            await asyncio.to_thread(seeding.seed_postgres, dsn, spec)
+    async with seeded_store(backend, spec, dsn, "budgets") as (store, _):
         ids = await store.write(partial(_add_budgets, now))
         result = await _measure(store, now, ids[1], repeats)
-    finally:
-        await store.close()
-        if backend == "postgres":
-            import psycopg
-
-            with psycopg.connect(dsn.split("?")[0], autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     page = result["budgets_page_all"]["p95_ms"]
     base = result["list_budgets (baseline)"]["p95_ms"]
     return {"events": count, "keys": keys, "budgets": len(ids), "reads": result, "page_p95_ms": page,

@@ -11,11 +11,13 @@ along the (scope, time, id) indexes) through the real store drivers. The target:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -94,11 +96,12 @@ async def _measure(store: Store, end_us: int, repeats: int) -> dict[str, dict[st
     return out
 
 
-async def run_backend(backend: str, count: int, repeats: int, dsn: str, keys: int) -> dict[str, Any]:
-    end_us = int(time.time() * 1e6)
-    spec = seeding.SeedSpec(count, end_us, days=30, keys=keys, seed=1)
-    tmp = Path(tempfile.mkdtemp(prefix="rationer-bench-console-"))
-    schema = f"bench_console_{uuid.uuid4().hex[:8]}"
+@contextlib.asynccontextmanager
+async def seeded_store(backend: str, spec: seeding.SeedSpec, dsn: str, name: str) -> AsyncIterator[tuple[Store, float]]:
+    """A started store on a fresh SQLite file or PostgreSQL schema holding ``spec``'s events, and the seconds
+    seeding took; the schema is dropped afterwards. Shared by `bench console` and `bench budgets`."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"rationer-bench-{name}-"))
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
     store: Store
     if backend == "sqlite":
         store = SQLiteStore(tmp / "ledger.sqlite3")
@@ -116,9 +119,7 @@ async def run_backend(backend: str, count: int, repeats: int, dsn: str, keys: in
             await asyncio.to_thread(seeding.seed_sqlite, tmp / "ledger.sqlite3", spec)
         else:
             await asyncio.to_thread(seeding.seed_postgres, dsn, spec)
-        seed_s = time.perf_counter() - t0
-        result = await _measure(store, end_us, repeats)
-        rollup_rows = await store.read(_rollup_rows)
+        yield store, time.perf_counter() - t0
     finally:
         await store.close()
         if backend == "postgres":
@@ -126,6 +127,14 @@ async def run_backend(backend: str, count: int, repeats: int, dsn: str, keys: in
 
             with psycopg.connect(dsn.split("?")[0], autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def run_backend(backend: str, count: int, repeats: int, dsn: str, keys: int) -> dict[str, Any]:
+    end_us = int(time.time() * 1e6)
+    spec = seeding.SeedSpec(count, end_us, days=30, keys=keys, seed=1)
+    async with seeded_store(backend, spec, dsn, "console") as (store, seed_s):
+        result = await _measure(store, end_us, repeats)
+        rollup_rows = await store.read(_rollup_rows)
     worst = max(r["p95_ms"] for r in result.values())
     return {"events": count, "keys": keys, "rollup_rows": rollup_rows, "seed_s": round(seed_s, 1),
             "queries": result, "worst_p95_ms": worst, "target_ms": TARGET_MS,
