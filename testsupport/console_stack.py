@@ -23,11 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import web
 from pydantic import SecretStr
 
 from rationer.platform.clock import Clock, FixedClock
-from rationer.platform.net import free_port
 from services.ledger.models import UsageRow
 from services.router.http.app import HttpRunner, start_http
 from services.router.settings import ConsoleSettings, HttpSettings, RouterSettings, TierSettings
@@ -35,6 +33,7 @@ from services.router.wiring import build_deps
 from testsupport.console_seed import PRICES, Seeded, seed
 from testsupport.ledger import RunningLedger, TestKey, running_ledger, settings_for
 from testsupport.platform import SERVICE_TOKEN
+from testsupport.upstream import instant_frontier
 
 T = TypeVar("T")
 CONSOLE_SECRET = "console-test-secret-0123456789abcdef"
@@ -72,20 +71,6 @@ class ConsoleStack:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
-@asynccontextmanager
-async def _upstream() -> AsyncIterator[str]:
-    from bench.router_http import upstream_app
-
-    runner = web.AppRunner(upstream_app(), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
-
-
 def _router_settings(tmp_path: Path, ledger: str, upstream: str, console: ConsoleSettings) -> RouterSettings:
     tiers = [TierSettings(name=name, kind="frontier", rank=rank, model=PRICES[name][0], base_url=upstream,
                           max_retries=0) for rank, name in enumerate(("frontier-mini", "frontier"))]  # fmt: skip
@@ -103,7 +88,7 @@ async def running_door(
 ) -> AsyncIterator[HttpRunner]:
     """The router (built by ``build_deps``) and its HTTP door with the console, on an instant upstream."""
     async with AsyncExitStack() as stack:
-        upstream = await stack.enter_async_context(_upstream())
+        upstream = await stack.enter_async_context(instant_frontier())
         settings = _router_settings(tmp_path, ledger, upstream, console)
         deps = await build_deps(settings, clock=clock)
         stack.push_async_callback(deps.close)

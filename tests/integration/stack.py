@@ -38,29 +38,6 @@ PRICES: dict[str, tuple[int, int]] = {
 }
 
 
-@asynccontextmanager
-async def instant_frontier() -> AsyncIterator[str]:
-    """An instant OpenAI-compatible upstream in this loop (the bench's); yields its /v1 base URL.
-
-    For tests about the gateway itself (bad input, logs, fuzzing), where a
-    real model's latency would only slow them down. It answers every call,
-    streamed or not, with the same short text and usage.
-    """
-    from aiohttp import web
-
-    from bench.router_http import upstream_app
-    from rationer.platform.net import free_port
-
-    runner = web.AppRunner(upstream_app(), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
-
-
 def frontier_tiers(base_url: str) -> list[TierSettings]:
     """Two frontier-kind tiers on the same real upstream, cheap and dear."""
     return [

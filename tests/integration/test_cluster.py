@@ -49,8 +49,8 @@ from rationer.replay.synth import SynthConfig, load_pools, synthesize
 from rationer.replay.trace import Trace
 from rationer.up import Supervisor, UpOptions, admin_token, ports, wait_serving
 from services.ledger.admin_client import LedgerAdminClient
-from tests.integration.stack import instant_frontier
 from testsupport.pgvector import PgvectorServer
+from testsupport.upstream import instant_frontier
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(600)]
 

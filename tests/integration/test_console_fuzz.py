@@ -34,9 +34,10 @@ json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
                       st.floats(allow_nan=False), text)  # fmt: skip
 json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(text, c, max_size=3),
                           max_leaves=8)  # fmt: skip
-body_keys = st.sampled_from(["user_id", "team_id", "name", "project", "role", "allowed_tiers", "ttl_days",
-                             "expires_at", "scope", "unit", "period", "hard_limit", "soft_fraction",
-                             "alert_fractions", "url", "budget_id", "org_id", "log_prompts", "api_key", "x"])  # fmt: skip
+BODY_KEYS = ["user_id", "team_id", "name", "project", "role", "allowed_tiers", "ttl_days", "expires_at", "scope",
+             "unit", "period", "hard_limit", "soft_fraction", "alert_fractions", "url", "budget_id", "org_id",
+             "log_prompts", "api_key", "x"]  # fmt: skip
+body_keys = st.sampled_from(BODY_KEYS)
 bodies = st.one_of(st.none(), json_value, st.dictionaries(body_keys, json_value, max_size=6))
 queries = st.dictionaries(st.sampled_from(PARAMS), text, max_size=5)
 

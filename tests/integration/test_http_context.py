@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from addresses import assert_no_internal_address
-from stack import Stack, instant_frontier, running_stack
+from stack import Stack, running_stack
 
 from services.router.settings import TierSettings
 from testsupport.slm_worker import SMOLLM2
+from testsupport.upstream import instant_frontier
 
 LONG = "Please summarise the following notes. " + "The meeting moved to three in the afternoon. " * 120
 SHORT = "Say hello."

@@ -47,11 +47,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
-from stack import Stack, instant_frontier, running_stack
+from stack import Stack, running_stack
 
 from services.router.anthropic.openapi import full_document
 from services.router.http.openapi import openapi_document
 from services.router.settings import HttpSettings, TierSettings
+from testsupport.upstream import instant_frontier
 
 BODY_TIMEOUT_S = 2.0
 # A liveness bound per request (the instant upstream answers in milliseconds).

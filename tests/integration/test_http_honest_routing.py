@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from stack import Stack, instant_frontier, running_stack
+from stack import Stack, running_stack
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
@@ -26,6 +26,7 @@ from rationer.platform.net import free_port
 from rationer.up import UpOptions, banner
 from rationer.up_ready import fetch_ready
 from services.router.settings import TierSettings
+from testsupport.upstream import instant_frontier
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 

@@ -22,10 +22,11 @@ import pytest
 from aiohttp import web
 from logcheck import LogWindow, sensitive
 from rawhttp import exchange, request
-from stack import Stack, instant_frontier, running_stack
+from stack import Stack, running_stack
 
 from rationer.platform.net import free_port
 from services.router.settings import TierSettings
+from testsupport.upstream import instant_frontier
 
 PROMPT = f"Describe the marmalade lighthouse {uuid.uuid4().hex[:12]} in one line"
 sensitive(PROMPT)

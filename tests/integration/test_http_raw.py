@@ -19,9 +19,10 @@ import pytest
 from addresses import assert_no_internal_address
 from logcheck import LogWindow
 from rawhttp import RawResponse, exchange, request
-from stack import Stack, instant_frontier, running_stack
+from stack import Stack, running_stack
 
 from services.router.settings import HttpSettings, TierSettings
+from testsupport.upstream import instant_frontier
 
 BODY_TIMEOUT_S = 1.0
 # A liveness bound, not a measurement: a connection still open this long

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stack import PRICES, Stack, frontier_tiers, instant_frontier, running_stack
+from stack import PRICES, Stack, frontier_tiers, running_stack
 
 from rationer.platform.money import usd_to_nano
+from testsupport.upstream import instant_frontier
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 

@@ -29,11 +29,12 @@ import pytest
 from aiohttp import web
 from logcheck import LogWindow, sensitive
 from prometheus_client.parser import text_string_to_metric_families
-from stack import Stack, instant_frontier, running_stack
+from stack import Stack, running_stack
 
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.net import free_port
 from services.router.settings import TierSettings
+from testsupport.upstream import instant_frontier
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "rationer-router.json"
 PROMPT = f"Name the capital of the tangerine archipelago {uuid.uuid4().hex[:10]}"

@@ -19,12 +19,13 @@ import grpc
 import httpx
 import pytest
 from logcheck import sensitive
-from stack import instant_frontier, running_stack
+from stack import running_stack
 
 from rationer.api.common.v1 import common_pb2
 from rationer.api.router.v1 import router_pb2, router_pb2_grpc
 from rationer.platform.tracing import Tracing, configure_tracing
 from testsupport.otlp import OtlpReceiver, ReceivedSpan, running_otlp_receiver
+from testsupport.upstream import instant_frontier
 
 SERVICES = ("router", "ledger", "cache", "slm_worker")
 PROMPT = "Name one colour of the flag of Zebraxyzzy in one word."
